@@ -1,0 +1,157 @@
+//! `Application::build(config, mode)` → a bound server with `port()` and `run_until_stopped()`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+
+use crate::auth::google::GoogleVerifier;
+use crate::config::{Config, GOOGLE_JWKS_URL};
+use crate::dev::{self, TokenIssuer, DEV_CLIENT_ID, DEV_ISSUER};
+use crate::http::{self, AppState, StateInner};
+use crate::storage::crypto::Key;
+use crate::tenancy::Catalog;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Production: explicit master key and Google settings required.
+    Serve,
+    /// Laptop: loopback only, dev issuer, generated master key, demo data.
+    Dev,
+}
+
+/// The key-encryption key: configured, else (dev and operator CLI on a dev data dir) the
+/// dev key file, generated when `generate` is set.
+pub fn master_key(config: &Config, mode: Mode, generate: bool) -> anyhow::Result<Key> {
+    if let Some(k) = config.master_key_bytes()? {
+        return Ok(Key::from_bytes(&k));
+    }
+    let dev_file = config.data_dir.join("dev").join("master.key");
+    if mode == Mode::Dev {
+        if !dev_file.exists() && generate {
+            let (_, raw) = Key::generate();
+            dev::write_private(&dev_file, hex::encode(raw.as_ref()).as_bytes())?;
+        }
+        if dev_file.exists() {
+            let text = std::fs::read_to_string(&dev_file)?;
+            return Ok(Key::from_bytes(&crate::config::parse_master_key(&text)?));
+        }
+    }
+    bail!("invalid configuration: `master_key` is missing: set DOCKET_MASTER_KEY or DOCKET_MASTER_KEY_FILE (32 bytes, hex or base64)")
+}
+
+pub async fn open_catalog(config: &Config, key: Key) -> anyhow::Result<Catalog> {
+    Catalog::open(
+        &config.data_dir,
+        config.database.url.as_deref(),
+        key,
+        config.database.max_connections_per_tenant,
+    )
+    .await
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(mut config: Config, mode: Mode) -> anyhow::Result<Application> {
+        if mode == Mode::Dev && !config.listen.ip().is_loopback() {
+            bail!("invalid configuration: `listen` (DOCKET_LISTEN): dev mode binds to loopback only, not {}", config.listen);
+        }
+        if mode == Mode::Serve && config.google.client_ids.is_empty() {
+            bail!("invalid configuration: `google.client_ids` (DOCKET_GOOGLE__CLIENT_IDS) is required: the OAuth client id(s) your add-on's tokens are issued for");
+        }
+        let key = master_key(&config, mode, true)?;
+        let listener = TcpListener::bind(config.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {} (`listen`, DOCKET_LISTEN)",
+                config.listen
+            )
+        })?;
+        let addr = listener.local_addr()?;
+        let dev = if mode == Mode::Dev {
+            let issuer = TokenIssuer::load_or_create(
+                &config.data_dir.join("dev").join("issuer.pem"),
+                DEV_ISSUER,
+            )?;
+            if config.google.jwks_url.is_none() {
+                config.google.jwks_url = Some(format!("http://{addr}/dev/jwks.json"));
+            }
+            if config.google.issuers.is_none() {
+                config.google.issuers = Some(vec![DEV_ISSUER.to_string()]);
+            }
+            if config.google.client_ids.is_empty() {
+                config.google.client_ids = vec![DEV_CLIENT_ID.to_string()];
+            }
+            Some(Arc::new(issuer))
+        } else {
+            None
+        };
+        let catalog = open_catalog(&config, key).await?;
+        let verifier = GoogleVerifier::new(
+            config
+                .google
+                .jwks_url
+                .clone()
+                .unwrap_or_else(|| GOOGLE_JWKS_URL.to_string()),
+            config.issuers(),
+            config.google.leeway_secs,
+        );
+        let state = AppState::new(StateInner {
+            config,
+            catalog: Arc::new(catalog),
+            verifier,
+            dev,
+        });
+        Ok(Application { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, finishing requests in flight.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run(shutdown_signal()).await
+    }
+
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let catalog = self.state.catalog.clone();
+        let app = http::router(self.state);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        catalog.close().await;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,233 @@
+//! Verifying Google-signed ID tokens (GOOGLE.md §1, §4): RS256 only, keys from a JWKS URL
+//! cached by `kid` per `Cache-Control`, refetched (single flight) on an unknown `kid`, last
+//! good set kept when a fetch fails; `iss`, `aud`, `exp` (≤ 60 s leeway) required and checked.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+/// Refetches forced by an unknown `kid` happen at most this often.
+const MIN_REFETCH: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("token algorithm must be RS256")]
+    Algorithm,
+    #[error("token key id is unknown")]
+    UnknownKey,
+    #[error("signing keys are unavailable")]
+    KeysUnavailable,
+    #[error("token rejected: {0}")]
+    Invalid(String),
+}
+
+/// Claims docket reads from an ID token.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdClaims {
+    pub iss: String,
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Google sends a bool; some older tokens carry the string "true".
+    #[serde(default)]
+    pub email_verified: Option<serde_json::Value>,
+    #[serde(default)]
+    pub hd: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl IdClaims {
+    pub fn email_verified(&self) -> bool {
+        matches!(&self.email_verified, Some(serde_json::Value::Bool(true)))
+            || matches!(&self.email_verified, Some(serde_json::Value::String(s)) if s == "true")
+    }
+}
+
+#[derive(Deserialize)]
+struct Jwks {
+    keys: Vec<Jwk>,
+}
+
+#[derive(Deserialize)]
+struct Jwk {
+    kty: String,
+    kid: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    alg: Option<String>,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+}
+
+struct KeySet {
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Instant,
+    expires_at: Instant,
+}
+
+pub struct JwksCache {
+    url: String,
+    http: reqwest::Client,
+    current: RwLock<Option<Arc<KeySet>>>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+fn max_age(headers: &reqwest::header::HeaderMap) -> Duration {
+    headers
+        .get(reqwest::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',')
+                .filter_map(|d| d.trim().strip_prefix("max-age="))
+                .find_map(|n| n.trim().parse::<u64>().ok())
+        })
+        .map(|s| Duration::from_secs(s.clamp(30, 86_400)))
+        .unwrap_or(DEFAULT_MAX_AGE)
+}
+
+impl JwksCache {
+    pub fn new(url: String) -> Self {
+        JwksCache {
+            url,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("HTTP client"),
+            current: RwLock::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn snapshot(&self) -> Option<Arc<KeySet>> {
+        self.current.read().expect("jwks lock").clone()
+    }
+
+    async fn fetch(&self) -> anyhow::Result<KeySet> {
+        let resp = self.http.get(&self.url).send().await?.error_for_status()?;
+        let ttl = max_age(resp.headers());
+        let jwks: Jwks = resp.json().await?;
+        let mut keys = HashMap::new();
+        for k in jwks.keys {
+            let usable = k.kty == "RSA"
+                && k.alg.as_deref().is_none_or(|a| a == "RS256")
+                && k.use_.as_deref().is_none_or(|u| u == "sig");
+            if let (true, Some(kid), Some(n), Some(e)) = (usable, k.kid, k.n, k.e) {
+                if let Ok(key) = DecodingKey::from_rsa_components(&n, &e) {
+                    keys.insert(kid, key);
+                }
+            }
+        }
+        let now = Instant::now();
+        Ok(KeySet {
+            keys,
+            fetched_at: now,
+            expires_at: now + ttl,
+        })
+    }
+
+    /// The key for `kid`, fetching the set when stale or when `kid` is new to us.
+    pub async fn key(&self, kid: &str) -> Result<DecodingKey, TokenError> {
+        let seen = self.snapshot();
+        if let Some(set) = &seen {
+            if Instant::now() < set.expires_at {
+                if let Some(k) = set.keys.get(kid) {
+                    return Ok(k.clone());
+                }
+            }
+        }
+        let _flight = self.refresh.lock().await;
+        let latest = self.snapshot();
+        let refreshed_meanwhile = match (&seen, &latest) {
+            (Some(a), Some(b)) => a.fetched_at != b.fetched_at,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if let Some(set) = &latest {
+            let fresh = Instant::now() < set.expires_at;
+            if let Some(k) = set.keys.get(kid) {
+                if fresh || refreshed_meanwhile {
+                    return Ok(k.clone());
+                }
+            } else if refreshed_meanwhile || (fresh && set.fetched_at.elapsed() < MIN_REFETCH) {
+                return Err(TokenError::UnknownKey);
+            }
+        }
+        match self.fetch().await {
+            Ok(set) => {
+                let found = set.keys.get(kid).cloned();
+                *self.current.write().expect("jwks lock") = Some(Arc::new(set));
+                found.ok_or(TokenError::UnknownKey)
+            }
+            Err(e) => {
+                tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; keeping the last good key set");
+                match latest.and_then(|s| s.keys.get(kid).cloned()) {
+                    Some(k) => Ok(k),
+                    None => Err(TokenError::KeysUnavailable),
+                }
+            }
+        }
+    }
+}
+
+pub struct GoogleVerifier {
+    jwks: JwksCache,
+    issuers: Vec<String>,
+    leeway: u64,
+}
+
+impl GoogleVerifier {
+    pub fn new(jwks_url: String, issuers: Vec<String>, leeway: u64) -> Self {
+        GoogleVerifier {
+            jwks: JwksCache::new(jwks_url),
+            issuers,
+            leeway: leeway.min(60),
+        }
+    }
+
+    /// Verifies signature, `iss`, `aud` ∈ `audiences`, `exp`/`nbf`. Callers then check the
+    /// claims their use needs (`email_verified`, the service account, …).
+    pub async fn verify(&self, token: &str, audiences: &[String]) -> Result<IdClaims, TokenError> {
+        if audiences.is_empty() {
+            return Err(TokenError::Invalid("no audience is configured".into()));
+        }
+        let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::RS256 {
+            return Err(TokenError::Algorithm);
+        }
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let key = self.jwks.key(&kid).await?;
+        let mut v = Validation::new(Algorithm::RS256);
+        v.algorithms = vec![Algorithm::RS256];
+        v.set_issuer(&self.issuers);
+        v.set_audience(audiences);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        v.leeway = self.leeway;
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        decode::<IdClaims>(token, &key, &v)
+            .map(|d| d.claims)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind::*;
+                TokenError::Invalid(
+                    match e.kind() {
+                        ExpiredSignature => "token has expired",
+                        ImmatureSignature => "token is not valid yet",
+                        InvalidIssuer => "token issuer is not accepted",
+                        InvalidAudience => "token audience is not accepted",
+                        InvalidSignature => "token signature is invalid",
+                        MissingRequiredClaim(_) => "token lacks a required claim",
+                        _ => "token claims are invalid",
+                    }
+                    .into(),
+                )
+            })
+    }
+}

@@ -1,0 +1,3 @@
+//! Authentication: Google ID tokens → tenant and user.
+
+pub mod google;

@@ -1,0 +1,512 @@
+//! The `docket` command line: server modes and operator commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use base64::Engine;
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{self, Application, Mode};
+use crate::audit::{self, ChainStatus};
+use crate::config::Config;
+use crate::dev::{self, TokenIssuer, DEV_CLIENT_ID, DEV_ISSUER};
+use crate::directory::{self, RecordKind, Role};
+use crate::filing::{self, AttachmentSelection, FilingInput, TargetRef};
+use crate::tenancy::Catalog;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "docket",
+    version,
+    about = "File Gmail messages into a firm's matters, cases and contracts."
+)]
+pub struct Cli {
+    /// TOML config file; `DOCKET_…` environment variables override it.
+    #[arg(long, global = true, env = "DOCKET_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the production server.
+    Serve,
+    /// Run a local instance with a demo tenant and a dev identity issuer (loopback only).
+    Dev {
+        #[command(subcommand)]
+        action: Option<DevAction>,
+    },
+    /// Create or upgrade the catalogue and every tenant database.
+    Migrate,
+    /// Tenants (firms).
+    Tenant {
+        #[command(subcommand)]
+        action: TenantAction,
+    },
+    /// A tenant's record catalogue.
+    Record {
+        #[command(subcommand)]
+        action: RecordAction,
+    },
+    /// A tenant's users.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// A tenant's audit chain.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+    /// File an .eml from a script, as a registered user.
+    File(FileArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DevAction {
+    /// Print an ID token from the dev issuer (same data dir as the dev instance).
+    Token {
+        #[arg(long)]
+        email: String,
+        /// `aud` claim; default the configured (or dev) client id.
+        #[arg(long)]
+        audience: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantAction {
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Google Workspace domain (the `hd` claim); repeatable.
+        #[arg(long = "domain", required = true)]
+        domains: Vec<String>,
+    },
+    List,
+    /// Map one address (e.g. an account without a Workspace domain) to a tenant.
+    MapAddress {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RecordAction {
+    Add {
+        #[arg(long)]
+        tenant: String,
+        /// matter, case or contract.
+        #[arg(long)]
+        kind: String,
+        /// e.g. M-2024-017.
+        #[arg(long)]
+        reference: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        client: String,
+        /// Contact address or domain; repeatable.
+        #[arg(long = "contact")]
+        contacts: Vec<String>,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserAction {
+    Add {
+        #[arg(long)]
+        tenant: String,
+        /// The user's Google account email.
+        #[arg(long)]
+        email: String,
+        /// admin, filer or viewer.
+        #[arg(long, default_value = "filer")]
+        role: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditAction {
+    /// Exit 0 only if the whole chain is intact; otherwise name the first bad entry.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Show the newest entries.
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct FileArgs {
+    #[arg(long)]
+    pub tenant: String,
+    /// Email of the filing user.
+    #[arg(long)]
+    pub user: String,
+    /// `kind:reference`, repeatable (e.g. matter:M-2024-017).
+    #[arg(long = "target", required = true)]
+    pub targets: Vec<String>,
+    /// `all` or comma-separated attachment indices (0-based).
+    #[arg(long, default_value = "all")]
+    pub attachments: String,
+    #[arg(long)]
+    pub note: Option<String>,
+    /// The message (.eml); `-` reads standard input.
+    pub message: PathBuf,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("docket: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(cli.command, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("docket: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+async fn catalog_for_cli(config: &Config) -> anyhow::Result<Catalog> {
+    // Operator commands also work on a `dev` data dir (its generated key).
+    let key = app::master_key(config, Mode::Dev, false)
+        .or_else(|_| app::master_key(config, Mode::Serve, false))?;
+    app::open_catalog(config, key).await
+}
+
+async fn run(cmd: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Serve => {
+            let app = Application::build(config, Mode::Serve).await?;
+            tracing::info!(addr = %app.local_addr(), "docket listening");
+            app.run_until_stopped().await?;
+        }
+        Command::Dev {
+            action:
+                Some(DevAction::Token {
+                    email,
+                    audience,
+                    ttl,
+                }),
+        } => {
+            let issuer = TokenIssuer::load_or_create(
+                &config.data_dir.join("dev").join("issuer.pem"),
+                DEV_ISSUER,
+            )?;
+            let aud = audience
+                .or_else(|| config.google.client_ids.first().cloned())
+                .unwrap_or_else(|| DEV_CLIENT_ID.to_string());
+            println!("{}", issuer.user_token(&email, &aud, ttl));
+        }
+        Command::Dev { action: None } => {
+            let app = Application::build(config, Mode::Dev).await?;
+            let state = app.state();
+            let tenant = dev::seed_demo(&state.catalog).await?;
+            let dev_dir = state.config.data_dir.join("dev");
+            let eml = dev::sample_email();
+            std::fs::write(dev_dir.join("sample.eml"), &eml)?;
+            let body = serde_json::json!({
+                "raw": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(eml.as_bytes()),
+                "targets": [{"kind": "matter", "id": "M-2024-017"}],
+                "note": "Filed from the docket dev quick start",
+            });
+            let body_path = dev_dir
+                .join("sample-filing.json")
+                .canonicalize()
+                .unwrap_or(dev_dir.join("sample-filing.json"));
+            std::fs::write(&body_path, serde_json::to_vec_pretty(&body)?)?;
+            let token = state.dev.as_ref().expect("dev issuer").user_token(
+                "alice@demo.test",
+                &state.config.google.client_ids[0],
+                12 * 3600,
+            );
+            let addr = app.local_addr();
+            println!(
+                "\ndocket dev is running on http://{addr}\n  data dir: {}\n  demo tenant: {} ({}), users alice@ (admin), bob@ (filer), carol@ (viewer) @demo.test\n  dev JWKS: http://{addr}/dev/jwks.json\n\nFile the sample email (token for alice@demo.test, valid 12 h; `docket dev token --email bob@demo.test` mints more):\n\ncurl -sS -X POST http://{addr}/v1/filings \\\n  -H 'Authorization: Bearer {token}' \\\n  -H 'Content-Type: application/json' \\\n  --data @{}\n\nThen list what was filed:\n\ncurl -sS 'http://{addr}/v1/filings?target=matter:M-2024-017' -H 'Authorization: Bearer {token}'\n",
+                state.config.data_dir.display(),
+                tenant.name,
+                tenant.domains.join(", "),
+                body_path.display(),
+            );
+            app.run_until_stopped().await?;
+        }
+        Command::Migrate => {
+            let catalog = catalog_for_cli(&config).await?;
+            let tenants = catalog.list_tenants().await?;
+            for t in &tenants {
+                catalog.tenant(&t.id).await?;
+            }
+            println!(
+                "catalogue and {} tenant database(s) are up to date",
+                tenants.len()
+            );
+            catalog.close().await;
+        }
+        Command::Tenant { action } => {
+            let catalog = catalog_for_cli(&config).await?;
+            match action {
+                TenantAction::Create { name, domains } => {
+                    let t = catalog.create_tenant(&name, &domains, "operator").await?;
+                    println!(
+                        "created tenant {} ({}) for {}",
+                        t.name,
+                        t.id,
+                        t.domains.join(", ")
+                    );
+                }
+                TenantAction::List => {
+                    for t in catalog.list_tenants().await? {
+                        println!(
+                            "{}\t{}\t{}\t{}",
+                            t.id,
+                            t.name,
+                            t.status,
+                            t.domains.join(",")
+                        );
+                    }
+                }
+                TenantAction::MapAddress { tenant, email } => {
+                    let t = catalog.find_tenant(&tenant).await?;
+                    catalog.map_address(&t.id, &email).await?;
+                    println!("{email} now signs in to {}", t.name);
+                }
+            }
+            catalog.close().await;
+        }
+        Command::Record { action } => {
+            let catalog = catalog_for_cli(&config).await?;
+            match action {
+                RecordAction::Add {
+                    tenant,
+                    kind,
+                    reference,
+                    title,
+                    client,
+                    contacts,
+                } => {
+                    let t = catalog
+                        .tenant(&catalog.find_tenant(&tenant).await?.id)
+                        .await?;
+                    let kind: RecordKind = kind.parse().map_err(anyhow::Error::msg)?;
+                    let r = directory::add_record(
+                        &t.db, kind, &reference, &title, &client, &contacts, "operator",
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!("added {}:{} {}", r.kind, r.reference, r.title);
+                }
+                RecordAction::List { tenant } => {
+                    let t = catalog
+                        .tenant(&catalog.find_tenant(&tenant).await?.id)
+                        .await?;
+                    for r in directory::list_records(&t.db)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                    {
+                        println!(
+                            "{}:{}\t{}\t{}\t{}\t{}",
+                            r.kind,
+                            r.reference,
+                            r.title,
+                            r.client,
+                            r.status,
+                            r.contacts.join(",")
+                        );
+                    }
+                }
+            }
+            catalog.close().await;
+        }
+        Command::User { action } => {
+            let catalog = catalog_for_cli(&config).await?;
+            match action {
+                UserAction::Add {
+                    tenant,
+                    email,
+                    role,
+                    name,
+                } => {
+                    let t = catalog
+                        .tenant(&catalog.find_tenant(&tenant).await?.id)
+                        .await?;
+                    let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+                    let u = directory::add_user(&t.db, &email, &name, role, "operator")
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!("added {} ({})", u.email, u.role.as_str());
+                }
+                UserAction::List { tenant } => {
+                    let t = catalog
+                        .tenant(&catalog.find_tenant(&tenant).await?.id)
+                        .await?;
+                    for u in directory::list_users(&t.db)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                    {
+                        println!(
+                            "{}\t{}\t{}\t{}",
+                            u.email,
+                            u.role.as_str(),
+                            u.status,
+                            u.display_name
+                        );
+                    }
+                }
+            }
+            catalog.close().await;
+        }
+        Command::Audit { action } => {
+            let catalog = catalog_for_cli(&config).await?;
+            let code = match action {
+                AuditAction::Verify { tenant } => {
+                    let t = catalog
+                        .tenant(&catalog.find_tenant(&tenant).await?.id)
+                        .await?;
+                    match audit::verify(&t.db).await? {
+                        ChainStatus::Intact { entries, head } => {
+                            println!(
+                                "audit chain of {} intact: {entries} entries, head {head}",
+                                t.name
+                            );
+                            ExitCode::SUCCESS
+                        }
+                        ChainStatus::Broken { seq, reason } => {
+                            println!("audit chain of {} BROKEN at entry {seq}: {reason}", t.name);
+                            ExitCode::from(1)
+                        }
+                    }
+                }
+                AuditAction::List { tenant, limit } => {
+                    let t = catalog
+                        .tenant(&catalog.find_tenant(&tenant).await?.id)
+                        .await?;
+                    for e in audit::list(&t.db, limit).await? {
+                        println!(
+                            "{}\t{}\t{}\t{}\t{}\t{}",
+                            e.seq, e.at, e.actor, e.action, e.subject, e.detail
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+            };
+            catalog.close().await;
+            return Ok(code);
+        }
+        Command::File(args) => {
+            let catalog = catalog_for_cli(&config).await?;
+            let t = catalog
+                .tenant(&catalog.find_tenant(&args.tenant).await?.id)
+                .await?;
+            let user = directory::user_by_email(&t.db, &args.user)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .with_context(|| format!("no user {} in {}", args.user, t.name))?;
+            let raw = if args.message.as_os_str() == "-" {
+                use std::io::Read;
+                let mut v = Vec::new();
+                std::io::stdin().read_to_end(&mut v)?;
+                v
+            } else {
+                std::fs::read(&args.message)
+                    .with_context(|| format!("cannot read {}", args.message.display()))?
+            };
+            let targets = args
+                .targets
+                .iter()
+                .map(|s| {
+                    TargetRef::parse(s)
+                        .with_context(|| format!("target {s:?} must look like matter:M-2024-017"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let attachments = if args.attachments == "all" {
+                AttachmentSelection::All
+            } else {
+                AttachmentSelection::Only(
+                    args.attachments
+                        .split(',')
+                        .map(|s| {
+                            s.trim()
+                                .parse::<usize>()
+                                .context("--attachments must be `all` or indices like 0,2")
+                        })
+                        .collect::<anyhow::Result<_>>()?,
+                )
+            };
+            let outcome = filing::file_message(
+                &t,
+                &config.limits,
+                &user,
+                FilingInput {
+                    raw,
+                    gmail_message_id: None,
+                    gmail_thread_id: None,
+                    targets,
+                    attachments,
+                    note: args.note,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+            catalog.close().await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

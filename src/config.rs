@@ -1,0 +1,291 @@
+//! Configuration: defaults → TOML file (`--config`) → `DOCKET_…` environment (`__` nests).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub const GOOGLE_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
+pub const GOOGLE_ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on, `127.0.0.1:8080` form.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the catalogue, tenant databases (SQLite) and tenant blobs live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// Key-encryption key: 32 bytes as 64 hex characters or base64.
+    #[serde(default, skip_serializing)]
+    pub master_key: Option<SecretString>,
+    /// File holding the master key (same encodings); used when `master_key` is absent.
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub google: GoogleConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user@host:port/catalogue`; absent = SQLite under the data dir.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Upper bound of connections in each tenant's pool.
+    #[serde(default = "default_tenant_pool")]
+    pub max_connections_per_tenant: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoogleConfig {
+    /// JWKS used to verify ID tokens; default Google's (in `dev`: docket's own dev issuer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// Accepted `aud` values: the OAuth client id(s) of the add-on deployment / Apps Script.
+    #[serde(default, deserialize_with = "string_list")]
+    pub client_ids: Vec<String>,
+    /// Accepted `iss` values; default Google's two spellings.
+    #[serde(
+        default,
+        deserialize_with = "opt_string_list",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub issuers: Option<Vec<String>>,
+    /// Clock leeway for `exp`/`nbf`, seconds (at most 60).
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted message (decoded RFC 822 bytes).
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+    /// Most MIME parts in one message (nested messages included).
+    #[serde(default = "default_max_parts")]
+    pub max_parts: usize,
+    /// Deepest MIME nesting.
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    /// EnvFilter directive; `RUST_LOG` wins when set.
+    #[serde(default = "default_log_filter")]
+    pub filter: String,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: default_max_message(),
+            max_parts: default_max_parts(),
+            max_depth: default_max_depth(),
+        }
+    }
+}
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: default_log_format(),
+            filter: default_log_filter(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:8080".parse().expect("static address")
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_tenant_pool() -> u32 {
+    8
+}
+fn default_leeway() -> u64 {
+    60
+}
+fn default_max_message() -> usize {
+    50 * 1024 * 1024
+}
+fn default_max_parts() -> usize {
+    1000
+}
+fn default_max_depth() -> usize {
+    32
+}
+fn default_log_format() -> String {
+    "text".into()
+}
+fn default_log_filter() -> String {
+    "info".into()
+}
+
+/// Accepts `"a,b"`, `["a","b"]` or a bare number (env values that look numeric).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Num(u64),
+    Many(Vec<String>),
+}
+
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(OneOrMany::deserialize(d)?.into_list())
+}
+fn opt_string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    Ok(Option::<OneOrMany>::deserialize(d)?.map(OneOrMany::into_list))
+}
+
+impl OneOrMany {
+    fn into_list(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => s
+                .split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
+            OneOrMany::Num(n) => vec![n.to_string()],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+            database: DatabaseConfig {
+                url: None,
+                max_connections_per_tenant: default_tenant_pool(),
+            },
+            master_key: None,
+            master_key_file: None,
+            google: GoogleConfig {
+                leeway_secs: default_leeway(),
+                ..Default::default()
+            },
+            limits: Limits::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Layers defaults, the optional TOML file and `DOCKET_*` variables, then checks the result.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!("config file {} does not exist", path.display());
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("DOCKET_").split("__"));
+        let cfg: Config = fig.extract().map_err(|e| {
+            let mut msgs = Vec::new();
+            for err in e {
+                let key = err.path.join(".");
+                let source = err
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.name.to_string())
+                    .unwrap_or_default();
+                msgs.push(format!("`{key}` ({source}): {}", err.kind));
+            }
+            anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.database.url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bail!("invalid configuration: `database.url` (DOCKET_DATABASE__URL) must be a postgres:// URL; leave it unset for SQLite");
+            }
+        }
+        if self.google.leeway_secs > 60 {
+            bail!("invalid configuration: `google.leeway_secs` must be at most 60");
+        }
+        if self.limits.max_message_bytes == 0
+            || self.limits.max_parts == 0
+            || self.limits.max_depth == 0
+        {
+            bail!("invalid configuration: `limits.*` must be positive");
+        }
+        if let Some(u) = &self.google.jwks_url {
+            if !(u.starts_with("https://")
+                || u.starts_with("http://127.")
+                || u.starts_with("http://localhost")
+                || u.starts_with("http://[::1]"))
+            {
+                bail!("invalid configuration: `google.jwks_url` must be https (plain http only on loopback)");
+            }
+        }
+        Ok(())
+    }
+
+    /// The key-encryption key, from `master_key` or `master_key_file`.
+    pub fn master_key_bytes(&self) -> anyhow::Result<Option<[u8; 32]>> {
+        if let Some(k) = &self.master_key {
+            return parse_master_key(k.expose_secret())
+                .context("invalid configuration: `master_key` (DOCKET_MASTER_KEY)")
+                .map(Some);
+        }
+        if let Some(path) = &self.master_key_file {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "invalid configuration: `master_key_file` (DOCKET_MASTER_KEY_FILE): cannot read {}",
+                    path.display()
+                )
+            })?;
+            return parse_master_key(text.trim())
+                .context("invalid configuration: `master_key_file` (DOCKET_MASTER_KEY_FILE)")
+                .map(Some);
+        }
+        Ok(None)
+    }
+
+    pub fn issuers(&self) -> Vec<String> {
+        self.google
+            .issuers
+            .clone()
+            .unwrap_or_else(|| GOOGLE_ISSUERS.iter().map(|s| s.to_string()).collect())
+    }
+}
+
+pub fn parse_master_key(text: &str) -> anyhow::Result<[u8; 32]> {
+    let text = text.trim();
+    let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        hex::decode(text)?
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| anyhow::anyhow!("expected 32 bytes as 64 hex characters or base64"))?
+    };
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("expected 32 bytes as 64 hex characters or base64"))
+}

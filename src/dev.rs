@@ -1,0 +1,208 @@
+//! `docket dev`: a local identity issuer (its own RSA key and JWKS) that mints ID tokens
+//! shaped like Google's, and a seeded demo tenant. Never active in `serve`.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+use rsa::traits::PublicKeyParts;
+use rsa::RsaPrivateKey;
+
+use crate::directory::{self, RecordKind, Role};
+use crate::storage::sha256_hex;
+use crate::tenancy::{Catalog, TenantInfo};
+
+/// `iss` of dev tokens (accepted only by a `dev` instance unless configured otherwise).
+pub const DEV_ISSUER: &str = "https://dev.docket.invalid";
+/// Default `aud` of dev tokens.
+pub const DEV_CLIENT_ID: &str = "docket-dev.apps.googleusercontent.com";
+pub const DEMO_DOMAIN: &str = "demo.test";
+
+/// An RS256 token issuer with a JWKS, used by `docket dev` and by tests as a stand-in for Google.
+pub struct TokenIssuer {
+    issuer: String,
+    kid: String,
+    encoding: EncodingKey,
+    n: String,
+    e: String,
+}
+
+impl TokenIssuer {
+    pub fn generate(issuer: &str) -> anyhow::Result<Self> {
+        let key = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)?;
+        Self::from_key(issuer, &key)
+    }
+
+    fn from_key(issuer: &str, key: &RsaPrivateKey) -> anyhow::Result<Self> {
+        let n = URL_SAFE_NO_PAD.encode(key.n().to_bytes_be());
+        let e = URL_SAFE_NO_PAD.encode(key.e().to_bytes_be());
+        Ok(TokenIssuer {
+            issuer: issuer.to_string(),
+            kid: sha256_hex(n.as_bytes())[..16].to_string(),
+            encoding: EncodingKey::from_rsa_der(key.to_pkcs1_der()?.as_bytes()),
+            n,
+            e,
+        })
+    }
+
+    /// Loads the key at `path`, creating it (mode 0600) on first use.
+    pub fn load_or_create(path: &Path, issuer: &str) -> anyhow::Result<Self> {
+        if path.exists() {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let key = RsaPrivateKey::from_pkcs8_pem(&pem)
+                .context("dev issuer key is not a PKCS#8 RSA key")?;
+            return Self::from_key(issuer, &key);
+        }
+        let key = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)?;
+        write_private(path, key.to_pkcs8_pem(LineEnding::LF)?.as_bytes())?;
+        Self::from_key(issuer, &key)
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({"keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.kid, "n": self.n, "e": self.e}]})
+    }
+
+    /// Signs arbitrary claims with this issuer's key (RS256, with its `kid`).
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some(self.kid.clone());
+        encode(&h, claims, &self.encoding).expect("signing with a valid RSA key")
+    }
+
+    /// The claims of a user ID token as Google issues them.
+    pub fn user_claims(&self, email: &str, audience: &str, ttl_secs: u64) -> serde_json::Value {
+        let now = jsonwebtoken::get_current_timestamp();
+        let email = email.trim().to_ascii_lowercase();
+        let domain = email
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_default();
+        let mut claims = serde_json::json!({
+            "iss": self.issuer, "aud": audience, "azp": audience,
+            "sub": format!("dev-{}", &sha256_hex(email.as_bytes())[..20]),
+            "email": email, "email_verified": true,
+            "iat": now, "exp": now + ttl_secs,
+        });
+        if domain != "gmail.com" && domain != "googlemail.com" {
+            claims["hd"] = domain.into();
+        }
+        claims
+    }
+
+    pub fn user_token(&self, email: &str, audience: &str, ttl_secs: u64) -> String {
+        self.sign(&self.user_claims(email, audience, ttl_secs))
+    }
+}
+
+/// Writes a file readable by the owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        crate::tenancy::create_private_dir(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// The demo tenant "Demo LLP" (`demo.test`) with three users and a few records; idempotent.
+pub async fn seed_demo(catalog: &Catalog) -> anyhow::Result<TenantInfo> {
+    if let Ok(t) = catalog.find_tenant(DEMO_DOMAIN).await {
+        return Ok(t);
+    }
+    let info = catalog
+        .create_tenant("Demo LLP", &[DEMO_DOMAIN.to_string()], "dev")
+        .await?;
+    let tenant = catalog.tenant(&info.id).await?;
+    let db = &tenant.db;
+    for (email, name, role) in [
+        ("alice@demo.test", "Alice Adams", Role::Admin),
+        ("bob@demo.test", "Bob Brown", Role::Filer),
+        ("carol@demo.test", "Carol Chen", Role::Viewer),
+    ] {
+        directory::add_user(db, email, name, role, "dev").await?;
+    }
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    for (kind, reference, title, client, contacts) in [
+        (
+            RecordKind::Matter,
+            "M-2024-017",
+            "Acme v. Widget",
+            "Acme Corp",
+            s(&["acme.com"]),
+        ),
+        (
+            RecordKind::Matter,
+            "M-2024-018",
+            "Initech restructuring",
+            "Initech",
+            s(&["initech.example"]),
+        ),
+        (
+            RecordKind::Case,
+            "C-88",
+            "Smith v. Jones",
+            "Jane Smith",
+            s(&["jane.smith@example.org"]),
+        ),
+        (
+            RecordKind::Contract,
+            "K-2025-003",
+            "Globex master services agreement",
+            "Globex",
+            s(&["globex.example"]),
+        ),
+    ] {
+        directory::add_record(db, kind, reference, title, client, &contacts, "dev").await?;
+    }
+    Ok(info)
+}
+
+/// A small multipart message with one attachment, for the quick start.
+pub fn sample_email() -> String {
+    let boundary = "docket-sample-boundary";
+    let pdf = base64::engine::general_purpose::STANDARD.encode(
+        b"%PDF-1.4\n% docket sample attachment\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n",
+    );
+    format!(
+        "From: Dana Client <dana@acme.com>\r\n\
+To: Alice Adams <alice@demo.test>\r\n\
+Cc: Bob Brown <bob@demo.test>\r\n\
+Subject: Re: Acme v. Widget - draft settlement (M-2024-017)\r\n\
+Date: Mon, 16 Nov 2026 09:30:00 +0000\r\n\
+Message-ID: <sample-1@acme.com>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\
+\r\n\
+--{boundary}\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+\r\n\
+Alice,\r\n\r\nPlease find the draft settlement attached.\r\n\r\nDana\r\n\
+--{boundary}\r\n\
+Content-Type: application/pdf\r\n\
+Content-Disposition: attachment; filename=\"Draft settlement.pdf\"\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+{pdf}\r\n\
+--{boundary}--\r\n"
+    )
+}

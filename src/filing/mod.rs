@@ -1,0 +1,604 @@
+//! The filing use case: parse → authorise targets → store blobs durably → one transaction
+//! with message, filings and audit entries → answer. Idempotent per (message, record).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::audit::{self, AuditEvent};
+use crate::config::Limits;
+use crate::directory::{self, RecordKind, User};
+use crate::error::{AppError, AppResult};
+use crate::mail::{self, Mailbox, ParsedMessage};
+use crate::tenancy::Tenant;
+use crate::time_fmt::now_rfc3339;
+
+pub const MAX_TARGETS: usize = 20;
+pub const MAX_NOTE_CHARS: usize = 2000;
+
+/// `{"kind": "matter", "id": "M-2024-017"}`: a record by kind and reference.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetRef {
+    pub kind: String,
+    pub id: String,
+}
+
+impl TargetRef {
+    /// Parses `matter:M-2024-017`.
+    pub fn parse(s: &str) -> Option<TargetRef> {
+        let (kind, id) = s.split_once(':')?;
+        Some(TargetRef {
+            kind: kind.trim().to_string(),
+            id: id.trim().to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for TargetRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.kind, self.id)
+    }
+}
+
+/// `"all"` or a list of attachment indices (0-based, in message order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AttachmentSelection {
+    #[default]
+    All,
+    Only(Vec<usize>),
+}
+
+impl<'de> Deserialize<'de> for AttachmentSelection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            List(Vec<usize>),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("attachments must be \"all\" or a list of attachment indices")
+        })? {
+            Raw::Word(w) if w == "all" => Ok(AttachmentSelection::All),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "attachments must be \"all\" or a list of indices, not {w:?}"
+            ))),
+            Raw::List(l) => Ok(AttachmentSelection::Only(l)),
+        }
+    }
+}
+
+pub struct FilingInput {
+    pub raw: Vec<u8>,
+    pub gmail_message_id: Option<String>,
+    pub gmail_thread_id: Option<String>,
+    pub targets: Vec<TargetRef>,
+    pub attachments: AttachmentSelection,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetView {
+    pub kind: String,
+    pub id: String,
+    pub title: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentView {
+    pub index: i64,
+    pub name: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageView {
+    pub id: String,
+    pub message_id: Option<String>,
+    pub subject: Option<String>,
+    pub from: Vec<Mailbox>,
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
+    pub date: Option<String>,
+    pub in_reply_to: Vec<String>,
+    pub references: Vec<String>,
+    pub size: i64,
+    pub sha256: String,
+    pub gmail_message_id: Option<String>,
+    pub gmail_thread_id: Option<String>,
+    /// Every attachment of the message (the filing's `attachments` are those it kept).
+    pub attachments: Vec<AttachmentView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FilingView {
+    pub id: String,
+    pub target: TargetView,
+    pub filed_by: String,
+    pub filed_at: String,
+    pub note: Option<String>,
+    pub attachments: Vec<AttachmentView>,
+    pub message: MessageView,
+    /// In a filing answer: whether this call created the filing (false: it already existed).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub created: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FilingOutcome {
+    pub filings: Vec<FilingView>,
+}
+
+impl FilingOutcome {
+    /// 201 when this call filed anything new, 200 when everything already existed.
+    pub fn status(&self) -> StatusCode {
+        if self.filings.iter().any(|f| f.created == Some(true)) {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        }
+    }
+}
+
+fn valid_gmail_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_:".contains(&b))
+}
+
+/// Files one message to one or more records on behalf of `user`.
+pub async fn file_message(
+    tenant: &Arc<Tenant>,
+    limits: &Limits,
+    user: &User,
+    input: FilingInput,
+) -> AppResult<FilingOutcome> {
+    let pool = &tenant.db;
+    if input.targets.is_empty() {
+        return Err(AppError::unprocessable(
+            "no-targets",
+            "`targets` must name at least one record",
+        ));
+    }
+    if input.targets.len() > MAX_TARGETS {
+        return Err(AppError::unprocessable(
+            "too-many-targets",
+            format!("at most {MAX_TARGETS} targets per filing"),
+        ));
+    }
+    let note = input
+        .note
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    if let Some(n) = &note {
+        if n.chars().count() > MAX_NOTE_CHARS
+            || n.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Err(AppError::unprocessable(
+                "invalid-note",
+                format!("a note is at most {MAX_NOTE_CHARS} characters of text"),
+            ));
+        }
+    }
+    for (name, v) in [
+        ("gmail_message_id", &input.gmail_message_id),
+        ("gmail_thread_id", &input.gmail_thread_id),
+    ] {
+        if let Some(v) = v {
+            if !valid_gmail_id(v) {
+                return Err(AppError::unprocessable(
+                    "invalid-gmail-id",
+                    format!("`{name}` is not a Gmail id"),
+                ));
+            }
+        }
+    }
+    if !user.role.can_file() {
+        audit::record(
+            pool,
+            &[
+                AuditEvent::new(&user.email, "filing.denied", &user.id).detail(
+                    serde_json::json!({"reason": "role cannot file", "role": user.role.as_str()}),
+                ),
+            ],
+        )
+        .await?;
+        return Err(AppError::forbidden(format!(
+            "your role ({}) may not file messages",
+            user.role.as_str()
+        )));
+    }
+
+    // Targets: unknown and other tenants' records look the same (404).
+    let wanted: BTreeSet<TargetRef> = input.targets.into_iter().collect();
+    let mut records = Vec::new();
+    for t in &wanted {
+        let kind: Option<RecordKind> = t.kind.parse().ok();
+        let rec = match kind {
+            Some(k) => directory::find_record(pool, k, t.id.trim()).await?,
+            None => None,
+        };
+        let Some(rec) = rec else {
+            return Err(AppError::not_found(format!("no record {t}")));
+        };
+        if rec.status != "open" {
+            return Err(AppError::new(
+                StatusCode::CONFLICT,
+                "record-closed",
+                format!("record {t} is closed"),
+            ));
+        }
+        records.push(rec);
+    }
+
+    let limits2 = limits.clone();
+    let raw = Arc::new(input.raw);
+    let raw2 = raw.clone();
+    let parsed: ParsedMessage = tokio::task::spawn_blocking(move || mail::parse(&raw2, &limits2))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("parser task failed: {e}")))??;
+
+    let selected: Vec<usize> = match &input.attachments {
+        AttachmentSelection::All => (0..parsed.attachments.len()).collect(),
+        AttachmentSelection::Only(list) => {
+            let set: BTreeSet<usize> = list.iter().copied().collect();
+            if let Some(bad) = set.iter().find(|i| **i >= parsed.attachments.len()) {
+                return Err(AppError::unprocessable(
+                    "invalid-attachment",
+                    format!(
+                        "attachment {bad} does not exist; the message has {}",
+                        parsed.attachments.len()
+                    ),
+                ));
+            }
+            set.into_iter().collect()
+        }
+    };
+
+    // Blobs first, durably. Content-addressed, so a retry or a concurrent copy is harmless.
+    let existing_message = message_id_by_key(pool, &parsed.dedup_key).await?;
+    let blobs = tenant.blobs.clone();
+    let parsed = Arc::new(parsed);
+    let parsed2 = parsed.clone();
+    let sel2 = selected.clone();
+    let store_raw = existing_message.is_none();
+    let raw2 = raw.clone();
+    tokio::task::spawn_blocking(move || -> Result<(), crate::storage::BlobError> {
+        if store_raw {
+            blobs.put(&raw2)?;
+        }
+        for i in &sel2 {
+            blobs.put(&parsed2.attachments[*i].bytes)?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| AppError::internal(anyhow::anyhow!("blob task failed: {e}")))?
+    .map_err(|e| AppError::internal(anyhow::Error::new(e).context("storing blobs")))?;
+
+    // One transaction: message (once), filings, audit entries.
+    let mut tx = pool.begin().await?;
+    audit::lock_chain(&mut tx).await?;
+    let now = now_rfc3339();
+    let message_id = match message_id_by_key_tx(&mut tx, &parsed.dedup_key).await? {
+        Some(id) => id,
+        None => {
+            if !tenant.blobs.exists(&parsed.raw_sha256) {
+                // A concurrent first filing saw the message as new, then we saw it as existing
+                // and skipped the raw blob, and it rolled back: store it now.
+                let blobs = tenant.blobs.clone();
+                let raw = raw.clone();
+                tokio::task::spawn_blocking(move || blobs.put(&raw))
+                    .await
+                    .map_err(|e| AppError::internal(anyhow::anyhow!("blob task failed: {e}")))?
+                    .map_err(|e| {
+                        AppError::internal(anyhow::Error::new(e).context("storing raw blob"))
+                    })?;
+            }
+            insert_message(
+                &mut tx,
+                &parsed,
+                input.gmail_message_id.as_deref(),
+                input.gmail_thread_id.as_deref(),
+                &now,
+            )
+            .await?
+        }
+    };
+    // Which stored attachment indices match what this call parsed (same index, same bytes).
+    let stored_atts =
+        sqlx::query("SELECT idx, sha256 FROM message_attachments WHERE message_id = $1")
+            .bind(&message_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    let kept: Vec<i64> = selected
+        .iter()
+        .filter(|i| {
+            stored_atts.iter().any(|r| {
+                r.get::<i64, _>(0) == **i as i64
+                    && r.get::<String, _>(1) == parsed.attachments[**i].sha256
+            })
+        })
+        .map(|i| *i as i64)
+        .collect();
+
+    let mut results = Vec::new();
+    for rec in &records {
+        let target = format!("{}:{}", rec.kind, rec.reference);
+        let existing =
+            sqlx::query("SELECT id FROM filings WHERE message_id = $1 AND record_id = $2")
+                .bind(&message_id)
+                .bind(&rec.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(row) = existing {
+            let fid: String = row.get(0);
+            audit::append(
+                &mut tx,
+                &AuditEvent::new(&user.email, "filing.duplicate", &fid)
+                    .detail(serde_json::json!({"target": target, "message": message_id})),
+            )
+            .await?;
+            results.push((fid, false));
+            continue;
+        }
+        let fid = uuid::Uuid::new_v4().simple().to_string();
+        sqlx::query("INSERT INTO filings (id, message_id, record_id, filed_by, filed_at, note) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&fid)
+            .bind(&message_id)
+            .bind(&rec.id)
+            .bind(&user.id)
+            .bind(&now)
+            .bind(note.clone())
+            .execute(&mut *tx)
+            .await?;
+        for i in &kept {
+            sqlx::query("INSERT INTO filing_attachments (filing_id, idx) VALUES ($1, $2)")
+                .bind(&fid)
+                .bind(*i)
+                .execute(&mut *tx)
+                .await?;
+        }
+        audit::append(
+            &mut tx,
+            &AuditEvent::new(&user.email, "filing.created", &fid).detail(serde_json::json!({
+                "target": target,
+                "message": message_id,
+                "raw_sha256": parsed.raw_sha256,
+                "attachments": kept,
+            })),
+        )
+        .await?;
+        results.push((fid, true));
+    }
+    tx.commit().await?;
+
+    let mut filings = Vec::new();
+    for (fid, created) in results {
+        let mut view = load_filing(pool, &fid)
+            .await?
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("filing vanished")))?;
+        view.created = Some(created);
+        filings.push(view);
+    }
+    tracing::info!(tenant = %tenant.id, user = %user.id, message = %message_id,
+        created = filings.iter().filter(|f| f.created == Some(true)).count(), "filed");
+    Ok(FilingOutcome { filings })
+}
+
+async fn message_id_by_key(pool: &AnyPool, key: &str) -> AppResult<Option<String>> {
+    Ok(sqlx::query("SELECT id FROM messages WHERE dedup_key = $1")
+        .bind(key)
+        .fetch_optional(pool)
+        .await?
+        .map(|r| r.get(0)))
+}
+
+async fn message_id_by_key_tx(conn: &mut AnyConnection, key: &str) -> AppResult<Option<String>> {
+    Ok(sqlx::query("SELECT id FROM messages WHERE dedup_key = $1")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| r.get(0)))
+}
+
+async fn insert_message(
+    conn: &mut AnyConnection,
+    p: &ParsedMessage,
+    gmail_message_id: Option<&str>,
+    gmail_thread_id: Option<&str>,
+    now: &str,
+) -> AppResult<String> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    sqlx::query(
+        "INSERT INTO messages (id, dedup_key, message_id, subject, from_json, to_json, cc_json, sent_at, \
+         in_reply_to_json, references_json, raw_size, raw_sha256, gmail_message_id, gmail_thread_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(&id)
+    .bind(&p.dedup_key)
+    .bind(p.message_id.clone())
+    .bind(p.subject.clone())
+    .bind(js(&p.from))
+    .bind(js(&p.to))
+    .bind(js(&p.cc))
+    .bind(p.sent_at.clone())
+    .bind(js(&p.in_reply_to))
+    .bind(js(&p.references))
+    .bind(p.raw_size as i64)
+    .bind(&p.raw_sha256)
+    .bind(gmail_message_id.map(str::to_string))
+    .bind(gmail_thread_id.map(str::to_string))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    for a in &p.attachments {
+        sqlx::query(
+            "INSERT INTO message_attachments (message_id, idx, display_name, content_type, size, sha256) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(a.index as i64)
+        .bind(&a.display_name)
+        .bind(&a.content_type)
+        .bind(a.bytes.len() as i64)
+        .bind(&a.sha256)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(id)
+}
+
+fn js<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("serialising plain data")
+}
+
+const FILING_SELECT: &str = "SELECT f.id AS fid, f.filed_at, f.note, u.email AS filed_by, \
+    r.kind, r.reference, r.title, m.id AS mid, m.message_id, m.subject, m.from_json, m.to_json, m.cc_json, \
+    m.sent_at, m.in_reply_to_json, m.references_json, m.raw_size, m.raw_sha256, m.gmail_message_id, m.gmail_thread_id \
+    FROM filings f JOIN messages m ON m.id = f.message_id JOIN records r ON r.id = f.record_id \
+    JOIN users u ON u.id = f.filed_by";
+
+fn parse_json<T: serde::de::DeserializeOwned + Default>(s: &str) -> T {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+async fn view_from_row(pool: &AnyPool, r: &sqlx::any::AnyRow) -> AppResult<FilingView> {
+    let fid: String = r.try_get("fid")?;
+    let mid: String = r.try_get("mid")?;
+    let all = sqlx::query("SELECT idx, display_name, content_type, size, sha256 FROM message_attachments WHERE message_id = $1 ORDER BY idx")
+        .bind(&mid)
+        .fetch_all(pool)
+        .await?;
+    let kept: BTreeSet<i64> =
+        sqlx::query("SELECT idx FROM filing_attachments WHERE filing_id = $1")
+            .bind(&fid)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| r.get::<i64, _>(0))
+            .collect();
+    let attachments: Vec<AttachmentView> = all
+        .iter()
+        .map(|a| AttachmentView {
+            index: a.get(0),
+            name: a.get(1),
+            content_type: a.get(2),
+            size: a.get(3),
+            sha256: a.get(4),
+        })
+        .collect();
+    Ok(FilingView {
+        target: TargetView {
+            kind: r.try_get("kind")?,
+            id: r.try_get("reference")?,
+            title: r.try_get("title")?,
+        },
+        filed_by: r.try_get("filed_by")?,
+        filed_at: r.try_get("filed_at")?,
+        note: r.try_get("note")?,
+        attachments: attachments
+            .iter()
+            .filter(|a| kept.contains(&a.index))
+            .cloned()
+            .collect(),
+        message: MessageView {
+            id: mid,
+            message_id: r.try_get("message_id")?,
+            subject: r.try_get("subject")?,
+            from: parse_json(&r.try_get::<String, _>("from_json")?),
+            to: parse_json(&r.try_get::<String, _>("to_json")?),
+            cc: parse_json(&r.try_get::<String, _>("cc_json")?),
+            date: r.try_get("sent_at")?,
+            in_reply_to: parse_json(&r.try_get::<String, _>("in_reply_to_json")?),
+            references: parse_json(&r.try_get::<String, _>("references_json")?),
+            size: r.try_get("raw_size")?,
+            sha256: r.try_get("raw_sha256")?,
+            gmail_message_id: r.try_get("gmail_message_id")?,
+            gmail_thread_id: r.try_get("gmail_thread_id")?,
+            attachments,
+        },
+        id: fid,
+        created: None,
+    })
+}
+
+pub async fn load_filing(pool: &AnyPool, filing_id: &str) -> AppResult<Option<FilingView>> {
+    let Some(row) = sqlx::query(&format!("{FILING_SELECT} WHERE f.id = $1"))
+        .bind(filing_id)
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    view_from_row(pool, &row).await.map(Some)
+}
+
+/// Filings, newest first, optionally of one record.
+pub async fn list_filings(
+    pool: &AnyPool,
+    target: Option<(RecordKind, &str)>,
+    limit: i64,
+    offset: i64,
+) -> AppResult<Vec<FilingView>> {
+    let rows = match target {
+        Some((kind, reference)) => {
+            sqlx::query(&format!(
+                "{FILING_SELECT} WHERE r.kind = $1 AND r.reference = $2 ORDER BY f.filed_at DESC, f.id LIMIT $3 OFFSET $4"
+            ))
+            .bind(kind.as_str())
+            .bind(reference)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(pool)
+            .await?
+        }
+        None => {
+            sqlx::query(&format!("{FILING_SELECT} ORDER BY f.filed_at DESC, f.id LIMIT $1 OFFSET $2"))
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?
+        }
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        out.push(view_from_row(pool, r).await?);
+    }
+    Ok(out)
+}
+
+/// The raw-message blob id of a filing's message.
+pub async fn raw_blob_of(pool: &AnyPool, filing_id: &str) -> AppResult<Option<String>> {
+    Ok(sqlx::query(
+        "SELECT m.raw_sha256 FROM filings f JOIN messages m ON m.id = f.message_id WHERE f.id = $1",
+    )
+    .bind(filing_id)
+    .fetch_optional(pool)
+    .await?
+    .map(|r| r.get(0)))
+}
+
+/// A kept attachment of a filing: (blob id, display name).
+pub async fn attachment_of(
+    pool: &AnyPool,
+    filing_id: &str,
+    index: i64,
+) -> AppResult<Option<(String, String)>> {
+    Ok(sqlx::query(
+        "SELECT ma.sha256, ma.display_name FROM filing_attachments fa JOIN filings f ON f.id = fa.filing_id \
+         JOIN message_attachments ma ON ma.message_id = f.message_id AND ma.idx = fa.idx \
+         WHERE fa.filing_id = $1 AND fa.idx = $2",
+    )
+    .bind(filing_id)
+    .bind(index)
+    .fetch_optional(pool)
+    .await?
+    .map(|r| (r.get(0), r.get(1))))
+}

@@ -1,0 +1,220 @@
+//! `/v1/filings`: file a message (the add-on webhook) and read filings back.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+use serde::Deserialize;
+
+use super::extract::{ApiJson, TenantCtx};
+use super::AppState;
+use crate::directory::RecordKind;
+use crate::error::{AppError, AppResult};
+use crate::filing::{self, AttachmentSelection, FilingInput, TargetRef};
+use crate::mail::names::content_disposition;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/filings", post(create).get(list))
+        .route("/v1/filings/{id}", get(show))
+        .route("/v1/filings/{id}/raw", get(raw))
+        .route("/v1/filings/{id}/attachments/{n}", get(attachment))
+}
+
+/// base64url, padded or not (Gmail and Apps Script differ).
+const B64URL: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+pub fn decode_raw(raw: &str, max: usize) -> AppResult<Vec<u8>> {
+    // Cheap size check before decoding anything.
+    if raw.len() / 4 * 3 > max + 3 {
+        return Err(AppError::too_large(format!(
+            "the message is larger than the limit of {max} bytes"
+        )));
+    }
+    let bytes = B64URL.decode(raw.trim_end()).map_err(|e| {
+        AppError::bad_request("invalid-base64", format!("`raw` is not base64url: {e}"))
+    })?;
+    if bytes.len() > max {
+        return Err(AppError::too_large(format!(
+            "the message is {} bytes; the limit is {max}",
+            bytes.len()
+        )));
+    }
+    if bytes.is_empty() {
+        return Err(AppError::unprocessable("not-an-email", "`raw` is empty"));
+    }
+    Ok(bytes)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateFiling {
+    raw: String,
+    #[serde(default)]
+    gmail_message_id: Option<String>,
+    #[serde(default)]
+    gmail_thread_id: Option<String>,
+    targets: Vec<TargetRef>,
+    #[serde(default)]
+    attachments: AttachmentSelection,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    ApiJson(req): ApiJson<CreateFiling>,
+) -> AppResult<Response> {
+    if req.targets.is_empty() {
+        return Err(AppError::unprocessable(
+            "no-targets",
+            "`targets` must name at least one record",
+        ));
+    }
+    let raw = decode_raw(&req.raw, state.config.limits.max_message_bytes)?;
+    drop(req.raw);
+    let outcome = filing::file_message(
+        &ctx.tenant,
+        &state.config.limits,
+        &ctx.user,
+        FilingInput {
+            raw,
+            gmail_message_id: req.gmail_message_id,
+            gmail_thread_id: req.gmail_thread_id,
+            targets: req.targets,
+            attachments: req.attachments,
+            note: req.note,
+        },
+    )
+    .await?;
+    let status = outcome.status();
+    let mut resp = (status, Json(&outcome)).into_response();
+    if status == StatusCode::CREATED {
+        if let Some(first) = outcome.filings.first() {
+            if let Ok(v) = HeaderValue::from_str(&format!("/v1/filings/{}", first.id)) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+        }
+    }
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    target: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+async fn list(
+    ctx: TenantCtx,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> AppResult<Response> {
+    let Query(q) = query.map_err(|e| AppError::bad_request("invalid-query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) || q.offset.is_some_and(|o| o < 0) {
+        return Err(AppError::bad_request(
+            "invalid-query",
+            "`limit` must be 1..=200 and `offset` ≥ 0",
+        ));
+    }
+    let target = match &q.target {
+        None => None,
+        Some(t) => {
+            let parsed = TargetRef::parse(t).ok_or_else(|| {
+                AppError::bad_request("invalid-query", "`target` must look like matter:M-2024-017")
+            })?;
+            let kind: RecordKind = parsed
+                .kind
+                .parse()
+                .map_err(|e: String| AppError::bad_request("invalid-query", e))?;
+            Some((kind, parsed.id))
+        }
+    };
+    let filings = filing::list_filings(
+        &ctx.tenant.db,
+        target.as_ref().map(|(k, r)| (*k, r.as_str())),
+        limit,
+        q.offset.unwrap_or(0),
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "filings": filings })).into_response())
+}
+
+fn valid_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+async fn show(ctx: TenantCtx, Path(id): Path<String>) -> AppResult<Response> {
+    let view = if valid_id(&id) {
+        filing::load_filing(&ctx.tenant.db, &id).await?
+    } else {
+        None
+    };
+    let view = view.ok_or_else(|| AppError::not_found("no such filing"))?;
+    Ok(Json(view).into_response())
+}
+
+async fn read_blob(ctx: &TenantCtx, blob_id: String) -> AppResult<Vec<u8>> {
+    let blobs = ctx.tenant.blobs.clone();
+    tokio::task::spawn_blocking(move || blobs.get(&blob_id))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("blob task: {e}")))?
+        .map_err(|e| {
+            tracing::error!(tenant = %ctx.tenant.id, error = %e, "blob integrity failure");
+            AppError::internal(anyhow::Error::new(e))
+        })
+}
+
+fn download(bytes: Vec<u8>, content_type: &'static str, name: &str) -> Response {
+    let mut resp = Response::new(Body::from(bytes));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(name)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    resp
+}
+
+async fn raw(ctx: TenantCtx, Path(id): Path<String>) -> AppResult<Response> {
+    let blob = if valid_id(&id) {
+        filing::raw_blob_of(&ctx.tenant.db, &id).await?
+    } else {
+        None
+    };
+    let blob = blob.ok_or_else(|| AppError::not_found("no such filing"))?;
+    let bytes = read_blob(&ctx, blob).await?;
+    Ok(download(bytes, "message/rfc822", "message.eml"))
+}
+
+async fn attachment(ctx: TenantCtx, Path((id, n)): Path<(String, String)>) -> AppResult<Response> {
+    let n: i64 = n
+        .parse()
+        .map_err(|_| AppError::not_found("no such attachment"))?;
+    let found = if valid_id(&id) {
+        filing::attachment_of(&ctx.tenant.db, &id, n).await?
+    } else {
+        None
+    };
+    let (blob, name) =
+        found.ok_or_else(|| AppError::not_found("no such attachment in this filing"))?;
+    let bytes = read_blob(&ctx, blob).await?;
+    Ok(download(bytes, "application/octet-stream", &name))
+}

@@ -1,0 +1,86 @@
+//! The HTTP surface: one module per resource, each with its `router()`, merged here.
+
+pub mod dev;
+pub mod extract;
+pub mod filings;
+pub mod health;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::google::GoogleVerifier;
+use crate::config::Config;
+use crate::dev::TokenIssuer;
+use crate::error::AppError;
+use crate::tenancy::Catalog;
+
+#[derive(Clone)]
+pub struct AppState(Arc<StateInner>);
+
+pub struct StateInner {
+    pub config: Config,
+    pub catalog: Arc<Catalog>,
+    pub verifier: GoogleVerifier,
+    /// Present only in `docket dev`.
+    pub dev: Option<Arc<TokenIssuer>>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = StateInner;
+    fn deref(&self) -> &StateInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(inner: StateInner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState) -> Router {
+    // base64 inflates by 4/3; leave room for the JSON around it.
+    let body_limit = state.config.limits.max_message_bytes / 3 * 4 + 1024 * 1024;
+    let mut app = Router::new()
+        .merge(health::router())
+        .merge(filings::router().layer(DefaultBodyLimit::max(body_limit)));
+    if state.dev.is_some() {
+        app = app.merge(dev::router());
+    }
+    app.fallback(|| async { AppError::not_found("no such endpoint") })
+        .with_state(state)
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(120)))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        ))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
+            let rid = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %req.method(), route = %route, request_id = %rid)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}

@@ -1,0 +1,20 @@
+//! docket: file Gmail messages into a law firm's matters, cases and contracts — per-tenant
+//! databases and storage, encrypted blobs, a verifiable audit chain.
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod directory;
+pub mod error;
+pub mod filing;
+pub mod http;
+pub mod mail;
+pub mod storage;
+pub mod tenancy;
+pub mod time_fmt;
+
+pub use app::{Application, Mode};
+pub use config::Config;

@@ -1,0 +1,114 @@
+//! Per-tenant blob storage: content-addressed by SHA-256 within one tenant, encrypted, and
+//! written durably (temp file → fsync → rename → fsync directory) before anything refers to it.
+
+pub mod crypto;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crypto::{blob_aad, Key};
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob {0} is missing")]
+    Missing(String),
+    #[error("blob {0} failed integrity check: {1}")]
+    Corrupt(String, crypto::DecryptError),
+    #[error("blob {0} does not match its content address")]
+    HashMismatch(String),
+    #[error("blob i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// One tenant's blob store: a directory of its own and the tenant's data key.
+#[derive(Clone)]
+pub struct TenantBlobs {
+    tenant_id: String,
+    root: PathBuf,
+    key: Key,
+}
+
+impl TenantBlobs {
+    pub fn new(tenant_id: &str, root: PathBuf, key: Key) -> Self {
+        TenantBlobs {
+            tenant_id: tenant_id.to_string(),
+            root,
+            key,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Blob ids are lowercase hex SHA-256 of the plaintext; nothing else becomes a path.
+    fn path_of(&self, blob_id: &str) -> io::Result<PathBuf> {
+        if blob_id.len() != 64
+            || !blob_id
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad blob id"));
+        }
+        Ok(self.root.join(&blob_id[..2]).join(blob_id))
+    }
+
+    pub fn exists(&self, blob_id: &str) -> bool {
+        self.path_of(blob_id).map(|p| p.exists()).unwrap_or(false)
+    }
+
+    /// Stores `plaintext` under its SHA-256 and returns the id. Blocking: call from
+    /// `spawn_blocking`. Returns only once the file and its directory entry are durable.
+    pub fn put(&self, plaintext: &[u8]) -> Result<String, BlobError> {
+        let id = sha256_hex(plaintext);
+        let path = self.path_of(&id)?;
+        if path.exists() {
+            return Ok(id);
+        }
+        let dir = path.parent().expect("blob path has a parent");
+        fs::create_dir_all(dir)?;
+        let sealed = self.key.seal(plaintext, &blob_aad(&self.tenant_id, &id));
+        let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(&sealed)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()?;
+            // The shard directory's own entry in the root must be durable too.
+            File::open(&self.root)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result?;
+        Ok(id)
+    }
+
+    /// Reads and decrypts a blob, checking it against its content address.
+    pub fn get(&self, blob_id: &str) -> Result<Vec<u8>, BlobError> {
+        let path = self.path_of(blob_id)?;
+        let sealed = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(BlobError::Missing(blob_id.to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let plain = self
+            .key
+            .open(&sealed, &blob_aad(&self.tenant_id, blob_id))
+            .map_err(|e| BlobError::Corrupt(blob_id.to_string(), e))?;
+        if sha256_hex(&plain) != blob_id {
+            return Err(BlobError::HashMismatch(blob_id.to_string()));
+        }
+        Ok(plain)
+    }
+}

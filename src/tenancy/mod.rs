@@ -1,0 +1,409 @@
+//! Tenancy: the catalogue (which tenants exist, where their data lives, their wrapped keys)
+//! and, per tenant, its own database pool and blob store, opened lazily and cached.
+
+pub mod db;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use rand::RngCore;
+use sqlx::{AnyPool, Row};
+use tokio::sync::RwLock;
+
+use crate::audit::{self, AuditEvent};
+use crate::storage::crypto::{db_password_aad, dek_aad, Key};
+use crate::storage::TenantBlobs;
+use crate::time_fmt::now_rfc3339;
+use db::Backend;
+
+/// A tenant as the catalogue knows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TenantInfo {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub created_at: String,
+    pub domains: Vec<String>,
+}
+
+/// An open tenant: its own database and its own blob store.
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub db: AnyPool,
+    pub backend: Backend,
+    pub blobs: TenantBlobs,
+}
+
+impl Tenant {
+    pub fn is_active(&self) -> bool {
+        self.status == "active"
+    }
+}
+
+pub struct Catalog {
+    pool: AnyPool,
+    backend: Backend,
+    kek: Key,
+    data_dir: PathBuf,
+    /// PostgreSQL: the catalogue URL (used to reach the server for tenant databases).
+    pg_url: Option<url::Url>,
+    tenant_pool_size: u32,
+    open: RwLock<HashMap<String, Arc<Tenant>>>,
+}
+
+fn valid_domain(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.contains('.')
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+impl Catalog {
+    /// Opens (creating if needed) and migrates the catalogue.
+    pub async fn open(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        kek: Key,
+        tenant_pool_size: u32,
+    ) -> anyhow::Result<Catalog> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+        let data_dir = data_dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve data dir {}", data_dir.display()))?;
+        let (pool, backend, pg_url) = match database_url {
+            None => {
+                let path = data_dir.join("catalog.db");
+                (db::open_sqlite(&path, 4).await?, Backend::Sqlite, None)
+            }
+            Some(url) => {
+                let parsed = url::Url::parse(url).context("DOCKET_DATABASE__URL is not a URL")?;
+                db::ensure_pg_database(&parsed).await?;
+                (
+                    db::open_pg(&parsed, 8).await?,
+                    Backend::Postgres,
+                    Some(parsed),
+                )
+            }
+        };
+        db::migrate_catalog(&pool, backend).await?;
+        Ok(Catalog {
+            pool,
+            backend,
+            kek,
+            data_dir,
+            pg_url,
+            tenant_pool_size,
+            open: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn tenant_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("tenants").join(id)
+    }
+
+    /// Name of a tenant's PostgreSQL database and role: derived from the catalogue
+    /// database's name so several deployments (and test runs) can share one server.
+    fn pg_name_for(&self, id: &str) -> anyhow::Result<String> {
+        let url = self.pg_url.as_ref().context("not on PostgreSQL")?;
+        let cat = url.path().trim_start_matches('/');
+        let name = format!("{}_t_{}", cat, &id[..12]).to_ascii_lowercase();
+        if name.len() > 63 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            bail!("cannot derive a tenant database name from catalogue database {cat:?}");
+        }
+        Ok(name)
+    }
+
+    /// Creates a tenant: its database (and role, on PostgreSQL), its data key, its storage
+    /// root, and the first entry of its audit chain. Nothing is left behind on failure.
+    pub async fn create_tenant(
+        &self,
+        name: &str,
+        domains: &[String],
+        actor: &str,
+    ) -> anyhow::Result<TenantInfo> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 200 {
+            bail!("tenant name must be 1..=200 characters");
+        }
+        let domains: Vec<String> = domains
+            .iter()
+            .map(|d| d.trim().to_ascii_lowercase())
+            .collect();
+        for d in &domains {
+            if !valid_domain(d) {
+                bail!("{d:?} is not a valid domain name");
+            }
+            if self.tenant_id_for_domain(d).await?.is_some() {
+                bail!("domain {d} already belongs to a tenant");
+            }
+        }
+        if sqlx::query("SELECT 1 FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some()
+        {
+            bail!("a tenant named {name:?} already exists");
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let (_, dek_raw) = Key::generate();
+        let dek_enc = self.kek.seal(dek_raw.as_ref(), &dek_aad(&id));
+        let dir = self.tenant_dir(&id);
+        create_private_dir(&dir.join("blobs"))?;
+
+        let (db_name, pw_enc) = match self.backend {
+            Backend::Sqlite => (None, None),
+            Backend::Postgres => {
+                let db_name = self.pg_name_for(&id)?;
+                let mut pw = [0u8; 24];
+                rand::rngs::OsRng.fill_bytes(&mut pw);
+                let password = hex::encode(pw);
+                let admin = db::open_pg(self.pg_url.as_ref().expect("pg"), 1).await?;
+                if let Err(e) = db::create_pg_tenant_db(&admin, &db_name, &password).await {
+                    let _ = db::drop_pg_tenant_db(&admin, &db_name).await;
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+                admin.close().await;
+                let enc = self.kek.seal(password.as_bytes(), &db_password_aad(&id));
+                (Some(db_name), Some(enc))
+            }
+        };
+
+        let result: anyhow::Result<()> = async {
+            let tenant_pool = self.connect_tenant_db(&id, db_name.as_deref(), pw_enc.as_deref()).await?;
+            db::migrate_tenant(&tenant_pool, self.backend).await?;
+            audit::record(
+                &tenant_pool,
+                &[AuditEvent::new(actor, "tenant.created", &id)
+                    .detail(serde_json::json!({ "name": name, "domains": domains }))],
+            )
+            .await?;
+            tenant_pool.close().await;
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO tenants (id, name, status, created_at, db_name, db_password_enc, dek_enc) \
+                 VALUES ($1, $2, 'active', $3, $4, $5, $6)",
+            )
+            .bind(&id)
+            .bind(name)
+            .bind(now_rfc3339())
+            .bind(db_name.clone())
+            .bind(pw_enc.clone())
+            .bind(dek_enc)
+            .execute(&mut *tx)
+            .await?;
+            for d in &domains {
+                sqlx::query("INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2)")
+                    .bind(d)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            if let Some(db_name) = &db_name {
+                if let Ok(admin) = db::open_pg(self.pg_url.as_ref().expect("pg"), 1).await {
+                    let _ = db::drop_pg_tenant_db(&admin, db_name).await;
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        self.tenant_info(&id)
+            .await?
+            .context("tenant vanished after creation")
+    }
+
+    async fn connect_tenant_db(
+        &self,
+        id: &str,
+        db_name: Option<&str>,
+        pw_enc: Option<&[u8]>,
+    ) -> anyhow::Result<AnyPool> {
+        match self.backend {
+            Backend::Sqlite => {
+                db::open_sqlite(
+                    &self.tenant_dir(id).join("tenant.db"),
+                    self.tenant_pool_size,
+                )
+                .await
+            }
+            Backend::Postgres => {
+                let db_name = db_name.context("tenant has no database name")?;
+                let pw = self
+                    .kek
+                    .open(
+                        pw_enc.context("tenant has no database password")?,
+                        &db_password_aad(id),
+                    )
+                    .context("cannot unwrap the tenant's database password (wrong master key?)")?;
+                let mut url = self.pg_url.clone().expect("pg");
+                url.set_username(db_name)
+                    .map_err(|_| anyhow::anyhow!("bad url"))?;
+                url.set_password(Some(std::str::from_utf8(&pw)?))
+                    .map_err(|_| anyhow::anyhow!("bad url"))?;
+                url.set_path(&format!("/{db_name}"));
+                db::open_pg(&url, self.tenant_pool_size).await
+            }
+        }
+    }
+
+    pub async fn tenant_id_for_domain(&self, domain: &str) -> anyhow::Result<Option<String>> {
+        let row = sqlx::query("SELECT tenant_id FROM tenant_domains WHERE domain = $1")
+            .bind(domain.to_ascii_lowercase())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    pub async fn tenant_id_for_address(&self, email: &str) -> anyhow::Result<Option<String>> {
+        let row = sqlx::query("SELECT tenant_id FROM tenant_addresses WHERE email = $1")
+            .bind(email.to_ascii_lowercase())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// Maps one address (e.g. an account without `hd`) to a tenant.
+    pub async fn map_address(&self, tenant_id: &str, email: &str) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO tenant_addresses (email, tenant_id) VALUES ($1, $2)")
+            .bind(email.trim().to_ascii_lowercase())
+            .bind(tenant_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn tenant_info(&self, id: &str) -> anyhow::Result<Option<TenantInfo>> {
+        Ok(self.list_tenants().await?.into_iter().find(|t| t.id == id))
+    }
+
+    pub async fn list_tenants(&self) -> anyhow::Result<Vec<TenantInfo>> {
+        let rows = sqlx::query("SELECT id, name, status, created_at FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        let domains = sqlx::query("SELECT domain, tenant_id FROM tenant_domains ORDER BY domain")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let id: String = r.get("id");
+                TenantInfo {
+                    domains: domains
+                        .iter()
+                        .filter(|d| d.get::<String, _>("tenant_id") == id)
+                        .map(|d| d.get("domain"))
+                        .collect(),
+                    name: r.get("name"),
+                    status: r.get("status"),
+                    created_at: r.get("created_at"),
+                    id,
+                }
+            })
+            .collect())
+    }
+
+    /// Finds a tenant by id, exact name or one of its domains (for the operator CLI).
+    pub async fn find_tenant(&self, key: &str) -> anyhow::Result<TenantInfo> {
+        let all = self.list_tenants().await?;
+        let key_l = key.to_ascii_lowercase();
+        all.into_iter()
+            .find(|t| t.id == key || t.name == key || t.domains.contains(&key_l))
+            .with_context(|| format!("no tenant with id, name or domain {key:?}"))
+    }
+
+    /// The open tenant (pool + blobs), opening it on first use.
+    pub async fn tenant(&self, id: &str) -> anyhow::Result<Arc<Tenant>> {
+        if let Some(t) = self.open.read().await.get(id) {
+            return Ok(t.clone());
+        }
+        let mut open = self.open.write().await;
+        if let Some(t) = open.get(id) {
+            return Ok(t.clone());
+        }
+        let row = sqlx::query(
+            "SELECT id, name, status, db_name, db_password_enc, dek_enc FROM tenants WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .with_context(|| format!("no tenant {id}"))?;
+        let db_name: Option<String> = row.get("db_name");
+        let pw_enc: Option<Vec<u8>> = row.get("db_password_enc");
+        let dek_enc: Vec<u8> = row.get("dek_enc");
+        let dek = self
+            .kek
+            .open_key(&dek_enc, &dek_aad(id))
+            .context("cannot unwrap the tenant's data key (wrong master key?)")?;
+        let pool = self
+            .connect_tenant_db(id, db_name.as_deref(), pw_enc.as_deref())
+            .await?;
+        db::migrate_tenant(&pool, self.backend).await?;
+        let tenant = Arc::new(Tenant {
+            id: id.to_string(),
+            name: row.get("name"),
+            status: row.get("status"),
+            db: pool,
+            backend: self.backend,
+            blobs: TenantBlobs::new(id, self.tenant_dir(id).join("blobs"), Key::from_bytes(&dek)),
+        });
+        open.insert(id.to_string(), tenant.clone());
+        Ok(tenant)
+    }
+
+    pub async fn close(&self) {
+        for (_, t) in self.open.write().await.drain() {
+            t.db.close().await;
+        }
+        self.pool.close().await;
+    }
+
+    /// Every tenant database name on PostgreSQL (for tooling and test clean-up).
+    pub async fn pg_tenant_databases(&self) -> anyhow::Result<Vec<String>> {
+        let rows = sqlx::query("SELECT db_name FROM tenants WHERE db_name IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+}
+
+/// Creates a directory (and parents) readable by the service account only.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
