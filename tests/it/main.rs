@@ -1,0 +1,11 @@
+//! Integration tests: the real server on loopback port 0, a temp data dir, a loopback JWKS
+//! server with keys generated here, and real SQLite files or a real PostgreSQL server.
+
+mod common;
+
+mod audit;
+mod auth;
+mod bad_input;
+mod cli;
+mod filings;
+mod storage;
