@@ -127,14 +127,19 @@ impl Drop for PgDb {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
                 use sqlx::{Connection, Executor, Row};
-                let Ok(mut c) = sqlx::AnyConnection::connect(&pg_admin_url()).await else { return };
+                let mut c = match sqlx::AnyConnection::connect(&pg_admin_url()).await {
+                    Ok(c) => c,
+                    Err(e) => return eprintln!("cleanup of {prefix}: cannot connect: {e}"),
+                };
                 let like = format!("{prefix}%");
-                let dbs = sqlx::query("SELECT datname FROM pg_database WHERE datname LIKE $1").bind(&like).fetch_all(&mut c).await.unwrap_or_default();
+                let dbs = sqlx::query("SELECT datname::text FROM pg_database WHERE datname LIKE $1").bind(&like).fetch_all(&mut c).await.expect("listing test databases");
                 for r in dbs {
                     let n: String = r.get(0);
-                    let _ = c.execute(format!("DROP DATABASE IF EXISTS \"{n}\" WITH (FORCE)").as_str()).await;
+                    if let Err(e) = c.execute(format!("DROP DATABASE IF EXISTS \"{n}\" WITH (FORCE)").as_str()).await {
+                        eprintln!("cleanup: drop database {n}: {e}");
+                    }
                 }
-                let roles = sqlx::query("SELECT rolname FROM pg_roles WHERE rolname LIKE $1").bind(&like).fetch_all(&mut c).await.unwrap_or_default();
+                let roles = sqlx::query("SELECT rolname::text FROM pg_roles WHERE rolname LIKE $1").bind(&like).fetch_all(&mut c).await.expect("listing test databases");
                 for r in roles {
                     let n: String = r.get(0);
                     let _ = c.execute(format!("DROP ROLE IF EXISTS \"{n}\"").as_str()).await;

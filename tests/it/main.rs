@@ -4,8 +4,6 @@
 mod common;
 
 mod audit;
-mod auth;
 mod bad_input;
-mod cli;
 mod filings;
 mod storage;
