@@ -236,7 +236,19 @@ pub async fn resolve_google_user(
                 .bind(&id)
                 .execute(pool)
                 .await?;
-            r
+            // Concurrent first sign-ins of the same identity all end here: re-read by
+            // identity, so only a *different* identity that won the bind is refused.
+            match sqlx::query(&format!(
+                "SELECT {USER_COLS} FROM users WHERE google_iss = $1 AND google_sub = $2"
+            ))
+            .bind(iss)
+            .bind(sub)
+            .fetch_optional(pool)
+            .await?
+            {
+                Some(r) => r,
+                None => return Ok(Err(IdentityRejection::BoundToOtherAccount)),
+            }
         }
     };
     let user = user_from_row(&row)?;

@@ -93,9 +93,6 @@ fn check_structure(
     limits: &Limits,
     count: &mut usize,
 ) -> Result<(), AppError> {
-    if msg.parts.len() > limits.max_parts {
-        return Err(too_many_parts(limits));
-    }
     let mut stack = vec![(0usize, base_depth)];
     while let Some((id, depth)) = stack.pop() {
         *count += 1;

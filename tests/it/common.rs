@@ -35,12 +35,18 @@ macro_rules! both_backends {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn sqlite() {
-                let app = $crate::common::TestApp::spawn($crate::common::Backend::Sqlite).await.unwrap();
+                let app = $crate::common::TestApp::spawn($crate::common::Backend::Sqlite)
+                    .await
+                    .unwrap();
                 ($body)(app).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn postgres() {
-                let Some(app) = $crate::common::TestApp::spawn($crate::common::Backend::Postgres).await else { return };
+                let Some(app) =
+                    $crate::common::TestApp::spawn($crate::common::Backend::Postgres).await
+                else {
+                    return;
+                };
                 ($body)(app).await;
             }
         }
@@ -74,17 +80,30 @@ impl JwksServer {
                 async move {
                     f.fetch_add(1, Ordering::SeqCst);
                     if fl.load(Ordering::SeqCst) {
-                        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, [("cache-control", "no-store")], String::new());
+                        return (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            [("cache-control", "no-store")],
+                            String::new(),
+                        );
                     }
                     let body = k.lock().unwrap().to_string();
-                    (axum::http::StatusCode::OK, [("cache-control", "public, max-age=3600")], body)
+                    (
+                        axum::http::StatusCode::OK,
+                        [("cache-control", "public, max-age=3600")],
+                        body,
+                    )
                 }
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        JwksServer { url: format!("http://{addr}/oauth2/v3/certs"), keys, fetches, fail }
+        JwksServer {
+            url: format!("http://{addr}/oauth2/v3/certs"),
+            keys,
+            fetches,
+            fail,
+        }
     }
 }
 
@@ -93,7 +112,8 @@ pub struct PgDb {
 }
 
 fn pg_admin_url() -> String {
-    std::env::var("DOCKET_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("DOCKET_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A fresh catalogue database name on the test server, or None (skip) when PostgreSQL is
@@ -124,7 +144,10 @@ impl Drop for PgDb {
         let prefix = self.catalog_name.clone();
         // Drop runs outside any async context guarantee: use a thread with its own runtime.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 use sqlx::{Connection, Executor, Row};
                 let mut c = match sqlx::AnyConnection::connect(&pg_admin_url()).await {
@@ -132,17 +155,31 @@ impl Drop for PgDb {
                     Err(e) => return eprintln!("cleanup of {prefix}: cannot connect: {e}"),
                 };
                 let like = format!("{prefix}%");
-                let dbs = sqlx::query("SELECT datname::text FROM pg_database WHERE datname LIKE $1").bind(&like).fetch_all(&mut c).await.expect("listing test databases");
+                let dbs =
+                    sqlx::query("SELECT datname::text FROM pg_database WHERE datname LIKE $1")
+                        .bind(&like)
+                        .fetch_all(&mut c)
+                        .await
+                        .expect("listing test databases");
                 for r in dbs {
                     let n: String = r.get(0);
-                    if let Err(e) = c.execute(format!("DROP DATABASE IF EXISTS \"{n}\" WITH (FORCE)").as_str()).await {
+                    if let Err(e) = c
+                        .execute(format!("DROP DATABASE IF EXISTS \"{n}\" WITH (FORCE)").as_str())
+                        .await
+                    {
                         eprintln!("cleanup: drop database {n}: {e}");
                     }
                 }
-                let roles = sqlx::query("SELECT rolname::text FROM pg_roles WHERE rolname LIKE $1").bind(&like).fetch_all(&mut c).await.expect("listing test databases");
+                let roles = sqlx::query("SELECT rolname::text FROM pg_roles WHERE rolname LIKE $1")
+                    .bind(&like)
+                    .fetch_all(&mut c)
+                    .await
+                    .expect("listing test databases");
                 for r in roles {
                     let n: String = r.get(0);
-                    let _ = c.execute(format!("DROP ROLE IF EXISTS \"{n}\"").as_str()).await;
+                    let _ = c
+                        .execute(format!("DROP ROLE IF EXISTS \"{n}\"").as_str())
+                        .await;
                 }
             })
         })
@@ -197,7 +234,9 @@ impl TestApp {
                 if !pg_available().await {
                     return None;
                 }
-                Some(PgDb { catalog_name: format!("docket_test_{}", hex::encode(rand_bytes::<5>())) })
+                Some(PgDb {
+                    catalog_name: format!("docket_test_{}", hex::encode(rand_bytes::<5>())),
+                })
             }
         };
         let dir = tempfile::tempdir().unwrap();
@@ -209,7 +248,9 @@ impl TestApp {
         });
         let mut config = test_config(dir.path(), &jwks.url, db_url);
         tweak(&mut config);
-        let app = Application::build(config.clone(), Mode::Serve).await.expect("app builds");
+        let app = Application::build(config.clone(), Mode::Serve)
+            .await
+            .expect("app builds");
         let addr = app.local_addr();
         let state = app.state();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -221,8 +262,14 @@ impl TestApp {
             .unwrap()
         });
         let catalog = &state.catalog;
-        let firm_a = catalog.create_tenant("Firm A", &["a.test".into()], "test").await.unwrap();
-        let firm_b = catalog.create_tenant("Firm B", &["b.test".into()], "test").await.unwrap();
+        let firm_a = catalog
+            .create_tenant("Firm A", &["a.test".into()], "test")
+            .await
+            .unwrap();
+        let firm_b = catalog
+            .create_tenant("Firm B", &["b.test".into()], "test")
+            .await
+            .unwrap();
         let a = catalog.tenant(&firm_a.id).await.unwrap();
         let b = catalog.tenant(&firm_b.id).await.unwrap();
         for (t, email, role) in [
@@ -231,16 +278,26 @@ impl TestApp {
             (&a, "vera@a.test", Role::Viewer),
             (&b, "bob@b.test", Role::Filer),
         ] {
-            directory::add_user(&t.db, email, "", role, "test").await.unwrap();
+            directory::add_user(&t.db, email, "", role, "test")
+                .await
+                .unwrap();
         }
         for (t, kind, r, title, contacts) in [
-            (&a, RecordKind::Matter, "M-1", "Acme v. Widget", vec!["acme.com".to_string()]),
+            (
+                &a,
+                RecordKind::Matter,
+                "M-1",
+                "Acme v. Widget",
+                vec!["acme.com".to_string()],
+            ),
             (&a, RecordKind::Case, "C-1", "Smith v. Jones", vec![]),
             (&a, RecordKind::Contract, "K-1", "Globex MSA", vec![]),
             (&b, RecordKind::Matter, "M-1", "B's own M-1", vec![]),
             (&b, RecordKind::Matter, "B-9", "Initech", vec![]),
         ] {
-            directory::add_record(&t.db, kind, r, title, "", &contacts, "test").await.unwrap();
+            directory::add_record(&t.db, kind, r, title, "", &contacts, "test")
+                .await
+                .unwrap();
         }
         Some(TestApp {
             base: format!("http://{addr}"),
@@ -279,7 +336,12 @@ impl TestApp {
     }
 
     pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
-        self.http.get(format!("{}{}", self.base, path)).bearer_auth(token).send().await.unwrap()
+        self.http
+            .get(format!("{}{}", self.base, path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Stops the server and waits for it (pools closed).
@@ -318,7 +380,11 @@ pub fn filing_body(raw: &[u8], targets: &[&str]) -> Value {
 }
 
 /// A message built with mail-builder: text body plus the given attachments.
-pub fn email(subject: &str, message_id: Option<&str>, attachments: &[(&str, &str, Vec<u8>)]) -> Vec<u8> {
+pub fn email(
+    subject: &str,
+    message_id: Option<&str>,
+    attachments: &[(&str, &str, Vec<u8>)],
+) -> Vec<u8> {
     use mail_builder::MessageBuilder;
     let mut m = MessageBuilder::new()
         .from(("Dana Client", "dana@acme.com"))
@@ -351,16 +417,29 @@ pub fn noise(len: usize, seed: u8) -> Vec<u8> {
 
 pub async fn problem(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
-    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
-    assert_eq!(ct, "application/problem+json", "status {status}, body {body}");
+    assert_eq!(
+        ct, "application/problem+json",
+        "status {status}, body {body}"
+    );
     (status, body)
 }
 
 /// Row counts that must not move when a request is rejected.
 pub async fn counts(t: &Tenant) -> (i64, i64, i64, i64) {
     use sqlx::Row;
-    let q = |sql: &'static str| async move { sqlx::query(sql).fetch_one(&t.db).await.unwrap().get::<i64, _>(0) };
+    let q = |sql: &'static str| async move {
+        sqlx::query(sql)
+            .fetch_one(&t.db)
+            .await
+            .unwrap()
+            .get::<i64, _>(0)
+    };
     (
         q("SELECT COUNT(*) FROM messages").await,
         q("SELECT COUNT(*) FROM filings").await,
@@ -375,7 +454,13 @@ pub fn blob_files(t: &Tenant) -> usize {
         std::fs::read_dir(p)
             .map(|rd| {
                 rd.flatten()
-                    .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            walk(&e.path())
+                        } else {
+                            1
+                        }
+                    })
                     .sum()
             })
             .unwrap_or(0)
