@@ -258,11 +258,11 @@ async fn run(cmd: Command, config: Config) -> anyhow::Result<ExitCode> {
                 "targets": [{"kind": "matter", "id": "M-2024-017"}],
                 "note": "Filed from the docket dev quick start",
             });
-            let body_path = dev_dir
-                .join("sample-filing.json")
-                .canonicalize()
-                .unwrap_or(dev_dir.join("sample-filing.json"));
+            // Written before canonicalizing: the printed `--data @…` path must be absolute
+            // on the first run too (canonicalize fails on a file that does not exist yet).
+            let body_path = dev_dir.join("sample-filing.json");
             std::fs::write(&body_path, serde_json::to_vec_pretty(&body)?)?;
+            let body_path = body_path.canonicalize().unwrap_or(body_path);
             let token = state.dev.as_ref().expect("dev issuer").user_token(
                 "alice@demo.test",
                 &state.config.google.client_ids[0],

@@ -202,7 +202,8 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("DOCKET_").split("__"));
+        // `DOCKET_CONFIG` names the file itself (clap reads it for `--config`); not a key.
+        fig = fig.merge(Env::prefixed("DOCKET_").ignore(&["config"]).split("__"));
         let cfg: Config = fig.extract().map_err(|e| {
             let mut msgs = Vec::new();
             for err in e {

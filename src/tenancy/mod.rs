@@ -76,8 +76,8 @@ impl Catalog {
         kek: Key,
         tenant_pool_size: u32,
     ) -> anyhow::Result<Catalog> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+        // The catalogue holds wrapped keys: keep the data dir private to the service account.
+        create_private_dir(data_dir)?;
         let data_dir = data_dir
             .canonicalize()
             .with_context(|| format!("cannot resolve data dir {}", data_dir.display()))?;
