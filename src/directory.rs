@@ -225,8 +225,13 @@ pub async fn resolve_google_user(
             else {
                 return Ok(Err(IdentityRejection::NotRegistered));
             };
-            let bound: Option<String> = r.try_get("google_sub")?;
-            if bound.is_some() {
+            // Bound meanwhile by a concurrent first sign-in of this same identity: not a
+            // rejection (the re-read below finds it).
+            let bound_iss: Option<String> = r.try_get("google_iss")?;
+            let bound_sub: Option<String> = r.try_get("google_sub")?;
+            if bound_sub.is_some()
+                && (bound_sub.as_deref() != Some(sub) || bound_iss.as_deref() != Some(iss))
+            {
                 return Ok(Err(IdentityRejection::BoundToOtherAccount));
             }
             let id: String = r.try_get("id")?;

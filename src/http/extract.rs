@@ -11,6 +11,7 @@ use axum::http::{header, StatusCode};
 use super::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::auth::google::TokenError;
+use crate::config::GOOGLE_ISSUERS;
 use crate::directory::{self, IdentityRejection, User};
 use crate::error::AppError;
 use crate::tenancy::Tenant;
@@ -132,8 +133,13 @@ impl FromRequestParts<AppState> for TenantCtx {
         if !tenant.is_active() {
             return Err(AppError::forbidden("this tenant is not active"));
         }
-        let resolved =
-            directory::resolve_google_user(&tenant.db, &claims.iss, &claims.sub, &email).await?;
+        // Google issues both spellings of its issuer for the same accounts: bind one of them.
+        let iss = if GOOGLE_ISSUERS.contains(&claims.iss.as_str()) {
+            GOOGLE_ISSUERS[0]
+        } else {
+            claims.iss.as_str()
+        };
+        let resolved = directory::resolve_google_user(&tenant.db, iss, &claims.sub, &email).await?;
         match resolved {
             Ok(user) => Ok(TenantCtx { tenant, user }),
             Err(why) => {
@@ -149,7 +155,7 @@ impl FromRequestParts<AppState> for TenantCtx {
                     &[
                         AuditEvent::new(&email, "auth.rejected", &claims.sub).detail(
                             serde_json::json!({
-                                "reason": reason, "iss": claims.iss,
+                                "reason": reason, "iss": iss,
                             }),
                         ),
                     ],

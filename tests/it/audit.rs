@@ -6,6 +6,9 @@ use crate::common::*;
 use docket::audit::{self, ChainStatus};
 use serde_json::Value;
 
+/// seq, at, actor, action, subject, detail, prev_hash, hash.
+type AuditRow = (i64, String, String, String, String, String, String, String);
+
 async fn file_some(app: &TestApp, n: usize) {
     let tok = app.token("alice@a.test");
     for i in 0..n {
@@ -86,7 +89,7 @@ both_backends!(
             app.post_filing(&bob, &filing_body(&raw, &["matter:B-9"]))
                 .await;
         }
-        let snapshot: Vec<(i64, String, String, String, String, String, String, String)> = sqlx::query_as(
+        let snapshot: Vec<AuditRow> = sqlx::query_as(
         "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log ORDER BY seq",
     )
     .fetch_all(&b.db)

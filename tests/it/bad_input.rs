@@ -266,7 +266,7 @@ both_backends!(
         let tok = app.token("alice@a.test");
         // Length chosen so that padding is present.
         let raw = email("pad", Some("<pad@acme.com>"), &[]);
-        let raw = if raw.len() % 3 == 0 {
+        let raw = if raw.len().is_multiple_of(3) {
             [raw, b"\r\n".to_vec()].concat()
         } else {
             raw

@@ -205,14 +205,22 @@ pub struct TestApp {
 }
 
 pub fn test_config(dir: &std::path::Path, jwks_url: &str, database_url: Option<String>) -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.data_dir = dir.to_path_buf();
-    c.database.url = database_url;
-    c.master_key = Some(hex::encode(rand_bytes::<32>()).into());
-    c.google.jwks_url = Some(jwks_url.to_string());
-    c.google.client_ids = vec![CLIENT_ID.to_string()];
-    c
+    let defaults = Config::default();
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        database: docket::config::DatabaseConfig {
+            url: database_url,
+            ..defaults.database.clone()
+        },
+        master_key: Some(hex::encode(rand_bytes::<32>()).into()),
+        google: docket::config::GoogleConfig {
+            jwks_url: Some(jwks_url.to_string()),
+            client_ids: vec![CLIENT_ID.to_string()],
+            ..defaults.google.clone()
+        },
+        ..defaults
+    }
 }
 
 pub fn rand_bytes<const N: usize>() -> [u8; N] {
