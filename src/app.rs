@@ -87,7 +87,28 @@ impl Application {
             if config.google.client_ids.is_empty() {
                 config.google.client_ids = vec![DEV_CLIENT_ID.to_string()];
             }
-            Some(Arc::new(issuer))
+            let a = &mut config.addon;
+            a.public_url.get_or_insert_with(|| format!("http://{addr}"));
+            a.service_account
+                .get_or_insert_with(|| dev::DEV_ADDON_SERVICE_ACCOUNT.to_string());
+            a.oauth_client_id
+                .get_or_insert_with(|| DEV_CLIENT_ID.to_string());
+            if a.gmail_api_url == crate::config::AddonConfig::default().gmail_api_url {
+                a.gmail_api_url = format!("http://{addr}/dev/gmail/");
+            }
+            if a.endpoint_audiences.is_empty() {
+                // Dev system tokens carry one audience for every add-on endpoint.
+                a.endpoint_audiences = vec![format!("http://{addr}/addon")];
+            }
+            let mailbox = config.data_dir.join("dev").join("mail");
+            crate::tenancy::create_private_dir(&mailbox)?;
+            for (name, body) in dev::sample_mailbox() {
+                let path = mailbox.join(name);
+                if !path.exists() {
+                    std::fs::write(path, body)?;
+                }
+            }
+            Some(Arc::new(dev::DevRuntime::new(issuer, mailbox)))
         } else {
             None
         };
@@ -101,7 +122,12 @@ impl Application {
             config.issuers(),
             config.google.leeway_secs,
         );
+        let gmail = crate::gmail::GmailClient::new(
+            &config.addon.gmail_api_url,
+            std::time::Duration::from_secs(config.addon.gmail_timeout_secs),
+        );
         let state = AppState::new(StateInner {
+            gmail,
             config,
             catalog: Arc::new(catalog),
             verifier,

@@ -263,7 +263,7 @@ async fn run(cmd: Command, config: Config) -> anyhow::Result<ExitCode> {
             let body_path = dev_dir.join("sample-filing.json");
             std::fs::write(&body_path, serde_json::to_vec_pretty(&body)?)?;
             let body_path = body_path.canonicalize().unwrap_or(body_path);
-            let token = state.dev.as_ref().expect("dev issuer").user_token(
+            let token = state.dev.as_ref().expect("dev runtime").issuer.user_token(
                 "alice@demo.test",
                 &state.config.google.client_ids[0],
                 12 * 3600,

@@ -35,6 +35,8 @@ pub struct Config {
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
+    pub addon: AddonConfig,
+    #[serde(default)]
     pub log: LogConfig,
 }
 
@@ -68,6 +70,51 @@ pub struct GoogleConfig {
     /// Clock leeway for `exp`/`nbf`, seconds (at most 60).
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
+}
+
+/// The HTTP-runtime Gmail add-on deployment (`gcloud workspace-add-ons get-authorization`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddonConfig {
+    /// docket's public base URL, e.g. `https://docket.example.com`: card actions point here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// `serviceAccountEmail`: the `email` of the system ID tokens Google sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// `oauthClientId`: the `aud` of the user ID tokens in the event objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_client_id: Option<String>,
+    /// Accepted `aud` of system ID tokens; empty = the URL of the endpoint called
+    /// (`public_url` + path, with or without the query string).
+    #[serde(default, deserialize_with = "string_list")]
+    pub endpoint_audiences: Vec<String>,
+    /// Gmail API base URL (tests and `dev` point it at a fake).
+    #[serde(default = "default_gmail_api")]
+    pub gmail_api_url: String,
+    /// Gmail API timeout, seconds.
+    #[serde(default = "default_gmail_timeout")]
+    pub gmail_timeout_secs: u64,
+}
+
+impl Default for AddonConfig {
+    fn default() -> Self {
+        AddonConfig {
+            public_url: None,
+            service_account: None,
+            oauth_client_id: None,
+            endpoint_audiences: Vec::new(),
+            gmail_api_url: default_gmail_api(),
+            gmail_timeout_secs: default_gmail_timeout(),
+        }
+    }
+}
+
+fn default_gmail_api() -> String {
+    "https://gmail.googleapis.com/".into()
+}
+fn default_gmail_timeout() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -187,6 +234,7 @@ impl Default for Config {
                 ..Default::default()
             },
             limits: Limits::default(),
+            addon: AddonConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -22,6 +22,8 @@ pub const DEV_ISSUER: &str = "https://dev.docket.invalid";
 /// Default `aud` of dev tokens.
 pub const DEV_CLIENT_ID: &str = "docket-dev.apps.googleusercontent.com";
 pub const DEMO_DOMAIN: &str = "demo.test";
+/// The `email` of the dev add-on's system ID tokens.
+pub const DEV_ADDON_SERVICE_ACCOUNT: &str = "service-0@gcp-sa-gsuiteaddons.dev.docket.invalid";
 
 /// An RS256 token issuer with a JWKS, used by `docket dev` and by tests as a stand-in for Google.
 pub struct TokenIssuer {
@@ -205,4 +207,161 @@ Content-Transfer-Encoding: base64\r\n\
 {pdf}\r\n\
 --{boundary}--\r\n"
     )
+}
+
+/// What `docket dev` runs beside the real server: the issuer, the dev mailbox (a folder of
+/// .eml files) and the grants of the fake Gmail API.
+pub struct DevRuntime {
+    pub issuer: TokenIssuer,
+    pub mailbox: std::path::PathBuf,
+    /// user OAuth token → (per-message access token, Gmail hex message id).
+    grants: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
+}
+
+/// A dev mailbox message's Gmail ids: `msg-f:<decimal>` and the API's hex form.
+pub struct DevIds {
+    pub decimal: u64,
+    pub hex: String,
+}
+
+/// Stable 63-bit ids derived from a key (file name, or thread root Message-ID).
+pub fn dev_ids(key: &str) -> DevIds {
+    let h = sha2::Sha256::digest(key.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    let decimal = u64::from_be_bytes(b) & 0x7fff_ffff_ffff_ffff;
+    DevIds {
+        decimal,
+        hex: format!("{decimal:x}"),
+    }
+}
+
+use sha2::Digest;
+
+/// A dev message's thread: keyed by its root (first References entry, else In-Reply-To,
+/// else its own Message-ID), so replies share their original's thread.
+pub fn dev_thread(raw: &[u8], name: &str) -> DevIds {
+    let headers = mail_parser::MessageParser::default().parse_headers(raw);
+    let root = headers
+        .as_ref()
+        .and_then(|m| {
+            let refs = m
+                .references()
+                .as_text_list()
+                .and_then(|l| l.first().map(|s| s.to_string()));
+            refs.or_else(|| m.references().as_text().map(str::to_string))
+                .or_else(|| m.in_reply_to().as_text().map(str::to_string))
+                .or_else(|| m.message_id().map(str::to_string))
+        })
+        .unwrap_or_else(|| name.to_string());
+    dev_ids(&root)
+}
+
+impl DevRuntime {
+    pub fn new(issuer: TokenIssuer, mailbox: std::path::PathBuf) -> Self {
+        DevRuntime {
+            issuer,
+            mailbox,
+            grants: Default::default(),
+        }
+    }
+
+    /// The .eml files of the mailbox, by name.
+    pub fn messages(&self) -> anyhow::Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.mailbox)?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(".eml"))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The mailbox file whose Gmail id is `hex`.
+    pub fn find(&self, hex: &str) -> anyhow::Result<Option<(String, Vec<u8>)>> {
+        for name in self.messages()? {
+            if dev_ids(&name).hex == hex {
+                let raw = std::fs::read(self.mailbox.join(&name))?;
+                return Ok(Some((name, raw)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Grants a user OAuth token and a per-message token for one message, as Gmail would
+    /// when the message is opened. Returns (user OAuth token, message access token).
+    pub fn grant(&self, hex: &str) -> (String, String) {
+        let oauth = format!("dev-oauth-{}", hex::encode(rand::random::<[u8; 12]>()));
+        let access = format!("dev-msg-{}", hex::encode(rand::random::<[u8; 12]>()));
+        self.grants
+            .lock()
+            .expect("grants")
+            .insert(oauth.clone(), (access.clone(), hex.to_string()));
+        (oauth, access)
+    }
+
+    /// Checks a fake Gmail API call: Err(status) as Gmail would answer.
+    pub fn check(&self, oauth: Option<&str>, access: Option<&str>, hex: &str) -> Result<(), u16> {
+        let grants = self.grants.lock().expect("grants");
+        let Some((granted_access, granted_hex)) = oauth.and_then(|o| grants.get(o)) else {
+            return Err(401);
+        };
+        if access != Some(granted_access.as_str()) || granted_hex != hex {
+            return Err(403);
+        }
+        Ok(())
+    }
+}
+
+/// The dev mailbox's sample messages (written on first start).
+pub fn sample_mailbox() -> Vec<(&'static str, String)> {
+    let reply = "From: Dana Client <dana@acme.com>\r\n\
+To: Alice Adams <alice@demo.test>\r\n\
+Subject: Re: Acme v. Widget - draft settlement\r\n\
+Date: Tue, 17 Nov 2026 08:15:00 +0000\r\n\
+Message-ID: <sample-2@acme.com>\r\n\
+In-Reply-To: <sample-1@acme.com>\r\n\
+References: <sample-1@acme.com>\r\n\
+\r\n\
+One more point on clause 4.\r\n"
+        .to_string();
+    let court = "From: Jane Smith <jane.smith@example.org>\r\n\
+To: Bob Brown <bob@demo.test>\r\n\
+Subject: Hearing date for C-88\r\n\
+Date: Wed, 18 Nov 2026 14:00:00 +0000\r\n\
+Message-ID: <hearing-88@example.org>\r\n\
+\r\n\
+The hearing has been moved to 3 December.\r\n"
+        .to_string();
+    let globex = "From: Legal <legal@globex.example>\r\n\
+To: Alice Adams <alice@demo.test>\r\n\
+Subject: Renewal terms\r\n\
+Date: Thu, 19 Nov 2026 10:00:00 +0000\r\n\
+Message-ID: <renewal@globex.example>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"g\"\r\n\
+\r\n\
+--g\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+Our markup is attached.\r\n\
+--g\r\n\
+Content-Type: application/vnd.openxmlformats-officedocument.wordprocessingml.document\r\n\
+Content-Disposition: attachment; filename=\"MSA markup.docx\"\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+UEsDBBQAAAAIAGRvY2tldA==\r\n\
+--g\r\n\
+Content-Type: text/csv\r\n\
+Content-Disposition: attachment; filename=\"pricing.csv\"\r\n\
+\r\n\
+item,price\r\nsupport,100\r\n\
+--g--\r\n"
+        .to_string();
+    vec![
+        ("sample.eml", sample_email()),
+        ("reply.eml", reply),
+        ("hearing.eml", court),
+        ("globex.eml", globex),
+    ]
 }

@@ -10,9 +10,11 @@ pub mod dev;
 pub mod directory;
 pub mod error;
 pub mod filing;
+pub mod gmail;
 pub mod http;
 pub mod mail;
 pub mod storage;
+pub mod suggest;
 pub mod tenancy;
 pub mod time_fmt;
 

@@ -146,13 +146,6 @@ impl FilingOutcome {
     }
 }
 
-fn valid_gmail_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_:".contains(&b))
-}
-
 /// Files one message to one or more records on behalf of `user`.
 pub async fn file_message(
     tenant: &Arc<Tenant>,
@@ -187,19 +180,22 @@ pub async fn file_message(
             ));
         }
     }
-    for (name, v) in [
+    // Gmail ids are kept in API form (hex) so thread suggestions match however they came.
+    let mut gmail_ids = [None, None];
+    for (slot, (name, v)) in gmail_ids.iter_mut().zip([
         ("gmail_message_id", &input.gmail_message_id),
         ("gmail_thread_id", &input.gmail_thread_id),
-    ] {
+    ]) {
         if let Some(v) = v {
-            if !valid_gmail_id(v) {
-                return Err(AppError::unprocessable(
+            *slot = Some(crate::gmail::normalise_id(v).ok_or_else(|| {
+                AppError::unprocessable(
                     "invalid-gmail-id",
-                    format!("`{name}` is not a Gmail id"),
-                ));
-            }
+                    format!("`{name}` is not a Gmail id (hex, or msg-f:/thread-f: decimal)"),
+                )
+            })?);
         }
     }
+    let [gmail_message_id, gmail_thread_id] = gmail_ids;
     if !user.role.can_file() {
         audit::record(
             pool,
@@ -305,8 +301,8 @@ pub async fn file_message(
             insert_message(
                 &mut tx,
                 &parsed,
-                input.gmail_message_id.as_deref(),
-                input.gmail_thread_id.as_deref(),
+                gmail_message_id.as_deref(),
+                gmail_thread_id.as_deref(),
                 &now,
             )
             .await?
@@ -419,8 +415,8 @@ async fn insert_message(
     let id = uuid::Uuid::new_v4().simple().to_string();
     sqlx::query(
         "INSERT INTO messages (id, dedup_key, message_id, subject, from_json, to_json, cc_json, sent_at, \
-         in_reply_to_json, references_json, raw_size, raw_sha256, gmail_message_id, gmail_thread_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         in_reply_to_json, references_json, raw_size, raw_sha256, gmail_message_id, gmail_thread_id, created_at, from_addr) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(&id)
     .bind(&p.dedup_key)
@@ -437,6 +433,7 @@ async fn insert_message(
     .bind(gmail_message_id.map(str::to_string))
     .bind(gmail_thread_id.map(str::to_string))
     .bind(now)
+    .bind(p.from.iter().find_map(|b| b.address.clone()))
     .execute(&mut *conn)
     .await?;
     for a in &p.attachments {

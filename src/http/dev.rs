@@ -1,23 +1,35 @@
-//! Dev-only routes (`docket dev`, loopback only): the dev issuer's JWKS and a token minter.
+//! Dev-only routes (`docket dev`, loopback only): the dev issuer's JWKS and token minter, a
+//! fake Gmail API over the dev mailbox, and the add-on simulator page.
 
-use axum::extract::State;
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine;
 use serde::Deserialize;
+use serde_json::json;
 
 use super::extract::ApiJson;
 use super::AppState;
+use crate::dev::{dev_ids, dev_thread, DevRuntime};
 use crate::error::{AppError, AppResult};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/dev/jwks.json", get(jwks))
         .route("/dev/token", post(token))
+        .route("/dev/addon", get(simulator))
+        .route(
+            "/dev/addon/messages",
+            get(list_messages).post(upload_message),
+        )
+        .route("/dev/addon/session", post(session))
+        .route("/dev/gmail/gmail/v1/users/me/messages/{id}", get(gmail_get))
+        .layer(DefaultBodyLimit::max(80 * 1024 * 1024))
 }
 
-fn issuer(state: &AppState) -> AppResult<&crate::dev::TokenIssuer> {
+fn dev(state: &AppState) -> AppResult<&DevRuntime> {
     state
         .dev
         .as_deref()
@@ -25,7 +37,7 @@ fn issuer(state: &AppState) -> AppResult<&crate::dev::TokenIssuer> {
 }
 
 async fn jwks(State(state): State<AppState>) -> AppResult<Response> {
-    let mut resp = Json(issuer(&state)?.jwks()).into_response();
+    let mut resp = Json(dev(&state)?.issuer.jwks()).into_response();
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
@@ -45,12 +57,173 @@ async fn token(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> AppResult<Json<serde_json::Value>> {
-    let iss = issuer(&state)?;
+    let d = dev(&state)?;
     let aud = req
         .audience
         .or_else(|| state.config.google.client_ids.first().cloned())
         .unwrap_or_default();
     Ok(Json(
-        serde_json::json!({ "token": iss.user_token(&req.email, &aud, 12 * 3600) }),
+        json!({ "token": d.issuer.user_token(&req.email, &aud, 12 * 3600) }),
     ))
+}
+
+async fn simulator(State(state): State<AppState>) -> AppResult<Response> {
+    dev(&state)?;
+    let mut resp = Html(include_str!("simulator.html")).into_response();
+    // The page runs inline script and style; nothing else.
+    resp.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"),
+    );
+    Ok(resp)
+}
+
+async fn list_messages(State(state): State<AppState>) -> AppResult<Json<serde_json::Value>> {
+    let d = dev(&state)?;
+    let mut out = Vec::new();
+    for name in d.messages().map_err(AppError::internal)? {
+        let raw = std::fs::read(d.mailbox.join(&name)).map_err(AppError::internal)?;
+        let headers = mail_parser::MessageParser::default().parse_headers(&raw);
+        let subject = headers
+            .as_ref()
+            .and_then(|m| m.subject())
+            .unwrap_or("")
+            .to_string();
+        let from = headers
+            .as_ref()
+            .and_then(|m| m.from())
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .unwrap_or("")
+            .to_string();
+        let ids = dev_ids(&name);
+        out.push(json!({ "name": name, "subject": subject, "from": from, "gmail_id": ids.hex }));
+    }
+    Ok(Json(json!({ "messages": out })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Upload {
+    name: String,
+    raw: String,
+}
+
+async fn upload_message(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<Upload>,
+) -> AppResult<Json<serde_json::Value>> {
+    let d = dev(&state)?;
+    let raw = super::filings::decode_raw(&req.raw, state.config.limits.max_message_bytes)?;
+    let mut name = crate::mail::names::sanitize_display_name(&req.name, "upload.eml");
+    if !name.ends_with(".eml") {
+        name.push_str(".eml");
+    }
+    std::fs::write(d.mailbox.join(&name), raw).map_err(AppError::internal)?;
+    Ok(Json(json!({ "name": name })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionRequest {
+    email: String,
+    message: String,
+}
+
+/// Everything Google would put into an event for `message` opened by `email`.
+async fn session(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<SessionRequest>,
+) -> AppResult<Json<serde_json::Value>> {
+    let d = dev(&state)?;
+    let names = d.messages().map_err(AppError::internal)?;
+    if !names.contains(&req.message) {
+        return Err(AppError::not_found(format!(
+            "no message {:?} in the dev mailbox",
+            req.message
+        )));
+    }
+    let raw = std::fs::read(d.mailbox.join(&req.message)).map_err(AppError::internal)?;
+    let msg = dev_ids(&req.message);
+    let thread = dev_thread(&raw, &req.message);
+    let (oauth, access) = d.grant(&msg.hex);
+    let a = &state.config.addon;
+    let client_id = a.oauth_client_id.clone().unwrap_or_default();
+    let audience = a.endpoint_audiences.first().cloned().unwrap_or_default();
+    let now = jsonwebtoken::get_current_timestamp();
+    let system = d.issuer.sign(&json!({
+        "iss": d.issuer.issuer(), "aud": audience, "azp": "dev-addon", "sub": "dev-addon-system",
+        "email": a.service_account, "email_verified": true, "iat": now, "exp": now + 3600,
+    }));
+    Ok(Json(json!({
+        "system_id_token": system,
+        "user_id_token": d.issuer.user_token(&req.email, &client_id, 3600),
+        "user_oauth_token": oauth,
+        "gmail": {
+            "messageId": format!("msg-f:{}", msg.decimal),
+            "threadId": format!("thread-f:{}", thread.decimal),
+            "accessToken": access,
+        },
+        "endpoints": { "homepage": "/addon/homepage", "message": "/addon/message", "action": "/addon/action" },
+    })))
+}
+
+fn gmail_error(status: u16, message: &str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let reason = match status {
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        _ => "INVALID_ARGUMENT",
+    };
+    (
+        code,
+        Json(json!({ "error": { "code": status, "message": message, "status": reason } })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct GmailQuery {
+    format: Option<String>,
+}
+
+/// `users.messages.get` over the dev mailbox, checking both tokens like Gmail.
+async fn gmail_get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<GmailQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(d) = dev(&state) else {
+        return gmail_error(404, "Not Found");
+    };
+    if q.format.as_deref() != Some("raw") {
+        return gmail_error(400, "this fake serves format=raw only");
+    }
+    let oauth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let access = headers
+        .get(crate::gmail::GMAIL_ACCESS_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if let Err(status) = d.check(oauth, access, &id) {
+        return gmail_error(status, "Request had invalid authentication credentials.");
+    }
+    match d.find(&id) {
+        Ok(Some((name, raw))) => {
+            let thread = dev_thread(&raw, &name);
+            Json(json!({
+                "id": id,
+                "threadId": thread.hex,
+                "sizeEstimate": raw.len(),
+                // Gmail pads `raw`; docket must accept it either way.
+                "raw": base64::engine::general_purpose::URL_SAFE.encode(&raw),
+            }))
+            .into_response()
+        }
+        Ok(None) => gmail_error(404, "Requested entity was not found."),
+        Err(e) => AppError::internal(e).into_response(),
+    }
 }

@@ -102,9 +102,20 @@ impl FromRequestParts<AppState> for TenantCtx {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let token = bearer(parts)?;
+        verify_user(state, token, &state.config.google.client_ids).await
+    }
+}
+
+/// A user ID token (for one of `audiences`) → the tenant and active user it identifies.
+pub async fn verify_user(
+    state: &AppState,
+    token: &str,
+    audiences: &[String],
+) -> Result<TenantCtx, AppError> {
+    {
         let claims = state
             .verifier
-            .verify(token, &state.config.google.client_ids)
+            .verify(token, audiences)
             .await
             .map_err(token_error)?;
         let email = match (&claims.email, claims.email_verified()) {

@@ -1,5 +1,6 @@
 //! The HTTP surface: one module per resource, each with its `router()`, merged here.
 
+pub mod addon;
 pub mod dev;
 pub mod extract;
 pub mod filings;
@@ -19,7 +20,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::google::GoogleVerifier;
 use crate::config::Config;
-use crate::dev::TokenIssuer;
+use crate::dev::DevRuntime;
 use crate::error::AppError;
 use crate::tenancy::Catalog;
 
@@ -30,8 +31,10 @@ pub struct StateInner {
     pub config: Config,
     pub catalog: Arc<Catalog>,
     pub verifier: GoogleVerifier,
+    /// Reads the open message for the HTTP-runtime add-on.
+    pub gmail: crate::gmail::GmailClient,
     /// Present only in `docket dev`.
-    pub dev: Option<Arc<TokenIssuer>>,
+    pub dev: Option<Arc<DevRuntime>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -54,6 +57,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.max_message_bytes / 3 * 4 + 1024 * 1024;
     let mut app = Router::new()
         .merge(health::router())
+        .merge(addon::router())
         .merge(filings::router().layer(DefaultBodyLimit::max(body_limit)));
     if state.dev.is_some() {
         app = app.merge(dev::router());

@@ -1,0 +1,209 @@
+/**
+ * Triggers and card actions of the docket Gmail add-on. Each one answers with a card: a
+ * failure anywhere (configuration, Gmail, the network, docket) becomes a card that says what
+ * went wrong, never an exception that leaves the sidebar blank.
+ */
+
+var DOCKET_URL_PROPERTY = "DOCKET_URL";
+
+/** An error whose message is meant for the person in front of Gmail. */
+function userFacingError_(text) {
+  var err = new Error(text);
+  err.userFacing = true;
+  return err;
+}
+
+function describeError_(err) {
+  if (err && err.userFacing) return err.message;
+  console.error("docket add-on: " + (err && err.stack ? err.stack : err));
+  return "Something went wrong in the docket add-on: " + (err && err.message ? err.message : String(err));
+}
+
+function docketUrl_() {
+  var url = PropertiesService.getScriptProperties().getProperty(DOCKET_URL_PROPERTY);
+  if (!url || !String(url).trim()) {
+    throw userFacingError_(
+      "The add-on is not connected to docket yet: the script property " +
+        DOCKET_URL_PROPERTY +
+        " is not set. Ask your docket administrator to set it to the firm's docket address (for example https://docket.example.com)."
+    );
+  }
+  return String(url).trim();
+}
+
+function identityToken_() {
+  var token = ScriptApp.getIdentityToken();
+  if (!token) {
+    throw userFacingError_(
+      "Google gave the add-on no sign-in token for you, so docket cannot tell who you are. The add-on needs the openid scope; reinstall it and accept its permissions."
+    );
+  }
+  return token;
+}
+
+/** Sends one request built by Logic.js and returns docket's JSON, or throws a user-facing error. */
+function callDocket_(request) {
+  if (payloadTooLarge(request)) {
+    throw userFacingError_("This message is too large to send to docket from Gmail (Apps Script sends at most 50 MB).");
+  }
+  var response;
+  try {
+    response = UrlFetchApp.fetch(request.url, request.options);
+  } catch (err) {
+    console.error("docket add-on: fetch " + request.url.split("?")[0] + " failed: " + err);
+    throw userFacingError_(
+      "Could not reach docket (" + (err && err.message ? err.message : String(err)) + "). Check your connection and try again."
+    );
+  }
+  var result = parseResponse(response.getResponseCode(), response.getContentText());
+  if (!result.ok) throw userFacingError_(result.error);
+  return result.data;
+}
+
+function commonEvent_(e) {
+  return (e && e.commonEventObject) || {};
+}
+
+function actionParameters_(e) {
+  return commonEvent_(e).parameters || (e && e.parameters) || {};
+}
+
+function formInputs_(e) {
+  return commonEvent_(e).formInputs || (e && e.formInputs) || {};
+}
+
+/** The Gmail ids of the open message, from the event or, in card actions, from the action's parameters. */
+function messageIds_(e) {
+  var gmail = (e && e.gmail) || {};
+  var params = actionParameters_(e);
+  return { messageId: gmail.messageId || params.messageId, threadId: gmail.threadId || params.threadId };
+}
+
+/** Reads the open message and returns its raw RFC 822 bytes, base64url, with its Gmail ids. */
+function readOpenMessage_(e) {
+  var gmail = (e && e.gmail) || {};
+  var ids = messageIds_(e);
+  if (!ids.messageId) throw userFacingError_("Open an email to file it.");
+  var message;
+  var raw;
+  try {
+    // Lets this execution read the open message with the current-message scope only.
+    if (gmail.accessToken) GmailApp.setCurrentMessageAccessToken(gmail.accessToken);
+    message = GmailApp.getMessageById(ids.messageId);
+    raw = message.getRawContent();
+  } catch (err) {
+    console.error("docket add-on: reading message failed: " + err);
+    throw userFacingError_("Could not read this email from Gmail (" + (err && err.message ? err.message : err) + "). Reopen it and try again.");
+  }
+  // getRawContent() returns the message as a string; base64EncodeWebSafe(string) would encode it
+  // with the platform charset, so turn it into bytes explicitly (Blob strings are UTF-8).
+  var rawBase64url = Utilities.base64EncodeWebSafe(Utilities.newBlob(raw).getBytes());
+  var threadId = ids.threadId;
+  if (!threadId && message.getThread) threadId = message.getThread().getId();
+  return {
+    raw: rawBase64url,
+    gmailMessageId: normaliseMessageId(message.getId ? message.getId() : ids.messageId) || normaliseMessageId(ids.messageId),
+    gmailThreadId: normaliseMessageId(threadId),
+  };
+}
+
+/** The context card model of the open message (the contextual trigger, "Back" and "Try again"). */
+function contextCardModel_(e) {
+  var base = docketUrl_();
+  var token = identityToken_();
+  var msg = readOpenMessage_(e);
+  var context = callDocket_(buildContextRequest(base, token, msg.raw, msg.gmailThreadId, msg.gmailMessageId));
+  return contextToCardModel(context, messageIds_(e));
+}
+
+// ---------------------------------------------------------------------------
+// Triggers (appsscript.json)
+
+function onHomepage(e) {
+  try {
+    docketUrl_();
+    return buildCard_(homepageCardModel());
+  } catch (err) {
+    return buildCard_(errorCardModel(describeError_(err)));
+  }
+}
+
+function onGmailMessage(e) {
+  try {
+    return buildCard_(contextCardModel_(e));
+  } catch (err) {
+    return buildCard_(errorCardModel(describeError_(err), messageIds_(e)));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Card actions
+
+/** Re-reads the open message's context and replaces the current card with it. */
+function onRefresh(e) {
+  try {
+    return buildActionResponse_(contextCardModel_(e), "root");
+  } catch (err) {
+    var text = describeError_(err);
+    return buildActionResponse_(errorCardModel(text, messageIds_(e)), "update", text);
+  }
+}
+
+function onSearch(e) {
+  try {
+    var params = actionParameters_(e);
+    var query = firstInputValue_(formInputs_(e).q).trim();
+    if (!query) return buildActionResponse_(null, "none", "Type a reference, title or client to search for.");
+    var records = callDocket_(buildSearchRequest(docketUrl_(), identityToken_(), query));
+    var attachments = [];
+    try {
+      attachments = JSON.parse(params.attachments || "[]");
+    } catch (ignored) {
+      attachments = [];
+    }
+    var ids = messageIds_(e);
+    var model = searchResultsToCardModel(records, {
+      query: query,
+      attachments: attachments,
+      messageId: ids.messageId,
+      threadId: ids.threadId,
+    });
+    return buildActionResponse_(model, params.view === "search" ? "update" : "push");
+  } catch (err) {
+    var text = describeError_(err);
+    return buildActionResponse_(errorCardModel(text), "push", text);
+  }
+}
+
+/** The first string of one formInputs entry (text inputs carry a single value). */
+function firstInputValue_(input) {
+  if (Array.isArray(input)) return String(input[0] || "");
+  var values = (input && input.stringInputs && input.stringInputs.value) || [];
+  return String(values[0] || "");
+}
+
+function onFile(e) {
+  try {
+    var params = actionParameters_(e);
+    var selection = formInputsToSelection(formInputs_(e), params.attachmentCount);
+    if (!selection.targets.length) return buildActionResponse_(null, "none", "Tick at least one record to file to.");
+    var base = docketUrl_();
+    var token = identityToken_();
+    var msg = readOpenMessage_(e);
+    var result = callDocket_(
+      buildFilingRequest(base, token, {
+        raw: msg.raw,
+        gmailMessageId: msg.gmailMessageId,
+        gmailThreadId: msg.gmailThreadId,
+        targets: selection.targets,
+        attachments: selection.attachments,
+        note: selection.note,
+      })
+    );
+    return buildActionResponse_(filingResultToCardModel(result, messageIds_(e)), "root");
+  } catch (err) {
+    // Pushed over the form, so "back" returns to the ticked boxes and the typed note.
+    var text = describeError_(err);
+    return buildActionResponse_(errorCardModel(text), "push", text);
+  }
+}

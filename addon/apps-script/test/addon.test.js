@@ -1,0 +1,265 @@
+// Code.js and Cards.js, run unchanged in a vm context against fake Apps Script services.
+"use strict";
+
+const test = require("node:test");
+const assert = require("node:assert/strict");
+const S = require("./stubs.js");
+const F = require("./fixtures.js");
+
+const EVENT_MESSAGE_ID = "msg-f:1659728385805497086";
+const EVENT_THREAD_ID = "thread-f:1659728385805497000";
+const HEX_MESSAGE_ID = "17088a2c5b91b2fe";
+const HEX_THREAD_ID = (1659728385805497000n).toString(16);
+
+const MESSAGES = {
+  [EVENT_MESSAGE_ID]: { raw: F.RAW_MESSAGE, id: HEX_MESSAGE_ID, threadId: HEX_THREAD_ID },
+};
+
+function gmailEvent() {
+  return {
+    commonEventObject: { hostApp: "GMAIL", platform: "WEB" },
+    gmail: { messageId: EVENT_MESSAGE_ID, threadId: EVENT_THREAD_ID, accessToken: "gmail-access-token" },
+  };
+}
+
+function decodeBase64url(s) {
+  return Buffer.from(s.replace(/-/g, "+").replace(/_/g, "/"), "base64");
+}
+
+/** Runs an Apps Script function in the add-on and returns its answer as plain data. */
+function run(addon, fn, event) {
+  return S.plain(addon.ctx[fn](event));
+}
+
+test("onGmailMessage reads the open message, sends it with the identity token and shows the suggestions", () => {
+  const addon = S.loadAddon({ messages: MESSAGES, responses: [{ status: 200, body: F.contextWithSuggestions() }] });
+  const card = run(addon, "onGmailMessage", gmailEvent());
+
+  assert.deepEqual(addon.gmail.accessTokens, ["gmail-access-token"]);
+  assert.equal(addon.urlFetch.requests.length, 1);
+  const { url, options } = addon.urlFetch.requests[0];
+  assert.equal(url, "https://docket.example.com/v1/addon/context");
+  assert.equal(options.method, "post");
+  assert.equal(options.contentType, "application/json");
+  assert.equal(options.muteHttpExceptions, true);
+  assert.equal(options.headers.Authorization, "Bearer id-token-for-bob");
+  const body = JSON.parse(options.payload);
+  assert.match(body.raw, /^[A-Za-z0-9_-]+=*$/, "base64url");
+  assert.deepEqual(decodeBase64url(body.raw), Buffer.from(F.RAW_MESSAGE, "utf8"), "the message's UTF-8 bytes");
+  assert.equal(body.gmail_message_id, HEX_MESSAGE_ID);
+  assert.equal(body.gmail_thread_id, HEX_THREAD_ID);
+
+  assert.equal(card.kind, "Card");
+  assert.equal(card.header.title, "Counter-offer <draft>");
+  const texts = S.textsOf(card);
+  assert.ok(texts.includes("M-2024-017 · Acme v. Widget"));
+  assert.ok(texts.includes("same thread as a message filed to M-2024-017; from a contact of M-2024-017"));
+  const targets = S.findInput(card, "targets");
+  assert.equal(targets.type, "CHECK_BOX");
+  assert.deepEqual(
+    targets.items.map((i) => [i.value, i.selected]),
+    [
+      ["matter:M-2024-017", true],
+      ["contract:K-2025-003", false],
+    ]
+  );
+  const attachments = S.findInput(card, "attachments");
+  assert.deepEqual(
+    attachments.items.map((i) => i.selected),
+    [true, true, true]
+  );
+  const file = S.findButton(card, "File");
+  assert.equal(file.onClickAction.functionName, "onFile");
+  assert.equal(file.textButtonStyle, "FILLED");
+  assert.deepEqual(file.onClickAction.parameters, { messageId: EVENT_MESSAGE_ID, threadId: EVENT_THREAD_ID, attachmentCount: "3" });
+  assert.equal(S.findInput(card, "note").multiline, true);
+});
+
+test("card text from the message is escaped, labels are not", () => {
+  const ctx = F.contextWithSuggestions();
+  ctx.already_filed = [{ filing_id: "f", target: { kind: "matter", id: "M-1", title: "A <b>&</b> B" }, filed_by: "x@y", filed_at: "t" }];
+  const addon = S.loadAddon({ messages: MESSAGES, responses: [{ status: 200, body: ctx }] });
+  const card = run(addon, "onGmailMessage", gmailEvent());
+  assert.ok(S.textsOf(card).includes("M-1 · A &lt;b&gt;&amp;&lt;/b&gt; B"));
+});
+
+test("onFile posts the ticked targets, attachments and note and answers Filed to …", () => {
+  const addon = S.loadAddon({ messages: MESSAGES, responses: [{ status: 201, body: F.filingAnswer(true, [F.acme, F.widgetLease]) }] });
+  const event = S.actionEvent({
+    formInputs: { targets: ["matter:M-2024-017", "contract:K-2025-003"], attachments: ["0", "2"], note: ["Counter-offer"] },
+    parameters: { messageId: EVENT_MESSAGE_ID, threadId: EVENT_THREAD_ID, attachmentCount: "3" },
+    gmail: gmailEvent().gmail,
+  });
+  const response = run(addon, "onFile", event);
+
+  assert.deepEqual(addon.gmail.accessTokens, ["gmail-access-token"]);
+  const { url, options } = addon.urlFetch.requests[0];
+  assert.equal(url, "https://docket.example.com/v1/filings");
+  assert.equal(options.headers.Authorization, "Bearer id-token-for-bob");
+  assert.equal(options.muteHttpExceptions, true);
+  const body = JSON.parse(options.payload);
+  assert.deepEqual(decodeBase64url(body.raw), Buffer.from(F.RAW_MESSAGE, "utf8"));
+  assert.deepEqual(
+    { ...body, raw: undefined },
+    {
+      raw: undefined,
+      gmail_message_id: HEX_MESSAGE_ID,
+      gmail_thread_id: HEX_THREAD_ID,
+      targets: [
+        { kind: "matter", id: "M-2024-017" },
+        { kind: "contract", id: "K-2025-003" },
+      ],
+      attachments: [0, 2],
+      note: "Counter-offer",
+    }
+  );
+
+  assert.equal(response.kind, "ActionResponse");
+  assert.equal(response.notification.text, "Filed to 2 records");
+  const steps = response.navigation.steps;
+  assert.deepEqual(steps[0], { popToRoot: true });
+  const card = steps[1].updateCard;
+  assert.ok(S.textsOf(card).includes("Filed to M-2024-017 · Acme v. Widget"));
+  assert.ok(S.textsOf(card).includes("Filed to K-2025-003 · Widget lease"));
+});
+
+test("onFile with every attachment ticked asks for all of them; an existing filing says Already filed", () => {
+  const addon = S.loadAddon({ messages: MESSAGES, responses: [{ status: 200, body: F.filingAnswer(false) }] });
+  const response = run(
+    addon,
+    "onFile",
+    S.actionEvent({
+      formInputs: { targets: ["matter:M-2024-017"], attachments: ["0", "1"] },
+      parameters: { messageId: EVENT_MESSAGE_ID, attachmentCount: "2" },
+      gmail: gmailEvent().gmail,
+    })
+  );
+  const body = JSON.parse(addon.urlFetch.requests[0].options.payload);
+  assert.equal(body.attachments, "all");
+  assert.equal(body.note, undefined);
+  assert.equal(response.notification.text, "Already filed to M-2024-017");
+  assert.ok(S.textsOf(response.navigation.steps[1].updateCard).includes("Already filed to M-2024-017 · Acme v. Widget"));
+});
+
+test("onFile with no record ticked asks for one and calls nobody", () => {
+  const addon = S.loadAddon({ messages: MESSAGES });
+  const response = run(addon, "onFile", S.actionEvent({ parameters: { messageId: EVENT_MESSAGE_ID }, gmail: gmailEvent().gmail }));
+  assert.equal(addon.urlFetch.requests.length, 0);
+  assert.match(response.notification.text, /at least one record/);
+  assert.equal(response.navigation, undefined);
+});
+
+test("onSearch looks records up and pushes a card to file to them", () => {
+  const records = { records: [{ ...F.acme, client: "Acme Corp", status: "open" }] };
+  const addon = S.loadAddon({ messages: MESSAGES, responses: [{ status: 200, body: records }] });
+  const response = run(
+    addon,
+    "onSearch",
+    S.actionEvent({
+      formInputs: { q: ["acme "] },
+      parameters: { messageId: EVENT_MESSAGE_ID, threadId: EVENT_THREAD_ID, attachments: JSON.stringify([{ index: 0, name: "offer.pdf", size: 5 }]) },
+      gmail: gmailEvent().gmail,
+    })
+  );
+  const { url, options } = addon.urlFetch.requests[0];
+  assert.equal(url, "https://docket.example.com/v1/records?q=acme&limit=20");
+  assert.equal(options.method, "get");
+  assert.equal(options.headers.Authorization, "Bearer id-token-for-bob");
+  const card = response.navigation.steps[0].pushCard;
+  assert.deepEqual(S.findInput(card, "targets").items, [{ text: "M-2024-017 · Acme v. Widget (Acme Corp)", value: "matter:M-2024-017", selected: true }]);
+  assert.deepEqual(S.findInput(card, "attachments").items, [{ text: "offer.pdf (5 B)", value: "0", selected: true }]);
+  assert.equal(S.findButton(card, "File").onClickAction.parameters.messageId, EVENT_MESSAGE_ID);
+  assert.equal(S.findInput(card, "q").value, "acme");
+});
+
+test("onSearch with an empty query asks for one", () => {
+  const addon = S.loadAddon({ messages: MESSAGES });
+  const response = run(addon, "onSearch", S.actionEvent({ formInputs: { q: ["  "] } }));
+  assert.equal(addon.urlFetch.requests.length, 0);
+  assert.match(response.notification.text, /search for/);
+});
+
+test("an HTTP 500 from docket gives an error card, not a throw", () => {
+  const addon = S.loadAddon({ messages: MESSAGES, responses: [{ status: 500, body: "<html>oops</html>" }] });
+  const card = run(addon, "onGmailMessage", gmailEvent());
+  assert.equal(card.header.title, "docket could not do that");
+  assert.ok(S.textsOf(card).some((t) => /HTTP 500\). Try again/.test(t)));
+  assert.equal(S.findButton(card, "Try again").onClickAction.functionName, "onRefresh");
+});
+
+test("a problem+json detail is shown as is", () => {
+  const addon = S.loadAddon({
+    messages: MESSAGES,
+    responses: [{ status: 404, body: F.problem(404, "not-found", "Not found", "There is no matter M-9 in your firm.") }],
+  });
+  const response = run(
+    addon,
+    "onFile",
+    S.actionEvent({ formInputs: { targets: ["matter:M-9"] }, parameters: { messageId: EVENT_MESSAGE_ID }, gmail: gmailEvent().gmail })
+  );
+  assert.equal(response.notification.text, "There is no matter M-9 in your firm.");
+  assert.ok(S.textsOf(response.navigation.steps[0].pushCard).includes("There is no matter M-9 in your firm."));
+});
+
+test("a thrown UrlFetch exception gives an error card, not a throw", () => {
+  const addon = S.loadAddon({ messages: MESSAGES, responses: [new Error("Address unavailable: https://docket.example.com/v1/addon/context")] });
+  const card = run(addon, "onGmailMessage", gmailEvent());
+  assert.ok(S.textsOf(card).some((t) => /Could not reach docket \(Address unavailable/.test(t)));
+
+  const again = S.loadAddon({ messages: MESSAGES, responses: [new Error("Timeout")] });
+  const response = run(
+    again,
+    "onFile",
+    S.actionEvent({ formInputs: { targets: ["matter:M-2024-017"] }, parameters: { messageId: EVENT_MESSAGE_ID }, gmail: gmailEvent().gmail })
+  );
+  assert.match(response.notification.text, /Could not reach docket \(Timeout\)/);
+  assert.equal(response.navigation.steps[0].pushCard.header.title, "docket could not do that");
+});
+
+test("an unset DOCKET_URL gives a card that says how to fix it", () => {
+  const addon = S.loadAddon({ messages: MESSAGES, properties: {} });
+  for (const fn of ["onHomepage", "onGmailMessage"]) {
+    const card = run(addon, fn, gmailEvent());
+    assert.ok(S.textsOf(card).some((t) => /DOCKET_URL/.test(t)), fn);
+  }
+  assert.equal(addon.urlFetch.requests.length, 0);
+});
+
+test("no identity token, or a message Gmail will not give, gives an error card", () => {
+  const noToken = S.loadAddon({ messages: MESSAGES, identityToken: null });
+  assert.ok(S.textsOf(run(noToken, "onGmailMessage", gmailEvent())).some((t) => /openid/.test(t)));
+  assert.equal(noToken.urlFetch.requests.length, 0);
+
+  const unknown = S.loadAddon({ messages: {} });
+  assert.ok(S.textsOf(run(unknown, "onGmailMessage", gmailEvent())).some((t) => /Could not read this email/.test(t)));
+});
+
+test("onHomepage shows how to use the add-on", () => {
+  const addon = S.loadAddon();
+  const card = run(addon, "onHomepage", { commonEventObject: { hostApp: "GMAIL" } });
+  assert.ok(S.textsOf(card).some((t) => /Open an email/.test(t)));
+});
+
+test("onRefresh replaces the card with the message's context again", () => {
+  const addon = S.loadAddon({ messages: MESSAGES, responses: [{ status: 200, body: F.contextAlreadyFiled() }] });
+  const response = run(addon, "onRefresh", S.actionEvent({ parameters: { messageId: EVENT_MESSAGE_ID }, gmail: gmailEvent().gmail }));
+  assert.deepEqual(response.navigation.steps[0], { popToRoot: true });
+  assert.ok(S.textsOf(response.navigation.steps[1].updateCard).includes("Already filed"));
+});
+
+test("the manifest declares the triggers, scopes and an https fetch allow-list", () => {
+  const manifest = require("../appsscript.json");
+  assert.equal(manifest.runtimeVersion, "V8");
+  assert.deepEqual(manifest.oauthScopes.slice().sort(), [
+    "https://www.googleapis.com/auth/gmail.addons.current.message.readonly",
+    "https://www.googleapis.com/auth/gmail.addons.execute",
+    "https://www.googleapis.com/auth/script.external_request",
+    "https://www.googleapis.com/auth/userinfo.email",
+    "openid",
+  ]);
+  assert.equal(manifest.addOns.common.homepageTrigger.runFunction, "onHomepage");
+  assert.deepEqual(manifest.addOns.gmail.contextualTriggers, [{ unconditional: {}, onTriggerFunction: "onGmailMessage" }]);
+  for (const prefix of manifest.urlFetchWhitelist) assert.match(prefix, /^https:\/\/[^/]+\/.*$/);
+  const addon = S.loadAddon();
+  for (const fn of ["onHomepage", "onGmailMessage", "onFile", "onSearch", "onRefresh"]) assert.equal(typeof addon.ctx[fn], "function", fn);
+});

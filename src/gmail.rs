@@ -1,0 +1,172 @@
+//! Reading the open message from the Gmail API with the add-on's per-message token
+//! (GOOGLE.md §2). A plain HTTP call: google-gmail1 cannot send `X-Goog-Gmail-Access-Token`
+//! and rejects unpadded base64 in `raw`.
+
+use std::time::Duration;
+
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+use serde::Deserialize;
+
+pub const GMAIL_ACCESS_TOKEN_HEADER: &str = "X-Goog-Gmail-Access-Token";
+
+const B64URL_ANY: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// `msg-f:1659728385805497086` → `17088a2c5b91b2fe`; `thread-f:…` likewise; hex ids pass.
+pub fn normalise_id(id: &str) -> Option<String> {
+    let id = id.trim();
+    let bare = match id.split_once(':') {
+        Some((prefix, rest)) if prefix.starts_with("msg-") || prefix.starts_with("thread-") => rest,
+        Some(_) => return None,
+        None => id,
+    };
+    if bare.is_empty() || bare.len() > 32 {
+        return None;
+    }
+    if id.contains(':') {
+        // Prefixed ids are decimal.
+        return bare.parse::<u64>().ok().map(|n| format!("{n:x}"));
+    }
+    bare.bytes()
+        .all(|b| b.is_ascii_hexdigit())
+        .then(|| bare.to_ascii_lowercase())
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GmailError {
+    #[error(
+        "Google did not accept docket's access to this message; reopen the message and try again"
+    )]
+    Unauthorized,
+    #[error("docket is not allowed to read this message")]
+    Forbidden,
+    #[error("the message no longer exists in Gmail")]
+    NotFound,
+    #[error("Gmail is rate-limiting requests; try again in a minute")]
+    RateLimited,
+    #[error("Gmail is unavailable right now (status {0}); try again shortly")]
+    Unavailable(u16),
+    #[error("Gmail did not answer in time; try again")]
+    Timeout,
+    #[error("Gmail's answer could not be read")]
+    Malformed,
+    #[error("the Gmail message id {0:?} is not valid")]
+    BadId(String),
+}
+
+#[derive(Deserialize)]
+struct RawMessage {
+    raw: String,
+    #[serde(rename = "threadId")]
+    thread_id: Option<String>,
+}
+
+/// The message's raw RFC 822 bytes and its Gmail thread id.
+pub struct FetchedMessage {
+    pub id: String,
+    pub thread_id: Option<String>,
+    pub raw: Vec<u8>,
+}
+
+pub struct GmailClient {
+    http: reqwest::Client,
+    /// `https://gmail.googleapis.com/` (trailing slash kept).
+    base: String,
+}
+
+impl GmailClient {
+    pub fn new(base: &str, timeout: Duration) -> Self {
+        let mut base = base.to_string();
+        if !base.ends_with('/') {
+            base.push('/');
+        }
+        GmailClient {
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .expect("HTTP client"),
+            base,
+        }
+    }
+
+    /// `users.messages.get?format=raw` with the user's OAuth token and the per-message token.
+    pub async fn get_raw(
+        &self,
+        user_oauth_token: &str,
+        message_token: &str,
+        message_id: &str,
+    ) -> Result<FetchedMessage, GmailError> {
+        let id =
+            normalise_id(message_id).ok_or_else(|| GmailError::BadId(message_id.to_string()))?;
+        let url = format!("{}gmail/v1/users/me/messages/{id}?format=raw", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(user_oauth_token)
+            .header(GMAIL_ACCESS_TOKEN_HEADER, message_token)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    GmailError::Timeout
+                } else {
+                    tracing::warn!(error = %e, "Gmail request failed");
+                    GmailError::Unavailable(0)
+                }
+            })?;
+        let status = resp.status().as_u16();
+        match status {
+            200 => {}
+            401 => return Err(GmailError::Unauthorized),
+            403 => return Err(GmailError::Forbidden),
+            404 => return Err(GmailError::NotFound),
+            429 => return Err(GmailError::RateLimited),
+            s => {
+                tracing::warn!(status = s, "Gmail answered an error");
+                return Err(GmailError::Unavailable(s));
+            }
+        }
+        let body: RawMessage = resp.json().await.map_err(|e| {
+            if e.is_timeout() {
+                GmailError::Timeout
+            } else {
+                GmailError::Malformed
+            }
+        })?;
+        let raw = B64URL_ANY
+            .decode(body.raw.trim_end())
+            .map_err(|_| GmailError::Malformed)?;
+        Ok(FetchedMessage {
+            id,
+            thread_id: body.thread_id.and_then(|t| normalise_id(&t)),
+            raw,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalise_id;
+
+    #[test]
+    fn ids() {
+        assert_eq!(
+            normalise_id("msg-f:1659728385805497086").as_deref(),
+            Some("17088a2c5b91b2fe")
+        );
+        assert_eq!(
+            normalise_id("thread-f:1659728385805497086").as_deref(),
+            Some("17088a2c5b91b2fe")
+        );
+        assert_eq!(normalise_id("msg-a:r123").as_deref(), None);
+        assert_eq!(
+            normalise_id("17088A2C5B91B2FE").as_deref(),
+            Some("17088a2c5b91b2fe")
+        );
+        assert_eq!(normalise_id("../etc").as_deref(), None);
+        assert_eq!(normalise_id("other:12").as_deref(), None);
+    }
+}

@@ -1,0 +1,743 @@
+//! The HTTP-runtime Gmail add-on: Google POSTs event objects to `/addon/homepage`,
+//! `/addon/message` and `/addon/action`, with a system ID token in `Authorization` and the
+//! user's tokens inside the event. Answers are card JSON.
+//!
+//! Also the JSON API the Apps Script client uses (`/v1/addon/context`, `/v1/records`), with
+//! the same rules as the cards.
+
+pub mod cards;
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::extract::{token_error, verify_user, ApiJson, TenantCtx};
+use super::filings::decode_raw;
+use super::AppState;
+use crate::error::{AppError, AppResult};
+use crate::filing::{self, AttachmentSelection, FilingInput, TargetRef};
+use crate::gmail::GmailError;
+use crate::mail::{self, ParsedMessage};
+use crate::suggest::{self, MessageFacts};
+use cards::{action_button, buttons, checkboxes, decorated, esc, paragraph, text_input, Card};
+
+pub const SCOPE_EXECUTE: &str = "https://www.googleapis.com/auth/gmail.addons.execute";
+pub const SCOPE_MESSAGE: &str =
+    "https://www.googleapis.com/auth/gmail.addons.current.message.readonly";
+pub const SCOPE_EMAIL: &str = "https://www.googleapis.com/auth/userinfo.email";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/addon/homepage", post(homepage))
+        .route("/addon/message", post(message))
+        .route("/addon/action", post(action))
+        .route("/v1/addon/context", post(context_api))
+        .route("/v1/records", get(records_api))
+}
+
+// ---- event objects -------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AddonEvent {
+    pub common_event_object: CommonEvent,
+    pub authorization_event_object: AuthorizationEvent,
+    pub gmail: Option<GmailEvent>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CommonEvent {
+    pub host_app: Option<String>,
+    pub form_inputs: HashMap<String, FormInput>,
+    pub parameters: HashMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FormInput {
+    pub string_inputs: Option<StringInputs>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct StringInputs {
+    pub value: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AuthorizationEvent {
+    pub user_o_auth_token: Option<String>,
+    pub user_id_token: Option<String>,
+    pub system_id_token: Option<String>,
+    pub authorized_scopes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GmailEvent {
+    pub message_id: Option<String>,
+    pub thread_id: Option<String>,
+    pub access_token: Option<String>,
+}
+
+impl AddonEvent {
+    fn inputs(&self, name: &str) -> Vec<String> {
+        self.common_event_object
+            .form_inputs
+            .get(name)
+            .and_then(|f| f.string_inputs.as_ref())
+            .map(|s| s.value.clone())
+            .unwrap_or_default()
+    }
+    fn input(&self, name: &str) -> Option<String> {
+        self.inputs(name)
+            .into_iter()
+            .next()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+    fn param(&self, name: &str) -> Option<&str> {
+        self.common_event_object
+            .parameters
+            .get(name)
+            .map(String::as_str)
+    }
+}
+
+// ---- verification ----------------------------------------------------------------------
+
+struct AddonSettings {
+    public_url: String,
+    service_account: String,
+    oauth_client_id: String,
+}
+
+fn settings(state: &AppState) -> AppResult<AddonSettings> {
+    let a = &state.config.addon;
+    match (&a.public_url, &a.service_account, &a.oauth_client_id) {
+        (Some(u), Some(s), Some(c)) => Ok(AddonSettings {
+            public_url: u.trim_end_matches('/').to_string(),
+            service_account: s.to_ascii_lowercase(),
+            oauth_client_id: c.clone(),
+        }),
+        _ => Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "addon-not-configured",
+            "the Gmail add-on is not configured: set addon.public_url, addon.service_account and addon.oauth_client_id",
+        )),
+    }
+}
+
+/// The system ID token Google sends: our endpoint as `aud`, our add-on's service account.
+async fn verify_system(
+    state: &AppState,
+    s: &AddonSettings,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> AppResult<()> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| AppError::unauthorized("the add-on request carries no system ID token"))?;
+    let audiences = if state.config.addon.endpoint_audiences.is_empty() {
+        let path = uri.path();
+        let mut v = vec![format!("{}{}", s.public_url, path)];
+        if let Some(pq) = uri.path_and_query() {
+            v.push(format!("{}{}", s.public_url, pq.as_str()));
+        }
+        v
+    } else {
+        state.config.addon.endpoint_audiences.clone()
+    };
+    let claims = state
+        .verifier
+        .verify(token, &audiences)
+        .await
+        .map_err(token_error)?;
+    let email = claims.email.as_deref().map(str::to_ascii_lowercase);
+    if email.as_deref() != Some(s.service_account.as_str()) || !claims.email_verified() {
+        return Err(AppError::unauthorized(
+            "the system ID token is not from this add-on's service account",
+        ));
+    }
+    Ok(())
+}
+
+/// Parses the event, verifies the system token, checks scopes, resolves the user.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: &Bytes,
+    needs_message: bool,
+) -> AppResult<Result<(AddonEvent, TenantCtx, AddonSettings), Value>> {
+    let s = settings(state)?;
+    let ev: AddonEvent = serde_json::from_slice(body).map_err(|e| {
+        AppError::bad_request(
+            "invalid-event",
+            format!("the add-on event is not valid JSON: {e}"),
+        )
+    })?;
+    verify_system(state, &s, headers, uri).await?;
+    let scopes = ev
+        .authorization_event_object
+        .authorized_scopes
+        .clone()
+        .unwrap_or_default();
+    let mut needed = vec![SCOPE_EMAIL];
+    if needs_message {
+        needed.push(SCOPE_MESSAGE);
+    }
+    if needed.iter().any(|n| !scopes.iter().any(|s| s == n)) {
+        return Ok(Err(cards::request_scopes(&[
+            SCOPE_EXECUTE,
+            SCOPE_MESSAGE,
+            SCOPE_EMAIL,
+        ])));
+    }
+    let user_token = ev
+        .authorization_event_object
+        .user_id_token
+        .clone()
+        .ok_or_else(|| AppError::unauthorized("the add-on event carries no user ID token"))?;
+    let ctx = verify_user(state, &user_token, std::slice::from_ref(&s.oauth_client_id)).await?;
+    Ok(Ok((ev, ctx, s)))
+}
+
+macro_rules! authed {
+    ($state:expr, $headers:expr, $uri:expr, $body:expr, $needs:expr) => {
+        match authenticate(&$state, &$headers, &$uri, &$body, $needs).await {
+            Ok(Ok(x)) => x,
+            Ok(Err(scopes)) => return Json(scopes).into_response(),
+            Err(e) => return e.into_response(),
+        }
+    };
+}
+
+// ---- the open message --------------------------------------------------------------------
+
+/// Why a message card could not be built, as the user should read it.
+struct CardFailure {
+    title: &'static str,
+    detail: String,
+}
+
+impl From<GmailError> for CardFailure {
+    fn from(e: GmailError) -> Self {
+        CardFailure {
+            title: "Could not read this message from Gmail",
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl From<AppError> for CardFailure {
+    fn from(e: AppError) -> Self {
+        let detail = match &e {
+            AppError::Problem { detail, .. } => detail.clone(),
+            AppError::Internal(err) => {
+                tracing::error!(error = format!("{err:#}"), "add-on request failed");
+                "Something went wrong on docket's side; it has been logged. Try again.".into()
+            }
+        };
+        CardFailure {
+            title: "This message cannot be filed",
+            detail,
+        }
+    }
+}
+
+struct OpenMessage {
+    raw: Vec<u8>,
+    parsed: ParsedMessage,
+    gmail_id: Option<String>,
+    thread_id: Option<String>,
+}
+
+async fn open_message(state: &AppState, ev: &AddonEvent) -> Result<OpenMessage, CardFailure> {
+    let g = ev.gmail.as_ref();
+    let (Some(id), Some(access)) = (
+        g.and_then(|g| g.message_id.clone()),
+        g.and_then(|g| g.access_token.clone()),
+    ) else {
+        return Err(CardFailure {
+            title: "No message is open",
+            detail: "Open an email in Gmail to file it.".into(),
+        });
+    };
+    let oauth = ev
+        .authorization_event_object
+        .user_o_auth_token
+        .clone()
+        .unwrap_or_default();
+    let fetched = state.gmail.get_raw(&oauth, &access, &id).await?;
+    let thread_id = fetched.thread_id.clone().or_else(|| {
+        g.and_then(|g| g.thread_id.as_deref())
+            .and_then(crate::gmail::normalise_id)
+    });
+    let limits = state.config.limits.clone();
+    let raw = fetched.raw;
+    let (raw, parsed) = tokio::task::spawn_blocking(move || {
+        let parsed = mail::parse(&raw, &limits);
+        (raw, parsed)
+    })
+    .await
+    .map_err(|e| AppError::internal(anyhow::anyhow!("parser task: {e}")))?;
+    Ok(OpenMessage {
+        raw,
+        parsed: parsed?,
+        gmail_id: Some(fetched.id),
+        thread_id,
+    })
+}
+
+async fn own_domains(state: &AppState, ctx: &TenantCtx) -> AppResult<Vec<String>> {
+    Ok(state
+        .catalog
+        .tenant_info(&ctx.tenant.id)
+        .await?
+        .map(|t| t.domains)
+        .unwrap_or_default())
+}
+
+fn human_size(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / (1 << 20) as f64),
+        n if n >= 1 << 10 => format!("{} KB", n >> 10),
+        n => format!("{n} B"),
+    }
+}
+
+fn record_line(kind: &str, id: &str, title: &str) -> String {
+    let _ = kind;
+    format!("<b>{}</b> · {}", esc(id), esc(title))
+}
+
+/// The message-opened card: already filed, suggestions with reasons, search, attachments,
+/// note, File.
+async fn message_card(
+    state: &AppState,
+    ctx: &TenantCtx,
+    s: &AddonSettings,
+    msg: &OpenMessage,
+    query: Option<&str>,
+) -> AppResult<Value> {
+    let pool = &ctx.tenant.db;
+    let domains = own_domains(state, ctx).await?;
+    let facts = MessageFacts {
+        message: &msg.parsed,
+        gmail_thread_id: msg.thread_id.as_deref(),
+        own_domains: &domains,
+    };
+    let filed = suggest::already_filed(pool, &msg.parsed.dedup_key).await?;
+    let suggestions = suggest::suggestions(pool, &ctx.user, &facts).await?;
+    let hits = match query {
+        Some(q) => suggest::search(pool, &ctx.user, q, 20).await?,
+        None => Vec::new(),
+    };
+    let action_url = format!("{}/addon/action", s.public_url);
+    let subject = msg
+        .parsed
+        .subject
+        .clone()
+        .unwrap_or_else(|| "(no subject)".into());
+    let mut card = Card::new("message", "docket").subtitle(&subject);
+
+    if !filed.is_empty() {
+        let widgets = filed
+            .iter()
+            .map(|f| {
+                decorated(
+                    None,
+                    &record_line(&f.target.kind, &f.target.id, &f.target.title),
+                    Some(&format!(
+                        "by {} · {}",
+                        f.filed_by,
+                        f.filed_at
+                            .get(..16)
+                            .unwrap_or(&f.filed_at)
+                            .replace('T', " ")
+                    )),
+                )
+            })
+            .collect();
+        card = card.section(Some("Already filed"), widgets);
+    }
+    if !suggest::fileable(&ctx.user) {
+        return Ok(card
+            .section(
+                None,
+                vec![paragraph(&format!(
+                    "Your role ({}) can read filings but not file.",
+                    ctx.user.role.as_str()
+                ))],
+            )
+            .build());
+    }
+    let mut file_widgets = Vec::new();
+    if suggestions.is_empty() {
+        file_widgets.push(paragraph(
+            "No suggestions for this message. Search for a record below.",
+        ));
+    } else {
+        let items = suggestions
+            .iter()
+            .enumerate()
+            .map(|(i, sg)| {
+                (
+                    format!(
+                        "{} · {} — {}",
+                        sg.target.id,
+                        cards::truncate(&sg.target.title, 40),
+                        sg.reasons.join("; ")
+                    ),
+                    sg.target.target(),
+                    i == 0 && filed.is_empty(),
+                )
+            })
+            .collect();
+        file_widgets.push(checkboxes("targets", "Suggested records", items));
+    }
+    if let Some(q) = query {
+        if hits.is_empty() {
+            file_widgets.push(paragraph(&format!("No open record matches “{}”.", esc(q))));
+        } else {
+            let items = hits
+                .iter()
+                .map(|h| {
+                    (
+                        format!("{} · {}", h.id, cards::truncate(&h.title, 50)),
+                        format!("{}:{}", h.kind, h.id),
+                        false,
+                    )
+                })
+                .collect();
+            file_widgets.push(checkboxes("found", "Search results", items));
+        }
+    }
+    card = card.section(Some("File to"), file_widgets);
+    card = card.section(
+        Some("Find a record"),
+        vec![
+            text_input(
+                "q",
+                "Search records",
+                Some("reference, title or client"),
+                query,
+            ),
+            buttons(vec![action_button(
+                "Search",
+                &action_url,
+                &[("op", "search")],
+            )]),
+        ],
+    );
+    let att_widget = if msg.parsed.attachments.is_empty() {
+        paragraph("This message has no attachments.")
+    } else {
+        checkboxes(
+            "attachments",
+            "Attachments to keep",
+            msg.parsed
+                .attachments
+                .iter()
+                .map(|a| {
+                    (
+                        format!("{} ({})", a.display_name, human_size(a.bytes.len())),
+                        a.index.to_string(),
+                        true,
+                    )
+                })
+                .collect(),
+        )
+    };
+    card = card.section(
+        Some("Attachments and note"),
+        vec![
+            att_widget,
+            text_input("note", "Note (optional)", None, None),
+            buttons(vec![action_button("File", &action_url, &[("op", "file")])]),
+        ],
+    );
+    Ok(card.build())
+}
+
+async fn homepage(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let (_ev, ctx, _s) = authed!(state, headers, uri, body, false);
+    let card = Card::new("home", "docket")
+        .subtitle(&ctx.tenant.name)
+        .section(
+            None,
+            vec![paragraph(&format!(
+                "Signed in as <b>{}</b> ({}).<br>Open an email to see where it belongs and file it.",
+                esc(&ctx.user.email),
+                ctx.user.role.as_str()
+            ))],
+        )
+        .build();
+    Json(cards::push(card)).into_response()
+}
+
+async fn message(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let (ev, ctx, s) = authed!(state, headers, uri, body, true);
+    let card = match open_message(&state, &ev).await {
+        Ok(msg) => message_card(&state, &ctx, &s, &msg, None)
+            .await
+            .map_err(CardFailure::from),
+        Err(f) => Err(f),
+    };
+    let card = card.unwrap_or_else(|f| failure_card(&s, f));
+    Json(cards::push(card)).into_response()
+}
+
+fn failure_card(s: &AddonSettings, f: CardFailure) -> Value {
+    let retry = action_button(
+        "Try again",
+        &format!("{}/addon/action", s.public_url),
+        &[("op", "open")],
+    );
+    cards::error_card(f.title, &f.detail, Some(retry))
+}
+
+async fn action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let (ev, ctx, s) = authed!(state, headers, uri, body, true);
+    let op = ev.param("op").unwrap_or("open").to_string();
+    let reply = match op.as_str() {
+        "open" | "search" => {
+            let q = if op == "search" { ev.input("q") } else { None };
+            match open_message(&state, &ev).await {
+                Ok(msg) => match message_card(&state, &ctx, &s, &msg, q.as_deref()).await {
+                    Ok(card) => cards::update(card, None),
+                    Err(e) => cards::update(failure_card(&s, e.into()), None),
+                },
+                Err(f) => cards::update(failure_card(&s, f), None),
+            }
+        }
+        "file" => file_action(&state, &ctx, &s, &ev).await,
+        other => {
+            return AppError::bad_request(
+                "unknown-action",
+                format!("unknown add-on action {other:?}"),
+            )
+            .into_response()
+        }
+    };
+    Json(reply).into_response()
+}
+
+async fn file_action(
+    state: &AppState,
+    ctx: &TenantCtx,
+    s: &AddonSettings,
+    ev: &AddonEvent,
+) -> Value {
+    let mut targets: Vec<TargetRef> = Vec::new();
+    for v in ev.inputs("targets").into_iter().chain(ev.inputs("found")) {
+        match TargetRef::parse(&v) {
+            Some(t) if !targets.contains(&t) => targets.push(t),
+            Some(_) => {}
+            None => return cards::notify("That record choice is not valid; reopen the message."),
+        }
+    }
+    if targets.is_empty() {
+        return cards::notify("Choose at least one record to file to.");
+    }
+    let attachments = ev
+        .inputs("attachments")
+        .iter()
+        .filter_map(|v| v.parse::<usize>().ok())
+        .collect();
+    let msg = match open_message(state, ev).await {
+        Ok(m) => m,
+        Err(f) => return cards::update(failure_card(s, f), None),
+    };
+    let outcome = filing::file_message(
+        &ctx.tenant,
+        &state.config.limits,
+        &ctx.user,
+        FilingInput {
+            raw: msg.raw,
+            gmail_message_id: msg.gmail_id,
+            gmail_thread_id: msg.thread_id,
+            targets,
+            attachments: AttachmentSelection::Only(attachments),
+            note: ev.input("note"),
+        },
+    )
+    .await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            let f: CardFailure = e.into();
+            return cards::update(
+                cards::error_card("Not filed", &f.detail, None),
+                Some("Not filed"),
+            );
+        }
+    };
+    let action_url = format!("{}/addon/action", s.public_url);
+    let widgets = outcome
+        .filings
+        .iter()
+        .map(|f| {
+            let top = if f.created == Some(true) {
+                "Filed to"
+            } else {
+                "Already filed to"
+            };
+            let kept = match f.attachments.len() {
+                0 => "no attachments kept".to_string(),
+                1 => "1 attachment kept".to_string(),
+                n => format!("{n} attachments kept"),
+            };
+            decorated(
+                Some(top),
+                &record_line(&f.target.kind, &f.target.id, &f.target.title),
+                Some(&kept),
+            )
+        })
+        .collect();
+    let card = Card::new("filed", "docket")
+        .subtitle(
+            outcome
+                .filings
+                .first()
+                .and_then(|f| f.message.subject.as_deref())
+                .unwrap_or("(no subject)"),
+        )
+        .section(Some("Filed"), widgets)
+        .section(
+            None,
+            vec![buttons(vec![action_button(
+                "Back to message",
+                &action_url,
+                &[("op", "open")],
+            )])],
+        )
+        .build();
+    let names: Vec<String> = outcome
+        .filings
+        .iter()
+        .map(|f| f.target.id.clone())
+        .collect();
+    let note = if outcome.filings.iter().any(|f| f.created == Some(true)) {
+        format!("Filed to {}", names.join(", "))
+    } else {
+        format!("Already filed to {}", names.join(", "))
+    };
+    cards::update(card, Some(&note))
+}
+
+// ---- JSON API for the Apps Script client -------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContextRequest {
+    raw: String,
+    #[serde(default)]
+    gmail_message_id: Option<String>,
+    #[serde(default)]
+    gmail_thread_id: Option<String>,
+}
+
+async fn context_api(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    ApiJson(req): ApiJson<ContextRequest>,
+) -> AppResult<Json<Value>> {
+    let raw = decode_raw(&req.raw, state.config.limits.max_message_bytes)?;
+    let thread = match &req.gmail_thread_id {
+        Some(t) => Some(crate::gmail::normalise_id(t).ok_or_else(|| {
+            AppError::unprocessable("invalid-gmail-id", "`gmail_thread_id` is not a Gmail id")
+        })?),
+        None => None,
+    };
+    if let Some(m) = &req.gmail_message_id {
+        crate::gmail::normalise_id(m).ok_or_else(|| {
+            AppError::unprocessable("invalid-gmail-id", "`gmail_message_id` is not a Gmail id")
+        })?;
+    }
+    let limits = state.config.limits.clone();
+    let parsed = tokio::task::spawn_blocking(move || mail::parse(&raw, &limits))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("parser task: {e}")))??;
+    let domains = own_domains(&state, &ctx).await?;
+    let facts = MessageFacts {
+        message: &parsed,
+        gmail_thread_id: thread.as_deref(),
+        own_domains: &domains,
+    };
+    let pool = &ctx.tenant.db;
+    let filed = suggest::already_filed(pool, &parsed.dedup_key).await?;
+    let suggestions = suggest::suggestions(pool, &ctx.user, &facts).await?;
+    Ok(Json(serde_json::json!({
+        "message": { "subject": parsed.subject, "from": parsed.from, "message_id": parsed.message_id },
+        "already_filed": filed,
+        "suggestions": suggestions,
+        "can_file": suggest::fileable(&ctx.user),
+        "attachments": parsed.attachments.iter().map(|a| serde_json::json!({
+            "index": a.index, "name": a.display_name, "content_type": a.content_type, "size": a.bytes.len(),
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordsQuery {
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+async fn records_api(
+    ctx: TenantCtx,
+    query: Result<Query<RecordsQuery>, axum::extract::rejection::QueryRejection>,
+) -> AppResult<Json<Value>> {
+    let Query(q) = query.map_err(|e| AppError::bad_request("invalid-query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=200).contains(&limit) {
+        return Err(AppError::bad_request(
+            "invalid-query",
+            "`limit` must be 1..=200",
+        ));
+    }
+    let hits = suggest::search(
+        &ctx.tenant.db,
+        &ctx.user,
+        q.q.as_deref().unwrap_or(""),
+        limit,
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "records": hits })))
+}

@@ -1,0 +1,418 @@
+//! What the add-on shows for an open message: where it is already filed, ranked suggestions
+//! with their reasons, and record search. One place decides which records a user may see
+//! and file to ([`fileable`]), so the cards and the JSON API apply the same rules.
+
+use std::collections::{BTreeSet, HashMap};
+
+use regex::Regex;
+use serde::Serialize;
+use sqlx::{AnyPool, Row};
+
+use crate::directory::User;
+use crate::error::{AppError, AppResult};
+use crate::mail::ParsedMessage;
+
+/// Record references in subjects: `M-2024-017`, `C-88`, `K-2025-003`. Tenants can set their own.
+pub const DEFAULT_SUBJECT_PATTERN: &str = r"\b[A-Za-z]{1,4}-\d{1,6}(?:-\d{1,6})?\b";
+pub const MAX_SUGGESTIONS: usize = 10;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RecordRef {
+    pub kind: String,
+    pub id: String,
+    pub title: String,
+}
+
+impl RecordRef {
+    pub fn target(&self) -> String {
+        format!("{}:{}", self.kind, self.id)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Suggestion {
+    pub target: RecordRef,
+    pub reasons: Vec<String>,
+    /// `thread`, `subject`, `contact` or `history`: the strongest source that found it.
+    pub source: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlreadyFiled {
+    pub filing_id: String,
+    pub target: RecordRef,
+    pub filed_by: String,
+    pub filed_at: String,
+}
+
+/// Whether `user` may file to records at all. (Record teams narrow this per record once
+/// they exist; every query below goes through [`visible_clause`].)
+pub fn fileable(user: &User) -> bool {
+    user.role.can_file()
+}
+
+/// SQL condition on `r` (records) for records `user` may see. Today: every record of the
+/// tenant (team rules are not modelled yet).
+fn visible_clause() -> &'static str {
+    "1 = 1"
+}
+
+pub async fn setting(pool: &AnyPool, key: &str) -> AppResult<Option<String>> {
+    Ok(sqlx::query("SELECT value FROM settings WHERE key = $1")
+        .bind(key)
+        .fetch_optional(pool)
+        .await?
+        .map(|r| r.get(0)))
+}
+
+pub async fn set_setting(pool: &AnyPool, key: &str, value: &str, actor: &str) -> AppResult<()> {
+    let mut tx = pool.begin().await?;
+    crate::audit::lock_chain(&mut tx).await?;
+    sqlx::query("DELETE FROM settings WHERE key = $1")
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2)")
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+    crate::audit::append(
+        &mut tx,
+        &crate::audit::AuditEvent::new(actor, "setting.changed", key)
+            .detail(serde_json::json!({ "value": value })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The tenant's subject pattern, validated.
+pub async fn subject_pattern(pool: &AnyPool) -> AppResult<Regex> {
+    let p = setting(pool, "subject_pattern")
+        .await?
+        .unwrap_or_else(|| DEFAULT_SUBJECT_PATTERN.to_string());
+    Regex::new(&p)
+        .map_err(|e| AppError::internal(anyhow::anyhow!("stored subject pattern is invalid: {e}")))
+}
+
+pub fn validate_pattern(p: &str) -> Result<Regex, String> {
+    if p.len() > 500 {
+        return Err("the pattern is longer than 500 characters".into());
+    }
+    regex::RegexBuilder::new(p)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("not a valid regular expression: {e}"))
+}
+
+/// Where this message is already filed, among records the user may see.
+pub async fn already_filed(pool: &AnyPool, dedup_key: &str) -> AppResult<Vec<AlreadyFiled>> {
+    let rows = sqlx::query(&format!(
+        "SELECT f.id, f.filed_at, u.email, r.kind, r.reference, r.title FROM messages m \
+         JOIN filings f ON f.message_id = m.id JOIN records r ON r.id = f.record_id JOIN users u ON u.id = f.filed_by \
+         WHERE m.dedup_key = $1 AND {} ORDER BY f.filed_at, r.kind, r.reference",
+        visible_clause()
+    ))
+    .bind(dedup_key)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| AlreadyFiled {
+            filing_id: r.get(0),
+            filed_at: r.get(1),
+            filed_by: r.get(2),
+            target: RecordRef {
+                kind: r.get(3),
+                id: r.get(4),
+                title: r.get(5),
+            },
+        })
+        .collect())
+}
+
+struct Ranked {
+    order: Vec<String>,
+    by_target: HashMap<String, Suggestion>,
+}
+
+impl Ranked {
+    fn add(&mut self, rec: RecordRef, source: &'static str, reason: String) {
+        let key = rec.target();
+        match self.by_target.get_mut(&key) {
+            Some(s) => {
+                if !s.reasons.contains(&reason) {
+                    s.reasons.push(reason);
+                }
+            }
+            None => {
+                self.order.push(key.clone());
+                self.by_target.insert(
+                    key,
+                    Suggestion {
+                        target: rec,
+                        reasons: vec![reason],
+                        source,
+                    },
+                );
+            }
+        }
+    }
+}
+
+fn rec_from(r: &sqlx::any::AnyRow, offset: usize) -> RecordRef {
+    RecordRef {
+        kind: r.get(offset),
+        id: r.get(offset + 1),
+        title: r.get(offset + 2),
+    }
+}
+
+fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What the suggestion sources look at.
+pub struct MessageFacts<'a> {
+    pub message: &'a ParsedMessage,
+    pub gmail_thread_id: Option<&'a str>,
+    /// The tenant's own domains: colleagues are not "contacts".
+    pub own_domains: &'a [String],
+}
+
+/// Ranked suggestions: earlier filings in the same thread (Gmail thread, In-Reply-To,
+/// References), then references in the subject, then participants matching record contacts
+/// (address, then domain), then the user's own history with this sender. Only open records
+/// the user may file to; records the message is already filed to are left out.
+pub async fn suggestions(
+    pool: &AnyPool,
+    user: &User,
+    facts: &MessageFacts<'_>,
+) -> AppResult<Vec<Suggestion>> {
+    if !fileable(user) {
+        return Ok(Vec::new());
+    }
+    let m = facts.message;
+    let mut ranked = Ranked {
+        order: Vec::new(),
+        by_target: HashMap::new(),
+    };
+    let open = format!("r.status = 'open' AND {}", visible_clause());
+
+    // 1. Thread.
+    let mut ids: Vec<String> = m
+        .in_reply_to
+        .iter()
+        .chain(m.references.iter())
+        .cloned()
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids.truncate(100);
+    if facts.gmail_thread_id.is_some() || !ids.is_empty() {
+        let thread = facts.gmail_thread_id.unwrap_or("");
+        let sql = format!(
+            "SELECT DISTINCT r.kind, r.reference, r.title FROM messages m JOIN filings f ON f.message_id = m.id \
+             JOIN records r ON r.id = f.record_id WHERE {open} AND m.dedup_key <> $1 AND (m.gmail_thread_id = $2{}) \
+             ORDER BY r.kind, r.reference",
+            if ids.is_empty() { String::new() } else { format!(" OR m.message_id IN ({})", placeholders(3, ids.len())) }
+        );
+        let mut q = sqlx::query(&sql).bind(&m.dedup_key).bind(thread);
+        for id in &ids {
+            q = q.bind(id);
+        }
+        for r in q.fetch_all(pool).await? {
+            let rec = rec_from(&r, 0);
+            let reason = format!("same thread as a message filed to {}", rec.id);
+            ranked.add(rec, "thread", reason);
+        }
+    }
+
+    // 2. Subject references.
+    if let Some(subject) = &m.subject {
+        let pattern = subject_pattern(pool).await?;
+        let mut seen = BTreeSet::new();
+        for found in pattern.find_iter(subject).take(10) {
+            let reference = found.as_str();
+            if !seen.insert(reference.to_ascii_uppercase()) {
+                continue;
+            }
+            let rows = sqlx::query(&format!(
+                "SELECT r.kind, r.reference, r.title FROM records r WHERE UPPER(r.reference) = UPPER($1) AND {open} ORDER BY r.kind"
+            ))
+            .bind(reference)
+            .fetch_all(pool)
+            .await?;
+            for r in rows {
+                let rec = rec_from(&r, 0);
+                let reason = format!("subject contains {}", rec.id);
+                ranked.add(rec, "subject", reason);
+            }
+        }
+    }
+
+    // 3. Participants matching contacts: addresses first, then domains.
+    let sender: Option<String> = m.from.iter().find_map(|b| b.address.clone());
+    let mut participants: Vec<(String, bool)> = Vec::new();
+    for (b, is_sender) in m
+        .from
+        .iter()
+        .map(|b| (b, true))
+        .chain(m.to.iter().chain(m.cc.iter()).map(|b| (b, false)))
+    {
+        if let Some(a) = &b.address {
+            let domain = a.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            let own = facts.own_domains.iter().any(|d| d == domain);
+            if !own && a != &user.email && !participants.iter().any(|(p, _)| p == a) {
+                participants.push((a.clone(), is_sender));
+            }
+        }
+    }
+    participants.truncate(50);
+    if !participants.is_empty() {
+        let addrs: Vec<&str> = participants.iter().map(|(a, _)| a.as_str()).collect();
+        let sql = format!(
+            "SELECT c.value, r.kind, r.reference, r.title FROM record_contacts c JOIN records r ON r.id = c.record_id \
+             WHERE c.kind = 'address' AND c.value IN ({}) AND {open} ORDER BY r.kind, r.reference",
+            placeholders(1, addrs.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for a in &addrs {
+            q = q.bind(*a);
+        }
+        let rows = q.fetch_all(pool).await?;
+        for (addr, is_sender) in &participants {
+            for r in rows.iter().filter(|r| r.get::<String, _>(0) == *addr) {
+                let rec = rec_from(r, 1);
+                let who = if *is_sender { "sender" } else { "participant" };
+                let reason = format!("{who} {addr} is a contact of {}", rec.title);
+                ranked.add(rec, "contact", reason);
+            }
+        }
+        let mut domains: Vec<(String, bool)> = Vec::new();
+        for (a, is_sender) in &participants {
+            let d = a
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_string())
+                .unwrap_or_default();
+            if !d.is_empty() && !domains.iter().any(|(x, _)| *x == d) {
+                domains.push((d, *is_sender));
+            }
+        }
+        let sql = format!(
+            "SELECT c.value, r.kind, r.reference, r.title FROM record_contacts c JOIN records r ON r.id = c.record_id \
+             WHERE c.kind = 'domain' AND c.value IN ({}) AND {open} ORDER BY r.kind, r.reference",
+            placeholders(1, domains.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for (d, _) in &domains {
+            q = q.bind(d);
+        }
+        let rows = q.fetch_all(pool).await?;
+        for (domain, is_sender) in &domains {
+            for r in rows.iter().filter(|r| r.get::<String, _>(0) == *domain) {
+                let rec = rec_from(r, 1);
+                let who = if *is_sender { "sender" } else { "participant" };
+                let reason = format!("{who} {domain} is a contact of {}", rec.title);
+                ranked.add(rec, "contact", reason);
+            }
+        }
+    }
+
+    // 4. The user's own history with this sender.
+    if let Some(sender) = &sender {
+        let rows = sqlx::query(&format!(
+            "SELECT r.kind, r.reference, r.title, COUNT(*) AS n FROM filings f JOIN messages m ON m.id = f.message_id \
+             JOIN records r ON r.id = f.record_id WHERE f.filed_by = $1 AND m.from_addr = $2 AND m.dedup_key <> $3 AND {open} \
+             GROUP BY r.kind, r.reference, r.title ORDER BY n DESC, r.kind, r.reference LIMIT 5"
+        ))
+        .bind(&user.id)
+        .bind(sender)
+        .bind(&m.dedup_key)
+        .fetch_all(pool)
+        .await?;
+        for r in rows {
+            let n: i64 = r.get(3);
+            let rec = rec_from(&r, 0);
+            let times = if n == 1 {
+                "once".to_string()
+            } else {
+                format!("{n} times")
+            };
+            ranked.add(
+                rec,
+                "history",
+                format!("you filed mail from this sender here {times}"),
+            );
+        }
+    }
+
+    let filed: BTreeSet<String> = already_filed(pool, &m.dedup_key)
+        .await?
+        .into_iter()
+        .map(|f| f.target.target())
+        .collect();
+    let Ranked {
+        order,
+        mut by_target,
+    } = ranked;
+    Ok(order
+        .into_iter()
+        .filter(|k| !filed.contains(k))
+        .filter_map(|k| by_target.remove(&k))
+        .take(MAX_SUGGESTIONS)
+        .collect())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordHit {
+    pub kind: String,
+    pub id: String,
+    pub title: String,
+    pub client: String,
+    pub status: String,
+}
+
+/// Open records the user may file to, matching `q` in reference, title or client.
+pub async fn search(pool: &AnyPool, user: &User, q: &str, limit: i64) -> AppResult<Vec<RecordHit>> {
+    if !fileable(user) {
+        return Ok(Vec::new());
+    }
+    let q = q.trim();
+    let escaped: String = q
+        .chars()
+        .flat_map(|c| {
+            if matches!(c, '%' | '_' | '\\') {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    let like = format!("%{}%", escaped.to_lowercase());
+    let rows = sqlx::query(&format!(
+        "SELECT r.kind, r.reference, r.title, r.client, r.status FROM records r WHERE r.status = 'open' AND {} AND \
+         (LOWER(r.reference) LIKE $1 ESCAPE '\\' OR LOWER(r.title) LIKE $1 ESCAPE '\\' OR LOWER(r.client) LIKE $1 ESCAPE '\\') \
+         ORDER BY CASE WHEN LOWER(r.reference) = $2 THEN 0 ELSE 1 END, r.reference LIMIT $3",
+        visible_clause()
+    ))
+    .bind(&like)
+    .bind(q.to_lowercase())
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| RecordHit {
+            kind: r.get(0),
+            id: r.get(1),
+            title: r.get(2),
+            client: r.get(3),
+            status: r.get(4),
+        })
+        .collect())
+}
