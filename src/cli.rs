@@ -89,6 +89,24 @@ pub enum TenantAction {
         domains: Vec<String>,
     },
     List,
+    /// Set the tenant's Google service-account key (domain-wide delegation, scope
+    /// gmail.readonly) used to file whole threads; `--clear` removes it.
+    SetDelegation {
+        #[arg(long)]
+        tenant: String,
+        /// The service account's JSON key file.
+        #[arg(long, required_unless_present = "clear")]
+        key_file: Option<PathBuf>,
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Set the regular expression that finds record references in subjects.
+    SetSubjectPattern {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        pattern: String,
+    },
     /// Map one address (e.g. an account without a Workspace domain) to a tenant.
     MapAddress {
         #[arg(long)]
@@ -312,6 +330,54 @@ async fn run(cmd: Command, config: Config) -> anyhow::Result<ExitCode> {
                             t.domains.join(",")
                         );
                     }
+                }
+                TenantAction::SetDelegation {
+                    tenant,
+                    key_file,
+                    clear,
+                } => {
+                    let t = catalog.find_tenant(&tenant).await?;
+                    let key = match (key_file, clear) {
+                        (_, true) => None,
+                        (Some(path), false) => {
+                            let json = std::fs::read_to_string(&path)
+                                .with_context(|| format!("cannot read {}", path.display()))?;
+                            let parsed = crate::gmail::parse_delegation_key(&json)
+                                .map_err(anyhow::Error::msg)?;
+                            println!(
+                                "service account {} will read threads as each user",
+                                parsed.client_email
+                            );
+                            Some(json)
+                        }
+                        (None, false) => anyhow::bail!("give --key-file or --clear"),
+                    };
+                    catalog.set_delegation_key(&t.id, key.as_deref()).await?;
+                    let open = catalog.tenant(&t.id).await?;
+                    let detail = serde_json::json!({ "configured": key.is_some() });
+                    audit::record(
+                        &open.db,
+                        &[
+                            audit::AuditEvent::new("operator", "tenant.delegation", &t.id)
+                                .detail(detail),
+                        ],
+                    )
+                    .await?;
+                    println!(
+                        "thread filing for {} is {}",
+                        t.name,
+                        if key.is_some() { "enabled" } else { "disabled" }
+                    );
+                }
+                TenantAction::SetSubjectPattern { tenant, pattern } => {
+                    let t = catalog
+                        .tenant(&catalog.find_tenant(&tenant).await?.id)
+                        .await?;
+                    crate::suggest::validate_pattern(&pattern).map_err(anyhow::Error::msg)?;
+                    crate::suggest::set_setting(&t.db, "subject_pattern", &pattern, "operator")
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!("subject pattern of {} set", t.name);
                 }
                 TenantAction::MapAddress { tenant, email } => {
                     let t = catalog.find_tenant(&tenant).await?;

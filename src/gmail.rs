@@ -73,6 +73,7 @@ pub struct FetchedMessage {
 
 pub struct GmailClient {
     http: reqwest::Client,
+    timeout: Duration,
     /// `https://gmail.googleapis.com/` (trailing slash kept).
     base: String,
 }
@@ -88,6 +89,7 @@ impl GmailClient {
                 .timeout(timeout)
                 .build()
                 .expect("HTTP client"),
+            timeout,
             base,
         }
     }
@@ -99,24 +101,31 @@ impl GmailClient {
         message_token: &str,
         message_id: &str,
     ) -> Result<FetchedMessage, GmailError> {
+        self.get_raw_with(user_oauth_token, Some(message_token), message_id)
+            .await
+    }
+
+    async fn get_raw_with(
+        &self,
+        oauth_token: &str,
+        message_token: Option<&str>,
+        message_id: &str,
+    ) -> Result<FetchedMessage, GmailError> {
         let id =
             normalise_id(message_id).ok_or_else(|| GmailError::BadId(message_id.to_string()))?;
         let url = format!("{}gmail/v1/users/me/messages/{id}?format=raw", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .bearer_auth(user_oauth_token)
-            .header(GMAIL_ACCESS_TOKEN_HEADER, message_token)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    GmailError::Timeout
-                } else {
-                    tracing::warn!(error = %e, "Gmail request failed");
-                    GmailError::Unavailable(0)
-                }
-            })?;
+        let mut req = self.http.get(&url).bearer_auth(oauth_token);
+        if let Some(t) = message_token {
+            req = req.header(GMAIL_ACCESS_TOKEN_HEADER, t);
+        }
+        let resp = req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                GmailError::Timeout
+            } else {
+                tracing::warn!(error = %e, "Gmail request failed");
+                GmailError::Unavailable(0)
+            }
+        })?;
         let status = resp.status().as_u16();
         match status {
             200 => {}
@@ -168,5 +177,125 @@ mod tests {
         );
         assert_eq!(normalise_id("../etc").as_deref(), None);
         assert_eq!(normalise_id("other:12").as_deref(), None);
+    }
+}
+
+/// `gmail.readonly`: what domain-wide delegation grants docket for thread filing.
+pub const SCOPE_GMAIL_READONLY: &str = "https://www.googleapis.com/auth/gmail.readonly";
+
+/// Checks that `json` is a service-account key usable for domain-wide delegation.
+pub fn parse_delegation_key(
+    json: &str,
+) -> Result<google_gmail1::yup_oauth2::ServiceAccountKey, String> {
+    let key: google_gmail1::yup_oauth2::ServiceAccountKey =
+        serde_json::from_str(json).map_err(|e| format!("not a service-account key file: {e}"))?;
+    if key
+        .key_type
+        .as_deref()
+        .is_some_and(|t| t != "service_account")
+    {
+        return Err("the key's `type` must be service_account".into());
+    }
+    if !key.private_key.contains("PRIVATE KEY")
+        || key.client_email.is_empty()
+        || key.token_uri.is_empty()
+    {
+        return Err("the key lacks private_key, client_email or token_uri".into());
+    }
+    Ok(key)
+}
+
+impl GmailClient {
+    /// Every message of a thread, read as `user` through a service account with
+    /// domain-wide delegation (google-gmail1 + yup-oauth2, `subject` = the user). The thread
+    /// listing goes through google-gmail1; each raw message is fetched like [`Self::get_raw`]
+    /// because google-gmail1 rejects unpadded `raw`.
+    pub async fn thread_as_user(
+        &self,
+        key_json: &str,
+        user: &str,
+        thread_id: &str,
+    ) -> Result<Vec<FetchedMessage>, GmailError> {
+        use google_gmail1::{hyper_rustls, hyper_util, yup_oauth2, Gmail};
+        let thread =
+            normalise_id(thread_id).ok_or_else(|| GmailError::BadId(thread_id.to_string()))?;
+        let key = parse_delegation_key(key_json).map_err(|e| {
+            tracing::error!(error = %e, "stored delegation key is unusable");
+            GmailError::Unauthorized
+        })?;
+        let connector = || {
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_native_roots()
+                .map(|b| b.https_or_http().enable_http1().build())
+                .map_err(|e| {
+                    tracing::error!(error = %e, "no TLS roots for the Gmail client");
+                    GmailError::Unavailable(0)
+                })
+        };
+        let executor = hyper_util::rt::TokioExecutor::new();
+        let auth = yup_oauth2::ServiceAccountAuthenticator::with_client(
+            key,
+            yup_oauth2::client::CustomHyperClientBuilder::from(
+                hyper_util::client::legacy::Client::builder(executor.clone()).build(connector()?),
+            ),
+        )
+        .subject(user)
+        .build()
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "delegation authenticator failed");
+            GmailError::Unauthorized
+        })?;
+        let token = tokio::time::timeout(self.timeout(), auth.token(&[SCOPE_GMAIL_READONLY]))
+            .await
+            .map_err(|_| GmailError::Timeout)?
+            .map_err(|e| {
+                tracing::warn!(error = %e, user, "delegated token refused");
+                GmailError::Forbidden
+            })?;
+        let token = token.token().ok_or(GmailError::Unauthorized)?.to_string();
+        let mut hub = Gmail::new(
+            hyper_util::client::legacy::Client::builder(executor).build(connector()?),
+            token.clone(),
+        );
+        hub.base_url(self.base.clone());
+        hub.root_url(self.base.clone());
+        let call = hub
+            .users()
+            .threads_get("me", &thread)
+            .format("minimal")
+            .add_scope(google_gmail1::api::Scope::Readonly)
+            .doit();
+        let (_, listed) = tokio::time::timeout(self.timeout(), call)
+            .await
+            .map_err(|_| GmailError::Timeout)?
+            .map_err(|e| match &e {
+                google_gmail1::Error::Failure(resp) => match resp.status().as_u16() {
+                    401 => GmailError::Unauthorized,
+                    403 => GmailError::Forbidden,
+                    404 => GmailError::NotFound,
+                    429 => GmailError::RateLimited,
+                    s => GmailError::Unavailable(s),
+                },
+                _ => {
+                    tracing::warn!(error = %e, "threads.get failed");
+                    GmailError::Unavailable(0)
+                }
+            })?;
+        let mut out = Vec::new();
+        for id in listed
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.id)
+            .take(100)
+        {
+            out.push(self.get_raw_with(&token, None, &id).await?);
+        }
+        Ok(out)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
     }
 }

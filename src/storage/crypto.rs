@@ -79,6 +79,10 @@ pub fn dek_aad(tenant_id: &str) -> Vec<u8> {
 pub fn db_password_aad(tenant_id: &str) -> Vec<u8> {
     format!("docket/dbpw/v1\0{tenant_id}").into_bytes()
 }
+/// AAD for a tenant's sealed delegation key (service-account JSON).
+pub fn delegation_aad(tenant_id: &str) -> Vec<u8> {
+    format!("docket/delegation/v1\0{tenant_id}").into_bytes()
+}
 /// AAD for one blob: binds tenant and blob id.
 pub fn blob_aad(tenant_id: &str, blob_id: &str) -> Vec<u8> {
     format!("docket/blob/v1\0{tenant_id}\0{blob_id}").into_bytes()

@@ -13,7 +13,7 @@ use sqlx::{AnyPool, Row};
 use tokio::sync::RwLock;
 
 use crate::audit::{self, AuditEvent};
-use crate::storage::crypto::{db_password_aad, dek_aad, Key};
+use crate::storage::crypto::{db_password_aad, dek_aad, delegation_aad, Key};
 use crate::storage::TenantBlobs;
 use crate::time_fmt::now_rfc3339;
 use db::Backend;
@@ -380,6 +380,50 @@ impl Catalog {
         });
         open.insert(id.to_string(), tenant.clone());
         Ok(tenant)
+    }
+
+    /// Stores (or with `None` removes) the tenant's service-account key for domain-wide
+    /// delegation, sealed with the master key.
+    pub async fn set_delegation_key(
+        &self,
+        tenant_id: &str,
+        key_json: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let sealed = key_json.map(|k| self.kek.seal(k.as_bytes(), &delegation_aad(tenant_id)));
+        let done = sqlx::query("UPDATE tenants SET delegation_key_enc = $1 WHERE id = $2")
+            .bind(sealed)
+            .bind(tenant_id)
+            .execute(&self.pool)
+            .await?;
+        anyhow::ensure!(done.rows_affected() == 1, "no tenant {tenant_id}");
+        Ok(())
+    }
+
+    /// Whether thread filing is configured for the tenant (no unsealing).
+    pub async fn has_delegation(&self, tenant_id: &str) -> anyhow::Result<bool> {
+        Ok(
+            sqlx::query("SELECT 1 FROM tenants WHERE id = $1 AND delegation_key_enc IS NOT NULL")
+                .bind(tenant_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// The tenant's delegation key, if one is configured.
+    pub async fn delegation_key(&self, tenant_id: &str) -> anyhow::Result<Option<String>> {
+        let row = sqlx::query("SELECT delegation_key_enc FROM tenants WHERE id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(sealed) = row.and_then(|r| r.get::<Option<Vec<u8>>, _>(0)) else {
+            return Ok(None);
+        };
+        let plain = self
+            .kek
+            .open(&sealed, &delegation_aad(tenant_id))
+            .context("cannot unseal the tenant's delegation key (wrong master key?)")?;
+        Ok(Some(String::from_utf8(plain)?))
     }
 
     pub async fn close(&self) {

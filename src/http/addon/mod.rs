@@ -466,12 +466,21 @@ async fn message_card(
                 .collect(),
         )
     };
+    let mut actions = vec![action_button("File", &action_url, &[("op", "file")])];
+    // Only with a delegation key can docket read the rest of the thread.
+    if msg.thread_id.is_some() && state.catalog.has_delegation(&ctx.tenant.id).await? {
+        actions.push(action_button(
+            "File whole thread",
+            &action_url,
+            &[("op", "file_thread")],
+        ));
+    }
     card = card.section(
         Some("Attachments and note"),
         vec![
             att_widget,
             text_input("note", "Note (optional)", None, None),
-            buttons(vec![action_button("File", &action_url, &[("op", "file")])]),
+            buttons(actions),
         ],
     );
     Ok(card.build())
@@ -544,6 +553,7 @@ async fn action(
             }
         }
         "file" => file_action(&state, &ctx, &s, &ev).await,
+        "file_thread" => file_thread_action(&state, &ctx, &s, &ev).await,
         other => {
             return AppError::bad_request(
                 "unknown-action",
@@ -555,23 +565,122 @@ async fn action(
     Json(reply).into_response()
 }
 
+/// The records ticked in the card (suggestions and search results), or a notification.
+fn chosen_targets(ev: &AddonEvent) -> Result<Vec<TargetRef>, Value> {
+    let mut targets: Vec<TargetRef> = Vec::new();
+    for v in ev.inputs("targets").into_iter().chain(ev.inputs("found")) {
+        match TargetRef::parse(&v) {
+            Some(t) if !targets.contains(&t) => targets.push(t),
+            Some(_) => {}
+            None => {
+                return Err(cards::notify(
+                    "That record choice is not valid; reopen the message.",
+                ))
+            }
+        }
+    }
+    if targets.is_empty() {
+        return Err(cards::notify("Choose at least one record to file to."));
+    }
+    Ok(targets)
+}
+
+/// Files every message of the open message's thread (read through domain-wide delegation).
+async fn file_thread_action(
+    state: &AppState,
+    ctx: &TenantCtx,
+    s: &AddonSettings,
+    ev: &AddonEvent,
+) -> Value {
+    let targets = match chosen_targets(ev) {
+        Ok(t) => t,
+        Err(n) => return n,
+    };
+    let key = match state.catalog.delegation_key(&ctx.tenant.id).await {
+        Ok(Some(k)) => k,
+        Ok(None) => return cards::notify("Thread filing is not set up for your firm."),
+        Err(e) => return cards::update(failure_card(s, AppError::internal(e).into()), None),
+    };
+    let Some(thread) = ev.gmail.as_ref().and_then(|g| g.thread_id.as_deref()) else {
+        return cards::notify("No thread is open.");
+    };
+    let messages = match state
+        .gmail
+        .thread_as_user(&key, &ctx.user.email, thread)
+        .await
+    {
+        Ok(m) => m,
+        Err(e) => return cards::update(failure_card(s, e.into()), None),
+    };
+    let (mut created, mut existing, mut failed) = (0, 0, Vec::new());
+    for m in messages {
+        let result = filing::file_message(
+            &ctx.tenant,
+            &state.config.limits,
+            &ctx.user,
+            FilingInput {
+                raw: m.raw,
+                gmail_message_id: Some(m.id.clone()),
+                gmail_thread_id: m.thread_id.clone(),
+                targets: targets.clone(),
+                attachments: AttachmentSelection::All,
+                note: ev.input("note"),
+            },
+        )
+        .await;
+        match result {
+            Ok(o) if o.filings.iter().any(|f| f.created == Some(true)) => created += 1,
+            Ok(_) => existing += 1,
+            Err(e) => {
+                let f: CardFailure = e.into();
+                failed.push(f.detail);
+            }
+        }
+    }
+    let names: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
+    let mut widgets = vec![decorated(
+        Some("Thread filed to"),
+        &esc(&names.join(", ")),
+        Some(&format!(
+            "{created} new · {existing} already filed · {} not filed",
+            failed.len()
+        )),
+    )];
+    for f in failed.iter().take(10) {
+        widgets.push(paragraph(&esc(f)));
+    }
+    let action_url = format!("{}/addon/action", s.public_url);
+    let card = Card::new("filed", "docket")
+        .subtitle("Whole thread")
+        .section(Some("Filed"), widgets)
+        .section(
+            None,
+            vec![buttons(vec![action_button(
+                "Back to message",
+                &action_url,
+                &[("op", "open")],
+            )])],
+        )
+        .build();
+    cards::update(
+        card,
+        Some(&format!(
+            "Thread filed to {}: {created} new",
+            names.join(", ")
+        )),
+    )
+}
+
 async fn file_action(
     state: &AppState,
     ctx: &TenantCtx,
     s: &AddonSettings,
     ev: &AddonEvent,
 ) -> Value {
-    let mut targets: Vec<TargetRef> = Vec::new();
-    for v in ev.inputs("targets").into_iter().chain(ev.inputs("found")) {
-        match TargetRef::parse(&v) {
-            Some(t) if !targets.contains(&t) => targets.push(t),
-            Some(_) => {}
-            None => return cards::notify("That record choice is not valid; reopen the message."),
-        }
-    }
-    if targets.is_empty() {
-        return cards::notify("Choose at least one record to file to.");
-    }
+    let targets = match chosen_targets(ev) {
+        Ok(t) => t,
+        Err(n) => return n,
+    };
     let attachments = ev
         .inputs("attachments")
         .iter()
