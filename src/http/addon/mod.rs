@@ -754,15 +754,23 @@ async fn file_action(
             )])],
         )
         .build();
-    let names: Vec<String> = outcome
-        .filings
-        .iter()
-        .map(|f| f.target.id.clone())
-        .collect();
-    let note = if outcome.filings.iter().any(|f| f.created == Some(true)) {
-        format!("Filed to {}", names.join(", "))
-    } else {
-        format!("Already filed to {}", names.join(", "))
+    let ids = |created: bool| -> Vec<String> {
+        outcome
+            .filings
+            .iter()
+            .filter(|f| (f.created == Some(true)) == created)
+            .map(|f| f.target.id.clone())
+            .collect()
+    };
+    let (new, old) = (ids(true), ids(false));
+    let note = match (new.is_empty(), old.is_empty()) {
+        (false, true) => format!("Filed to {}", new.join(", ")),
+        (false, false) => format!(
+            "Filed to {} · already filed to {}",
+            new.join(", "),
+            old.join(", ")
+        ),
+        _ => format!("Already filed to {}", old.join(", ")),
     };
     cards::update(card, Some(&note))
 }
