@@ -156,30 +156,6 @@ impl GmailClient {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::normalise_id;
-
-    #[test]
-    fn ids() {
-        assert_eq!(
-            normalise_id("msg-f:1659728385805497086").as_deref(),
-            Some("17088a2c5b91b2fe")
-        );
-        assert_eq!(
-            normalise_id("thread-f:1659728385805497086").as_deref(),
-            Some("17088a2c5b91b2fe")
-        );
-        assert_eq!(normalise_id("msg-a:r123").as_deref(), None);
-        assert_eq!(
-            normalise_id("17088A2C5B91B2FE").as_deref(),
-            Some("17088a2c5b91b2fe")
-        );
-        assert_eq!(normalise_id("../etc").as_deref(), None);
-        assert_eq!(normalise_id("other:12").as_deref(), None);
-    }
-}
-
 /// `gmail.readonly`: what domain-wide delegation grants docket for thread filing.
 pub const SCOPE_GMAIL_READONLY: &str = "https://www.googleapis.com/auth/gmail.readonly";
 
@@ -297,5 +273,29 @@ impl GmailClient {
 
     fn timeout(&self) -> Duration {
         self.timeout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalise_id;
+
+    #[test]
+    fn ids() {
+        assert_eq!(
+            normalise_id("msg-f:1659728385805497086").as_deref(),
+            Some("17088a2c5b91b2fe")
+        );
+        assert_eq!(
+            normalise_id("thread-f:1659728385805497086").as_deref(),
+            Some("17088a2c5b91b2fe")
+        );
+        assert_eq!(normalise_id("msg-a:r123").as_deref(), None);
+        assert_eq!(
+            normalise_id("17088A2C5B91B2FE").as_deref(),
+            Some("17088a2c5b91b2fe")
+        );
+        assert_eq!(normalise_id("../etc").as_deref(), None);
+        assert_eq!(normalise_id("other:12").as_deref(), None);
     }
 }

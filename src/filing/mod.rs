@@ -280,6 +280,7 @@ pub async fn file_message(
     .map_err(|e| AppError::internal(anyhow::Error::new(e).context("storing blobs")))?;
 
     // One transaction: message (once), filings, audit entries.
+    let _writer = tenant.write_guard().await;
     let mut tx = pool.begin().await?;
     audit::lock_chain(&mut tx).await?;
     let now = now_rfc3339();

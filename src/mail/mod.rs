@@ -169,8 +169,15 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<ParsedMessage, AppError> {
             limits.max_message_bytes
         )));
     }
-    let parsed = catch_unwind(AssertUnwindSafe(|| parse_inner(raw, limits)));
-    match parsed {
+    guarded(raw, || parse_inner(raw, limits))
+}
+
+/// mail-parser has panicked on rare inputs (upstream issue #155): a panic becomes a 422.
+fn guarded(
+    raw: &[u8],
+    f: impl FnOnce() -> Result<ParsedMessage, AppError>,
+) -> Result<ParsedMessage, AppError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(_) => {
             tracing::warn!(size = raw.len(), sha256 = %sha256_hex(raw), "mail parser panicked on input");
@@ -255,4 +262,36 @@ fn parse_inner(raw: &[u8], limits: &Limits) -> Result<ParsedMessage, AppError> {
         raw_sha256,
         attachments,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parser_panic_becomes_a_422() {
+        let err = guarded(b"x", || panic!("parser bug")).unwrap_err();
+        assert_eq!(err.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(err.slug(), "unparseable-message");
+    }
+
+    #[test]
+    fn parses_within_limits_and_caps_size_first() {
+        let limits = Limits {
+            max_message_bytes: 1 << 20,
+            max_parts: 1000,
+            max_depth: 32,
+        };
+        let ok = parse(b"From: a@b.c\r\nSubject: hi\r\n\r\nbody\r\n", &limits).unwrap();
+        assert_eq!(ok.subject.as_deref(), Some("hi"));
+        assert!(ok.dedup_key.starts_with("sha256:"));
+        let tiny = Limits {
+            max_message_bytes: 4,
+            ..limits
+        };
+        assert_eq!(
+            parse(b"From: a@b.c\r\n\r\nx", &tiny).unwrap_err().slug(),
+            "too-large"
+        );
+    }
 }

@@ -33,22 +33,20 @@ impl Key {
 
     /// `MAGIC ‖ nonce ‖ ciphertext+tag`.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+        use aes_gcm::aead::AeadInPlace;
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let ct = self
-            .0
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
-        let mut out = Vec::with_capacity(MAGIC.len() + NONCE_LEN + ct.len());
+        // One buffer, encrypted in place: blobs can be tens of megabytes.
+        let head = MAGIC.len() + NONCE_LEN;
+        let mut out = Vec::with_capacity(head + plaintext.len() + 16);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .0
+            .encrypt_in_place_detached(&Nonce::from(nonce), aad, &mut out[head..])
+            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+        out.extend_from_slice(&tag);
         out
     }
 

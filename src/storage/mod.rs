@@ -73,17 +73,21 @@ impl TenantBlobs {
             return Ok(id);
         }
         let dir = path.parent().expect("blob path has a parent");
+        let new_shard = !dir.exists();
         fs::create_dir_all(dir)?;
         let sealed = self.key.seal(plaintext, &blob_aad(&self.tenant_id, &id));
         let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-        let result = (|| {
+        let result = (|| -> io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(&sealed)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;
             File::open(dir)?.sync_all()?;
-            // The shard directory's own entry in the root must be durable too.
-            File::open(&self.root)?.sync_all()
+            // A shard directory created just now must itself be durable in the root.
+            if new_shard {
+                File::open(&self.root)?.sync_all()?;
+            }
+            Ok(())
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);

@@ -36,9 +36,21 @@ pub struct Tenant {
     pub db: AnyPool,
     pub backend: Backend,
     pub blobs: TenantBlobs,
+    /// Serialises this process's writers to a SQLite tenant, so they queue on a fair lock
+    /// instead of SQLite's sleep-and-retry busy handler (which dominates tail latency).
+    write_lock: tokio::sync::Mutex<()>,
 }
 
 impl Tenant {
+    /// Held for the length of a write transaction on SQLite; a no-op on PostgreSQL, where
+    /// the audit head's row lock orders writers (across processes too).
+    pub async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.write_lock.lock().await),
+            Backend::Postgres => None,
+        }
+    }
+
     pub fn is_active(&self) -> bool {
         self.status == "active"
     }
@@ -377,6 +389,7 @@ impl Catalog {
             db: pool,
             backend: self.backend,
             blobs: TenantBlobs::new(id, self.tenant_dir(id).join("blobs"), Key::from_bytes(&dek)),
+            write_lock: tokio::sync::Mutex::new(()),
         });
         open.insert(id.to_string(), tenant.clone());
         Ok(tenant)
