@@ -108,7 +108,8 @@ async fn message(
         .messages
         .iter()
         .find(|(m, _)| *m == id)
-        .expect("known message")
+        // The open message (asked for by the add-on's message trigger) is the thread's first.
+        .unwrap_or(&f.messages[0])
         .1;
     // Unpadded, as some Gmail responses are.
     Json(
@@ -213,6 +214,12 @@ async fn whole_thread_is_filed_through_delegation_and_idempotently() {
     );
     let t = app.tenant(&app.firm_a).await;
     assert_eq!(counts(&t).await.1, 0);
+    // Nor is the option offered.
+    let card = post("/addon/message", event("open", &[])).await.to_string();
+    assert!(
+        card.contains("\"File\"") && !card.contains("File whole thread"),
+        "{card}"
+    );
 
     let key_json = json!({
         "type": "service_account", "project_id": "firm-a", "private_key_id": "k1",
@@ -235,6 +242,18 @@ async fn whole_thread_is_filed_through_delegation_and_idempotently() {
     assert!(!stored
         .windows(SA_EMAIL.len())
         .any(|w| w == SA_EMAIL.as_bytes()));
+
+    let card = post("/addon/message", event("open", &[])).await.to_string();
+    assert!(
+        card.contains("File whole thread"),
+        "offered once delegation is configured: {card}"
+    );
+    {
+        // From here on, only the thread filing's own Gmail calls.
+        let mut seen = fake.seen.lock().unwrap();
+        seen.gmail_auth.clear();
+        seen.paths.clear();
+    }
 
     let out = post("/addon/action", event("file_thread", &["matter:M-1"])).await;
     let action = &out["renderActions"]["action"];
