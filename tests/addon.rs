@@ -713,6 +713,11 @@ fn the_card_checker_rejects_bad_cards() {
 // ---------------------------------------------------------------------------------------------
 // Snapshots (SQLite only; volatile values replaced by placeholders)
 
+fn tokens() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"t=[A-Za-z0-9_-]+").unwrap())
+}
+
 fn normalised(mut v: Value) -> Value {
     static RES: OnceLock<(Regex, Regex)> = OnceLock::new();
     let (ids, times) = RES.get_or_init(|| {
@@ -727,7 +732,8 @@ fn normalised(mut v: Value) -> Value {
     fn go(v: &mut Value, ids: &Regex, times: &Regex) {
         match v {
             Value::String(s) => {
-                let r = ids.replace_all(s, "[filing-id]").into_owned();
+                let r = tokens().replace_all(s, "t=[link-token]").into_owned();
+                let r = ids.replace_all(&r, "[filing-id]").into_owned();
                 *s = times.replace_all(&r, "[datetime]").into_owned();
             }
             Value::Array(a) => a.iter_mut().for_each(|x| go(x, ids, times)),
@@ -1735,3 +1741,75 @@ addon_both_backends!(file_action_end_to_end, |t: Addon| async move {
     assert!(all_text(card(&r)).contains("may not file"), "{r}");
     assert_eq!(t.counts_a().await.1, before_vera.1);
 });
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn view_link_opens_the_filing_while_valid() {
+    let t = Addon::sqlite().await;
+    let raw = mail(
+        "dana@acme.com",
+        "Exhibit <b>A</b>",
+        "view@acme.com",
+        None,
+        &[],
+        &two_attachments(),
+    );
+    t.gmail.serve(&raw);
+    let ev = with_input(with_op(event(ALICE), "file"), "targets", &["matter:M-1"]);
+    let r = t.call("/addon/action", &ev).await;
+    let lines = widgets(&r, "decoratedText");
+    let url = lines[0]["button"]["onClick"]["openLink"]["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        url.starts_with(&format!("{PUBLIC_URL}/view/filings/")),
+        "{url}"
+    );
+    let local = url.replacen(PUBLIC_URL, &t.app.base, 1);
+    let http = reqwest::Client::new();
+
+    let page = http.get(&local).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Exhibit &lt;b&gt;A&lt;/b&gt;"),
+        "escaped subject"
+    );
+    assert!(!html.contains("<b>A</b>"));
+    assert!(html.contains("matter:M-1"));
+    // The original message downloads byte-identical with the same capability.
+    let (path, query) = local.split_once('?').unwrap();
+    let got = http
+        .get(format!("{path}/raw?{query}"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&got[..], &raw[..]);
+
+    // A forged or altered capability, or one used for another filing, is refused.
+    let mut forged = local.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(http.get(&forged).send().await.unwrap().status(), 404);
+    let other = local.replacen(
+        "/view/filings/",
+        "/view/filings/0123456789abcdef0123456789abcdef?x=",
+        1,
+    );
+    assert_ne!(http.get(&other).send().await.unwrap().status(), 200);
+    // Once the user is suspended, the link stops working.
+    let db = &t.app.tenant(&t.app.firm_a).await.db;
+    sqlx::query("UPDATE users SET status = 'suspended' WHERE email = $1")
+        .bind(ALICE)
+        .execute(db)
+        .await
+        .unwrap();
+    assert_eq!(http.get(&local).send().await.unwrap().status(), 404);
+}

@@ -5,6 +5,7 @@ pub mod dev;
 pub mod extract;
 pub mod filings;
 pub mod health;
+pub mod view;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .merge(health::router())
         .merge(addon::router())
+        .merge(view::router())
         .merge(filings::router().layer(DefaultBodyLimit::max(body_limit)));
     if state.dev.is_some() {
         app = app.merge(dev::router());

@@ -412,6 +412,22 @@ impl Catalog {
         Ok(())
     }
 
+    /// Seals a short capability (e.g. a "view this filing" link) with the master key.
+    pub fn seal_link(&self, payload: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(self.kek.seal(payload, b"docket/link/v1"))
+    }
+
+    /// Opens a capability sealed by [`Catalog::seal_link`]; `None` if forged or altered.
+    pub fn open_link(&self, token: &str) -> Option<Vec<u8>> {
+        use base64::Engine;
+        let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()?;
+        self.kek.open(&sealed, b"docket/link/v1").ok()
+    }
+
     /// Whether thread filing is configured for the tenant (no unsealing).
     pub async fn has_delegation(&self, tenant_id: &str) -> anyhow::Result<bool> {
         Ok(

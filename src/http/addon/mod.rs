@@ -729,11 +729,16 @@ async fn file_action(
                 1 => "1 attachment kept".to_string(),
                 n => format!("{n} attachments kept"),
             };
-            decorated(
+            let link =
+                super::view::filing_link(state, &s.public_url, &ctx.tenant.id, &f.id, &ctx.user.id);
+            let mut w = decorated(
                 Some(top),
                 &record_line(&f.target.kind, &f.target.id, &f.target.title),
                 Some(&kept),
-            )
+            );
+            w["decoratedText"]["button"] =
+                serde_json::json!({ "text": "View", "onClick": { "openLink": { "url": link } } });
+            w
         })
         .collect();
     let card = Card::new("filed", "docket")
