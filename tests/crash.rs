@@ -9,6 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// An acknowledged filing: its id and the exact bytes sent.
+type Acked = (String, Vec<u8>);
+
 struct Server(Child);
 impl Drop for Server {
     fn drop(&mut self) {
@@ -109,7 +112,7 @@ async fn kill_9_loses_nothing_acknowledged() {
 
     let (server, base) = start(p, &key, &jwks.url).await;
     let token = google().user_token("alice@a.test", CLIENT_ID, 3600);
-    let acked: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Default::default();
+    let acked: Arc<Mutex<Vec<Acked>>> = Default::default();
     let http = reqwest::Client::new();
     // Eight clients file distinct messages until the server dies under them.
     let mut clients = Vec::new();
