@@ -16,6 +16,7 @@ use crate::directory::RecordKind;
 use crate::error::{AppError, AppResult};
 use crate::filing::{self, AttachmentSelection, FilingInput, TargetRef};
 use crate::mail::names::content_disposition;
+use crate::tenancy::Tenant;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -164,18 +165,21 @@ async fn show(ctx: TenantCtx, Path(id): Path<String>) -> AppResult<Response> {
     Ok(Json(view).into_response())
 }
 
-async fn read_blob(ctx: &TenantCtx, blob_id: String) -> AppResult<Vec<u8>> {
-    let blobs = ctx.tenant.blobs.clone();
+/// Reads and decrypts a tenant's blob off the async runtime; integrity failures are logged
+/// and answered as a 500 (never the bytes).
+pub(super) async fn read_blob(tenant: &Tenant, blob_id: String) -> AppResult<Vec<u8>> {
+    let blobs = tenant.blobs.clone();
     tokio::task::spawn_blocking(move || blobs.get(&blob_id))
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("blob task: {e}")))?
         .map_err(|e| {
-            tracing::error!(tenant = %ctx.tenant.id, error = %e, "blob integrity failure");
+            tracing::error!(tenant = %tenant.id, error = %e, "blob integrity failure");
             AppError::internal(anyhow::Error::new(e))
         })
 }
 
-fn download(bytes: Vec<u8>, content_type: &'static str, name: &str) -> Response {
+/// A download: `Content-Disposition: attachment` (RFC 6266), `nosniff`, not cached.
+pub(super) fn download(bytes: Vec<u8>, content_type: &'static str, name: &str) -> Response {
     let mut resp = Response::new(Body::from(bytes));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -200,7 +204,7 @@ async fn raw(ctx: TenantCtx, Path(id): Path<String>) -> AppResult<Response> {
         None
     };
     let blob = blob.ok_or_else(|| AppError::not_found("no such filing"))?;
-    let bytes = read_blob(&ctx, blob).await?;
+    let bytes = read_blob(&ctx.tenant, blob).await?;
     Ok(download(bytes, "message/rfc822", "message.eml"))
 }
 
@@ -215,6 +219,6 @@ async fn attachment(ctx: TenantCtx, Path((id, n)): Path<(String, String)>) -> Ap
     };
     let (blob, name) =
         found.ok_or_else(|| AppError::not_found("no such attachment in this filing"))?;
-    let bytes = read_blob(&ctx, blob).await?;
+    let bytes = read_blob(&ctx.tenant, blob).await?;
     Ok(download(bytes, "application/octet-stream", &name))
 }

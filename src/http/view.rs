@@ -10,10 +10,10 @@ use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
+use super::filings::{download, read_blob};
 use super::AppState;
 use crate::error::{AppError, AppResult};
 use crate::filing::{self, FilingView};
-use crate::mail::names::content_disposition;
 use crate::tenancy::Tenant;
 
 pub const LINK_TTL_SECS: u64 = 30 * 60;
@@ -166,27 +166,6 @@ th{{text-align:left;padding:.2rem 1rem .2rem 0;color:#555;font-weight:500;vertic
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'"),
     );
     Ok(resp)
-}
-
-async fn read_blob(tenant: &std::sync::Arc<Tenant>, blob: String) -> AppResult<Vec<u8>> {
-    let blobs = tenant.blobs.clone();
-    tokio::task::spawn_blocking(move || blobs.get(&blob))
-        .await
-        .map_err(|e| AppError::internal(anyhow::anyhow!("blob task: {e}")))?
-        .map_err(|e| {
-            tracing::error!(tenant = %tenant.id, error = %e, "blob integrity failure");
-            AppError::internal(anyhow::Error::new(e))
-        })
-}
-
-fn download(bytes: Vec<u8>, content_type: &'static str, name: &str) -> Response {
-    let mut resp = Response::new(axum::body::Body::from(bytes));
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&content_disposition(name)) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    resp
 }
 
 async fn raw(
