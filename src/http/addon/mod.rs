@@ -565,6 +565,23 @@ async fn action(
     Json(reply).into_response()
 }
 
+/// The card after filing: what was filed, and the way back to the message.
+fn filed_card(s: &AddonSettings, subtitle: &str, widgets: Vec<Value>) -> Value {
+    let action_url = format!("{}/addon/action", s.public_url);
+    Card::new("filed", "docket")
+        .subtitle(subtitle)
+        .section(Some("Filed"), widgets)
+        .section(
+            None,
+            vec![buttons(vec![action_button(
+                "Back to message",
+                &action_url,
+                &[("op", "open")],
+            )])],
+        )
+        .build()
+}
+
 /// The records ticked in the card (suggestions and search results), or a notification.
 fn chosen_targets(ev: &AddonEvent) -> Result<Vec<TargetRef>, Value> {
     let mut targets: Vec<TargetRef> = Vec::new();
@@ -649,19 +666,7 @@ async fn file_thread_action(
     for f in failed.iter().take(10) {
         widgets.push(paragraph(&esc(f)));
     }
-    let action_url = format!("{}/addon/action", s.public_url);
-    let card = Card::new("filed", "docket")
-        .subtitle("Whole thread")
-        .section(Some("Filed"), widgets)
-        .section(
-            None,
-            vec![buttons(vec![action_button(
-                "Back to message",
-                &action_url,
-                &[("op", "open")],
-            )])],
-        )
-        .build();
+    let card = filed_card(s, "Whole thread", widgets);
     cards::update(
         card,
         Some(&format!(
@@ -714,7 +719,6 @@ async fn file_action(
             );
         }
     };
-    let action_url = format!("{}/addon/action", s.public_url);
     let widgets = outcome
         .filings
         .iter()
@@ -741,24 +745,12 @@ async fn file_action(
             w
         })
         .collect();
-    let card = Card::new("filed", "docket")
-        .subtitle(
-            outcome
-                .filings
-                .first()
-                .and_then(|f| f.message.subject.as_deref())
-                .unwrap_or("(no subject)"),
-        )
-        .section(Some("Filed"), widgets)
-        .section(
-            None,
-            vec![buttons(vec![action_button(
-                "Back to message",
-                &action_url,
-                &[("op", "open")],
-            )])],
-        )
-        .build();
+    let subject = outcome
+        .filings
+        .first()
+        .and_then(|f| f.message.subject.as_deref())
+        .unwrap_or("(no subject)");
+    let card = filed_card(s, subject, widgets);
     let ids = |created: bool| -> Vec<String> {
         outcome
             .filings
