@@ -214,7 +214,12 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("docket: {e:#}");
-            ExitCode::FAILURE
+            // Configuration problems exit 2 wherever they are found, like those in loading.
+            if format!("{e:#}").contains("invalid configuration") {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -166,6 +166,17 @@ impl Out {
         );
         self
     }
+    /// Asserts the exit code of a configuration error (2, wherever it was found).
+    fn config_error(self) -> Out {
+        assert_eq!(
+            self.status.code(),
+            Some(2),
+            "{}: {}",
+            self.what,
+            self.stderr
+        );
+        self
+    }
     /// Asserts failure and that stderr names every one of `needles`; returns stderr.
     fn fails_naming(self, needles: &[&str]) -> String {
         assert!(
@@ -662,6 +673,7 @@ fn serve_without_master_key_names_it() {
     let (mut site, _) = serve_site();
     site.unset("DOCKET_MASTER_KEY");
     site.run(&["serve"])
+        .config_error()
         .fails_naming(&["master_key", "DOCKET_MASTER_KEY"]);
 }
 
@@ -677,7 +689,7 @@ fn bad_listen_address_is_named() {
 fn unknown_variable_is_named() {
     let (mut site, _) = serve_site();
     site.set("DOCKET_BOGUS", "1");
-    site.run(&["serve"]).fails_naming(&["bogus"]);
+    site.run(&["serve"]).config_error().fails_naming(&["bogus"]);
     // Operator commands load the same configuration.
     site.run(&["tenant", "list"]).fails_naming(&["bogus"]);
 }
@@ -694,6 +706,7 @@ fn serve_without_client_ids_names_them() {
     let (mut site, _) = serve_site();
     site.unset("DOCKET_GOOGLE__CLIENT_IDS");
     site.run(&["serve"])
+        .config_error()
         .fails_naming(&["client_ids", "DOCKET_GOOGLE__CLIENT_IDS"]);
 }
 
