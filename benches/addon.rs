@@ -34,6 +34,8 @@
 // common.rs carries its own `#![allow(dead_code)]` (a second one here trips clippy).
 #[path = "../tests/it/common.rs"]
 mod common;
+mod support;
+use support::{env_usize, Stats};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,17 +87,6 @@ struct Cfg {
     query_reps: usize,
 }
 
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        Err(_) => default,
-    }
-}
-
 impl Cfg {
     fn from_env() -> Cfg {
         let smoke = !std::env::args().any(|a| a == "--bench");
@@ -107,47 +98,6 @@ impl Cfg {
             warmup: env_usize("BENCH_WARMUP", if smoke { 3 } else { 20 }),
             query_reps: env_usize("BENCH_QUERY_REPS", if smoke { 10 } else { 200 }).max(1),
         }
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Stats {
-    n: usize,
-    mean: f64,
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    max: f64,
-}
-
-impl Stats {
-    fn of(samples: &[Duration]) -> Stats {
-        assert!(!samples.is_empty(), "no samples");
-        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-        ms.sort_by(|a, b| a.total_cmp(b));
-        let n = ms.len();
-        let pct = |q: f64| ms[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
-        Stats {
-            n,
-            mean: ms.iter().sum::<f64>() / n as f64,
-            p50: pct(0.50),
-            p90: pct(0.90),
-            p99: pct(0.99),
-            max: ms[n - 1],
-        }
-    }
-    fn line(&self) -> String {
-        format!(
-            "p50 {:>7.2}  p90 {:>7.2}  p99 {:>7.2}  max {:>7.2}  mean {:>7.2} ms  (n={})",
-            self.p50, self.p90, self.p99, self.max, self.mean, self.n
-        )
-    }
-    fn json(&self) -> Value {
-        let r = |x: f64| (x * 1000.0).round() / 1000.0;
-        json!({
-            "n": self.n, "p50_ms": r(self.p50), "p90_ms": r(self.p90), "p99_ms": r(self.p99),
-            "max_ms": r(self.max), "mean_ms": r(self.mean),
-        })
     }
 }
 
@@ -1200,7 +1150,7 @@ async fn run(cfg: Cfg) {
         .into_iter()
         .flatten()
         .flatten()
-        .map(|e| walk_size(&e.path()))
+        .map(|e| support::dir_size(&e.path()))
         .sum();
     println!(
         "  generated in {:.2} s; inserted records+contacts {:.2} s, messages {:.2} s, filings {:.2} s; \
@@ -1531,18 +1481,5 @@ async fn run(cfg: Cfg) {
         app.stop().await;
         let dir = std::mem::replace(&mut app.dir, tempfile::tempdir().expect("tempdir"));
         println!("data dir kept: {}", dir.keep().display());
-    }
-}
-
-fn walk_size(p: &std::path::Path) -> u64 {
-    if p.is_dir() {
-        std::fs::read_dir(p)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| walk_size(&e.path()))
-            .sum()
-    } else {
-        p.metadata().map(|m| m.len()).unwrap_or(0)
     }
 }

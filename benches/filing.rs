@@ -23,6 +23,8 @@
 // common.rs carries its own `#![allow(dead_code)]` (a second one here trips clippy).
 #[path = "../tests/it/common.rs"]
 mod common;
+mod support;
+use support::{dir_size, env_usize, ms, Stats};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,17 +44,6 @@ struct Cfg {
     big_attachments: usize,
     big_attachment_bytes: usize,
     worker_threads: Option<usize>,
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        Err(_) => default,
-    }
 }
 
 impl Cfg {
@@ -222,38 +213,6 @@ fn request_body(raw: &[u8]) -> Vec<u8> {
 
 // ---------------------------------------------------------------------------------------------
 // Statistics.
-
-struct Stats {
-    n: usize,
-    p50: Duration,
-    p90: Duration,
-    p99: Duration,
-    max: Duration,
-    min: Duration,
-    mean: Duration,
-}
-
-fn stats(mut d: Vec<Duration>) -> Stats {
-    assert!(!d.is_empty());
-    d.sort();
-    let n = d.len();
-    // Nearest-rank percentile.
-    let pct = |p: f64| d[((p / 100.0 * n as f64).ceil() as usize).clamp(1, n) - 1];
-    let total: Duration = d.iter().sum();
-    Stats {
-        n,
-        p50: pct(50.0),
-        p90: pct(90.0),
-        p99: pct(99.0),
-        max: d[n - 1],
-        min: d[0],
-        mean: total / n as u32,
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
@@ -454,7 +413,7 @@ async fn run(cfg: Cfg) {
     assert_eq!(n_filings as usize, cfg.messages, "filings rows after (a)");
     assert_eq!(n_atts as usize, cfg.messages, "attachment rows after (a)");
     let blobs_a = common::blob_files(&tenant);
-    let sa = stats(lat_a);
+    let sa = Stats::of(&lat_a);
     let rate_a = cfg.messages as f64 / wall_a.as_secs_f64();
 
     // ---- Input for (b) ----------------------------------------------------------------------
@@ -535,14 +494,13 @@ async fn run(cfg: Cfg) {
         sa.n, n_msgs, n_filings, n_atts, n_audit, blobs_a);
     println!("    wall time      {:>10.3} s", wall_a.as_secs_f64());
     println!("    throughput     {:>10.1} filings/s", rate_a);
-    println!("    latency p50    {:>10.2} ms", ms(sa.p50));
-    println!("    latency p90    {:>10.2} ms", ms(sa.p90));
-    println!("    latency p99    {:>10.2} ms", ms(sa.p99));
-    println!("    latency max    {:>10.2} ms", ms(sa.max));
+    println!("    latency p50    {:>10.2} ms", sa.p50);
+    println!("    latency p90    {:>10.2} ms", sa.p90);
+    println!("    latency p99    {:>10.2} ms", sa.p99);
+    println!("    latency max    {:>10.2} ms", sa.max);
     println!(
         "    latency min    {:>10.2} ms   mean {:.2} ms",
-        ms(sa.min),
-        ms(sa.mean)
+        sa.min, sa.mean
     );
     println!(
         "    RSS before {:.1} MiB, after {:.1} MiB; VmHWM {:.1} MiB ({hwm_note})",
@@ -596,10 +554,7 @@ async fn run(cfg: Cfg) {
             "avg_request_bytes": avg_body.round(),
             "wall_s": (wall_a.as_secs_f64() * 1000.0).round() / 1000.0,
             "filings_per_s": round2(rate_a),
-            "latency_ms": {
-                "p50": ms(sa.p50), "p90": ms(sa.p90), "p99": ms(sa.p99),
-                "max": ms(sa.max), "min": ms(sa.min), "mean": ms(sa.mean),
-            },
+            "latency": sa.json(),
             "client_bodies_mib": round2(body_total as f64 / MIB),
             "rss_before_mib": round2(before_a.rss_mib()),
             "rss_after_mib": round2(after_a.rss_mib()),
@@ -623,18 +578,4 @@ async fn run(cfg: Cfg) {
         "data_dir_mib": round2(data_dir_mib),
     });
     println!("BENCH_JSON {report}");
-}
-
-fn dir_size(p: &std::path::Path) -> u64 {
-    std::fs::read_dir(p)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_size(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
