@@ -1345,13 +1345,17 @@ async fn run(cfg: Cfg) {
             .expect("already filed")
     })
     .await;
+    let filed = suggest::already_filed(&pool, dedup)
+        .await
+        .expect("already filed");
+    let filed_ref = &filed;
     let all_suggestions = time_reps(reps, || async move {
-        suggest::suggestions(p, user, facts_ref)
+        suggest::suggestions(p, user, facts_ref, filed_ref)
             .await
             .expect("suggestions")
     })
     .await;
-    let sugg = suggest::suggestions(&pool, &alice, &facts)
+    let sugg = suggest::suggestions(&pool, &alice, &facts, &filed)
         .await
         .expect("suggestions");
     let search_direct = time_reps(reps, || async move {

@@ -187,11 +187,12 @@ pub struct MessageFacts<'a> {
 /// Ranked suggestions: earlier filings in the same thread (Gmail thread, In-Reply-To,
 /// References), then references in the subject, then participants matching record contacts
 /// (address, then domain), then the user's own history with this sender. Only open records
-/// the user may file to; records the message is already filed to are left out.
+/// the user may file to; records in `filed` (where the message already is) are left out.
 pub async fn suggestions(
     pool: &AnyPool,
     user: &User,
     facts: &MessageFacts<'_>,
+    filed: &[AlreadyFiled],
 ) -> AppResult<Vec<Suggestion>> {
     if !fileable(user) {
         return Ok(Vec::new());
@@ -351,11 +352,7 @@ pub async fn suggestions(
         }
     }
 
-    let filed: BTreeSet<String> = already_filed(pool, &m.dedup_key)
-        .await?
-        .into_iter()
-        .map(|f| f.target.target())
-        .collect();
+    let filed: BTreeSet<String> = filed.iter().map(|f| f.target.target()).collect();
     let Ranked {
         order,
         mut by_target,
@@ -366,6 +363,25 @@ pub async fn suggestions(
         .filter_map(|k| by_target.remove(&k))
         .take(MAX_SUGGESTIONS)
         .collect())
+}
+
+/// Everything the add-on shows about an open message, from one read of "already filed".
+pub struct MessageContext {
+    pub already_filed: Vec<AlreadyFiled>,
+    pub suggestions: Vec<Suggestion>,
+}
+
+pub async fn context(
+    pool: &AnyPool,
+    user: &User,
+    facts: &MessageFacts<'_>,
+) -> AppResult<MessageContext> {
+    let already_filed = already_filed(pool, &facts.message.dedup_key).await?;
+    let suggestions = suggestions(pool, user, facts, &already_filed).await?;
+    Ok(MessageContext {
+        already_filed,
+        suggestions,
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -306,13 +306,26 @@ async fn open_message(state: &AppState, ev: &AddonEvent) -> Result<OpenMessage, 
     })
 }
 
-async fn own_domains(state: &AppState, ctx: &TenantCtx) -> AppResult<Vec<String>> {
-    Ok(state
+/// Already filed and suggestions for a parsed message: the same for cards and the JSON API.
+async fn message_context(
+    state: &AppState,
+    ctx: &TenantCtx,
+    parsed: &ParsedMessage,
+    thread: Option<&str>,
+) -> AppResult<suggest::MessageContext> {
+    // The firm's own domains: colleagues are not contacts.
+    let domains = state
         .catalog
         .tenant_info(&ctx.tenant.id)
         .await?
         .map(|t| t.domains)
-        .unwrap_or_default())
+        .unwrap_or_default();
+    let facts = MessageFacts {
+        message: parsed,
+        gmail_thread_id: thread,
+        own_domains: &domains,
+    };
+    suggest::context(&ctx.tenant.db, &ctx.user, &facts).await
 }
 
 fn human_size(n: usize) -> String {
@@ -338,14 +351,10 @@ async fn message_card(
     query: Option<&str>,
 ) -> AppResult<Value> {
     let pool = &ctx.tenant.db;
-    let domains = own_domains(state, ctx).await?;
-    let facts = MessageFacts {
-        message: &msg.parsed,
-        gmail_thread_id: msg.thread_id.as_deref(),
-        own_domains: &domains,
-    };
-    let filed = suggest::already_filed(pool, &msg.parsed.dedup_key).await?;
-    let suggestions = suggest::suggestions(pool, &ctx.user, &facts).await?;
+    let suggest::MessageContext {
+        already_filed: filed,
+        suggestions,
+    } = message_context(state, ctx, &msg.parsed, msg.thread_id.as_deref()).await?;
     let hits = match query {
         Some(q) => suggest::search(pool, &ctx.user, q, 20).await?,
         None => Vec::new(),
@@ -805,15 +814,10 @@ async fn context_api(
     let parsed = tokio::task::spawn_blocking(move || mail::parse(&raw, &limits))
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("parser task: {e}")))??;
-    let domains = own_domains(&state, &ctx).await?;
-    let facts = MessageFacts {
-        message: &parsed,
-        gmail_thread_id: thread.as_deref(),
-        own_domains: &domains,
-    };
-    let pool = &ctx.tenant.db;
-    let filed = suggest::already_filed(pool, &parsed.dedup_key).await?;
-    let suggestions = suggest::suggestions(pool, &ctx.user, &facts).await?;
+    let suggest::MessageContext {
+        already_filed: filed,
+        suggestions,
+    } = message_context(&state, &ctx, &parsed, thread.as_deref()).await?;
     Ok(Json(serde_json::json!({
         "message": { "subject": parsed.subject, "from": parsed.from, "message_id": parsed.message_id },
         "already_filed": filed,
