@@ -284,7 +284,7 @@ pub async fn file_message(
     let mut tx = pool.begin().await?;
     audit::lock_chain(&mut tx).await?;
     let now = now_rfc3339();
-    let message_id = match message_id_by_key_tx(&mut tx, &parsed.dedup_key).await? {
+    let message_id = match message_id_by_key(&mut *tx, &parsed.dedup_key).await? {
         Some(id) => id,
         None => {
             if !tenant.blobs.exists(&parsed.raw_sha256) {
@@ -390,18 +390,14 @@ pub async fn file_message(
     Ok(FilingOutcome { filings })
 }
 
-async fn message_id_by_key(pool: &AnyPool, key: &str) -> AppResult<Option<String>> {
+/// The stored message with this dedup key, through a pool or inside a transaction.
+async fn message_id_by_key<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    key: &str,
+) -> AppResult<Option<String>> {
     Ok(sqlx::query("SELECT id FROM messages WHERE dedup_key = $1")
         .bind(key)
-        .fetch_optional(pool)
-        .await?
-        .map(|r| r.get(0)))
-}
-
-async fn message_id_by_key_tx(conn: &mut AnyConnection, key: &str) -> AppResult<Option<String>> {
-    Ok(sqlx::query("SELECT id FROM messages WHERE dedup_key = $1")
-        .bind(key)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(db)
         .await?
         .map(|r| r.get(0)))
 }

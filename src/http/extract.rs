@@ -112,77 +112,75 @@ pub async fn verify_user(
     token: &str,
     audiences: &[String],
 ) -> Result<TenantCtx, AppError> {
-    {
-        let claims = state
-            .verifier
-            .verify(token, audiences)
-            .await
-            .map_err(token_error)?;
-        let email = match (&claims.email, claims.email_verified()) {
-            (Some(e), true) => e.to_ascii_lowercase(),
-            _ => {
-                return Err(AppError::unauthorized(
-                    "the token's email is missing or not verified",
-                ))
-            }
-        };
-        // Tenant from the signed `hd` claim, else an explicit address mapping.
-        let mut tenant_id = None;
-        if let Some(hd) = &claims.hd {
-            tenant_id = state.catalog.tenant_id_for_domain(hd).await?;
+    let claims = state
+        .verifier
+        .verify(token, audiences)
+        .await
+        .map_err(token_error)?;
+    let email = match (&claims.email, claims.email_verified()) {
+        (Some(e), true) => e.to_ascii_lowercase(),
+        _ => {
+            return Err(AppError::unauthorized(
+                "the token's email is missing or not verified",
+            ))
         }
-        if tenant_id.is_none() {
-            tenant_id = state.catalog.tenant_id_for_address(&email).await?;
-        }
-        let Some(tenant_id) = tenant_id else {
-            tracing::info!(hd = ?claims.hd, "token maps to no tenant");
-            return Err(AppError::forbidden(
-                "this Google account does not belong to any docket tenant",
-            ));
-        };
-        let tenant = state.catalog.tenant(&tenant_id).await?;
-        if !tenant.is_active() {
-            return Err(AppError::forbidden("this tenant is not active"));
-        }
-        // Google issues both spellings of its issuer for the same accounts: bind one of them.
-        let iss = if GOOGLE_ISSUERS.contains(&claims.iss.as_str()) {
-            GOOGLE_ISSUERS[0]
-        } else {
-            claims.iss.as_str()
-        };
-        let resolved = directory::resolve_google_user(&tenant.db, iss, &claims.sub, &email).await?;
-        match resolved {
-            Ok(user) => Ok(TenantCtx { tenant, user }),
-            Err(why) => {
-                let reason = match &why {
-                    IdentityRejection::NotRegistered => "not a registered user".to_string(),
-                    IdentityRejection::BoundToOtherAccount => {
-                        "email is bound to another Google account".to_string()
-                    }
-                    IdentityRejection::Inactive(s) => format!("user is {s}"),
-                };
-                audit::record(
-                    &tenant.db,
-                    &[
-                        AuditEvent::new(&email, "auth.rejected", &claims.sub).detail(
-                            serde_json::json!({
-                                "reason": reason, "iss": iss,
-                            }),
-                        ),
-                    ],
-                )
-                .await?;
-                Err(AppError::forbidden(match why {
-                    IdentityRejection::NotRegistered => {
-                        "you are not a user of this firm's docket; ask an administrator to add you"
-                            .to_string()
-                    }
-                    IdentityRejection::BoundToOtherAccount => {
-                        "this email is registered to a different Google account".to_string()
-                    }
-                    IdentityRejection::Inactive(s) => format!("your docket account is {s}"),
-                }))
-            }
+    };
+    // Tenant from the signed `hd` claim, else an explicit address mapping.
+    let mut tenant_id = None;
+    if let Some(hd) = &claims.hd {
+        tenant_id = state.catalog.tenant_id_for_domain(hd).await?;
+    }
+    if tenant_id.is_none() {
+        tenant_id = state.catalog.tenant_id_for_address(&email).await?;
+    }
+    let Some(tenant_id) = tenant_id else {
+        tracing::info!(hd = ?claims.hd, "token maps to no tenant");
+        return Err(AppError::forbidden(
+            "this Google account does not belong to any docket tenant",
+        ));
+    };
+    let tenant = state.catalog.tenant(&tenant_id).await?;
+    if !tenant.is_active() {
+        return Err(AppError::forbidden("this tenant is not active"));
+    }
+    // Google issues both spellings of its issuer for the same accounts: bind one of them.
+    let iss = if GOOGLE_ISSUERS.contains(&claims.iss.as_str()) {
+        GOOGLE_ISSUERS[0]
+    } else {
+        claims.iss.as_str()
+    };
+    let resolved = directory::resolve_google_user(&tenant.db, iss, &claims.sub, &email).await?;
+    match resolved {
+        Ok(user) => Ok(TenantCtx { tenant, user }),
+        Err(why) => {
+            let reason = match &why {
+                IdentityRejection::NotRegistered => "not a registered user".to_string(),
+                IdentityRejection::BoundToOtherAccount => {
+                    "email is bound to another Google account".to_string()
+                }
+                IdentityRejection::Inactive(s) => format!("user is {s}"),
+            };
+            audit::record(
+                &tenant.db,
+                &[
+                    AuditEvent::new(&email, "auth.rejected", &claims.sub).detail(
+                        serde_json::json!({
+                            "reason": reason, "iss": iss,
+                        }),
+                    ),
+                ],
+            )
+            .await?;
+            Err(AppError::forbidden(match why {
+                IdentityRejection::NotRegistered => {
+                    "you are not a user of this firm's docket; ask an administrator to add you"
+                        .to_string()
+                }
+                IdentityRejection::BoundToOtherAccount => {
+                    "this email is registered to a different Google account".to_string()
+                }
+                IdentityRejection::Inactive(s) => format!("your docket account is {s}"),
+            }))
         }
     }
 }
