@@ -157,9 +157,12 @@ impl Application {
     ) -> anyhow::Result<()> {
         let catalog = self.state.catalog.clone();
         let app = http::router(self.state);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
         catalog.close().await;
         Ok(())
     }

@@ -38,6 +38,75 @@ pub struct Config {
     pub addon: AddonConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The admin console and admin API: sessions, sign-in protection, proxies.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// A session unused for this long ends.
+    #[serde(default = "default_idle_minutes")]
+    pub session_idle_minutes: u64,
+    /// A session ends this long after sign-in, however active.
+    #[serde(default = "default_absolute_hours")]
+    pub session_absolute_hours: u64,
+    /// Mark cookies `Secure` (and name them `__Host-`). Default: when `addon.public_url` is https.
+    #[serde(default)]
+    pub secure_cookies: Option<bool>,
+    /// Send `Strict-Transport-Security` (TLS deployments). Default: same as secure cookies.
+    #[serde(default)]
+    pub hsts: Option<bool>,
+    /// Reverse proxies (IPs or CIDRs) whose `X-Forwarded-For` is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Failed sign-ins from one IP within `throttle_window_minutes` before it is refused (429).
+    #[serde(default = "default_throttle_failures")]
+    pub throttle_failures_per_ip: u32,
+    #[serde(default = "default_throttle_window")]
+    pub throttle_window_minutes: u64,
+    /// Lifetime of an admin-issued password (re)set link.
+    #[serde(default = "default_reset_minutes")]
+    pub reset_link_minutes: u64,
+    /// Days between tenant termination and the purge of its data.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            session_idle_minutes: default_idle_minutes(),
+            session_absolute_hours: default_absolute_hours(),
+            secure_cookies: None,
+            hsts: None,
+            trusted_proxies: Vec::new(),
+            throttle_failures_per_ip: default_throttle_failures(),
+            throttle_window_minutes: default_throttle_window(),
+            reset_link_minutes: default_reset_minutes(),
+            retention_days: default_retention_days(),
+        }
+    }
+}
+
+fn default_idle_minutes() -> u64 {
+    30
+}
+fn default_absolute_hours() -> u64 {
+    12
+}
+fn default_throttle_failures() -> u32 {
+    10
+}
+fn default_throttle_window() -> u64 {
+    15
+}
+fn default_reset_minutes() -> u64 {
+    30
+}
+fn default_retention_days() -> u64 {
+    90
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -236,6 +305,7 @@ impl Default for Config {
             limits: Limits::default(),
             addon: AddonConfig::default(),
             log: LogConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -284,6 +354,16 @@ impl Config {
         {
             bail!("invalid configuration: `limits.*` must be positive");
         }
+        let a = &self.admin;
+        if a.session_idle_minutes == 0 || a.session_absolute_hours == 0 {
+            bail!("invalid configuration: `admin.session_idle_minutes` and `admin.session_absolute_hours` must be positive");
+        }
+        if a.throttle_failures_per_ip < 3 || a.throttle_window_minutes == 0 {
+            bail!("invalid configuration: `admin.throttle_failures_per_ip` must be at least 3 and `admin.throttle_window_minutes` positive");
+        }
+        if a.reset_link_minutes == 0 || a.reset_link_minutes > 24 * 60 {
+            bail!("invalid configuration: `admin.reset_link_minutes` must be 1..=1440");
+        }
         if let Some(u) = &self.google.jwks_url {
             if !(u.starts_with("https://")
                 || u.starts_with("http://127.")
@@ -315,6 +395,20 @@ impl Config {
                 .map(Some);
         }
         Ok(None)
+    }
+
+    /// Whether cookies are `Secure`: explicit, else when the public URL is https.
+    pub fn secure_cookies(&self) -> bool {
+        self.admin.secure_cookies.unwrap_or_else(|| {
+            self.addon
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+        })
+    }
+
+    pub fn hsts(&self) -> bool {
+        self.admin.hsts.unwrap_or_else(|| self.secure_cookies())
     }
 
     pub fn issuers(&self) -> Vec<String> {

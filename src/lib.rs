@@ -1,6 +1,8 @@
 //! docket: file Gmail messages into a law firm's matters, cases and contracts — per-tenant
 //! databases and storage, encrypted blobs, a verifiable audit chain.
 
+pub mod access;
+pub mod accounts;
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -13,6 +15,7 @@ pub mod filing;
 pub mod gmail;
 pub mod http;
 pub mod mail;
+pub mod rules;
 pub mod storage;
 pub mod suggest;
 pub mod tenancy;

@@ -1,6 +1,8 @@
 //! The HTTP surface: one module per resource, each with its `router()`, merged here.
 
 pub mod addon;
+pub mod admin;
+pub mod console;
 pub mod dev;
 pub mod extract;
 pub mod filings;
@@ -60,11 +62,14 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(addon::router())
         .merge(view::router())
+        .merge(admin::router())
+        .merge(console::router())
         .merge(filings::router().layer(DefaultBodyLimit::max(body_limit)));
     if state.dev.is_some() {
         app = app.merge(dev::router());
     }
-    app.fallback(|| async { AppError::not_found("no such endpoint") })
+    let hsts = state.config.hsts();
+    let app = app.fallback(|| async { AppError::not_found("no such endpoint") })
         .with_state(state)
         // A panic anywhere in a handler is a logged 500 problem, never a dropped connection.
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
@@ -94,5 +99,13 @@ pub fn router(state: AppState) -> Router {
             let rid = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::info_span!("request", method = %req.method(), route = %route, request_id = %rid)
         }))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
+    if hsts {
+        app.layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        ))
+    } else {
+        app
+    }
 }

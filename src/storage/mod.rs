@@ -11,6 +11,10 @@ use sha2::{Digest, Sha256};
 
 use crypto::{blob_aad, Key};
 
+fn secret_aad(tenant_id: &str, purpose: &str) -> Vec<u8> {
+    format!("docket:secret:{tenant_id}:{purpose}").into_bytes()
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -46,6 +50,21 @@ impl TenantBlobs {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Seals a small secret (e.g. a TOTP seed) with the tenant's data key; the AAD binds the
+    /// tenant and `purpose` (e.g. `totp:<user id>`), so a sealed value cannot be moved.
+    pub fn seal_secret(&self, purpose: &str, plaintext: &[u8]) -> Vec<u8> {
+        self.key
+            .seal(plaintext, &secret_aad(&self.tenant_id, purpose))
+    }
+
+    pub fn open_secret(
+        &self,
+        purpose: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, crypto::DecryptError> {
+        self.key.open(sealed, &secret_aad(&self.tenant_id, purpose))
     }
 
     /// Blob ids are lowercase hex SHA-256 of the plaintext; nothing else becomes a path.

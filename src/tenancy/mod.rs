@@ -28,6 +28,15 @@ pub struct TenantInfo {
     pub domains: Vec<String>,
 }
 
+/// A terminated tenant's closure record.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Closure {
+    pub terminated_at: String,
+    pub terminated_by: String,
+    /// The tenant's database, blobs and keys are deleted on or after this date.
+    pub purge_after: String,
+}
+
 /// An open tenant: its own database and its own blob store.
 pub struct Tenant {
     pub id: String,
@@ -316,6 +325,17 @@ impl Catalog {
         Ok(())
     }
 
+    pub async fn tenant_exists(&self, id: &str) -> anyhow::Result<bool> {
+        if self.open.read().await.contains_key(id) {
+            return Ok(true);
+        }
+        Ok(sqlx::query("SELECT 1 FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
     pub async fn tenant_info(&self, id: &str) -> anyhow::Result<Option<TenantInfo>> {
         Ok(self.list_tenants().await?.into_iter().find(|t| t.id == id))
     }
@@ -453,6 +473,53 @@ impl Catalog {
             .open(&sealed, &delegation_aad(tenant_id))
             .context("cannot unseal the tenant's delegation key (wrong master key?)")?;
         Ok(Some(String::from_utf8(plain)?))
+    }
+
+    /// Forgets the open tenant so the next use re-reads its catalogue row (status changes).
+    pub async fn evict(&self, id: &str) {
+        self.open.write().await.remove(id);
+    }
+
+    /// Terminates a tenant: no one can use it from now on, and its data is due for purge
+    /// `retention_days` later. Returns the purge date. Idempotent: a second call keeps the
+    /// first dates.
+    pub async fn terminate(
+        &self,
+        id: &str,
+        by: &str,
+        retention_days: u64,
+    ) -> anyhow::Result<Closure> {
+        let now = time::OffsetDateTime::now_utc();
+        let purge = now + time::Duration::days(retention_days as i64);
+        sqlx::query(
+            "UPDATE tenants SET status = 'terminated', terminated_at = $1, terminated_by = $2, purge_after = $3 \
+             WHERE id = $4 AND terminated_at IS NULL",
+        )
+        .bind(crate::time_fmt::format_utc(now))
+        .bind(by)
+        .bind(crate::time_fmt::format_utc(purge))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        self.evict(id).await;
+        self.closure(id)
+            .await?
+            .context("tenant vanished during termination")
+    }
+
+    /// When a terminated tenant was closed and when its data is purged.
+    pub async fn closure(&self, id: &str) -> anyhow::Result<Option<Closure>> {
+        let row = sqlx::query(
+            "SELECT terminated_at, terminated_by, purge_after FROM tenants WHERE id = $1 AND terminated_at IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| Closure {
+            terminated_at: r.get(0),
+            terminated_by: r.get(1),
+            purge_after: r.get(2),
+        }))
     }
 
     pub async fn close(&self) {

@@ -1,0 +1,1 @@
+//! Record visibility: teams, firm-wide records and ethical walls (being written).
