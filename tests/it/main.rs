@@ -3,7 +3,11 @@
 
 mod common;
 
+mod admin_auth;
+mod admin_security;
 mod audit;
 mod bad_input;
 mod filings;
+mod rules;
 mod storage;
+mod teams;

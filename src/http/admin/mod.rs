@@ -8,6 +8,7 @@ pub mod ctx;
 pub mod people;
 pub mod records;
 pub mod rules;
+pub mod security;
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -57,6 +58,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(records::router())
         .merge(rules::router())
         .merge(browse::router())
+        .merge(security::router())
         .split_for_parts()
 }
 

@@ -7,6 +7,7 @@ pub mod browse;
 pub mod people;
 pub mod records;
 pub mod rules;
+pub mod security;
 
 use std::collections::HashMap;
 
@@ -244,4 +245,5 @@ pub fn router() -> Router<AppState> {
         .merge(records::router())
         .merge(rules::router())
         .merge(browse::router())
+        .merge(security::router())
 }
