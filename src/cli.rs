@@ -159,6 +159,25 @@ pub enum UserAction {
         #[arg(long)]
         tenant: String,
     },
+    /// Set a user's console password (read from standard input, or from the environment
+    /// variable DOCKET_NEW_PASSWORD); ends their sessions. Exit 2 when the policy refuses it.
+    SetPassword {
+        #[arg(long)]
+        tenant: String,
+        email: String,
+    },
+    /// Reactivate a suspended user (e.g. after three failed sign-ins).
+    Reactivate {
+        #[arg(long)]
+        tenant: String,
+        email: String,
+    },
+    /// Issue a one-time set-password link for a user (printed with its expiry).
+    ResetLink {
+        #[arg(long)]
+        tenant: String,
+        email: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -196,8 +215,17 @@ pub struct FileArgs {
     pub message: PathBuf,
 }
 
+/// Where `user set-password` may take the new password from instead of standard input.
+const NEW_PASSWORD_VAR: &str = "DOCKET_NEW_PASSWORD";
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Not a configuration setting: taken out before the configuration reads `DOCKET_*`
+    // (which refuses unknown names), and so that no child process inherits it.
+    let new_password = std::env::var(NEW_PASSWORD_VAR).ok();
+    if new_password.is_some() {
+        std::env::remove_var(NEW_PASSWORD_VAR);
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -210,7 +238,7 @@ pub fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match rt.block_on(run(cli.command, config)) {
+    match rt.block_on(run(cli.command, config, new_password)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("docket: {e:#}");
@@ -245,7 +273,11 @@ async fn catalog_for_cli(config: &Config) -> anyhow::Result<Catalog> {
     app::open_catalog(config, key).await
 }
 
-async fn run(cmd: Command, config: Config) -> anyhow::Result<ExitCode> {
+async fn run(
+    cmd: Command,
+    config: Config,
+    new_password: Option<String>,
+) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Serve => {
             let app = Application::build(config, Mode::Serve).await?;
@@ -327,8 +359,13 @@ async fn run(cmd: Command, config: Config) -> anyhow::Result<ExitCode> {
                 }
                 TenantAction::List => {
                     for t in catalog.list_tenants().await? {
+                        // A closed tenant gets a fifth column: when its data is purged.
+                        let purge = match catalog.closure(&t.id).await? {
+                            Some(c) => format!("\tpurge after {}", c.purge_after),
+                            None => String::new(),
+                        };
                         println!(
-                            "{}\t{}\t{}\t{}",
+                            "{}\t{}\t{}\t{}{purge}",
                             t.id,
                             t.name,
                             t.status,
@@ -471,6 +508,56 @@ async fn run(cmd: Command, config: Config) -> anyhow::Result<ExitCode> {
                         );
                     }
                 }
+                UserAction::SetPassword { tenant, email } => {
+                    let (t, u) = cli_user(&catalog, &tenant, &email).await?;
+                    let password = match new_password {
+                        Some(p) => p,
+                        None => {
+                            use std::io::Read;
+                            let mut p = String::new();
+                            std::io::stdin()
+                                .read_to_string(&mut p)
+                                .context("cannot read the new password from standard input")?;
+                            p.strip_suffix('\n')
+                                .map(|p| p.strip_suffix('\r').unwrap_or(p))
+                                .unwrap_or(&p)
+                                .to_string()
+                        }
+                    };
+                    match set_password_as_operator(&t, &u, &password).await {
+                        Ok(()) => println!("password of {} set; their sessions ended", u.email),
+                        Err(e) if e.status() == axum::http::StatusCode::UNPROCESSABLE_ENTITY => {
+                            eprintln!("docket: password refused: {e}");
+                            catalog.close().await;
+                            return Ok(ExitCode::from(2));
+                        }
+                        Err(e) => anyhow::bail!("{e}"),
+                    }
+                }
+                UserAction::Reactivate { tenant, email } => {
+                    let (t, u) = cli_user(&catalog, &tenant, &email).await?;
+                    crate::accounts::login::reactivate(&t.db, &u.id, "operator")
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!("{} is active again", u.email);
+                }
+                UserAction::ResetLink { tenant, email } => {
+                    let (t, u) = cli_user(&catalog, &tenant, &email).await?;
+                    let link = crate::accounts::reset::issue_for_user(
+                        &t,
+                        &u.id,
+                        "operator",
+                        config.admin.reset_link_minutes,
+                        "operator",
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!("{}", link.link);
+                    println!(
+                        "one-time set-password link for {}; expires {} (UTC)",
+                        link.email, link.expires_at
+                    );
+                }
             }
             catalog.close().await;
         }
@@ -571,6 +658,43 @@ async fn run(cmd: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The open tenant named by `tenant` (id, name or domain) and its user `email`.
+async fn cli_user(
+    catalog: &Catalog,
+    tenant: &str,
+    email: &str,
+) -> anyhow::Result<(std::sync::Arc<crate::tenancy::Tenant>, directory::User)> {
+    let t = catalog
+        .tenant(&catalog.find_tenant(tenant).await?.id)
+        .await?;
+    let u = directory::user_by_email(&t.db, email)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .filter(|u| u.id != "system")
+        .with_context(|| format!("no user {email} in {}", t.name))?;
+    Ok((t, u))
+}
+
+/// Sets a password (policy checked; sessions ended) and audits it as the operator.
+async fn set_password_as_operator(
+    t: &crate::tenancy::Tenant,
+    u: &directory::User,
+    password: &str,
+) -> crate::error::AppResult<()> {
+    let _guard = t.write_guard().await;
+    let mut tx = t.db.begin().await?;
+    audit::lock_chain(&mut tx).await?;
+    crate::accounts::password::set_password(&mut tx, &u.id, password).await?;
+    audit::append(
+        &mut tx,
+        &audit::AuditEvent::new("operator", "password.set", &u.id)
+            .detail(serde_json::json!({ "email": u.email, "via": "cli" })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1041,3 +1041,195 @@ async fn two_dev_instances_run_side_by_side() {
         assert_eq!(r.status(), 200);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Account recovery by the operator: set-password, reactivate, reset-link; closed tenants
+// ---------------------------------------------------------------------------------------
+
+const CLI_STRONG: &str = "operator chose a long passphrase 7 times";
+
+async fn one_string(path: &Path, sql: &str) -> Option<String> {
+    use sqlx::Connection;
+    let mut c = sqlite(path).await;
+    let v = sqlx::query_scalar::<_, String>(sql)
+        .fetch_optional(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    v
+}
+
+async fn operator_entries(path: &Path) -> i64 {
+    use sqlx::Connection;
+    let mut c = sqlite(path).await;
+    let n = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_log WHERE actor = 'operator'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    n
+}
+
+#[tokio::test]
+async fn operator_recovers_an_admin_account() {
+    let mut site = Site::new();
+    let tid = seed_firm(&site);
+    let db = site.tenant_db(&tid);
+    site.ok(&[
+        "user",
+        "add",
+        "--tenant",
+        "firm.test",
+        "--email",
+        "boss@firm.test",
+        "--role",
+        "admin",
+    ]);
+    let base = operator_entries(&db).await;
+
+    // A weak password is refused with exit 2 and the policy's message; nothing stored.
+    site.set("DOCKET_NEW_PASSWORD", "password");
+    let out = site.run(&[
+        "user",
+        "set-password",
+        "--tenant",
+        "firm.test",
+        "boss@firm.test",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("password refused"), "{}", out.stderr);
+    assert_eq!(count(&db, "local_accounts").await, 0);
+    assert_eq!(operator_entries(&db).await, base);
+
+    // From the environment.
+    site.set("DOCKET_NEW_PASSWORD", CLI_STRONG);
+    let out = site.ok(&[
+        "user",
+        "set-password",
+        "--tenant",
+        "firm.test",
+        "boss@firm.test",
+    ]);
+    assert!(out.contains("boss@firm.test"), "{out}");
+    let hash = one_string(&db, "SELECT password_hash FROM local_accounts")
+        .await
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert_eq!(operator_entries(&db).await, base + 1);
+
+    // From standard input.
+    site.unset("DOCKET_NEW_PASSWORD");
+    let mut cmd = site.cmd(&[
+        "user",
+        "set-password",
+        "--tenant",
+        "firm.test",
+        "boss@firm.test",
+    ]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{CLI_STRONG} and more").unwrap();
+    }
+    let done = child.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let hash2 = one_string(&db, "SELECT password_hash FROM local_accounts")
+        .await
+        .unwrap();
+    assert_ne!(hash, hash2);
+    assert_eq!(operator_entries(&db).await, base + 2);
+
+    // Unknown users are named.
+    site.set("DOCKET_NEW_PASSWORD", CLI_STRONG);
+    site.run(&[
+        "user",
+        "set-password",
+        "--tenant",
+        "firm.test",
+        "nobody@firm.test",
+    ])
+    .fails_naming(&["nobody@firm.test"]);
+
+    // Reactivation of a suspended (locked out) admin.
+    exec(
+        &db,
+        &["UPDATE users SET status = 'suspended' WHERE email = 'boss@firm.test'"],
+    )
+    .await;
+    site.ok(&[
+        "user",
+        "reactivate",
+        "--tenant",
+        "firm.test",
+        "boss@firm.test",
+    ]);
+    let status = one_string(
+        &db,
+        "SELECT status FROM users WHERE email = 'boss@firm.test'",
+    )
+    .await;
+    assert_eq!(status.as_deref(), Some("active"));
+    assert!(
+        operator_entries(&db).await > base + 2,
+        "reactivation is audited"
+    );
+    let before_link = operator_entries(&db).await;
+
+    // A one-time link, printed with its expiry; only its hash is stored.
+    let out = site.ok(&[
+        "user",
+        "reset-link",
+        "--tenant",
+        "firm.test",
+        "boss@firm.test",
+    ]);
+    let link = out.lines().next().unwrap().trim();
+    assert!(link.starts_with(&format!("/console/reset/{tid}.")), "{out}");
+    assert!(out.contains("expires"), "{out}");
+    let token = link.trim_start_matches("/console/reset/");
+    let stored = one_string(
+        &db,
+        "SELECT token_hash FROM reset_requests WHERE status = 'issued'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored, docket::accounts::hash_secret(token));
+    let by = one_string(&db, "SELECT handled_by FROM reset_requests").await;
+    assert_eq!(by.as_deref(), Some("operator"));
+    assert_eq!(operator_entries(&db).await, before_link + 1);
+    site.ok(&["audit", "verify", "--tenant", "firm.test"]);
+}
+
+#[test]
+fn tenant_list_shows_the_purge_date_of_a_closed_tenant() {
+    let site = Site::new();
+    let tid = seed_firm(&site);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(exec(
+        &site.data().join("catalog.db"),
+        &[&format!(
+            "UPDATE tenants SET status = 'terminated', terminated_at = '2025-01-01T00:00:00.000Z', \
+             terminated_by = 'x', purge_after = '2025-04-01T00:00:00.000Z' WHERE id = '{tid}'"
+        )],
+    ));
+    let list = site.ok(&["tenant", "list"]);
+    let row: Vec<&str> = list.trim_end().split('\t').collect();
+    assert_eq!(
+        row[1..],
+        [
+            "Firm",
+            "terminated",
+            "firm.test",
+            "purge after 2025-04-01T00:00:00.000Z"
+        ],
+        "{list}"
+    );
+}

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 
 use super::AppState;
+use crate::accounts::tokens::{self, Scope};
 use crate::audit::{self, AuditEvent};
 use crate::auth::google::TokenError;
 use crate::config::GOOGLE_ISSUERS;
@@ -102,8 +103,51 @@ impl FromRequestParts<AppState> for TenantCtx {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let token = bearer(parts)?;
+        if token.starts_with(tokens::PREFIX) {
+            return access_token_user(parts, state, token).await;
+        }
         verify_user(state, token, &state.config.google.client_ids).await
     }
+}
+
+/// A personal access token (`dkt_...`) → its tenant and active owner. Changes (filing) need
+/// the `file` or `admin` scope; reads any scope.
+async fn access_token_user(
+    parts: &Parts,
+    state: &AppState,
+    secret: &str,
+) -> Result<TenantCtx, AppError> {
+    let invalid = || AppError::unauthorized("invalid, expired or revoked access token");
+    let tenant_id = tokens::tenant_of(secret).ok_or_else(invalid)?;
+    if !state.catalog.tenant_exists(tenant_id).await? {
+        return Err(invalid());
+    }
+    let tenant = state.catalog.tenant(tenant_id).await?;
+    if !tenant.is_active() {
+        return Err(AppError::forbidden("this tenant is not active"));
+    }
+    let client = super::admin::ctx::client_of(parts, Some(&state.config.admin));
+    let t = tokens::authenticate(&tenant.db, secret, &client.ip.to_string())
+        .await?
+        .ok_or_else(invalid)?;
+    let writes = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let allowed = if writes {
+        t.has(Scope::File) || t.has(Scope::Admin)
+    } else {
+        t.has(Scope::Read) || t.has(Scope::File) || t.has(Scope::Admin)
+    };
+    if !allowed {
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient-scope",
+            "this token lacks the `file` (or `admin`) scope needed to file messages",
+        ));
+    }
+    let user = directory::user_by_id(&tenant.db, &t.user_id)
+        .await?
+        .filter(|u| u.status == "active")
+        .ok_or_else(|| AppError::forbidden("the token's owner is not active"))?;
+    Ok(TenantCtx { tenant, user })
 }
 
 /// A user ID token (for one of `audiences`) → the tenant and active user it identifies.

@@ -1,1 +1,1070 @@
-//! (being written)
+//! Access tokens (scopes, revocation, expiry, hashing, cross-tenant), the sign-in audit,
+//! admin-mediated password resets (uniform answers, one-time expiring links) and tenant
+//! closure with re-authentication.
+
+use docket::accounts::tokens::{self, Scope};
+use docket::accounts::{hash_secret, password, session, totp};
+use docket::directory;
+use docket::tenancy::Tenant;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use crate::both_backends;
+use crate::common::*;
+
+const STRONG: &str = "correct horse battery staple 42 quietly";
+
+async fn user_id(t: &Tenant, email: &str) -> String {
+    directory::user_by_email(&t.db, email)
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+}
+
+async fn token_for(t: &Tenant, email: &str, scopes: &[Scope]) -> String {
+    let uid = user_id(t, email).await;
+    tokens::create(&t.db, &t.id, &uid, "test", scopes, 30, "test")
+        .await
+        .unwrap()
+        .0
+}
+
+/// A complete (second factor passed) session: (cookie header value, csrf token).
+async fn session_for(app: &TestApp, t: &Tenant, email: &str) -> (String, String) {
+    let uid = user_id(t, email).await;
+    let mut conn = t.db.acquire().await.unwrap();
+    let (token, s) = session::create(
+        &mut conn,
+        &uid,
+        true,
+        "127.0.0.1",
+        "test",
+        &app.config.admin,
+    )
+    .await
+    .unwrap();
+    (
+        format!("docket_session={}", session::cookie_value(&t.id, &token)),
+        s.csrf,
+    )
+}
+
+async fn scalar(t: &Tenant, sql: &str) -> i64 {
+    sqlx::query(sql)
+        .fetch_one(&t.db)
+        .await
+        .unwrap()
+        .get::<i64, _>(0)
+}
+
+async fn audit_count(t: &Tenant, action: &str) -> i64 {
+    sqlx::query("SELECT COUNT(*) FROM audit_log WHERE action = $1")
+        .bind(action)
+        .fetch_one(&t.db)
+        .await
+        .unwrap()
+        .get::<i64, _>(0)
+}
+
+fn ends_with_slug(body: &Value, slug: &str) {
+    assert!(
+        body["type"].as_str().unwrap_or("").ends_with(slug),
+        "expected problem {slug}, got {body}"
+    );
+}
+
+fn sample_filing(subject: &str) -> Value {
+    filing_body(
+        &email(subject, Some(&format!("<{subject}@acme.com>")), &[]),
+        &["matter:M-1"],
+    )
+}
+
+both_backends!(token_scopes_are_enforced, |app: TestApp| async move {
+    let a = app.tenant(&app.firm_a).await;
+    let read = token_for(&a, "adam@a.test", &[Scope::Read]).await;
+    let file = token_for(&a, "adam@a.test", &[Scope::File]).await;
+    let admin = token_for(&a, "adam@a.test", &[Scope::Admin]).await;
+
+    // read: admin GETs and filing reads work; filing and admin changes do not.
+    assert_eq!(app.get(&read, "/v1/admin/tokens").await.status(), 200);
+    assert_eq!(app.get(&read, "/v1/filings").await.status(), 200);
+    let (s, body) = problem(app.post_filing(&read, &sample_filing("read-1")).await).await;
+    assert_eq!(s, 403);
+    ends_with_slug(&body, "insufficient-scope");
+    let (s, body) = problem(
+        app.http
+            .post(format!("{}/v1/admin/reset-requests/abc/dismiss", app.base))
+            .bearer_auth(&read)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 403);
+    ends_with_slug(&body, "insufficient-scope");
+
+    // file: can file, cannot use the admin API.
+    let r = app.post_filing(&file, &sample_filing("file-1")).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let (s, body) = problem(app.get(&file, "/v1/admin/tokens").await).await;
+    assert_eq!(s, 403);
+    ends_with_slug(&body, "insufficient-scope");
+
+    // admin: everything.
+    assert_eq!(app.get(&admin, "/v1/admin/sign-ins").await.status(), 200);
+    let r = app.post_filing(&admin, &sample_filing("admin-1")).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let listed: Value = app.get(&admin, "/v1/filings").await.json().await.unwrap();
+    assert_eq!(listed["filings"].as_array().unwrap().len(), 2, "{listed}");
+
+    // Google ID tokens keep working on the same endpoints.
+    let r = app
+        .post_filing(&app.token("alice@a.test"), &sample_filing("google-1"))
+        .await;
+    assert_eq!(r.status(), 201);
+
+    // A malformed `dkt_` token is a 401, not a Google verification attempt.
+    let (s, _) = problem(app.get("dkt_nonsense", "/v1/filings").await).await;
+    assert_eq!(s, 401);
+});
+
+both_backends!(
+    tokens_are_hashed_revocable_expiring_and_record_use,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        let adam = user_id(&a, "adam@a.test").await;
+        let (cookie, csrf) = session_for(&app, &a, "adam@a.test").await;
+        let admin_token = token_for(&a, "adam@a.test", &[Scope::Admin]).await;
+
+        // Creating a token needs a session, not another token.
+        let (s, body) = problem(
+            app.http
+                .post(format!("{}/v1/admin/tokens", app.base))
+                .bearer_auth(&admin_token)
+                .json(&json!({"name": "x", "scopes": ["read"], "expires_in_days": 5}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 403);
+        ends_with_slug(&body, "session-required");
+
+        // Without the CSRF header a session cannot create one either.
+        let r = app
+            .http
+            .post(format!("{}/v1/admin/tokens", app.base))
+            .header("cookie", &cookie)
+            .json(&json!({"name": "x", "scopes": ["read"], "expires_in_days": 5}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+
+        let r = app
+            .http
+            .post(format!("{}/v1/admin/tokens", app.base))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .json(&json!({"name": "ci script", "scopes": ["read", "file"], "expires_in_days": 7}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let created: Value = r.json().await.unwrap();
+        let secret = created["token"].as_str().unwrap().to_string();
+        let id = created["id"].as_str().unwrap().to_string();
+        assert!(secret.starts_with(&format!("dkt_{}_", a.id)), "{created}");
+        assert_eq!(created["name"], "ci script");
+        assert_eq!(created["scopes"], json!(["file", "read"]));
+
+        // Only the SHA-256 is stored.
+        let row = sqlx::query("SELECT token_hash FROM access_tokens WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&a.db)
+            .await
+            .unwrap();
+        let stored: String = row.get(0);
+        assert_eq!(stored, hash_secret(&secret));
+        let plain =
+            sqlx::query("SELECT COUNT(*) FROM access_tokens WHERE token_hash = $1 OR name = $1")
+                .bind(&secret)
+                .fetch_one(&a.db)
+                .await
+                .unwrap()
+                .get::<i64, _>(0);
+        assert_eq!(plain, 0);
+
+        // Use is recorded (time and IP) and shown in the list.
+        assert_eq!(app.get(&secret, "/v1/filings").await.status(), 200);
+        let list: Value = app
+            .http
+            .get(format!("{}/v1/admin/tokens", app.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mine = list["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(mine["last_used_ip"], "127.0.0.1", "{mine}");
+        assert!(mine["last_used_at"].is_string(), "{mine}");
+        assert!(mine["revoked_at"].is_null());
+        assert!(
+            list.to_string().find(&secret).is_none(),
+            "the secret is never listed again"
+        );
+
+        // Someone else's (or an unknown) token id: 404.
+        let alice = user_id(&a, "alice@a.test").await;
+        let (_, alices) = tokens::create(&a.db, &a.id, &alice, "alice's", &[Scope::Read], 3, "t")
+            .await
+            .unwrap();
+        for other in [alices.id.as_str(), "ffffffffffffffffffffffffffffffff"] {
+            let (s, _) = problem(
+                app.http
+                    .delete(format!("{}/v1/admin/tokens/{other}", app.base))
+                    .bearer_auth(&admin_token)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(s, 404);
+        }
+        assert!(tokens::get(&a.db, &alices.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none());
+
+        // Revoked → 401.
+        let r = app
+            .http
+            .delete(format!("{}/v1/admin/tokens/{id}", app.base))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let (s, _) = problem(app.get(&secret, "/v1/filings").await).await;
+        assert_eq!(s, 401);
+        assert_eq!(audit_count(&a, "token.revoked").await, 1);
+
+        // Expired → 401, on both the filing and the admin API.
+        let exp = token_for(&a, "adam@a.test", &[Scope::Admin]).await;
+        assert_eq!(app.get(&exp, "/v1/filings").await.status(), 200);
+        sqlx::query("UPDATE access_tokens SET expires_at = '2020-01-01T00:00:00.000Z' WHERE token_hash = $1")
+        .bind(hash_secret(&exp))
+        .execute(&a.db)
+        .await
+        .unwrap();
+        assert_eq!(problem(app.get(&exp, "/v1/filings").await).await.0, 401);
+        assert_eq!(
+            problem(app.get(&exp, "/v1/admin/tokens").await).await.0,
+            401
+        );
+
+        // A suspended owner's token stops working.
+        let live = token_for(&a, "adam@a.test", &[Scope::Read]).await;
+        sqlx::query("UPDATE users SET status = 'suspended' WHERE id = $1")
+            .bind(&adam)
+            .execute(&a.db)
+            .await
+            .unwrap();
+        assert_eq!(problem(app.get(&live, "/v1/filings").await).await.0, 403);
+    }
+);
+
+both_backends!(tokens_never_cross_tenants, |app: TestApp| async move {
+    let a = app.tenant(&app.firm_a).await;
+    let b = app.tenant(&app.firm_b).await;
+    let r = app
+        .post_filing(&app.token("bob@b.test"), &sample_filing("b-only"))
+        .await;
+    assert_eq!(r.status(), 201);
+    let b_filing: Value = r.json().await.unwrap();
+    let b_id = b_filing["filings"][0]["id"].as_str().unwrap().to_string();
+
+    let a_token = token_for(&a, "adam@a.test", &[Scope::Admin]).await;
+    let (s, _) = problem(app.get(&a_token, &format!("/v1/filings/{b_id}")).await).await;
+    assert_eq!(s, 404);
+    let (s, _) = problem(app.get(&a_token, &format!("/v1/filings/{b_id}/raw")).await).await;
+    assert_eq!(s, 404);
+
+    // A's secret relabelled with B's tenant id is unknown there.
+    let forged = a_token.replacen(&a.id, &b.id, 1);
+    let (s, _) = problem(app.get(&forged, "/v1/filings").await).await;
+    assert_eq!(s, 401);
+    let (s, _) = problem(app.get(&forged, "/v1/admin/tokens").await).await;
+    assert_eq!(s, 401);
+
+    // B's reset requests and users are not reachable with A's token.
+    let bob = user_id(&b, "bob@b.test").await;
+    let (s, _) = problem(
+        app.http
+            .post(format!("{}/v1/admin/users/{bob}/password-link", app.base))
+            .bearer_auth(&a_token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 404);
+    assert_eq!(scalar(&b, "SELECT COUNT(*) FROM reset_requests").await, 0);
+});
+
+both_backends!(
+    sign_in_audit_lists_and_summarises,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        let rows = [
+            (
+                "2025-01-01T10:00:00.000Z",
+                "adam@a.test",
+                "success",
+                "ok",
+                "198.51.100.7",
+            ),
+            (
+                "2025-01-01T10:05:00.000Z",
+                "adam@a.test",
+                "failure",
+                "wrong password",
+                "198.51.100.7",
+            ),
+            (
+                "2025-01-02T09:00:00.000Z",
+                "eve@a.test",
+                "failure",
+                "unknown user",
+                "203.0.113.9",
+            ),
+            (
+                "2025-01-02T09:01:00.000Z",
+                "adam@a.test",
+                "failure",
+                "wrong password",
+                "203.0.113.9",
+            ),
+        ];
+        for (i, (at, email, result, reason, ip)) in rows.iter().enumerate() {
+            sqlx::query(
+            "INSERT INTO login_attempts (id, at, email, user_id, result, reason, ip, user_agent) \
+             VALUES ($1, $2, $3, NULL, $4, $5, $6, 'curl/8')",
+        )
+        .bind(format!("la{i}"))
+        .bind(*at)
+        .bind(*email)
+        .bind(*result)
+        .bind(*reason)
+        .bind(*ip)
+        .execute(&a.db)
+        .await
+        .unwrap();
+        }
+        let read = token_for(&a, "adam@a.test", &[Scope::Read]).await;
+        let all: Value = app
+            .get(&read, "/v1/admin/sign-ins")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let list = all["sign_ins"].as_array().unwrap();
+        assert_eq!(list.len(), 4);
+        assert_eq!(list[0]["at"], "2025-01-02T09:01:00.000Z", "newest first");
+        assert_eq!(list[0]["user_agent"], "curl/8");
+        let f: Value = app
+            .get(
+                &read,
+                "/v1/admin/sign-ins?email=adam@a.test&result=failure&limit=1",
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(f["sign_ins"].as_array().unwrap().len(), 1, "{f}");
+        assert_eq!(f["sign_ins"][0]["ip"], "203.0.113.9");
+        let (s, body) = problem(app.get(&read, "/v1/admin/sign-ins?limit=1001").await).await;
+        assert_eq!(s, 400);
+        ends_with_slug(&body, "invalid-query");
+
+        let ips: Value = app
+            .get(&read, "/v1/admin/sign-ins/ips")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let ips = ips["ips"].as_array().unwrap();
+        assert_eq!(ips.len(), 2);
+        assert_eq!(ips[0]["ip"], "203.0.113.9", "most recent first");
+        assert_eq!(ips[0]["attempts"], 2);
+        assert_eq!(ips[0]["successes"], 0);
+        assert_eq!(ips[0]["failures"], 2);
+        assert_eq!(ips[0]["distinct_emails"], 2);
+        assert_eq!(ips[1]["successes"], 1);
+        assert_eq!(ips[1]["failures"], 1);
+        assert_eq!(ips[1]["first_seen"], "2025-01-01T10:00:00.000Z");
+        assert_eq!(ips[1]["last_seen"], "2025-01-01T10:05:00.000Z");
+
+        // The console page shows both.
+        let (cookie, _) = session_for(&app, &a, "adam@a.test").await;
+        let r = app
+            .http
+            .get(format!("{}/console/sign-ins?email=eve%40a.test", app.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let html = r.text().await.unwrap();
+        assert!(
+            html.contains("unknown user") && !html.contains("wrong password"),
+            "{html}"
+        );
+        assert!(
+            html.contains("198.51.100.7"),
+            "IP summary lists every address"
+        );
+    }
+);
+
+async fn ask_reset(app: &TestApp, email: &str) -> (u16, Vec<(String, String)>, String) {
+    let r = app
+        .http
+        .post(format!("{}/v1/password-reset", app.base))
+        .header("user-agent", "reset-test/1")
+        .json(&json!({ "email": email }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let mut headers: Vec<(String, String)> = r
+        .headers()
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "date" | "x-request-id"))
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+        .collect();
+    headers.sort();
+    (status, headers, r.text().await.unwrap())
+}
+
+both_backends!(reset_flow_end_to_end, |app: TestApp| async move {
+    let a = app.tenant(&app.firm_a).await;
+    let adam = user_id(&a, "adam@a.test").await;
+
+    // Known, unknown and other-domain addresses get identical answers.
+    let known = ask_reset(&app, "Adam@A.test").await;
+    let unknown = ask_reset(&app, "nobody@a.test").await;
+    let elsewhere = ask_reset(&app, "someone@nowhere.test").await;
+    assert_eq!(known.0, 202);
+    assert_eq!(known, unknown);
+    assert_eq!(known, elsewhere);
+    assert!(!known.1.iter().any(|(k, _)| k == "set-cookie"));
+    let (s, _) = problem(
+        app.http
+            .post(format!("{}/v1/password-reset", app.base))
+            .json(&json!({ "email": "not an address" }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 422);
+
+    // Rows: one per address of this tenant, the unknown one without a user.
+    let token = token_for(&a, "adam@a.test", &[Scope::Admin]).await;
+    let open: Value = app
+        .get(&token, "/v1/admin/reset-requests?status=open")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let open = open["requests"].as_array().unwrap().clone();
+    assert_eq!(open.len(), 2, "{open:?}");
+    let known_req = open.iter().find(|r| r["email"] == "adam@a.test").unwrap();
+    let unknown_req = open.iter().find(|r| r["email"] == "nobody@a.test").unwrap();
+    assert_eq!(known_req["user_id"], adam.as_str());
+    assert!(unknown_req["user_id"].is_null());
+    assert_eq!(known_req["user_agent"], "reset-test/1");
+    assert_eq!(known_req["ip"], "127.0.0.1");
+    assert_eq!(audit_count(&a, "reset.requested").await, 2);
+    assert_eq!(
+        scalar(
+            &*app.tenant(&app.firm_b).await,
+            "SELECT COUNT(*) FROM reset_requests"
+        )
+        .await,
+        0
+    );
+
+    // No link for an unknown user; dismiss it instead.
+    let post = |path: String| {
+        let (http, token) = (app.http.clone(), token.clone());
+        async move { http.post(path).bearer_auth(token).send().await.unwrap() }
+    };
+    let uid = unknown_req["id"].as_str().unwrap();
+    let (s, _) =
+        problem(post(format!("{}/v1/admin/reset-requests/{uid}/issue", app.base)).await).await;
+    assert_eq!(s, 409);
+    let r = post(format!(
+        "{}/v1/admin/reset-requests/{uid}/dismiss",
+        app.base
+    ))
+    .await;
+    assert_eq!(r.status(), 200);
+    let (s, _) = problem(
+        post(format!(
+            "{}/v1/admin/reset-requests/{uid}/dismiss",
+            app.base
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(s, 409);
+
+    // Issue a link for adam.
+    let kid = known_req["id"].as_str().unwrap();
+    let r = post(format!("{}/v1/admin/reset-requests/{kid}/issue", app.base)).await;
+    assert_eq!(r.status(), 200);
+    let issued: Value = r.json().await.unwrap();
+    let link = issued["link"].as_str().unwrap().to_string();
+    assert!(link.starts_with("/console/reset/"), "{issued}");
+    let expires = docket::time_fmt::parse(issued["expires_at"].as_str().unwrap()).unwrap();
+    let mins = (expires - time::OffsetDateTime::now_utc()).whole_minutes();
+    assert!((28..=30).contains(&mins), "expires in {mins} min");
+    let link_token = link.trim_start_matches("/console/reset/").to_string();
+    let stored = scalar(
+        &a,
+        &format!(
+            "SELECT COUNT(*) FROM reset_requests WHERE token_hash = '{}'",
+            hash_secret(&link_token)
+        ),
+    )
+    .await;
+    assert_eq!(stored, 1, "only the hash of the link is stored");
+    // Issuing twice is refused.
+    let (s, _) =
+        problem(post(format!("{}/v1/admin/reset-requests/{kid}/issue", app.base)).await).await;
+    assert_eq!(s, 409);
+
+    // The page shows a form; a weak password is refused and the link stays usable.
+    let page = app
+        .http
+        .get(format!("{}{link}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("New password again"));
+    let set = |pw: &'static str, confirm: &'static str| {
+        let (http, url) = (app.http.clone(), format!("{}{link}", app.base));
+        async move {
+            let r = http
+                .post(url)
+                .form(&[("password", pw), ("confirm", confirm)])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (s, html) = set("password", "password").await;
+    assert_eq!(s, 422, "{html}");
+    assert!(html.contains("class=\"error\""), "{html}");
+    let (s, _) = set(STRONG, "something else entirely 99").await;
+    assert_eq!(s, 422);
+    assert_eq!(
+        app.http
+            .get(format!("{}{link}", app.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Sessions of the user end when the password is set.
+    let (cookie, _) = session_for(&app, &a, "adam@a.test").await;
+    let (s, html) = set(STRONG, STRONG).await;
+    assert_eq!(s, 200, "{html}");
+    assert!(html.contains("adam@a.test"));
+    let hash: String = sqlx::query("SELECT password_hash FROM local_accounts WHERE user_id = $1")
+        .bind(&adam)
+        .fetch_one(&a.db)
+        .await
+        .unwrap()
+        .get(0);
+    assert!(password::verify(STRONG, &hash).ok);
+    let r = app
+        .http
+        .get(format!("{}/v1/admin/tenant", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the old session ended");
+
+    // Used once: never again (page and JSON).
+    let (s, html) = set(STRONG, STRONG).await;
+    assert_eq!(s, 410);
+    assert!(html.contains("no longer valid"));
+    let r = app
+        .http
+        .get(format!("{}{link}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 410);
+    let (s, body) = problem(
+        app.http
+            .post(format!("{}/v1/password-reset/complete", app.base))
+            .json(&json!({"token": link_token, "password": STRONG}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 410);
+    ends_with_slug(&body, "link-invalid");
+
+    // A direct set-password link (as for a new admin), through the JSON twin.
+    let vera = user_id(&a, "vera@a.test").await;
+    let direct: Value = post(format!("{}/v1/admin/users/{vera}/password-link", app.base))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let direct_token = direct["link"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("/console/reset/")
+        .to_string();
+    let complete = |tok: String, pw: &'static str| {
+        let http = app.http.clone();
+        let url = format!("{}/v1/password-reset/complete", app.base);
+        async move {
+            http.post(url)
+                .json(&json!({"token": tok, "password": pw}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let (s, body) = problem(complete(direct_token.clone(), "password").await).await;
+    assert_eq!(s, 422);
+    ends_with_slug(&body, "weak-password");
+    let r = complete(direct_token.clone(), STRONG).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["email"], "vera@a.test");
+    assert_eq!(problem(complete(direct_token, STRONG).await).await.0, 410);
+
+    // Expired links are refused.
+    let again: Value = post(format!("{}/v1/admin/users/{vera}/password-link", app.base))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let old = again["link"].as_str().unwrap().to_string();
+    sqlx::query("UPDATE reset_requests SET expires_at = '2020-01-01T00:00:00.000Z' WHERE id = $1")
+        .bind(again["request_id"].as_str().unwrap())
+        .execute(&a.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.http
+            .get(format!("{}{old}", app.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        410
+    );
+    let old_token = old.trim_start_matches("/console/reset/").to_string();
+    assert_eq!(problem(complete(old_token, STRONG).await).await.0, 410);
+    // Unknown and malformed tokens look the same.
+    for bad in [
+        format!("/console/reset/{}.{}", a.id, "A".repeat(43)),
+        "/console/reset/garbage".to_string(),
+    ] {
+        assert_eq!(
+            app.http
+                .get(format!("{}{bad}", app.base))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            410
+        );
+    }
+
+    // Every step audited and visible to admins.
+    assert_eq!(audit_count(&a, "reset.issued").await, 3);
+    assert_eq!(audit_count(&a, "reset.dismissed").await, 1);
+    assert_eq!(audit_count(&a, "reset.completed").await, 2);
+    let history: Value = app
+        .get(&token, "/v1/admin/reset-requests")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let statuses: Vec<&str> = history["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "used").count(),
+        2,
+        "{history}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == "dismissed").count(), 1);
+    assert_eq!(statuses.iter().filter(|s| **s == "issued").count(), 1);
+});
+
+both_backends!(console_reset_pages, |app: TestApp| async move {
+    let a = app.tenant(&app.firm_a).await;
+    // Public forgot page: same page whatever the address.
+    let r = app
+        .http
+        .get(format!("{}/console/forgot", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut answers = Vec::new();
+    for e in ["vera@a.test", "ghost@a.test"] {
+        let r = app
+            .http
+            .post(format!("{}/console/forgot", app.base))
+            .form(&[("email", e)])
+            .send()
+            .await
+            .unwrap();
+        answers.push((r.status().as_u16(), r.text().await.unwrap()));
+    }
+    assert_eq!(answers[0].0, 202);
+    assert_eq!(answers[0], answers[1]);
+    assert!(answers[0].1.contains("passed your request to your firm"));
+
+    // The admin sees the open requests, issues a link (shown once) and dismisses the other.
+    let (cookie, csrf) = session_for(&app, &a, "adam@a.test").await;
+    let page = app
+        .http
+        .get(format!("{}/console/resets", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("vera@a.test") && page.contains("ghost@a.test"),
+        "{page}"
+    );
+    let ids: Vec<(String, String)> = sqlx::query("SELECT id, email FROM reset_requests")
+        .fetch_all(&a.db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let id_of = |e: &str| ids.iter().find(|(_, m)| m == e).unwrap().0.clone();
+    let r = app
+        .http
+        .post(format!(
+            "{}/console/resets/{}/issue",
+            app.base,
+            id_of("vera@a.test")
+        ))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("class=\"secret\""), "{html}");
+    assert!(html.contains("/console/reset/"), "{html}");
+    // Without the CSRF field nothing happens.
+    let r = app
+        .http
+        .post(format!(
+            "{}/console/resets/{}/dismiss",
+            app.base,
+            id_of("ghost@a.test")
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = app
+        .http
+        .post(format!(
+            "{}/console/resets/{}/dismiss",
+            app.base,
+            id_of("ghost@a.test")
+        ))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "redirected back to the list");
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Request dismissed"), "{html}");
+    assert!(
+        !html.contains("/console/reset/"),
+        "the link is shown once only"
+    );
+
+    // Tokens page: create one, see its secret once.
+    let r = app
+        .http
+        .post(format!("{}/console/tokens", app.base))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "nightly export"),
+            ("scope_read", "on"),
+            ("days", "10"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    let start = html.find("class=\"secret\"").expect("secret box");
+    assert!(html[start..].contains(&format!("dkt_{}_", a.id)));
+    let r = app
+        .http
+        .post(format!("{}/console/tokens", app.base))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "no scopes"),
+            ("days", "10"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let html = app
+        .http
+        .get(format!("{}/console/tokens", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("nightly export") && !html.contains("class=\"secret\""));
+});
+
+/// Gives `email` a password and a confirmed authenticator; returns the TOTP secret bytes.
+async fn password_and_totp(t: &Tenant, email: &str) -> Vec<u8> {
+    let user = directory::user_by_email(&t.db, email)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut conn = t.db.acquire().await.unwrap();
+    password::set_password(&mut conn, &user.id, STRONG)
+        .await
+        .unwrap();
+    drop(conn);
+    let enrolment = totp::begin_enrolment(t, &user).await.unwrap();
+    let secret = totp_rs::Secret::Encoded(enrolment.secret)
+        .to_bytes()
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
+    totp::confirm_enrolment(t, &user, &totp::code_at(&secret, now), "test")
+        .await
+        .unwrap();
+    secret
+}
+
+both_backends!(closure_needs_reauthentication, |app: TestApp| async move {
+    let a = app.tenant(&app.firm_a).await;
+    let secret = password_and_totp(&a, "adam@a.test").await;
+    let (cookie, csrf) = session_for(&app, &a, "adam@a.test").await;
+    let admin_token = token_for(&a, "adam@a.test", &[Scope::Admin]).await;
+    // The next step's code: the enrolment spent the current one.
+    let next = time::OffsetDateTime::now_utc().unix_timestamp() as u64 + 30;
+    let good_code = totp::code_at(&secret, next);
+
+    let facts: Value = app
+        .get(&admin_token, "/v1/admin/tenant")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(facts["name"], "Firm A");
+    assert_eq!(facts["status"], "active");
+    assert_eq!(facts["domains"], json!(["a.test"]));
+    assert!(facts["closure"].is_null());
+
+    let close = |body: Value| {
+        let (http, url, cookie, csrf) = (
+            app.http.clone(),
+            format!("{}/v1/admin/tenant/close", app.base),
+            cookie.clone(),
+            csrf.clone(),
+        );
+        async move {
+            http.post(url)
+                .header("cookie", cookie)
+                .header("x-csrf-token", csrf)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // A token cannot close the tenant, even with the right password and code.
+    let (s, body) = problem(
+        app.http
+            .post(format!("{}/v1/admin/tenant/close", app.base))
+            .bearer_auth(&admin_token)
+            .json(&json!({"password": STRONG, "code": good_code, "confirm_name": "Firm A"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 403);
+    ends_with_slug(&body, "session-required");
+    let (s, body) = problem(
+        close(json!({"password": STRONG, "code": good_code, "confirm_name": "Firm B"})).await,
+    )
+    .await;
+    assert_eq!(s, 422);
+    ends_with_slug(&body, "confirm-name");
+    let (s, _) = problem(
+        close(json!({"password": "wrong password entirely", "code": good_code, "confirm_name": "Firm A"}))
+            .await,
+    )
+    .await;
+    assert!(s == 401 || s == 403, "wrong password: {s}");
+    let (s, _) = problem(
+        close(json!({"password": STRONG, "code": "000000", "confirm_name": "Firm A"})).await,
+    )
+    .await;
+    assert!(s == 401 || s == 403, "wrong code: {s}");
+    assert!(app.state.catalog.closure(&a.id).await.unwrap().is_none());
+    assert_eq!(audit_count(&a, "tenant.closed").await, 0);
+    // Failed re-authentications may have suspended nobody yet: the session still works.
+    let r = close(json!({"password": STRONG, "code": good_code, "confirm_name": "Firm A"})).await;
+    assert_eq!(r.status(), 200);
+    let closed: Value = r.json().await.unwrap();
+    let at = docket::time_fmt::parse(closed["terminated_at"].as_str().unwrap()).unwrap();
+    let purge = docket::time_fmt::parse(closed["purge_after"].as_str().unwrap()).unwrap();
+    assert_eq!(purge - at, time::Duration::days(90));
+
+    let c = app.state.catalog.closure(&a.id).await.unwrap().unwrap();
+    assert_eq!(c.purge_after, closed["purge_after"].as_str().unwrap());
+    assert_eq!(c.terminated_by, "adam@a.test");
+    let info = app.state.catalog.tenant_info(&a.id).await.unwrap().unwrap();
+    assert_eq!(info.status, "terminated");
+    assert_eq!(audit_count(&a, "tenant.closed").await, 1);
+    assert_eq!(scalar(&a, "SELECT COUNT(*) FROM sessions").await, 0);
+
+    // Everything for that tenant is refused now.
+    let (s, _) = problem(
+        app.post_filing(&app.token("alice@a.test"), &sample_filing("after-close"))
+            .await,
+    )
+    .await;
+    assert_eq!(s, 403);
+    assert_eq!(
+        problem(app.get(&app.token("alice@a.test"), "/v1/records").await)
+            .await
+            .0,
+        403
+    );
+    assert!(matches!(
+        problem(app.get(&admin_token, "/v1/filings").await).await.0,
+        401 | 403
+    ));
+    assert!(matches!(
+        problem(app.get(&admin_token, "/v1/admin/tenant").await)
+            .await
+            .0,
+        401 | 403
+    ));
+    let r = app
+        .http
+        .get(format!("{}/v1/admin/tenant", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The other tenant is untouched.
+    assert_eq!(
+        app.post_filing(&app.token("bob@b.test"), &sample_filing("b-still"))
+            .await
+            .status(),
+        201
+    );
+});
+
+both_backends!(
+    console_tenant_page_closes_with_reauth,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        let secret = password_and_totp(&a, "adam@a.test").await;
+        let (cookie, csrf) = session_for(&app, &a, "adam@a.test").await;
+        let html = app
+            .http
+            .get(format!("{}/console/tenant", app.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            html.contains("Close this firm&#39;s docket")
+                || html.contains("Close this firm's docket"),
+            "{html}"
+        );
+        let next = time::OffsetDateTime::now_utc().unix_timestamp() as u64 + 30;
+        let code = totp::code_at(&secret, next);
+        let r = app
+            .http
+            .post(format!("{}/console/tenant/close", app.base))
+            .header("cookie", &cookie)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("password", STRONG),
+                ("code", code.as_str()),
+                ("confirm_name", "Firm A"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let html = r.text().await.unwrap();
+        let c = app.state.catalog.closure(&a.id).await.unwrap().unwrap();
+        assert!(
+            html.contains(&c.purge_after),
+            "the page shows the purge date: {html}"
+        );
+    }
+);

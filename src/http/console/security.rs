@@ -1,9 +1,577 @@
-//! (being written)
+//! Console pages for account security: access tokens, sign-ins, reset requests, the tenant
+//! and its closure; and the public "forgot password" and set-password pages.
 
-use axum::Router;
+use std::time::Instant;
 
+use askama::Template;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::Deserialize;
+
+use super::{render, render_status, Chrome, ConsoleCtx, ConsoleForm};
+use crate::accounts::reset::{self, IssuedLink, ResetRequest};
+use crate::accounts::tokens::{self, AccessToken, Scope};
+use crate::error::AppError;
+use crate::http::admin::security::{
+    self as api, IpSummary, PublicClient, SignIn, SignInQuery, TenantFacts,
+};
 use crate::http::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/console/tokens", get(tokens_page).post(create_token))
+        .route("/console/tokens/{id}/revoke", post(revoke_token))
+        .route("/console/sign-ins", get(sign_ins_page))
+        .route("/console/resets", get(resets_page))
+        .route("/console/resets/{id}/issue", post(issue_reset))
+        .route("/console/resets/{id}/dismiss", post(dismiss_reset))
+        .route("/console/users/{id}/password-link", post(password_link))
+        .route("/console/tenant", get(tenant_page))
+        .route("/console/tenant/close", post(close_tenant))
+        .route("/console/forgot", get(forgot_page).post(forgot))
+        .route("/console/reset/{token}", get(reset_page).post(reset))
+}
+
+/// The message of a problem, for showing on a page.
+fn message(e: &AppError) -> String {
+    match e {
+        AppError::Problem { detail, .. } => detail.clone(),
+        AppError::Internal(_) => "something went wrong on our side; it has been logged".into(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct Done {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+fn flash_for(chrome: Chrome, done: &Done) -> Chrome {
+    match done.done.as_deref() {
+        Some("revoked") => chrome.flash("Token revoked"),
+        Some("dismissed") => chrome.flash("Request dismissed"),
+        _ => chrome,
+    }
+}
+
+// ---- tokens -----------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "console/security_tokens.html")]
+struct TokensPage {
+    chrome: Chrome,
+    tokens: Vec<AccessToken>,
+    new_secret: Option<String>,
+    new_name: String,
+    error: Option<String>,
+    form_name: String,
+    form_read: bool,
+    form_file: bool,
+    form_admin: bool,
+    form_days: String,
+}
+
+impl TokensPage {
+    fn new(chrome: Chrome, tokens: Vec<AccessToken>) -> TokensPage {
+        TokensPage {
+            chrome,
+            tokens,
+            new_secret: None,
+            new_name: String::new(),
+            error: None,
+            form_name: String::new(),
+            form_read: true,
+            form_file: false,
+            form_admin: false,
+            form_days: "30".into(),
+        }
+    }
+}
+
+async fn tokens_page(ctx: ConsoleCtx, done: Result<Query<Done>, QueryRejection>) -> Response {
+    let done = done.map(|q| q.0).unwrap_or_default();
+    match tokens::list_for_user(&ctx.tenant.db, &ctx.user.id).await {
+        Ok(list) => render(&TokensPage::new(
+            flash_for(Chrome::new(&ctx, "tokens"), &done),
+            list,
+        )),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    scope_read: Option<String>,
+    #[serde(default)]
+    scope_file: Option<String>,
+    #[serde(default)]
+    scope_admin: Option<String>,
+    #[serde(default)]
+    days: String,
+}
+
+async fn create_token(ConsoleForm(ctx, form): ConsoleForm<TokenForm>) -> Response {
+    let mut scopes = Vec::new();
+    for (on, s) in [
+        (&form.scope_read, Scope::Read),
+        (&form.scope_file, Scope::File),
+        (&form.scope_admin, Scope::Admin),
+    ] {
+        if on.is_some() {
+            scopes.push(s);
+        }
+    }
+    let created = match form.days.trim().parse::<u32>() {
+        Ok(days) => {
+            tokens::create(
+                &ctx.tenant.db,
+                &ctx.tenant.id,
+                &ctx.user.id,
+                &form.name,
+                &scopes,
+                days,
+                &ctx.actor(),
+            )
+            .await
+        }
+        Err(_) => Err(AppError::unprocessable(
+            "invalid-expiry",
+            format!("a token must expire within 1..={} days", tokens::MAX_DAYS),
+        )),
+    };
+    let list = match tokens::list_for_user(&ctx.tenant.db, &ctx.user.id).await {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
+    };
+    let mut page = TokensPage::new(Chrome::new(&ctx, "tokens"), list);
+    match created {
+        Ok((secret, t)) => {
+            page.chrome = page.chrome.flash("Token created");
+            page.new_secret = Some(secret);
+            page.new_name = t.name;
+            render(&page)
+        }
+        Err(e) if e.status().is_client_error() => {
+            page.error = Some(message(&e));
+            page.form_name = form.name;
+            page.form_read = form.scope_read.is_some();
+            page.form_file = form.scope_file.is_some();
+            page.form_admin = form.scope_admin.is_some();
+            page.form_days = form.days;
+            render_status(e.status(), &page)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {}
+
+async fn revoke_token(
+    Path(id): Path<String>,
+    ConsoleForm(ctx, _): ConsoleForm<CsrfForm>,
+) -> Response {
+    match tokens::revoke(&ctx.tenant.db, &ctx.user.id, &id, &ctx.actor()).await {
+        Ok(_) => Redirect::to("/console/tokens?done=revoked").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+// ---- sign-ins ---------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "console/security_sign_ins.html")]
+struct SignInsPage {
+    chrome: Chrome,
+    email: String,
+    result: String,
+    limit: i64,
+    attempts: Vec<SignIn>,
+    ips: Vec<IpSummary>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct SignInForm {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    result: Option<String>,
+    #[serde(default)]
+    limit: Option<String>,
+}
+
+async fn sign_ins_page(ctx: ConsoleCtx, q: Result<Query<SignInForm>, QueryRejection>) -> Response {
+    let f = q.map(|q| q.0).unwrap_or_default();
+    let mut error = None;
+    let limit = match f.limit.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => 100,
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                error = Some("“Show at most” must be a number from 1 to 1000".to_string());
+                100
+            }
+        },
+    };
+    let q = SignInQuery {
+        email: f.email.clone(),
+        result: f.result.clone(),
+        limit: Some(limit),
+    };
+    let (attempts, ips) = match (
+        api::list_sign_ins(&ctx.tenant.db, &q).await,
+        api::list_ips(&ctx.tenant.db).await,
+    ) {
+        (Ok(a), Ok(i)) => (a, i),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    };
+    let page = SignInsPage {
+        chrome: Chrome::new(&ctx, "sign-ins"),
+        email: f.email.unwrap_or_default(),
+        result: f.result.unwrap_or_default(),
+        limit,
+        attempts,
+        ips,
+        error,
+    };
+    if page.error.is_some() {
+        render_status(StatusCode::BAD_REQUEST, &page)
+    } else {
+        render(&page)
+    }
+}
+
+// ---- reset requests ---------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "console/security_resets.html")]
+struct ResetsPage {
+    chrome: Chrome,
+    minutes: u64,
+    origin: String,
+    issued: Option<IssuedLink>,
+    error: Option<String>,
+    open: Vec<ResetRequest>,
+    handled: Vec<ResetRequest>,
+}
+
+async fn resets_view(
+    state: &AppState,
+    ctx: &ConsoleCtx,
+    chrome: Chrome,
+    issued: Option<IssuedLink>,
+    error: Option<&AppError>,
+) -> Response {
+    let all = match reset::list(&ctx.tenant.db, None, 500).await {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
+    };
+    let (open, handled) = all.into_iter().partition(|r| r.status == "open");
+    let page = ResetsPage {
+        chrome,
+        minutes: state.config.admin.reset_link_minutes,
+        origin: state
+            .config
+            .addon
+            .public_url
+            .as_deref()
+            .unwrap_or("")
+            .trim_end_matches('/')
+            .to_string(),
+        issued,
+        error: error.map(message),
+        open,
+        handled,
+    };
+    match error {
+        Some(e) => render_status(e.status(), &page),
+        None => render(&page),
+    }
+}
+
+async fn resets_page(
+    State(state): State<AppState>,
+    ctx: ConsoleCtx,
+    done: Result<Query<Done>, QueryRejection>,
+) -> Response {
+    let done = done.map(|q| q.0).unwrap_or_default();
+    let chrome = flash_for(Chrome::new(&ctx, "resets"), &done);
+    resets_view(&state, &ctx, chrome, None, None).await
+}
+
+async fn issued_or_error(
+    state: &AppState,
+    ctx: &ConsoleCtx,
+    r: Result<IssuedLink, AppError>,
+) -> Response {
+    match r {
+        Ok(link) => {
+            let chrome =
+                Chrome::new(ctx, "resets").flash(format!("Link issued for {}", link.email));
+            resets_view(state, ctx, chrome, Some(link), None).await
+        }
+        Err(e) if e.status().is_client_error() => {
+            resets_view(state, ctx, Chrome::new(ctx, "resets"), None, Some(&e)).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn issue_reset(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm(ctx, _): ConsoleForm<CsrfForm>,
+) -> Response {
+    let r = reset::issue(
+        &ctx.tenant,
+        &id,
+        &ctx.actor(),
+        state.config.admin.reset_link_minutes,
+    )
+    .await;
+    issued_or_error(&state, &ctx, r).await
+}
+
+async fn password_link(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm(ctx, _): ConsoleForm<CsrfForm>,
+) -> Response {
+    let r = reset::issue_for_user(
+        &ctx.tenant,
+        &id,
+        &ctx.actor(),
+        state.config.admin.reset_link_minutes,
+        &ctx.client.ip.to_string(),
+    )
+    .await;
+    issued_or_error(&state, &ctx, r).await
+}
+
+async fn dismiss_reset(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm(ctx, _): ConsoleForm<CsrfForm>,
+) -> Response {
+    match reset::dismiss(&ctx.tenant, &id, &ctx.actor()).await {
+        Ok(_) => Redirect::to("/console/resets?done=dismissed").into_response(),
+        Err(e) if e.status().is_client_error() => {
+            resets_view(&state, &ctx, Chrome::new(&ctx, "resets"), None, Some(&e)).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+// ---- tenant and closure -----------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "console/security_tenant.html")]
+struct TenantPage {
+    chrome: Chrome,
+    facts: TenantFacts,
+    retention_days: u64,
+    error: Option<String>,
+}
+
+async fn tenant_page(State(state): State<AppState>, ctx: ConsoleCtx) -> Response {
+    match api::tenant_facts_of(&state, &ctx).await {
+        Ok(facts) => render(&TenantPage {
+            chrome: Chrome::new(&ctx, "tenant"),
+            facts,
+            retention_days: state.config.admin.retention_days,
+            error: None,
+        }),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct CloseForm {
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    confirm_name: String,
+}
+
+async fn close_tenant(
+    State(state): State<AppState>,
+    ConsoleForm(ctx, form): ConsoleForm<CloseForm>,
+) -> Response {
+    let closed = api::close(&state, &ctx, &form.password, &form.code, &form.confirm_name).await;
+    let mut facts = match api::tenant_facts_of(&state, &ctx).await {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    match closed {
+        Ok(c) => {
+            facts.closure = Some(c);
+            render(&TenantPage {
+                chrome: Chrome::new(&ctx, "tenant").flash("This firm's docket is closed"),
+                facts,
+                retention_days: state.config.admin.retention_days,
+                error: None,
+            })
+        }
+        Err(e) if e.status().is_client_error() => render_status(
+            e.status(),
+            &TenantPage {
+                chrome: Chrome::new(&ctx, "tenant"),
+                facts,
+                retention_days: state.config.admin.retention_days,
+                error: Some(message(&e)),
+            },
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+// ---- public pages: forgot password, set password ----------------------------------------
+
+#[derive(Template)]
+#[template(path = "console/security_public.html")]
+struct PublicPage {
+    title: &'static str,
+    mode: &'static str,
+    message: Option<String>,
+    error: Option<String>,
+    token: String,
+    email: String,
+}
+
+impl PublicPage {
+    fn new(title: &'static str, mode: &'static str) -> PublicPage {
+        PublicPage {
+            title,
+            mode,
+            message: None,
+            error: None,
+            token: String::new(),
+            email: String::new(),
+        }
+    }
+}
+
+async fn forgot_page() -> Response {
+    render(&PublicPage::new("Forgot your password?", "forgot"))
+}
+
+#[derive(Deserialize)]
+struct ForgotForm {
+    #[serde(default)]
+    email: String,
+}
+
+async fn forgot(
+    State(state): State<AppState>,
+    PublicClient(client): PublicClient,
+    Form(form): Form<ForgotForm>,
+) -> Response {
+    let start = Instant::now();
+    let r = api::file_reset_request(&state, &form.email, &client).await;
+    match api::padded(start, r).await {
+        Ok(()) => {
+            let mut page = PublicPage::new("Request received", "done");
+            page.message = Some(
+                "We've passed your request to your firm's administrators. If the address \
+                 belongs to a docket account, one of them will contact you with a link to \
+                 set a new password."
+                    .into(),
+            );
+            render_status(StatusCode::ACCEPTED, &page)
+        }
+        Err(e) if e.status().is_client_error() => {
+            let mut page = PublicPage::new("Forgot your password?", "forgot");
+            page.error = Some(message(&e));
+            render_status(e.status(), &page)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn link_gone_page() -> Response {
+    let mut page = PublicPage::new("This link is no longer valid", "gone");
+    page.error = Some(
+        "This link is no longer valid: it has expired, has already been used, or never \
+         existed. Ask your firm's administrator for a new one."
+            .into(),
+    );
+    render_status(StatusCode::GONE, &page)
+}
+
+/// The live request behind a link token and its tenant, or `None`.
+async fn live_link(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<(std::sync::Arc<crate::tenancy::Tenant>, ResetRequest)>, AppError> {
+    let Some(tenant) = api::tenant_of_link(state, token).await? else {
+        return Ok(None);
+    };
+    Ok(reset::find_link(&tenant, token).await?.map(|r| (tenant, r)))
+}
+
+async fn reset_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    match live_link(&state, &token).await {
+        Ok(Some((_, req))) => {
+            let mut page = PublicPage::new("Set your password", "reset");
+            page.token = token;
+            page.email = req.email;
+            render(&page)
+        }
+        Ok(None) => link_gone_page(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ResetForm {
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+async fn reset(
+    State(state): State<AppState>,
+    PublicClient(client): PublicClient,
+    Path(token): Path<String>,
+    Form(form): Form<ResetForm>,
+) -> Response {
+    let (tenant, req) = match live_link(&state, &token).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return link_gone_page(),
+        Err(e) => return e.into_response(),
+    };
+    let again = |msg: String| {
+        let mut page = PublicPage::new("Set your password", "reset");
+        page.token = token.clone();
+        page.email = req.email.clone();
+        page.error = Some(msg);
+        render_status(StatusCode::UNPROCESSABLE_ENTITY, &page)
+    };
+    if form.password != form.confirm {
+        return again("The two passwords differ: type the same password twice.".into());
+    }
+    match reset::complete(&tenant, &token, &form.password, &client.ip.to_string()).await {
+        Ok(user) => {
+            let mut page = PublicPage::new("Password set", "done");
+            page.message = Some(format!(
+                "The password for {} is set. You can sign in now.",
+                user.email
+            ));
+            render(&page)
+        }
+        Err(e) if e.status() == StatusCode::GONE => link_gone_page(),
+        Err(e) if e.status().is_client_error() => again(message(&e)),
+        Err(e) => e.into_response(),
+    }
 }
