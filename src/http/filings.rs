@@ -143,6 +143,7 @@ async fn list(
     };
     let filings = filing::list_filings(
         &ctx.tenant.db,
+        &ctx.user.id,
         target.as_ref().map(|(k, r)| (*k, r.as_str())),
         limit,
         q.offset.unwrap_or(0),
@@ -157,7 +158,7 @@ fn valid_id(id: &str) -> bool {
 
 async fn show(ctx: TenantCtx, Path(id): Path<String>) -> AppResult<Response> {
     let view = if valid_id(&id) {
-        filing::load_filing(&ctx.tenant.db, &id).await?
+        filing::load_filing(&ctx.tenant.db, &ctx.user.id, &id).await?
     } else {
         None
     };
@@ -199,7 +200,7 @@ pub(super) fn download(bytes: Vec<u8>, content_type: &'static str, name: &str) -
 
 async fn raw(ctx: TenantCtx, Path(id): Path<String>) -> AppResult<Response> {
     let blob = if valid_id(&id) {
-        filing::raw_blob_of(&ctx.tenant.db, &id).await?
+        filing::raw_blob_of(&ctx.tenant.db, &ctx.user.id, &id).await?
     } else {
         None
     };
@@ -213,7 +214,7 @@ async fn attachment(ctx: TenantCtx, Path((id, n)): Path<(String, String)>) -> Ap
         .parse()
         .map_err(|_| AppError::not_found("no such attachment"))?;
     let found = if valid_id(&id) {
-        filing::attachment_of(&ctx.tenant.db, &id, n).await?
+        filing::attachment_of(&ctx.tenant.db, &ctx.user.id, &id, n).await?
     } else {
         None
     };

@@ -66,7 +66,7 @@ async fn authorise(
     state: &AppState,
     id: &str,
     t: &str,
-) -> AppResult<(std::sync::Arc<Tenant>, FilingView)> {
+) -> AppResult<(std::sync::Arc<Tenant>, String, FilingView)> {
     let cap: Capability = state
         .catalog
         .open_link(t)
@@ -80,10 +80,11 @@ async fn authorise(
     if !tenant.is_active() || user.is_none_or(|u| u.status != "active") {
         return Err(expired());
     }
-    let view = filing::load_filing(&tenant.db, id)
+    // The link's user must still be allowed to see the record (teams, ethical walls).
+    let view = filing::load_filing(&tenant.db, &cap.user, id)
         .await?
         .ok_or_else(expired)?;
-    Ok((tenant, view))
+    Ok((tenant, cap.user, view))
 }
 
 fn esc(s: &str) -> String {
@@ -111,7 +112,7 @@ async fn page(
     Path(id): Path<String>,
     Query(q): Query<LinkQuery>,
 ) -> AppResult<Response> {
-    let (_, f) = authorise(&state, &id, &q.t).await?;
+    let (_, _, f) = authorise(&state, &id, &q.t).await?;
     let t = esc(&q.t);
     let m = &f.message;
     let row = |k: &str, v: &str| format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
@@ -173,7 +174,7 @@ async fn raw(
     Path(id): Path<String>,
     Query(q): Query<LinkQuery>,
 ) -> AppResult<Response> {
-    let (tenant, f) = authorise(&state, &id, &q.t).await?;
+    let (tenant, _, f) = authorise(&state, &id, &q.t).await?;
     let bytes = read_blob(&tenant, f.message.sha256.clone()).await?;
     Ok(download(bytes, "message/rfc822", "message.eml"))
 }
@@ -183,8 +184,8 @@ async fn attachment(
     Path((id, n)): Path<(String, i64)>,
     Query(q): Query<LinkQuery>,
 ) -> AppResult<Response> {
-    let (tenant, _) = authorise(&state, &id, &q.t).await?;
-    let (blob, name) = filing::attachment_of(&tenant.db, &id, n)
+    let (tenant, user, _) = authorise(&state, &id, &q.t).await?;
+    let (blob, name) = filing::attachment_of(&tenant.db, &user, &id, n)
         .await?
         .ok_or_else(|| AppError::not_found("no such attachment in this filing"))?;
     let bytes = read_blob(&tenant, blob).await?;

@@ -1,9 +1,429 @@
-//! (being written)
+//! Console pages for the record catalogue: `/console/records` (filter, list, add),
+//! `/console/records/{id}` (edit, close/reopen, team editor with members and exclusions),
+//! `/console/records/import` (CSV upload with the per-row report).
 
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::{DefaultBodyLimit, Path, Query};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
 use axum::Router;
+use serde::Deserialize;
 
+use super::{render, render_status, Chrome, ConsoleCtx, ConsoleForm, ConsoleUpload};
+use crate::access::{Principal, PrincipalKind};
+use crate::directory::{
+    self, ImportReport, NewRecord, Record, RecordDetail, RecordKind, RecordPatch, IMPORT_MAX_BYTES,
+};
+use crate::error::{AppError, AppResult};
+use crate::http::admin::records::{filter_of, RecordQuery};
 use crate::http::AppState;
+
+fn problem_text(e: &AppError) -> Option<String> {
+    match e {
+        AppError::Problem { detail, .. } => Some(detail.clone()),
+        AppError::Internal(_) => None,
+    }
+}
+
+fn flash_for(done: Option<&str>) -> Option<&'static str> {
+    match done? {
+        "added" => Some("Record created"),
+        "saved" => Some("Saved"),
+        "team" => Some("Team saved"),
+        "closed" => Some("Record closed"),
+        "reopened" => Some("Record reopened"),
+        _ => None,
+    }
+}
+
+/// Contacts typed one per line (commas, semicolons and spaces also separate).
+fn contacts_of(text: &str) -> Vec<String> {
+    text.split(|c: char| c == ',' || c == ';' || c.is_whitespace())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    done: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/records_list.html")]
+struct ListPage {
+    chrome: Chrome,
+    records: Vec<Record>,
+    q: String,
+    status: String,
+    kind: String,
+    kinds: [&'static str; 3],
+    error: Option<String>,
+    form: HashMap<String, String>,
+    form_firm_wide: bool,
+}
+
+impl ListPage {
+    fn field(&self, name: &str) -> &str {
+        self.form.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+const KINDS: [&str; 3] = ["matter", "case", "contract"];
+
+async fn list_page(
+    ctx: &ConsoleCtx,
+    lq: &ListQuery,
+    error: Option<String>,
+    form: HashMap<String, String>,
+) -> AppResult<ListPage> {
+    let rq = RecordQuery {
+        q: lq.q.clone(),
+        status: lq.status.clone(),
+        kind: lq.kind.clone(),
+        limit: None,
+    };
+    let (filter, limit) = filter_of(&rq)?;
+    let records = directory::search_catalogue(&ctx.tenant.db, &filter, limit).await?;
+    let chrome = Chrome::new(ctx, "records");
+    let chrome = match flash_for(lq.done.as_deref()) {
+        Some(m) => chrome.flash(m),
+        None => chrome,
+    };
+    let form_firm_wide = form.is_empty() || form.contains_key("firm_wide");
+    Ok(ListPage {
+        chrome,
+        records,
+        q: lq.q.clone().unwrap_or_default(),
+        status: lq.status.clone().unwrap_or_default(),
+        kind: lq.kind.clone().unwrap_or_default(),
+        kinds: KINDS,
+        error,
+        form,
+        form_firm_wide,
+    })
+}
+
+async fn list(ctx: ConsoleCtx, Query(lq): Query<ListQuery>) -> AppResult<Response> {
+    Ok(render(&list_page(&ctx, &lq, None, HashMap::new()).await?))
+}
+
+async fn add(ConsoleForm(ctx, form): ConsoleForm<HashMap<String, String>>) -> AppResult<Response> {
+    let get = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let result = match get("kind").parse::<RecordKind>() {
+        Ok(kind) => {
+            directory::create_record(
+                &ctx.tenant.db,
+                &NewRecord {
+                    kind,
+                    reference: get("reference"),
+                    title: get("title"),
+                    client: get("client"),
+                    contacts: contacts_of(&get("contacts")),
+                    firm_wide: form.contains_key("firm_wide"),
+                    members: Vec::new(),
+                    excluded: Vec::new(),
+                },
+                &ctx.actor(),
+            )
+            .await
+        }
+        Err(e) => Err(AppError::unprocessable("invalid-kind", e)),
+    };
+    match result {
+        Ok(r) => Ok(Redirect::to(&format!("/console/records/{}?done=added", r.id)).into_response()),
+        Err(e) => {
+            let Some(msg) = problem_text(&e) else {
+                return Err(e);
+            };
+            let page = list_page(&ctx, &ListQuery::default(), Some(msg), form).await?;
+            Ok(render_status(e.status(), &page))
+        }
+    }
+}
+
+/// One row of the team editor: a user or group and its access.
+pub struct AccessRow {
+    pub field: String,
+    pub label: String,
+    /// `""`, `member` or `excluded`.
+    pub effect: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "console/records_record.html")]
+struct RecordPage {
+    chrome: Chrome,
+    record: RecordDetail,
+    contacts_text: String,
+    groups: Vec<AccessRow>,
+    users: Vec<AccessRow>,
+    error: Option<String>,
+}
+
+async fn record_page(
+    ctx: &ConsoleCtx,
+    id: &str,
+    done: Option<&str>,
+    error: Option<String>,
+) -> AppResult<RecordPage> {
+    let record = directory::record_detail(&ctx.tenant.db, id)
+        .await?
+        .ok_or_else(|| AppError::not_found("no such record"))?;
+    let effect = |kind: PrincipalKind, pid: &str| -> &'static str {
+        if record
+            .excluded
+            .iter()
+            .any(|p| p.kind == kind && p.id == pid)
+        {
+            "excluded"
+        } else if record.members.iter().any(|p| p.kind == kind && p.id == pid) {
+            "member"
+        } else {
+            ""
+        }
+    };
+    let groups = directory::list_groups(&ctx.tenant.db)
+        .await?
+        .into_iter()
+        .map(|g| AccessRow {
+            field: format!("group_{}", g.id),
+            effect: effect(PrincipalKind::Group, &g.id),
+            label: g.name,
+        })
+        .collect();
+    let users = directory::list_users(&ctx.tenant.db)
+        .await?
+        .into_iter()
+        .map(|u| AccessRow {
+            field: format!("user_{}", u.id),
+            effect: effect(PrincipalKind::User, &u.id),
+            label: u.email,
+        })
+        .collect();
+    let chrome = Chrome::new(ctx, "records");
+    let chrome = match flash_for(done) {
+        Some(m) => chrome.flash(m),
+        None => chrome,
+    };
+    Ok(RecordPage {
+        chrome,
+        contacts_text: record.contacts.join("\n"),
+        record,
+        groups,
+        users,
+        error,
+    })
+}
+
+#[derive(Deserialize)]
+struct DoneQuery {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+async fn show(
+    ctx: ConsoleCtx,
+    Path(id): Path<String>,
+    Query(d): Query<DoneQuery>,
+) -> AppResult<Response> {
+    Ok(render(
+        &record_page(&ctx, &id, d.done.as_deref(), None).await?,
+    ))
+}
+
+async fn after<T>(ctx: &ConsoleCtx, id: &str, r: AppResult<T>, done: &str) -> AppResult<Response> {
+    match r {
+        Ok(_) => Ok(Redirect::to(&format!("/console/records/{id}?done={done}")).into_response()),
+        Err(e) => {
+            let (Some(msg), false) = (problem_text(&e), e.status() == StatusCode::NOT_FOUND) else {
+                return Err(e);
+            };
+            let page = record_page(ctx, id, None, Some(msg)).await?;
+            Ok(render_status(e.status(), &page))
+        }
+    }
+}
+
+async fn save(
+    Path(id): Path<String>,
+    ConsoleForm(ctx, form): ConsoleForm<HashMap<String, String>>,
+) -> AppResult<Response> {
+    let patch = RecordPatch {
+        title: Some(form.get("title").cloned().unwrap_or_default()),
+        client: Some(form.get("client").cloned().unwrap_or_default()),
+        contacts: Some(contacts_of(
+            form.get("contacts").map(String::as_str).unwrap_or(""),
+        )),
+        ..Default::default()
+    };
+    let r = directory::update_record(&ctx.tenant.db, &id, &patch, &ctx.actor()).await;
+    after(&ctx, &id, r, "saved").await
+}
+
+#[derive(Deserialize)]
+struct StatusForm {
+    status: String,
+}
+
+async fn set_status(
+    Path(id): Path<String>,
+    ConsoleForm(ctx, form): ConsoleForm<StatusForm>,
+) -> AppResult<Response> {
+    let patch = RecordPatch {
+        status: Some(form.status.clone()),
+        ..Default::default()
+    };
+    let r = directory::update_record(&ctx.tenant.db, &id, &patch, &ctx.actor()).await;
+    let done = if form.status == "closed" {
+        "closed"
+    } else {
+        "reopened"
+    };
+    after(&ctx, &id, r, done).await
+}
+
+async fn save_team(
+    Path(id): Path<String>,
+    ConsoleForm(ctx, form): ConsoleForm<HashMap<String, String>>,
+) -> AppResult<Response> {
+    let mut members = Vec::new();
+    let mut excluded = Vec::new();
+    let mut bad = None;
+    for (k, v) in &form {
+        let (kind, pid) = if let Some(p) = k.strip_prefix("user_") {
+            (PrincipalKind::User, p)
+        } else if let Some(p) = k.strip_prefix("group_") {
+            (PrincipalKind::Group, p)
+        } else {
+            continue;
+        };
+        let p = Principal {
+            kind,
+            id: pid.to_string(),
+        };
+        match v.as_str() {
+            "" => {}
+            "member" => members.push(p),
+            "excluded" => excluded.push(p),
+            other => bad = Some(format!("unknown access {other:?}")),
+        }
+    }
+    let r = match bad {
+        Some(b) => Err(AppError::unprocessable("invalid-access", b)),
+        None => {
+            directory::set_record_team(
+                &ctx.tenant.db,
+                &id,
+                form.contains_key("firm_wide"),
+                &members,
+                &excluded,
+                &ctx.actor(),
+            )
+            .await
+        }
+    };
+    after(&ctx, &id, r, "team").await
+}
+
+#[derive(Template)]
+#[template(path = "console/records_import.html")]
+struct ImportPage {
+    chrome: Chrome,
+    report: Option<ImportReport>,
+    error: Option<String>,
+}
+
+async fn import_form(ctx: ConsoleCtx) -> Response {
+    render(&ImportPage {
+        chrome: Chrome::new(&ctx, "records"),
+        report: None,
+        error: None,
+    })
+}
+
+async fn import(upload: ConsoleUpload) -> AppResult<Response> {
+    let valid_rows = upload
+        .text("import_valid_rows")
+        .is_some_and(|v| !v.is_empty());
+    let ConsoleUpload(ctx, fields) = upload;
+    let bytes = fields
+        .get("file")
+        .map(|u| u.bytes.as_slice())
+        .unwrap_or(&[]);
+    let chrome = Chrome::new(&ctx, "records");
+    if bytes.is_empty() {
+        return Ok(render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &ImportPage {
+                chrome,
+                report: None,
+                error: Some("Choose a CSV file to import.".into()),
+            },
+        ));
+    }
+    match directory::import_records_csv(&ctx.tenant.db, bytes, valid_rows, &ctx.actor()).await {
+        Ok(report) => {
+            let status = if report.invalid > 0 && report.imported == 0 {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::OK
+            };
+            let chrome = if report.imported > 0 {
+                chrome.flash(format!(
+                    "Imported {} record{}",
+                    report.imported,
+                    if report.imported == 1 { "" } else { "s" }
+                ))
+            } else {
+                chrome
+            };
+            Ok(render_status(
+                status,
+                &ImportPage {
+                    chrome,
+                    report: Some(report),
+                    error: None,
+                },
+            ))
+        }
+        Err(e) => {
+            let Some(msg) = problem_text(&e) else {
+                return Err(e);
+            };
+            Ok(render_status(
+                e.status(),
+                &ImportPage {
+                    chrome,
+                    report: None,
+                    error: Some(msg),
+                },
+            ))
+        }
+    }
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/console/records", get(list).post(add))
+        .route(
+            "/console/records/import",
+            get(import_form)
+                .post(import)
+                .layer(DefaultBodyLimit::max(IMPORT_MAX_BYTES + 256 * 1024)),
+        )
+        .route("/console/records/{id}", get(show).post(save))
+        .route("/console/records/{id}/status", post(set_status))
+        .route("/console/records/{id}/team", post(save_team))
 }
