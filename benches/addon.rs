@@ -1337,15 +1337,16 @@ async fn run(cfg: Cfg) {
         message: &parsed,
         gmail_thread_id: Some(open.thread_hex.as_str()),
         own_domains: &own,
+        raw,
     };
     let (p, dedup, user, facts_ref) = (&pool, parsed.dedup_key.as_str(), &alice, &facts);
     let already = time_reps(reps, || async move {
-        suggest::already_filed(p, dedup)
+        suggest::already_filed(p, user, dedup)
             .await
             .expect("already filed")
     })
     .await;
-    let filed = suggest::already_filed(&pool, dedup)
+    let filed = suggest::already_filed(&pool, &alice, dedup)
         .await
         .expect("already filed");
     let filed_ref = &filed;

@@ -8,6 +8,7 @@ use regex::Regex;
 use serde::Serialize;
 use sqlx::{AnyPool, Row};
 
+use crate::access::visible_sql;
 use crate::directory::User;
 use crate::error::{AppError, AppResult};
 use crate::mail::ParsedMessage;
@@ -33,7 +34,7 @@ impl RecordRef {
 pub struct Suggestion {
     pub target: RecordRef,
     pub reasons: Vec<String>,
-    /// `thread`, `subject`, `contact` or `history`: the strongest source that found it.
+    /// `thread`, `rule`, `subject`, `contact` or `history`: the strongest source that found it.
     pub source: &'static str,
 }
 
@@ -45,16 +46,10 @@ pub struct AlreadyFiled {
     pub filed_at: String,
 }
 
-/// Whether `user` may file to records at all. (Record teams narrow this per record once
-/// they exist; every query below goes through [`visible_clause`].)
+/// Whether `user` may file to records at all. Record teams and ethical walls narrow this
+/// per record: every query below goes through [`crate::access::visible_sql`].
 pub fn fileable(user: &User) -> bool {
     user.role.can_file()
-}
-
-/// SQL condition on `r` (records) for records `user` may see. Today: every record of the
-/// tenant (team rules are not modelled yet).
-fn visible_clause() -> &'static str {
-    "1 = 1"
 }
 
 pub async fn setting(pool: &AnyPool, key: &str) -> AppResult<Option<String>> {
@@ -107,14 +102,19 @@ pub fn validate_pattern(p: &str) -> Result<Regex, String> {
 }
 
 /// Where this message is already filed, among records the user may see.
-pub async fn already_filed(pool: &AnyPool, dedup_key: &str) -> AppResult<Vec<AlreadyFiled>> {
+pub async fn already_filed(
+    pool: &AnyPool,
+    user: &User,
+    dedup_key: &str,
+) -> AppResult<Vec<AlreadyFiled>> {
     let rows = sqlx::query(&format!(
         "SELECT f.id, f.filed_at, u.email, r.kind, r.reference, r.title FROM messages m \
          JOIN filings f ON f.message_id = m.id JOIN records r ON r.id = f.record_id JOIN users u ON u.id = f.filed_by \
          WHERE m.dedup_key = $1 AND {} ORDER BY f.filed_at, r.kind, r.reference",
-        visible_clause()
+        visible_sql("r", 2)
     ))
     .bind(dedup_key)
+    .bind(&user.id)
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -182,10 +182,13 @@ pub struct MessageFacts<'a> {
     pub gmail_thread_id: Option<&'a str>,
     /// The tenant's own domains: colleagues are not "contacts".
     pub own_domains: &'a [String],
+    /// The raw message (routing rules may look at its body).
+    pub raw: &'a [u8],
 }
 
 /// Ranked suggestions: earlier filings in the same thread (Gmail thread, In-Reply-To,
-/// References), then references in the subject, then participants matching record contacts
+/// References), then the firm's routing rules (the rule's name is the reason), then
+/// references in the subject, then participants matching record contacts
 /// (address, then domain), then the user's own history with this sender. Only open records
 /// the user may file to; records in `filed` (where the message already is) are left out.
 pub async fn suggestions(
@@ -202,7 +205,9 @@ pub async fn suggestions(
         order: Vec::new(),
         by_target: HashMap::new(),
     };
-    let open = format!("r.status = 'open' AND {}", visible_clause());
+    // Each query binds the user's id last, as `$n` with n = its own parameter count + 1.
+    let open =
+        |user_param: usize| format!("r.status = 'open' AND {}", visible_sql("r", user_param));
 
     // 1. Thread.
     let mut ids: Vec<String> = m
@@ -218,14 +223,16 @@ pub async fn suggestions(
         let thread = facts.gmail_thread_id.unwrap_or("");
         let sql = format!(
             "SELECT DISTINCT r.kind, r.reference, r.title FROM messages m JOIN filings f ON f.message_id = m.id \
-             JOIN records r ON r.id = f.record_id WHERE {open} AND m.dedup_key <> $1 AND (m.gmail_thread_id = $2{}) \
+             JOIN records r ON r.id = f.record_id WHERE {} AND m.dedup_key <> $1 AND (m.gmail_thread_id = $2{}) \
              ORDER BY r.kind, r.reference",
+            open(3 + ids.len()),
             if ids.is_empty() { String::new() } else { format!(" OR m.message_id IN ({})", placeholders(3, ids.len())) }
         );
         let mut q = sqlx::query(&sql).bind(&m.dedup_key).bind(thread);
         for id in &ids {
             q = q.bind(id);
         }
+        q = q.bind(&user.id);
         for r in q.fetch_all(pool).await? {
             let rec = rec_from(&r, 0);
             let reason = format!("same thread as a message filed to {}", rec.id);
@@ -233,7 +240,35 @@ pub async fn suggestions(
         }
     }
 
-    // 2. Subject references.
+    // 2. The firm's routing rules (admins' deliberate choices), with the rule as the reason.
+    let decision = crate::rules::evaluate(pool, m, facts.raw).await?;
+    let routed = decision
+        .auto_file
+        .iter()
+        .map(|r| {
+            (
+                r,
+                format!("rule “{}” files it here automatically when filed", r.rule),
+            )
+        })
+        .chain(
+            decision
+                .suggest
+                .iter()
+                .map(|r| (r, format!("rule “{}”", r.rule))),
+        );
+    for (r, reason) in routed {
+        if crate::access::can_see(pool, &user.id, &r.record.id).await? {
+            let rec = RecordRef {
+                kind: r.record.kind.clone(),
+                id: r.record.reference.clone(),
+                title: r.record.title.clone(),
+            };
+            ranked.add(rec, "rule", reason);
+        }
+    }
+
+    // 3. Subject references.
     if let Some(subject) = &m.subject {
         let pattern = subject_pattern(pool).await?;
         let mut seen = BTreeSet::new();
@@ -243,9 +278,11 @@ pub async fn suggestions(
                 continue;
             }
             let rows = sqlx::query(&format!(
-                "SELECT r.kind, r.reference, r.title FROM records r WHERE UPPER(r.reference) = UPPER($1) AND {open} ORDER BY r.kind"
+                "SELECT r.kind, r.reference, r.title FROM records r WHERE UPPER(r.reference) = UPPER($1) AND {} ORDER BY r.kind",
+                open(2)
             ))
             .bind(reference)
+            .bind(&user.id)
             .fetch_all(pool)
             .await?;
             for r in rows {
@@ -256,7 +293,7 @@ pub async fn suggestions(
         }
     }
 
-    // 3. Participants matching contacts: addresses first, then domains.
+    // 4. Participants matching contacts: addresses first, then domains.
     let sender: Option<String> = m.from.iter().find_map(|b| b.address.clone());
     let mut participants: Vec<(String, bool)> = Vec::new();
     for (b, is_sender) in m
@@ -278,13 +315,15 @@ pub async fn suggestions(
         let addrs: Vec<&str> = participants.iter().map(|(a, _)| a.as_str()).collect();
         let sql = format!(
             "SELECT c.value, r.kind, r.reference, r.title FROM record_contacts c JOIN records r ON r.id = c.record_id \
-             WHERE c.kind = 'address' AND c.value IN ({}) AND {open} ORDER BY r.kind, r.reference",
-            placeholders(1, addrs.len())
+             WHERE c.kind = 'address' AND c.value IN ({}) AND {} ORDER BY r.kind, r.reference",
+            placeholders(1, addrs.len()),
+            open(addrs.len() + 1)
         );
         let mut q = sqlx::query(&sql);
         for a in &addrs {
             q = q.bind(*a);
         }
+        q = q.bind(&user.id);
         let rows = q.fetch_all(pool).await?;
         for (addr, is_sender) in &participants {
             for r in rows.iter().filter(|r| r.get::<String, _>(0) == *addr) {
@@ -306,13 +345,15 @@ pub async fn suggestions(
         }
         let sql = format!(
             "SELECT c.value, r.kind, r.reference, r.title FROM record_contacts c JOIN records r ON r.id = c.record_id \
-             WHERE c.kind = 'domain' AND c.value IN ({}) AND {open} ORDER BY r.kind, r.reference",
-            placeholders(1, domains.len())
+             WHERE c.kind = 'domain' AND c.value IN ({}) AND {} ORDER BY r.kind, r.reference",
+            placeholders(1, domains.len()),
+            open(domains.len() + 1)
         );
         let mut q = sqlx::query(&sql);
         for (d, _) in &domains {
             q = q.bind(d);
         }
+        q = q.bind(&user.id);
         let rows = q.fetch_all(pool).await?;
         for (domain, is_sender) in &domains {
             for r in rows.iter().filter(|r| r.get::<String, _>(0) == *domain) {
@@ -324,12 +365,13 @@ pub async fn suggestions(
         }
     }
 
-    // 4. The user's own history with this sender.
+    // 5. The user's own history with this sender.
     if let Some(sender) = &sender {
         let rows = sqlx::query(&format!(
             "SELECT r.kind, r.reference, r.title, COUNT(*) AS n FROM filings f JOIN messages m ON m.id = f.message_id \
-             JOIN records r ON r.id = f.record_id WHERE f.filed_by = $1 AND m.from_addr = $2 AND m.dedup_key <> $3 AND {open} \
-             GROUP BY r.kind, r.reference, r.title ORDER BY n DESC, r.kind, r.reference LIMIT 5"
+             JOIN records r ON r.id = f.record_id WHERE f.filed_by = $1 AND m.from_addr = $2 AND m.dedup_key <> $3 AND {} \
+             GROUP BY r.kind, r.reference, r.title ORDER BY n DESC, r.kind, r.reference LIMIT 5",
+            open(1)
         ))
         .bind(&user.id)
         .bind(sender)
@@ -376,7 +418,7 @@ pub async fn context(
     user: &User,
     facts: &MessageFacts<'_>,
 ) -> AppResult<MessageContext> {
-    let already_filed = already_filed(pool, &facts.message.dedup_key).await?;
+    let already_filed = already_filed(pool, user, &facts.message.dedup_key).await?;
     let suggestions = suggestions(pool, user, facts, &already_filed).await?;
     Ok(MessageContext {
         already_filed,
@@ -414,11 +456,12 @@ pub async fn search(pool: &AnyPool, user: &User, q: &str, limit: i64) -> AppResu
         "SELECT r.kind, r.reference, r.title, r.client, r.status FROM records r WHERE r.status = 'open' AND {} AND \
          (LOWER(r.reference) LIKE $1 ESCAPE '\\' OR LOWER(r.title) LIKE $1 ESCAPE '\\' OR LOWER(r.client) LIKE $1 ESCAPE '\\') \
          ORDER BY CASE WHEN LOWER(r.reference) = $2 THEN 0 ELSE 1 END, r.reference LIMIT $3",
-        visible_clause()
+        visible_sql("r", 4)
     ))
     .bind(&like)
     .bind(q.to_lowercase())
     .bind(limit)
+    .bind(&user.id)
     .fetch_all(pool)
     .await?;
     Ok(rows

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, AnyPool, Row};
 
+use crate::access;
 use crate::audit::{self, AuditEvent};
 use crate::config::Limits;
 use crate::directory::{self, RecordKind, User};
@@ -133,6 +134,20 @@ pub struct FilingView {
 #[derive(Debug, Serialize)]
 pub struct FilingOutcome {
     pub filings: Vec<FilingView>,
+    /// Filings the firm's routing rules added (`auto_file` rules), filed by the system user.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub auto_filed: Vec<AutoFiled>,
+}
+
+/// A filing made by an `auto_file` routing rule alongside the user's own.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoFiled {
+    pub filing_id: String,
+    pub target: TargetView,
+    /// The rule that filed it.
+    pub rule: String,
+    /// False when the message was already filed there.
+    pub created: bool,
 }
 
 impl FilingOutcome {
@@ -221,6 +236,13 @@ pub async fn file_message(
             Some(k) => directory::find_record(pool, k, t.id.trim()).await?,
             None => None,
         };
+        // A record behind the user's ethical wall, or outside their team, answers exactly
+        // like an unknown one, so its existence does not leak.
+        let rec = match rec {
+            Some(r) if user.id == access::SYSTEM_USER => Some(r),
+            Some(r) if access::can_see(pool, &user.id, &r.id).await? => Some(r),
+            _ => None,
+        };
         let Some(rec) = rec else {
             return Err(AppError::not_found(format!("no record {t}")));
         };
@@ -240,6 +262,30 @@ pub async fn file_message(
     let parsed: ParsedMessage = tokio::task::spawn_blocking(move || mail::parse(&raw2, &limits2))
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("parser task failed: {e}")))??;
+
+    // The firm's auto-file rules add their targets (as the system user) to a person's filing;
+    // a `never_auto_file` rule suppresses them. The system user itself never triggers rules.
+    let mut auto: Vec<(directory::Record, String)> = Vec::new();
+    if user.id != access::SYSTEM_USER {
+        let decision = crate::rules::evaluate(pool, &parsed, &raw).await?;
+        for routed in decision.auto_file {
+            if records.iter().any(|r| r.id == routed.record.id)
+                || auto.iter().any(|(r, _)| r.id == routed.record.id)
+            {
+                continue;
+            }
+            let kind: RecordKind = routed
+                .record
+                .kind
+                .parse()
+                .map_err(|e: String| AppError::internal(anyhow::anyhow!(e)))?;
+            if let Some(rec) = directory::find_record(pool, kind, &routed.record.reference).await? {
+                if rec.status == "open" {
+                    auto.push((rec, routed.rule));
+                }
+            }
+        }
+    }
 
     let selected: Vec<usize> = match &input.attachments {
         AttachmentSelection::All => (0..parsed.attachments.len()).collect(),
@@ -327,7 +373,22 @@ pub async fn file_message(
         .collect();
 
     let mut results = Vec::new();
-    for rec in &records {
+    let mut auto_results = Vec::new();
+    let system = directory::user_by_id(pool, access::SYSTEM_USER).await?;
+    let everyone = records
+        .iter()
+        .map(|r| (r, None))
+        .chain(auto.iter().map(|(r, rule)| (r, Some(rule.as_str()))));
+    for (rec, rule) in everyone {
+        let (filer_id, filer_email, note) = match (rule, &system) {
+            (Some(rule), Some(sys)) => (
+                sys.id.as_str(),
+                sys.email.as_str(),
+                Some(format!("filed automatically by rule “{rule}”")),
+            ),
+            (Some(_), None) => continue,
+            (None, _) => (user.id.as_str(), user.email.as_str(), note.clone()),
+        };
         let target = format!("{}:{}", rec.kind, rec.reference);
         let existing =
             sqlx::query("SELECT id FROM filings WHERE message_id = $1 AND record_id = $2")
@@ -339,11 +400,15 @@ pub async fn file_message(
             let fid: String = row.get(0);
             audit::append(
                 &mut tx,
-                &AuditEvent::new(&user.email, "filing.duplicate", &fid)
-                    .detail(serde_json::json!({"target": target, "message": message_id})),
+                &AuditEvent::new(filer_email, "filing.duplicate", &fid).detail(
+                    serde_json::json!({"target": target, "message": message_id, "rule": rule}),
+                ),
             )
             .await?;
-            results.push((fid, false));
+            match rule {
+                Some(rule) => auto_results.push((fid, rec, rule.to_string(), false)),
+                None => results.push((fid, false)),
+            }
             continue;
         }
         let fid = uuid::Uuid::new_v4().simple().to_string();
@@ -351,9 +416,9 @@ pub async fn file_message(
             .bind(&fid)
             .bind(&message_id)
             .bind(&rec.id)
-            .bind(&user.id)
+            .bind(filer_id)
             .bind(&now)
-            .bind(note.clone())
+            .bind(note)
             .execute(&mut *tx)
             .await?;
         for i in &kept {
@@ -365,21 +430,26 @@ pub async fn file_message(
         }
         audit::append(
             &mut tx,
-            &AuditEvent::new(&user.email, "filing.created", &fid).detail(serde_json::json!({
+            &AuditEvent::new(filer_email, "filing.created", &fid).detail(serde_json::json!({
                 "target": target,
                 "message": message_id,
                 "raw_sha256": parsed.raw_sha256,
                 "attachments": kept,
+                "rule": rule,
+                "on_behalf_of": rule.map(|_| user.email.as_str()),
             })),
         )
         .await?;
-        results.push((fid, true));
+        match rule {
+            Some(rule) => auto_results.push((fid, rec, rule.to_string(), true)),
+            None => results.push((fid, true)),
+        }
     }
     tx.commit().await?;
 
     let mut filings = Vec::new();
     for (fid, created) in results {
-        let mut view = load_filing(pool, &fid)
+        let mut view = load_filing(pool, &user.id, &fid)
             .await?
             .ok_or_else(|| AppError::internal(anyhow::anyhow!("filing vanished")))?;
         view.created = Some(created);
@@ -387,7 +457,23 @@ pub async fn file_message(
     }
     tracing::info!(tenant = %tenant.id, user = %user.id, message = %message_id,
         created = filings.iter().filter(|f| f.created == Some(true)).count(), "filed");
-    Ok(FilingOutcome { filings })
+    let auto_filed = auto_results
+        .into_iter()
+        .map(|(filing_id, rec, rule, created)| AutoFiled {
+            filing_id,
+            target: TargetView {
+                kind: rec.kind.as_str().to_string(),
+                id: rec.reference.clone(),
+                title: rec.title.clone(),
+            },
+            rule,
+            created,
+        })
+        .collect();
+    Ok(FilingOutcome {
+        filings,
+        auto_filed,
+    })
 }
 
 /// The stored message with this dedup key, through a pool or inside a transaction.
@@ -459,6 +545,16 @@ const FILING_SELECT: &str = "SELECT f.id AS fid, f.filed_at, f.note, u.email AS 
     FROM filings f JOIN messages m ON m.id = f.message_id JOIN records r ON r.id = f.record_id \
     JOIN users u ON u.id = f.filed_by";
 
+/// Visibility of `r` for `viewer` bound as `$n`; the system user (automatic filing) sees
+/// what it filed.
+fn visible_for(viewer: &str, n: usize) -> String {
+    if viewer == access::SYSTEM_USER {
+        format!("${n} = ${n}")
+    } else {
+        access::visible_sql("r", n)
+    }
+}
+
 fn parse_json<T: serde::de::DeserializeOwned + Default>(s: &str) -> T {
     serde_json::from_str(s).unwrap_or_default()
 }
@@ -523,20 +619,31 @@ async fn view_from_row(pool: &AnyPool, r: &sqlx::any::AnyRow) -> AppResult<Filin
     })
 }
 
-pub async fn load_filing(pool: &AnyPool, filing_id: &str) -> AppResult<Option<FilingView>> {
-    let Some(row) = sqlx::query(&format!("{FILING_SELECT} WHERE f.id = $1"))
-        .bind(filing_id)
-        .fetch_optional(pool)
-        .await?
+/// One filing, if `viewer` (a user id) may see its record; `None` otherwise, exactly as for
+/// an unknown filing.
+pub async fn load_filing(
+    pool: &AnyPool,
+    viewer: &str,
+    filing_id: &str,
+) -> AppResult<Option<FilingView>> {
+    let Some(row) = sqlx::query(&format!(
+        "{FILING_SELECT} WHERE f.id = $1 AND {}",
+        visible_for(viewer, 2)
+    ))
+    .bind(filing_id)
+    .bind(viewer)
+    .fetch_optional(pool)
+    .await?
     else {
         return Ok(None);
     };
     view_from_row(pool, &row).await.map(Some)
 }
 
-/// Filings, newest first, optionally of one record.
+/// Filings of records `viewer` (a user id) may see, newest first, optionally of one record.
 pub async fn list_filings(
     pool: &AnyPool,
+    viewer: &str,
     target: Option<(RecordKind, &str)>,
     limit: i64,
     offset: i64,
@@ -544,21 +651,27 @@ pub async fn list_filings(
     let rows = match target {
         Some((kind, reference)) => {
             sqlx::query(&format!(
-                "{FILING_SELECT} WHERE r.kind = $1 AND r.reference = $2 ORDER BY f.filed_at DESC, f.id LIMIT $3 OFFSET $4"
+                "{FILING_SELECT} WHERE r.kind = $1 AND r.reference = $2 AND {} ORDER BY f.filed_at DESC, f.id LIMIT $3 OFFSET $4",
+                visible_for(viewer, 5)
             ))
             .bind(kind.as_str())
             .bind(reference)
             .bind(limit)
             .bind(offset)
+            .bind(viewer)
             .fetch_all(pool)
             .await?
         }
         None => {
-            sqlx::query(&format!("{FILING_SELECT} ORDER BY f.filed_at DESC, f.id LIMIT $1 OFFSET $2"))
-                .bind(limit)
-                .bind(offset)
-                .fetch_all(pool)
-                .await?
+            sqlx::query(&format!(
+                "{FILING_SELECT} WHERE {} ORDER BY f.filed_at DESC, f.id LIMIT $1 OFFSET $2",
+                visible_for(viewer, 3)
+            ))
+            .bind(limit)
+            .bind(offset)
+            .bind(viewer)
+            .fetch_all(pool)
+            .await?
         }
     };
     let mut out = Vec::with_capacity(rows.len());
@@ -568,30 +681,41 @@ pub async fn list_filings(
     Ok(out)
 }
 
-/// The raw-message blob id of a filing's message.
-pub async fn raw_blob_of(pool: &AnyPool, filing_id: &str) -> AppResult<Option<String>> {
-    Ok(sqlx::query(
-        "SELECT m.raw_sha256 FROM filings f JOIN messages m ON m.id = f.message_id WHERE f.id = $1",
-    )
+/// The raw-message blob id of a filing's message, if `viewer` may see the filing.
+pub async fn raw_blob_of(
+    pool: &AnyPool,
+    viewer: &str,
+    filing_id: &str,
+) -> AppResult<Option<String>> {
+    Ok(sqlx::query(&format!(
+        "SELECT m.raw_sha256 FROM filings f JOIN messages m ON m.id = f.message_id \
+         JOIN records r ON r.id = f.record_id WHERE f.id = $1 AND {}",
+        visible_for(viewer, 2)
+    ))
     .bind(filing_id)
+    .bind(viewer)
     .fetch_optional(pool)
     .await?
     .map(|r| r.get(0)))
 }
 
-/// A kept attachment of a filing: (blob id, display name).
+/// A kept attachment of a filing `viewer` may see: (blob id, display name).
 pub async fn attachment_of(
     pool: &AnyPool,
+    viewer: &str,
     filing_id: &str,
     index: i64,
 ) -> AppResult<Option<(String, String)>> {
-    Ok(sqlx::query(
+    Ok(sqlx::query(&format!(
         "SELECT ma.sha256, ma.display_name FROM filing_attachments fa JOIN filings f ON f.id = fa.filing_id \
+         JOIN records r ON r.id = f.record_id \
          JOIN message_attachments ma ON ma.message_id = f.message_id AND ma.idx = fa.idx \
-         WHERE fa.filing_id = $1 AND fa.idx = $2",
-    )
+         WHERE fa.filing_id = $1 AND fa.idx = $2 AND {}",
+        visible_for(viewer, 3)
+    ))
     .bind(filing_id)
     .bind(index)
+    .bind(viewer)
     .fetch_optional(pool)
     .await?
     .map(|r| (r.get(0), r.get(1))))

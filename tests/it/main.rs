@@ -7,6 +7,7 @@ mod admin_auth;
 mod admin_security;
 mod audit;
 mod bad_input;
+mod browse;
 mod filings;
 mod rules;
 mod storage;

@@ -311,6 +311,7 @@ async fn message_context(
     state: &AppState,
     ctx: &TenantCtx,
     parsed: &ParsedMessage,
+    raw: &[u8],
     thread: Option<&str>,
 ) -> AppResult<suggest::MessageContext> {
     // The firm's own domains: colleagues are not contacts.
@@ -324,6 +325,7 @@ async fn message_context(
         message: parsed,
         gmail_thread_id: thread,
         own_domains: &domains,
+        raw,
     };
     suggest::context(&ctx.tenant.db, &ctx.user, &facts).await
 }
@@ -354,7 +356,7 @@ async fn message_card(
     let suggest::MessageContext {
         already_filed: filed,
         suggestions,
-    } = message_context(state, ctx, &msg.parsed, msg.thread_id.as_deref()).await?;
+    } = message_context(state, ctx, &msg.parsed, &msg.raw, msg.thread_id.as_deref()).await?;
     let hits = match query {
         Some(q) => suggest::search(pool, &ctx.user, q, 20).await?,
         None => Vec::new(),
@@ -811,13 +813,15 @@ async fn context_api(
         })?;
     }
     let limits = state.config.limits.clone();
-    let parsed = tokio::task::spawn_blocking(move || mail::parse(&raw, &limits))
+    let raw = std::sync::Arc::new(raw);
+    let raw2 = raw.clone();
+    let parsed = tokio::task::spawn_blocking(move || mail::parse(&raw2, &limits))
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("parser task: {e}")))??;
     let suggest::MessageContext {
         already_filed: filed,
         suggestions,
-    } = message_context(&state, &ctx, &parsed, thread.as_deref()).await?;
+    } = message_context(&state, &ctx, &parsed, &raw, thread.as_deref()).await?;
     Ok(Json(serde_json::json!({
         "message": { "subject": parsed.subject, "from": parsed.from, "message_id": parsed.message_id },
         "already_filed": filed,

@@ -1,0 +1,281 @@
+//! The admin filings browser and audit log: visibility, downloads, sanitised bodies, CSV
+//! export, audit filters and chain status, the OpenAPI document, console security headers.
+
+use crate::both_backends;
+use crate::common::*;
+use docket::accounts::tokens::{self, Scope};
+use docket::directory;
+use serde_json::{json, Value};
+
+async fn admin_token(app: &TestApp, info: &docket::tenancy::TenantInfo, email: &str) -> String {
+    let t = app.tenant(info).await;
+    let admin = directory::user_by_email(&t.db, email)
+        .await
+        .unwrap()
+        .unwrap();
+    tokens::create(&t.db, &t.id, &admin.id, "test", &[Scope::Admin], 30, "test")
+        .await
+        .unwrap()
+        .0
+}
+
+fn html_email() -> Vec<u8> {
+    use mail_builder::MessageBuilder;
+    MessageBuilder::new()
+        .from(("Dana Client", "dana@acme.com"))
+        .to(vec![("Alice", "alice@a.test")])
+        .subject("=SUM(A1) settlement draft")
+        .message_id("browse-1@acme.com")
+        .date(1_763_000_000i64)
+        .html_body("<p onclick=\"steal()\">Hello <b>there</b></p><script>alert(1)</script><img src=\"https://tracker.example/p.gif\">")
+        .attachment("application/pdf", "Draft.pdf", noise(2000, 3))
+        .write_to_vec()
+        .unwrap()
+}
+
+async fn get(app: &TestApp, tok: &str, path: &str) -> reqwest::Response {
+    app.get(tok, path).await
+}
+
+both_backends!(
+    filings_browser_lists_shows_downloads_and_exports,
+    |app: TestApp| async move {
+        let raw = html_email();
+        let resp = app
+            .post_filing(
+                &app.token("alice@a.test"),
+                &filing_body(&raw, &["matter:M-1"]),
+            )
+            .await;
+        assert_eq!(resp.status(), 201);
+        let filed: Value = resp.json().await.unwrap();
+        let id = filed["filings"][0]["id"].as_str().unwrap().to_string();
+        let tok = admin_token(&app, &app.firm_a, "adam@a.test").await;
+
+        let list: Value = get(&app, &tok, "/v1/admin/filings?q=settlement")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+        assert_eq!(list[0]["id"], id.as_str());
+        assert_eq!(list[0]["record_reference"], "M-1");
+        assert_eq!(list[0]["attachments"], 1);
+        let none: Value = get(&app, &tok, "/v1/admin/filings?record=case:C-1")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(none, json!([]));
+
+        let one = get(&app, &tok, &format!("/v1/admin/filings/{id}")).await;
+        assert_eq!(one.status(), 200);
+        let raw_back = get(&app, &tok, &format!("/v1/admin/filings/{id}/raw")).await;
+        assert_eq!(raw_back.headers()["content-type"], "message/rfc822");
+        assert_eq!(raw_back.bytes().await.unwrap().as_ref(), raw.as_slice());
+        let att = get(&app, &tok, &format!("/v1/admin/filings/{id}/attachments/0")).await;
+        assert_eq!(att.status(), 200);
+        assert_eq!(att.headers()["content-type"], "application/octet-stream");
+        assert!(att.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment"));
+        assert_eq!(
+            att.bytes().await.unwrap().as_ref(),
+            noise(2000, 3).as_slice()
+        );
+
+        // CSV export neutralises spreadsheet formulas.
+        let csv = get(&app, &tok, "/v1/admin/filings/export").await;
+        assert_eq!(csv.status(), 200);
+        assert!(csv.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv"));
+        let text = csv.text().await.unwrap();
+        assert!(text.contains("'=SUM(A1) settlement draft"), "{text}");
+
+        // Another tenant's admin sees none of it.
+        let b_tok = admin_token_b(&app).await;
+        for path in [
+            format!("/v1/admin/filings/{id}"),
+            format!("/v1/admin/filings/{id}/raw"),
+            format!("/v1/admin/filings/{id}/attachments/0"),
+        ] {
+            let r = get(&app, &b_tok, &path).await;
+            assert_eq!(r.status(), 404, "{path}");
+            assert_eq!(r.headers()["content-type"], "application/problem+json");
+        }
+        let b_list: Value = get(&app, &b_tok, "/v1/admin/filings")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(b_list, json!([]));
+    }
+);
+
+async fn admin_token_b(app: &TestApp) -> String {
+    let t = app.tenant(&app.firm_b).await;
+    directory::add_user(&t.db, "boss@b.test", "", directory::Role::Admin, "test")
+        .await
+        .unwrap();
+    admin_token(app, &app.firm_b, "boss@b.test").await
+}
+
+#[tokio::test]
+async fn sanitised_body_drops_script_handlers_and_remote_loads_stay_blocked() {
+    let html = docket::http::console::browse::sanitised_body(&html_email());
+    assert!(html.contains("<b>there</b>"), "{html}");
+    assert!(!html.contains("script"), "{html}");
+    assert!(!html.contains("onclick"), "{html}");
+}
+
+both_backends!(audit_log_filters_and_verifies, |app: TestApp| async move {
+    let tok = admin_token(&app, &app.firm_a, "adam@a.test").await;
+    let all: Value = get(&app, &tok, "/v1/admin/audit?limit=1000")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let all = all.as_array().unwrap().clone();
+    assert!(all.len() >= 5);
+    assert!(all
+        .windows(2)
+        .all(|w| w[0]["seq"].as_i64() > w[1]["seq"].as_i64()));
+    let users: Value = get(&app, &tok, "/v1/admin/audit?action=user.added")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let users = users.as_array().unwrap();
+    assert_eq!(users.len(), 3, "{users:?}");
+    assert!(users.iter().all(|e| e["action"] == "user.added"));
+    let prefixed: Value = get(&app, &tok, "/v1/admin/audit?action=record.")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(prefixed
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["action"].as_str().unwrap().starts_with("record.")));
+    let page: Value = get(
+        &app,
+        &tok,
+        &format!("/v1/admin/audit?limit=2&before={}", all[0]["seq"]),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(page[0]["seq"], all[1]["seq"]);
+    let bad = get(&app, &tok, "/v1/admin/audit?since=yesterday").await;
+    assert_eq!(bad.status(), 400);
+
+    let ok: Value = get(&app, &tok, "/v1/admin/audit/verify")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ok["status"], "intact", "{ok}");
+    // Edit an entry behind docket's back: verification names it.
+    let t = app.tenant(&app.firm_a).await;
+    sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
+        .execute(&t.db)
+        .await
+        .unwrap();
+    let broken: Value = get(&app, &tok, "/v1/admin/audit/verify")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(broken["status"], "broken");
+    assert_eq!(broken["broken_at"], 2);
+});
+
+#[tokio::test]
+async fn openapi_document_describes_the_admin_api() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/v1/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/v1/admin/filings",
+        "/v1/admin/audit",
+        "/v1/admin/audit/verify",
+    ] {
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from {:?}",
+            paths.keys().collect::<Vec<_>>()
+        );
+    }
+    assert!(doc["components"]["securitySchemes"]["access_token"].is_object());
+}
+
+#[tokio::test]
+async fn admin_api_and_console_refuse_anonymous_callers_with_security_headers() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/v1/admin/audit", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("{}/console/filings", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console/login");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    assert!(r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    // A Google ID token is not an admin credential.
+    let r = app.get(&app.token("adam@a.test"), "/v1/admin/audit").await;
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn hsts_is_sent_when_tls_is_configured() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.admin.hsts = Some(true))
+        .await
+        .unwrap();
+    let r = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["strict-transport-security"]
+        .to_str()
+        .unwrap()
+        .contains("max-age="));
+    let plain = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let r = plain
+        .http
+        .get(format!("{}/healthz", plain.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("strict-transport-security").is_none());
+}
