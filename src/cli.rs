@@ -323,6 +323,7 @@ async fn run(
                 &state.config.google.client_ids[0],
                 12 * 3600,
             );
+            let console_pw = dev::console_password(&state.catalog, &tenant, &dev_dir).await?;
             let addr = app.local_addr();
             println!(
                 "\ndocket dev is running on http://{addr}\n  data dir: {}\n  demo tenant: {} ({}), users alice@ (admin), bob@ (filer), carol@ (viewer) @demo.test\n  dev JWKS: http://{addr}/dev/jwks.json\n\nFile the sample email (token for alice@demo.test, valid 12 h; `docket dev token --email bob@demo.test` mints more):\n\ncurl -sS -X POST http://{addr}/v1/filings \\\n  -H 'Authorization: Bearer {token}' \\\n  -H 'Content-Type: application/json' \\\n  --data @{}\n\nThen list what was filed:\n\ncurl -sS 'http://{addr}/v1/filings?target=matter:M-2024-017' -H 'Authorization: Bearer {token}'\n",
@@ -330,6 +331,9 @@ async fn run(
                 tenant.name,
                 tenant.domains.join(", "),
                 body_path.display(),
+            );
+            println!(
+                "Admin console: http://{addr}/console  (alice@demo.test / {console_pw}; enrol an authenticator app on first sign-in)\n"
             );
             app.run_until_stopped().await?;
         }

@@ -365,3 +365,27 @@ item,price\r\nsupport,100\r\n\
         ("globex.eml", globex),
     ]
 }
+
+/// The demo admin's console password: generated on first start, set for alice@demo.test
+/// and kept in `data/dev/console-password` (0600) so later starts print the same one.
+pub async fn console_password(
+    catalog: &Catalog,
+    tenant: &TenantInfo,
+    dev_dir: &Path,
+) -> anyhow::Result<String> {
+    let file = dev_dir.join("console-password");
+    if let Ok(pw) = std::fs::read_to_string(&file) {
+        return Ok(pw.trim().to_string());
+    }
+    let pw = format!("demo-{}", &crate::accounts::random_secret()[..20]);
+    let t = catalog.tenant(&tenant.id).await?;
+    let alice = crate::directory::user_by_email(&t.db, "alice@demo.test")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the demo admin is missing"))?;
+    let mut conn = t.db.acquire().await?;
+    crate::accounts::password::set_password(&mut conn, &alice.id, &pw)
+        .await
+        .map_err(|e| anyhow::anyhow!("setting the demo console password: {e}"))?;
+    write_private(&file, pw.as_bytes())?;
+    Ok(pw)
+}

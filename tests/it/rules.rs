@@ -954,3 +954,162 @@ async fn console_pages_create_edit_move_and_dry_run() {
         .unwrap()
         .is_some());
 }
+
+/// The add-on's suggestions for `raw`, as `email` sees them.
+async fn addon_context(app: &TestApp, email: &str, raw: &[u8]) -> Value {
+    let resp = app
+        .http
+        .post(format!("{}/v1/addon/context", app.base))
+        .bearer_auth(app.token(email))
+        .json(&json!({"raw": b64url(raw)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+both_backends!(
+    rules_feed_suggestions_and_auto_filing,
+    |app: TestApp| async move {
+        let a = api(&app).await;
+        seed_dry_run_rules(&a).await;
+        let t = app.tenant(&app.firm_a).await;
+
+        // Suggestions name the rule; the auto-file target is announced as such.
+        let raw = pdf_email("Invoice 7", "Please see the draft.");
+        let ctx = addon_context(&app, "alice@a.test", &raw).await;
+        let sugg = ctx["suggestions"].as_array().unwrap();
+        let by_target = |id: &str| {
+            sugg.iter()
+                .find(|s| s["target"]["id"] == id)
+                .unwrap_or_else(|| panic!("{id} not suggested: {sugg:?}"))
+                .clone()
+        };
+        let m1 = by_target("M-1");
+        assert_eq!(m1["source"], "rule");
+        assert!(
+            m1["reasons"][0].as_str().unwrap().contains("Acme matters"),
+            "{m1}"
+        );
+        let c1 = by_target("C-1");
+        assert!(
+            c1["reasons"][0].as_str().unwrap().contains("Drafts auto"),
+            "{c1}"
+        );
+        let k1 = by_target("K-1");
+        assert!(k1["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("Not from Globex"));
+
+        // Filing to M-1 also files to C-1, as the system user, audited with the rule's name.
+        let resp = app
+            .post_filing(
+                &app.token("alice@a.test"),
+                &filing_body(&raw, &["matter:M-1"]),
+            )
+            .await;
+        assert_eq!(resp.status(), 201);
+        let out: Value = resp.json().await.unwrap();
+        assert_eq!(out["filings"].as_array().unwrap().len(), 1);
+        let auto = out["auto_filed"].as_array().unwrap();
+        assert_eq!(auto.len(), 1, "{out}");
+        assert_eq!(auto[0]["target"]["id"], "C-1");
+        assert_eq!(auto[0]["rule"], "Drafts auto");
+        assert_eq!(auto[0]["created"], true);
+        let fid = auto[0]["filing_id"].as_str().unwrap();
+        let row = sqlx::query("SELECT filed_by, note FROM filings WHERE id = $1")
+            .bind(fid)
+            .fetch_one(&t.db)
+            .await
+            .unwrap();
+        assert_eq!(row.get::<String, _>(0), "system");
+        assert!(row.get::<String, _>(1).contains("Drafts auto"));
+        let detail: String = sqlx::query(
+            "SELECT detail FROM audit_log WHERE action = 'filing.created' AND subject = $1",
+        )
+        .bind(fid)
+        .fetch_one(&t.db)
+        .await
+        .unwrap()
+        .get(0);
+        let detail: Value = serde_json::from_str(&detail).unwrap();
+        assert_eq!(detail["rule"], "Drafts auto");
+        assert_eq!(detail["on_behalf_of"], "alice@a.test");
+        // Filing again adds nothing anywhere.
+        let again: Value = app
+            .post_filing(
+                &app.token("alice@a.test"),
+                &filing_body(&raw, &["matter:M-1"]),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(again["auto_filed"][0]["created"], false);
+
+        // A privileged message (never_auto_file) is filed only where the user says.
+        let privileged = pdf_email("Privileged draft", "attorney-client communication");
+        let out: Value = app
+            .post_filing(
+                &app.token("alice@a.test"),
+                &filing_body(&privileged, &["matter:M-1"]),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(out.get("auto_filed").is_none(), "{out}");
+        let n: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM filings f JOIN messages m ON m.id = f.message_id WHERE m.subject = 'Privileged draft'",
+    )
+    .fetch_one(&t.db)
+    .await
+    .unwrap()
+    .get(0);
+        assert_eq!(n, 1);
+        assert!(matches!(
+            docket::audit::verify(&t.db).await.unwrap(),
+            docket::audit::ChainStatus::Intact { .. }
+        ));
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_suggestions_respect_ethical_walls() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let a = api(&app).await;
+    a.create(acme_rule("Acme matters")).await;
+    let t = app.tenant(&app.firm_a).await;
+    let alice = directory::user_by_email(&t.db, "alice@a.test")
+        .await
+        .unwrap()
+        .unwrap();
+    let m1 = record_id(&t, "matter", "M-1").await;
+    let resp = a
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v1/admin/records/{m1}/access"),
+            Some(json!({"firm_wide": true, "members": [], "excluded": [{"kind": "user", "id": alice.id}]})),
+        )
+        .await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    let raw = pdf_email("Walled", "hello");
+    let ctx = addon_context(&app, "alice@a.test", &raw).await;
+    assert!(
+        !ctx["suggestions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["target"]["id"] == "M-1"),
+        "{ctx}"
+    );
+    // Someone else still gets it.
+    let ctx = addon_context(&app, "adam@a.test", &raw).await;
+    assert!(ctx["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["target"]["id"] == "M-1"));
+}
