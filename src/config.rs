@@ -58,8 +58,9 @@ pub struct AdminConfig {
     /// Send `Strict-Transport-Security` (TLS deployments). Default: same as secure cookies.
     #[serde(default)]
     pub hsts: Option<bool>,
-    /// Reverse proxies (IPs or CIDRs) whose `X-Forwarded-For` is believed.
-    #[serde(default)]
+    /// Reverse proxies (IPs or CIDRs, a list or comma-separated) whose `X-Forwarded-For` is
+    /// believed.
+    #[serde(default, deserialize_with = "net_list")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Failed sign-ins from one IP within `throttle_window_minutes` before it is refused (429).
     #[serde(default = "default_throttle_failures")]
@@ -269,6 +270,19 @@ enum OneOrMany {
 fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     Ok(OneOrMany::deserialize(d)?.into_list())
 }
+fn net_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    OneOrMany::deserialize(d)?
+        .into_list()
+        .iter()
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("{p:?} is not an IP address or CIDR"))
+                })
+        })
+        .collect()
+}
 fn opt_string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
     Ok(Option::<OneOrMany>::deserialize(d)?.map(OneOrMany::into_list))
 }
@@ -431,4 +445,35 @@ pub fn parse_master_key(text: &str) -> anyhow::Result<[u8; 32]> {
     bytes
         .try_into()
         .map_err(|_| anyhow::anyhow!("expected 32 bytes as 64 hex characters or base64"))
+}
+
+#[cfg(test)]
+mod admin_tests {
+    use super::*;
+    use figment::providers::Serialized;
+    use figment::Figment;
+
+    #[test]
+    fn trusted_proxies_take_a_comma_separated_string_or_a_list() {
+        let c: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(("admin.trusted_proxies", "10.0.0.0/8, 192.0.2.1"))
+            .extract()
+            .unwrap();
+        let shown: Vec<String> = c
+            .admin
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.0.2.1/32"]);
+        let c: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(("admin.trusted_proxies", vec!["::1"]))
+            .extract()
+            .unwrap();
+        assert_eq!(c.admin.trusted_proxies[0].to_string(), "::1/128");
+        let bad = Figment::from(Serialized::defaults(Config::default()))
+            .merge(("admin.trusted_proxies", "proxy.example"))
+            .extract::<Config>();
+        assert!(bad.unwrap_err().to_string().contains("not an IP address"));
+    }
 }

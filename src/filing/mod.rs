@@ -325,6 +325,13 @@ pub async fn file_message(
     .map_err(|e| AppError::internal(anyhow::anyhow!("blob task failed: {e}")))?
     .map_err(|e| AppError::internal(anyhow::Error::new(e).context("storing blobs")))?;
 
+    // Looked up before the transaction: inside it, a second pool connection could wait on
+    // the writers queued behind this one's audit lock.
+    let system = if auto.is_empty() {
+        None
+    } else {
+        directory::user_by_id(pool, access::SYSTEM_USER).await?
+    };
     // One transaction: message (once), filings, audit entries.
     let _writer = tenant.write_guard().await;
     let mut tx = pool.begin().await?;
@@ -374,7 +381,6 @@ pub async fn file_message(
 
     let mut results = Vec::new();
     let mut auto_results = Vec::new();
-    let system = directory::user_by_id(pool, access::SYSTEM_USER).await?;
     let everyone = records
         .iter()
         .map(|r| (r, None))

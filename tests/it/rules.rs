@@ -1113,3 +1113,50 @@ async fn rule_suggestions_respect_ethical_walls() {
         .iter()
         .any(|s| s["target"]["id"] == "M-1"));
 }
+
+both_backends!(
+    concurrent_filings_with_auto_file_rules_all_succeed,
+    |app: TestApp| async move {
+        let a = api(&app).await;
+        a.create(json!({
+            "name": "Acme to C-1",
+            "conditions": [{"field": "from", "op": "domain", "value": "acme.com"}],
+            "action": "auto_file",
+            "targets": ["case:C-1"],
+        }))
+        .await;
+        let app = std::sync::Arc::new(app);
+        let mut tasks = Vec::new();
+        // More concurrent filings than a tenant pool has connections: nothing may wait on a
+        // second connection while holding the audit lock.
+        for i in 0..20 {
+            let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                let raw = email(
+                    &format!("auto {i}"),
+                    Some(&format!("<auto-{i}@acme.com>")),
+                    &[],
+                );
+                let resp = app
+                    .post_filing(
+                        &app.token("alice@a.test"),
+                        &filing_body(&raw, &["matter:M-1"]),
+                    )
+                    .await;
+                assert_eq!(resp.status(), 201);
+                let out: Value = resp.json().await.unwrap();
+                assert_eq!(out["auto_filed"][0]["target"]["id"], "C-1");
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let t = app.tenant(&app.firm_a).await;
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM filings WHERE filed_by = 'system'")
+            .fetch_one(&t.db)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 20);
+    }
+);
