@@ -1545,15 +1545,33 @@ pub async fn import_records_csv(
     let mut candidates: Vec<Option<RecordInsert>> = Vec::new();
     let mut seen: std::collections::HashMap<(RecordKind, String), u64> = Default::default();
     let mut record = csv::ByteRecord::new();
+    // Line numbers from byte offsets: the csv crate counts a CRLF file's lines wrongly
+    // (BurntSushi/rust-csv#395). Records come in order, so count newlines incrementally.
+    let mut counted = (0usize, 1u64);
+    let mut line_of = |byte: u64| -> u64 {
+        // A CRLF record ends at its `\r`: skip the terminator left before the next record.
+        let mut byte = (byte as usize).min(bytes.len());
+        while byte < bytes.len() && matches!(bytes[byte], b'\r' | b'\n') {
+            byte += 1;
+        }
+        if byte >= counted.0 {
+            counted.1 += bytes[counted.0..byte]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count() as u64;
+            counted.0 = byte;
+        }
+        counted.1
+    };
     loop {
-        let line_hint = reader.position().line() + 1;
+        let line_hint = line_of(reader.position().byte());
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
                 // A malformed row (e.g. an unterminated quote) ends what can be read.
                 rows.push(ImportRow {
-                    line: e.position().map(|p| p.line()).unwrap_or(line_hint),
+                    line: e.position().map(|p| line_of(p.byte())).unwrap_or(line_hint),
                     reference: String::new(),
                     ok: false,
                     errors: vec![format!("not valid CSV: {e}")],
@@ -1571,7 +1589,10 @@ pub async fn import_records_csv(
                 format!("the file has more than {IMPORT_MAX_ROWS} rows; split it"),
             ));
         }
-        let line = record.position().map(|p| p.line()).unwrap_or(line_hint);
+        let line = record
+            .position()
+            .map(|p| line_of(p.byte()))
+            .unwrap_or(line_hint);
         let mut errors: Vec<String> = Vec::new();
         let mut field = |name: &str| -> String {
             let Some(i) = col.get(name) else {

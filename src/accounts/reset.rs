@@ -92,13 +92,38 @@ pub fn split_token(token: &str) -> Option<(&str, &str)> {
 
 /// Files a "forgot password" request. Does the same work whether or not `email` names a
 /// user (one lookup, one insert, one audit entry), so the answer reveals nothing.
+/// Open requests one IP address may file per hour; more are answered alike but not recorded.
+pub const MAX_REQUESTS_PER_IP_HOUR: i64 = 20;
+
+/// Files a reset request for the tenant's admins. `None` when nothing was recorded: the
+/// email already has an open request, or this IP filed [`MAX_REQUESTS_PER_IP_HOUR`] in the
+/// last hour (so nobody can flood the admins' queue). The caller answers alike either way.
 pub async fn request(
     tenant: &Tenant,
     email: &str,
     ip: &str,
     user_agent: &str,
-) -> AppResult<ResetRequest> {
+) -> AppResult<Option<ResetRequest>> {
     let email = truncate(&email.trim().to_ascii_lowercase(), 254);
+    let hour_ago =
+        crate::time_fmt::format_utc(time::OffsetDateTime::now_utc() - time::Duration::hours(1));
+    let from_ip: i64 =
+        sqlx::query("SELECT COUNT(*) FROM reset_requests WHERE ip = $1 AND requested_at >= $2")
+            .bind(ip)
+            .bind(&hour_ago)
+            .fetch_one(&tenant.db)
+            .await?
+            .get(0);
+    let already_open =
+        sqlx::query("SELECT 1 FROM reset_requests WHERE email = $1 AND status = 'open'")
+            .bind(&email)
+            .fetch_optional(&tenant.db)
+            .await?
+            .is_some();
+    if already_open || from_ip >= MAX_REQUESTS_PER_IP_HOUR {
+        tracing::info!(tenant = %tenant.id, %ip, already_open, from_ip, "reset request not recorded");
+        return Ok(None);
+    }
     let user_id = directory::user_by_email(&tenant.db, &email)
         .await?
         .filter(|u| u.id != "system")
@@ -130,6 +155,7 @@ pub async fn request(
     get(&tenant.db, &id)
         .await?
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("reset request vanished")))
+        .map(Some)
 }
 
 pub async fn get(pool: &AnyPool, id: &str) -> AppResult<Option<ResetRequest>> {

@@ -1068,3 +1068,36 @@ both_backends!(
         );
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_requests_cannot_flood_the_admins_queue() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let a = app.tenant(&app.firm_a).await;
+    let ask = |email: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .post(format!("{}/v1/password-reset", app.base))
+                .json(&serde_json::json!({ "email": email }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            r.text().await.unwrap()
+        }
+    };
+    // The same address twice: one open request.
+    let first = ask("adam@a.test".into()).await;
+    let second = ask("adam@a.test".into()).await;
+    assert_eq!(first, second);
+    assert_eq!(scalar(&a, "SELECT COUNT(*) FROM reset_requests").await, 1);
+    // Many addresses from one IP: recorded up to the hourly cap, answered alike after it.
+    for i in 0..25 {
+        assert_eq!(ask(format!("x{i}@a.test")).await, first);
+    }
+    assert_eq!(
+        scalar(&a, "SELECT COUNT(*) FROM reset_requests").await,
+        docket::accounts::reset::MAX_REQUESTS_PER_IP_HOUR
+    );
+}

@@ -129,6 +129,7 @@ async fn sanitised_body_drops_script_handlers_and_remote_loads_stay_blocked() {
     assert!(html.contains("<b>there</b>"), "{html}");
     assert!(!html.contains("script"), "{html}");
     assert!(!html.contains("onclick"), "{html}");
+    assert!(!html.contains("tracker.example"), "{html}");
 }
 
 both_backends!(audit_log_filters_and_verifies, |app: TestApp| async move {
@@ -245,7 +246,7 @@ async fn admin_api_and_console_refuse_anonymous_callers_with_security_headers() 
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/console/login");
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
-    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    assert_eq!(r.headers()["referrer-policy"], "same-origin");
     assert!(r.headers()["content-security-policy"]
         .to_str()
         .unwrap()

@@ -1292,3 +1292,24 @@ async fn upload(
         .unwrap();
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_import_reports_true_line_numbers_for_crlf_files() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let t = app.tenant(&app.firm_a).await;
+    let adm = admin_token(&t, "adam@a.test").await;
+    // Spreadsheets write CRLF line ends.
+    let csv = IMPORT_CSV.replace('\n', "\r\n");
+    let (s, rep) = import(&app, &adm, &csv, false).await;
+    assert_eq!(s, 422, "{rep}");
+    let rows = rep["rows"].as_array().unwrap();
+    let lines: Vec<u64> = rows.iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [2, 3, 4, 5, 6], "{rep}");
+    assert!(
+        rows[2]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("duplicate of line 2"),
+        "{rep}"
+    );
+}

@@ -302,15 +302,15 @@ pub fn same_origin(parts: &Parts) -> bool {
     if !unsafe_method(&parts.method) {
         return true;
     }
+    // Browsers that send Fetch Metadata say exactly where a request came from.
     if let Some(site) = parts
         .headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
     {
-        if !matches!(site, "same-origin" | "none") {
-            return false;
-        }
+        return matches!(site, "same-origin" | "none");
     }
+    // Otherwise compare Origin with Host; `Origin: null` (opaque origins) is refused.
     if let (Some(origin), Some(host)) = (
         parts
             .headers
@@ -321,12 +321,13 @@ pub fn same_origin(parts: &Parts) -> bool {
             .get(header::HOST)
             .and_then(|v| v.to_str().ok()),
     ) {
-        if origin != "null" {
-            let o = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
-            return o.eq_ignore_ascii_case(host);
+        if origin == "null" {
+            return false;
         }
-        return false;
+        let o = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
+        return o.eq_ignore_ascii_case(host);
     }
+    // Neither header: not a browser (scripts, curl); the CSRF token still applies to sessions.
     true
 }
 
@@ -377,5 +378,53 @@ impl FromRequestParts<AppState> for PendingCtx {
             }),
             None => Err(AppError::unauthorized("sign in first")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Request;
+
+    fn post(headers: &[(&str, &str)]) -> Parts {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri("/console/login");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn same_origin_trusts_fetch_metadata_then_origin() {
+        // Chromium under a no-referrer policy: Origin is null, Fetch Metadata is precise.
+        assert!(same_origin(&post(&[
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "null"),
+            ("host", "d.test")
+        ])));
+        assert!(!same_origin(&post(&[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://d.test"),
+            ("host", "d.test")
+        ])));
+        assert!(!same_origin(&post(&[
+            ("sec-fetch-site", "same-site"),
+            ("host", "d.test")
+        ])));
+        assert!(same_origin(&post(&[
+            ("origin", "https://d.test"),
+            ("host", "d.test")
+        ])));
+        assert!(!same_origin(&post(&[
+            ("origin", "https://evil.test"),
+            ("host", "d.test")
+        ])));
+        assert!(!same_origin(&post(&[
+            ("origin", "null"),
+            ("host", "d.test")
+        ])));
+        assert!(same_origin(&post(&[])));
     }
 }

@@ -113,6 +113,14 @@ pub fn sanitised_body(raw: &[u8]) -> String {
         ammonia::Builder::default()
             .url_schemes(["http", "https", "mailto"].into())
             .link_rel(Some("noopener noreferrer nofollow"))
+            // Remote images are tracking beacons: drop their source (the alt text stays).
+            .attribute_filter(|element, attribute, value| {
+                if element == "img" && attribute == "src" {
+                    None
+                } else {
+                    Some(value.into())
+                }
+            })
             .clean(&html)
             .to_string()
     } else if let Some(text) = msg.body_text(0) {
