@@ -19,6 +19,7 @@ use docket::dev::TokenIssuer;
 use docket::directory::{self, RecordKind};
 use regex::Regex;
 use serde_json::{json, Value};
+use sqlx::Row;
 
 // ---------------------------------------------------------------------------------------------
 // Constants of the fake deployment
@@ -1812,4 +1813,54 @@ async fn view_link_opens_the_filing_while_valid() {
         .await
         .unwrap();
     assert_eq!(http.get(&local).send().await.unwrap().status(), 404);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing rules in the card
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rules_show_as_suggestions_and_auto_filings_in_the_cards() {
+    let t = Addon::sqlite().await;
+    let db = t.app.tenant(&t.app.firm_a).await;
+    let case_id: String =
+        sqlx::query("SELECT id FROM records WHERE kind = 'case' AND reference = 'C-1'")
+            .fetch_one(&db.db)
+            .await
+            .unwrap()
+            .get(0);
+    sqlx::query(
+        "INSERT INTO rules (id, position, name, enabled, conditions, action, targets, stop, created_at, updated_at) \
+         VALUES ('r1', 1, 'Acme disputes', 1, $1, 'auto_file', $2, 0, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+    )
+    .bind(r#"[{"field":"from","op":"domain","value":"acme.com","negate":false}]"#)
+    .bind(json!([case_id]).to_string())
+    .execute(&db.db)
+    .await
+    .unwrap();
+    let raw = mail(
+        "dana@acme.com",
+        "Rule test",
+        "rule@acme.com",
+        None,
+        &[],
+        &[],
+    );
+    t.gmail.serve(&raw);
+
+    let r = t.call("/addon/message", &event(ALICE)).await;
+    assert!(
+        all_text(card(&r)).contains("rule “Acme disputes” files it here automatically"),
+        "{r}"
+    );
+
+    let ev = with_input(with_op(event(ALICE), "file"), "targets", &["matter:M-1"]);
+    let r = t.call("/addon/action", &ev).await;
+    let lines = widgets(&r, "decoratedText");
+    assert_eq!(lines.len(), 2, "{r}");
+    assert_eq!(lines[1]["topLabel"], "Also filed automatically to");
+    assert_eq!(lines[1]["text"], "<b>C-1</b> · Smith v. Jones");
+    assert_eq!(
+        lines[1]["bottomLabel"],
+        "by the firm's rule “Acme disputes”"
+    );
 }

@@ -755,6 +755,17 @@ async fn file_action(
                 serde_json::json!({ "text": "View", "onClick": { "openLink": { "url": link } } });
             w
         })
+        .chain(outcome.auto_filed.iter().map(|a| {
+            decorated(
+                Some(if a.created {
+                    "Also filed automatically to"
+                } else {
+                    "Already filed automatically to"
+                }),
+                &record_line(&a.target.kind, &a.target.id, &a.target.title),
+                Some(&format!("by the firm's rule “{}”", a.rule)),
+            )
+        }))
         .collect();
     let subject = outcome
         .filings
