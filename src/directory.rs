@@ -1076,18 +1076,7 @@ pub async fn search_catalogue(
     limit: i64,
 ) -> AppResult<Vec<Record>> {
     let q = filter.q.as_deref().map(str::trim).unwrap_or("");
-    let escaped: String = q
-        .to_lowercase()
-        .chars()
-        .flat_map(|c| {
-            if matches!(c, '%' | '_' | '\\') {
-                vec!['\\', c]
-            } else {
-                vec![c]
-            }
-        })
-        .collect();
-    let like = format!("%{escaped}%");
+    let like = crate::suggest::contains_pattern(q);
     let rows = sqlx::query(
         "SELECT r.id, r.kind, r.reference, r.title, r.client, r.status, r.firm_wide FROM records r \
          WHERE ($1 = '' OR r.status = $1) AND ($2 = '' OR r.kind = $2) AND \

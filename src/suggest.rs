@@ -435,23 +435,27 @@ pub struct RecordHit {
     pub status: String,
 }
 
+/// A case-insensitive "contains" pattern for `LOWER(col) LIKE $n ESCAPE '\\'`: `q` trimmed and
+/// lowercased, with `%`, `_` and `\\` escaped.
+pub fn contains_pattern(q: &str) -> String {
+    let mut out = String::from("%");
+    for c in q.trim().to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
 /// Open records the user may file to, matching `q` in reference, title or client.
 pub async fn search(pool: &AnyPool, user: &User, q: &str, limit: i64) -> AppResult<Vec<RecordHit>> {
     if !fileable(user) {
         return Ok(Vec::new());
     }
     let q = q.trim();
-    let escaped: String = q
-        .chars()
-        .flat_map(|c| {
-            if matches!(c, '%' | '_' | '\\') {
-                vec!['\\', c]
-            } else {
-                vec![c]
-            }
-        })
-        .collect();
-    let like = format!("%{}%", escaped.to_lowercase());
+    let like = contains_pattern(q);
     let rows = sqlx::query(&format!(
         "SELECT r.kind, r.reference, r.title, r.client, r.status FROM records r WHERE r.status = 'open' AND {} AND \
          (LOWER(r.reference) LIKE $1 ESCAPE '\\' OR LOWER(r.title) LIKE $1 ESCAPE '\\' OR LOWER(r.client) LIKE $1 ESCAPE '\\') \
@@ -474,4 +478,13 @@ pub async fn search(pool: &AnyPool, user: &User, q: &str, limit: i64) -> AppResu
             status: r.get(4),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn contains_pattern_escapes_like_wildcards() {
+        assert_eq!(super::contains_pattern("  Acme "), "%acme%");
+        assert_eq!(super::contains_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
 }

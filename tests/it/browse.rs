@@ -280,3 +280,69 @@ async fn hsts_is_sent_when_tls_is_configured() {
         .unwrap();
     assert!(r.headers().get("strict-transport-security").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walled_admin_sees_neither_the_filings_nor_their_export() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let raw = html_email();
+    let filed: Value = app
+        .post_filing(
+            &app.token("alice@a.test"),
+            &filing_body(&raw, &["matter:M-1"]),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = filed["filings"][0]["id"].as_str().unwrap().to_string();
+    let t = app.tenant(&app.firm_a).await;
+    let adam = directory::user_by_email(&t.db, "adam@a.test")
+        .await
+        .unwrap()
+        .unwrap();
+    let m1: String = sqlx::query_scalar("SELECT id FROM records WHERE reference = 'M-1'")
+        .fetch_one(&t.db)
+        .await
+        .unwrap();
+    let tok = admin_token(&app, &app.firm_a, "adam@a.test").await;
+    let wall = app
+        .http
+        .put(format!("{}/v1/admin/records/{m1}/access", app.base))
+        .bearer_auth(&tok)
+        .json(&json!({"firm_wide": true, "members": [], "excluded": [{"kind": "user", "id": adam.id}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wall.status(), 200);
+    let list: Value = get(&app, &tok, "/v1/admin/filings")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list, json!([]));
+    assert_eq!(
+        get(&app, &tok, &format!("/v1/admin/filings/{id}"))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        get(&app, &tok, &format!("/v1/admin/filings/{id}/attachments/0"))
+            .await
+            .status(),
+        404
+    );
+    let csv = get(&app, &tok, "/v1/admin/filings/export")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!csv.contains(&id), "{csv}");
+    // The record itself stays manageable in the catalogue.
+    assert_eq!(
+        get(&app, &tok, &format!("/v1/admin/records/{m1}"))
+            .await
+            .status(),
+        200
+    );
+}

@@ -45,22 +45,6 @@ pub struct FilingRow {
     pub attachments: i64,
 }
 
-fn like(q: &str) -> String {
-    let escaped: String = q
-        .trim()
-        .to_lowercase()
-        .chars()
-        .flat_map(|c| {
-            if matches!(c, '%' | '_' | '\\') {
-                vec!['\\', c]
-            } else {
-                vec![c]
-            }
-        })
-        .collect();
-    format!("%{escaped}%")
-}
-
 /// Filings the user may see, newest first.
 pub async fn search_filings(
     pool: &AnyPool,
@@ -99,7 +83,7 @@ pub async fn search_filings(
         }
     }
     if let Some(words) = q.q.as_deref().filter(|s| !s.trim().is_empty()) {
-        binds.push(like(words));
+        binds.push(crate::suggest::contains_pattern(words));
         let n = binds.len();
         sql.push_str(&format!(
             " AND (LOWER(COALESCE(m.subject, '')) LIKE ${n} ESCAPE '\\' OR LOWER(COALESCE(m.from_addr, '')) LIKE ${n} ESCAPE '\\' \
@@ -328,7 +312,7 @@ pub async fn search_audit(pool: &AnyPool, q: &AuditQuery) -> AppResult<Vec<Audit
         }
     }
     if let Some(a) = q.actor.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        binds.push(like(a));
+        binds.push(crate::suggest::contains_pattern(a));
         sql.push_str(&format!(
             " AND LOWER(actor) LIKE ${} ESCAPE '\\'",
             binds.len()
