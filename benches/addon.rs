@@ -11,7 +11,9 @@
 //!    per transaction): `BENCH_RECORDS` records (matters/cases/contracts, ~90% open, ~20%
 //!    with a contact domain, ~10% with a contact address), `BENCH_FILINGS` messages with one
 //!    filing each (~50 external senders with a skewed distribution plus replies from the
-//!    firm's users, Gmail threads of 1–5 messages, filings by five users incl. alice).
+//!    firm's users, Gmail threads of 1–5 messages, filings by five users incl. alice), and
+//!    `DOCKET_BENCH_RULES` routing rules (default: the cap, 200; every condition kind, a
+//!    quarter of them on the body, so every card extracts the body and runs them all).
 //! 2. One "open message" is built so that every suggestion source fires: its Gmail thread is
 //!    a seeded, filed thread; its References/In-Reply-To name a filed Message-ID of another
 //!    thread; its subject names an existing open record; its sender's domain is a record
@@ -548,6 +550,42 @@ struct SeedTimes {
     messages: Duration,
     filings: Duration,
     total: Duration,
+}
+
+/// `n` routing rules, every kind of condition, so each card evaluates a full rule set
+/// (including a body condition, which makes the body text be extracted for every message).
+async fn seed_rules(pool: &AnyPool, data: &Data, n: usize) {
+    let open: Vec<&Rec> = data.records.iter().filter(|r| r.open).collect();
+    for i in 0..n {
+        let c = &data.clients[i % data.clients.len()];
+        let condition = match i % 4 {
+            0 => serde_json::json!({"field": "from", "op": "domain", "value": c.domain}),
+            1 => {
+                serde_json::json!({"field": "subject", "op": "regex", "value": format!("^(re: )?{} (invoice|draft) \\d+", c.name.split(' ').next().unwrap_or("x"))})
+            }
+            2 => {
+                serde_json::json!({"field": "body", "op": "contains", "value": format!("privileged {i}")})
+            }
+            _ => {
+                serde_json::json!({"field": "attachment_name", "op": "glob", "value": format!("*-{i}.pdf")})
+            }
+        };
+        let action = ["suggest", "suggest", "auto_file", "never_auto_file"][i % 4];
+        let target = open[(i * 37) % open.len()].id.clone();
+        sqlx::query(
+            "INSERT INTO rules (id, position, name, enabled, conditions, action, targets, stop, created_at, updated_at) \
+             VALUES ($1, $2, $3, 1, $4, $5, $6, 0, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+        )
+        .bind(format!("bench-rule-{i}"))
+        .bind(i as i64 + 1)
+        .bind(format!("Bench rule {i}"))
+        .bind(serde_json::json!([condition]).to_string())
+        .bind(action)
+        .bind(serde_json::json!([target]).to_string())
+        .execute(pool)
+        .await
+        .expect("insert rule");
+    }
 }
 
 async fn seed(pool: &AnyPool, data: &Data, user_ids: &[String]) -> SeedTimes {
@@ -1103,6 +1141,8 @@ async fn run(cfg: Cfg) {
     println!("\nseeding Firm A…");
     let mut seeded = seed(&pool, &data, &user_ids).await;
     seeded.generate = generate_time;
+    let n_rules = env_usize("DOCKET_BENCH_RULES", docket::rules::MAX_RULES);
+    seed_rules(&pool, &data, n_rules).await;
     let count = |sql: &'static str| {
         let pool = pool.clone();
         async move {
@@ -1445,6 +1485,7 @@ async fn run(cfg: Cfg) {
         "backend": "sqlite",
         "records": n_records,
         "record_contacts": n_contacts,
+        "rules": n_rules,
         "messages": n_messages,
         "filings": n_filings,
         "filings_by_alice": n_alice,

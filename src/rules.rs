@@ -433,6 +433,7 @@ pub struct Outcome {
 // Matching (pure)
 // ---------------------------------------------------------------------------------------
 
+#[derive(Clone)]
 enum Matcher {
     Address(String),
     Domain(String),
@@ -466,7 +467,30 @@ fn build_glob(p: &str) -> Result<globset::GlobMatcher, String> {
         .map_err(|e| e.kind().to_string())
 }
 
+/// Compiled regexes and globs, shared across evaluations (a card evaluates every rule, and
+/// compiling dozens of regexes per card dominated its cost). Bounded: cleared when full.
+static COMPILED: std::sync::LazyLock<std::sync::Mutex<HashMap<(Op, String), Matcher>>> =
+    std::sync::LazyLock::new(Default::default);
+const COMPILED_MAX: usize = 4096;
+
 fn compile(c: &Condition) -> Matcher {
+    if !matches!(c.op, Op::Regex | Op::Glob) {
+        return compile_uncached(c);
+    }
+    let key = (c.op, c.value.clone());
+    if let Some(m) = COMPILED.lock().expect("matcher cache").get(&key) {
+        return m.clone();
+    }
+    let m = compile_uncached(c);
+    let mut cache = COMPILED.lock().expect("matcher cache");
+    if cache.len() >= COMPILED_MAX {
+        cache.clear();
+    }
+    cache.insert(key, m.clone());
+    m
+}
+
+fn compile_uncached(c: &Condition) -> Matcher {
     match c.op {
         Op::Address => Matcher::Address(c.value.trim().to_lowercase()),
         Op::Domain => Matcher::Domain(norm_domain(&c.value)),

@@ -1385,3 +1385,27 @@ async fn console_sign_in_with_enrolment_then_second_factor() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_deployments_get_secure_host_prefixed_cookies() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.admin.secure_cookies = Some(true))
+        .await
+        .unwrap();
+    let t = app.tenant(&app.firm_a).await;
+    set_pw(&t, "adam@a.test", PW).await;
+    let resp = password_login(&app, "adam@a.test", PW).await;
+    assert_eq!(resp.status(), 200);
+    let set = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with("__Host-docket_session="))
+        .expect("a __Host- session cookie");
+    for part in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(part), "{part} missing: {set}");
+    }
+    assert!(!set.contains("Domain="), "{set}");
+    // HSTS follows secure cookies unless configured otherwise.
+    assert!(resp.headers().contains_key("strict-transport-security"));
+}
