@@ -927,6 +927,18 @@ async fn console_pages_create_edit_move_and_dry_run() {
         .await;
     let filed: Value = resp.json().await.unwrap();
     let fid = filed["filings"][0]["id"].as_str().unwrap();
+    // The filing page links to a dry run with that filing picked.
+    let (s, html) = c.get(&format!("/console/filings/{fid}")).await;
+    assert_eq!(s, 200, "{html}");
+    assert!(
+        html.contains(&format!("/console/rules/dry-run?filing_id={fid}")),
+        "{html}"
+    );
+    let (s, html) = c
+        .get(&format!("/console/rules/dry-run?filing_id={fid}"))
+        .await;
+    assert_eq!(s, 200);
+    assert!(html.contains(&format!("value=\"{fid}\"")), "{html}");
     let (s, html) = c.upload("/console/rules/dry-run", b"", fid).await;
     assert_eq!(s, 200, "{html}");
     assert!(html.contains("from dana@legal.acme.com is in domain acme.com"));

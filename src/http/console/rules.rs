@@ -500,10 +500,21 @@ impl DryRunPage {
     }
 }
 
-async fn dry_run_form(ctx: ConsoleCtx) -> Response {
+#[derive(serde::Deserialize, Default)]
+struct DryRunPrefill {
+    #[serde(default)]
+    filing_id: String,
+}
+
+/// The dry-run form; `?filing_id=` (the filing page links here) picks that filed message.
+async fn dry_run_form(
+    ctx: ConsoleCtx,
+    prefill: Result<Query<DryRunPrefill>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let filing_id = prefill.map(|Query(p)| p.filing_id).unwrap_or_default();
     render(&DryRunPage {
         chrome: Chrome::new(&ctx, "rules"),
-        filing_id: String::new(),
+        filing_id: filing_id.trim().chars().take(64).collect(),
         file_name: String::new(),
         result: None,
         error: None,
