@@ -117,19 +117,8 @@ async fn access_token_user(
     state: &AppState,
     secret: &str,
 ) -> Result<TenantCtx, AppError> {
-    let invalid = || AppError::unauthorized("invalid, expired or revoked access token");
-    let tenant_id = tokens::tenant_of(secret).ok_or_else(invalid)?;
-    if !state.catalog.tenant_exists(tenant_id).await? {
-        return Err(invalid());
-    }
-    let tenant = state.catalog.tenant(tenant_id).await?;
-    if !tenant.is_active() {
-        return Err(AppError::forbidden("this tenant is not active"));
-    }
     let client = super::admin::ctx::client_of(parts, Some(&state.config.admin));
-    let t = tokens::authenticate(&tenant.db, secret, &client.ip.to_string())
-        .await?
-        .ok_or_else(invalid)?;
+    let (tenant, user, t) = super::admin::ctx::token_owner(state, secret, &client).await?;
     let writes = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let allowed = if writes {
         t.has(Scope::File) || t.has(Scope::Admin)
@@ -143,10 +132,6 @@ async fn access_token_user(
             "this token lacks the `file` (or `admin`) scope needed to file messages",
         ));
     }
-    let user = directory::user_by_id(&tenant.db, &t.user_id)
-        .await?
-        .filter(|u| u.status == "active")
-        .ok_or_else(|| AppError::forbidden("the token's owner is not active"))?;
     Ok(TenantCtx { tenant, user })
 }
 

@@ -206,6 +206,32 @@ fn bearer_token(parts: &Parts) -> Option<&str> {
         .then_some(token.trim())
 }
 
+/// A personal access token → its tenant, its active owner and the token (last use
+/// recorded). The tenant comes from the token only; every failure is a 401/403 problem.
+pub async fn token_owner(
+    state: &AppState,
+    secret: &str,
+    client: &Client,
+) -> AppResult<(Arc<Tenant>, User, AccessToken)> {
+    let invalid = || AppError::unauthorized("invalid, expired or revoked access token");
+    let tenant_id = tokens::tenant_of(secret).ok_or_else(invalid)?;
+    if !state.catalog.tenant_exists(tenant_id).await? {
+        return Err(invalid());
+    }
+    let tenant = state.catalog.tenant(tenant_id).await?;
+    if !tenant.is_active() {
+        return Err(AppError::forbidden("this tenant is not active"));
+    }
+    let t = tokens::authenticate(&tenant.db, secret, &client.ip.to_string())
+        .await?
+        .ok_or_else(invalid)?;
+    let user = directory::user_by_id(&tenant.db, &t.user_id)
+        .await?
+        .filter(|u| u.status == "active")
+        .ok_or_else(|| AppError::forbidden("the token's owner is not active"))?;
+    Ok((tenant, user, t))
+}
+
 /// Authenticates an admin request. `check_csrf_header`: session callers must echo the
 /// session's CSRF token in `X-CSRF-Token` on unsafe methods (the JSON API); console forms
 /// check the token in the form body instead.
@@ -216,24 +242,7 @@ pub async fn authenticate_admin(
 ) -> Result<AdminCtx, Denied> {
     let client = client_of(parts, Some(&state.config.admin));
     if let Some(secret) = bearer_token(parts) {
-        let Some(tenant_id) = tokens::tenant_of(secret) else {
-            return Err(AppError::unauthorized("not a docket access token").into());
-        };
-        if !state.catalog.tenant_exists(tenant_id).await? {
-            return Err(AppError::unauthorized("invalid, expired or revoked access token").into());
-        }
-        let tenant = state.catalog.tenant(tenant_id).await?;
-        if !tenant.is_active() {
-            return Err(AppError::forbidden("this tenant is not active").into());
-        }
-        let Some(t) = tokens::authenticate(&tenant.db, secret, &client.ip.to_string()).await?
-        else {
-            return Err(AppError::unauthorized("invalid, expired or revoked access token").into());
-        };
-        let user = directory::user_by_id(&tenant.db, &t.user_id)
-            .await?
-            .filter(|u| u.status == "active")
-            .ok_or_else(|| AppError::forbidden("the token's owner is not active"))?;
+        let (tenant, user, t) = token_owner(state, secret, &client).await?;
         if user.role != Role::Admin {
             return Err(AppError::forbidden("the admin API is for administrators").into());
         }
