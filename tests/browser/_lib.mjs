@@ -2,6 +2,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import net from "node:net";
+import os from "node:os";
+import { spawn } from "node:child_process";
 import crypto from "node:crypto";
 import { fileURLToPath } from "node:url";
 
@@ -76,3 +78,50 @@ export const lastEntry = (page) => page.evaluate(() => JSON.parse(JSON.stringify
 
 /** The card on top of the stack. */
 export const topCard = (page) => page.locator("[data-testid=card-stack] > [data-testid=card]:not([hidden])");
+
+export const BIN = process.env.DOCKET_BIN || path.join(ROOT, "target/debug/docket");
+
+/** Starts a real `docket dev` on a free port with its own temp data dir; resolves once
+ *  /healthz answers. `prefix` names the data dir. */
+export async function startDocket(prefix = "docket-browser-") {
+  if (!fs.existsSync(BIN)) {
+    throw new Error(`${BIN} does not exist: build it first (cargo build), or set DOCKET_BIN`);
+  }
+  const port = await freePort();
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const child = spawn(BIN, ["dev"], {
+    cwd: ROOT,
+    // DOCKET_* variables are docket's configuration: start from none of the caller's.
+    env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("DOCKET_"))),
+      DOCKET_LISTEN: `127.0.0.1:${port}`, DOCKET_DATA_DIR: dataDir },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout.on("data", (d) => { output += d; });
+  child.stderr.on("data", (d) => { output += d; });
+  const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  let exit = null;
+  exited.then((e) => { exit = e; });
+  const killOnExit = () => { try { child.kill("SIGKILL"); } catch { /* gone */ } };
+  process.on("exit", killOnExit);
+  const base = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    process.off("exit", killOnExit);
+    if (exit) return;
+    child.kill("SIGTERM");
+    const t = setTimeout(() => child.kill("SIGKILL"), 5000);
+    await exited;
+    clearTimeout(t);
+  };
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (exit) throw new Error(`docket dev exited early (${JSON.stringify(exit)}):\n${output}`);
+    try {
+      const r = await fetch(`${base}/healthz`);
+      if (r.ok) break;
+    } catch { /* not up yet */ }
+    if (Date.now() > deadline) { await stop(); throw new Error(`docket dev did not answer /healthz within 60 s:\n${output}`); }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { base, dataDir, stop, output: () => output, exited: () => exit };
+}

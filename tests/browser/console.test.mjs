@@ -13,60 +13,12 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import crypto from "node:crypto";
-import { spawn } from "node:child_process";
-import { ROOT, artifact, requireChromium, launch, freePort } from "./_lib.mjs";
+import { ROOT, artifact, requireChromium, launch, startDocket } from "./_lib.mjs";
 
-const BIN = process.env.DOCKET_BIN || path.join(ROOT, "target/debug/docket");
 const ADMIN = "alice@demo.test";
 const MATTER = "M-2024-017";
 const MATTER_TITLE = "Acme v. Widget";
 
-// ---------------------------------------------------------------------------------------
-// docket dev (as in addon.test.mjs: own free port, own temp data dir)
-// ---------------------------------------------------------------------------------------
-
-async function startDocket() {
-  if (!fs.existsSync(BIN)) {
-    throw new Error(`${BIN} does not exist: build it first (cargo build), or set DOCKET_BIN`);
-  }
-  const port = await freePort();
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "docket-console-"));
-  const child = spawn(BIN, ["dev"], {
-    cwd: ROOT,
-    // DOCKET_* variables are docket's configuration: start from none of the caller's.
-    env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("DOCKET_"))),
-      DOCKET_LISTEN: `127.0.0.1:${port}`, DOCKET_DATA_DIR: dataDir },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let output = "";
-  child.stdout.on("data", (d) => { output += d; });
-  child.stderr.on("data", (d) => { output += d; });
-  const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
-  let exit = null;
-  exited.then((e) => { exit = e; });
-  const killOnExit = () => { try { child.kill("SIGKILL"); } catch { /* gone */ } };
-  process.on("exit", killOnExit);
-  const base = `http://127.0.0.1:${port}`;
-  const stop = async () => {
-    process.off("exit", killOnExit);
-    if (exit) return;
-    child.kill("SIGTERM");
-    const t = setTimeout(() => child.kill("SIGKILL"), 5000);
-    await exited;
-    clearTimeout(t);
-  };
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (exit) throw new Error(`docket dev exited early (${JSON.stringify(exit)}):\n${output}`);
-    try {
-      const r = await fetch(`${base}/healthz`);
-      if (r.ok) break;
-    } catch { /* not up yet */ }
-    if (Date.now() > deadline) { await stop(); throw new Error(`docket dev did not answer /healthz within 60 s:\n${output}`); }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { base, dataDir, stop, output: () => output, exited: () => exit };
-}
 
 // ---------------------------------------------------------------------------------------
 // RFC 6238 TOTP (HMAC-SHA1, 30 s steps, 6 digits) and RFC 4648 base32
@@ -194,7 +146,7 @@ function assertNoScriptCsp(csp, what) {
 test("the admin console: TOTP sign-in, CSV import, rules, dry run, filings, audit log", { timeout: 120_000 }, async (t) => {
   if (!requireChromium(t)) return;
   const started = Date.now();
-  const docket = await startDocket();
+  const docket = await startDocket("docket-console-");
   const fixtures = fs.mkdtempSync(path.join(os.tmpdir(), "docket-console-fixtures-"));
   let browser, page;
   let failed = false;
