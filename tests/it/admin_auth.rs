@@ -3,7 +3,7 @@
 //! uniform failures, session expiry and revocation, CSRF, non-admins, bcrypt upgrade, and
 //! the console's sign-in pages.
 
-use docket::accounts::tokens::{self, Scope};
+use docket::accounts::tokens::Scope;
 use docket::accounts::{password, totp};
 use docket::directory::{self, Role};
 use docket::tenancy::Tenant;
@@ -15,14 +15,6 @@ use crate::common::*;
 
 const PW: &str = "Glacier-Tulip-Kettle-93";
 
-async fn user_id(t: &Tenant, email: &str) -> String {
-    directory::user_by_email(&t.db, email)
-        .await
-        .unwrap()
-        .unwrap()
-        .id
-}
-
 async fn set_pw(t: &Tenant, email: &str, pw: &str) -> String {
     let id = user_id(t, email).await;
     let mut conn = t.db.acquire().await.unwrap();
@@ -31,11 +23,7 @@ async fn set_pw(t: &Tenant, email: &str, pw: &str) -> String {
 }
 
 async fn admin_token(t: &Tenant, email: &str) -> String {
-    let id = user_id(t, email).await;
-    tokens::create(&t.db, &t.id, &id, "t", &[Scope::Admin], 30, "test")
-        .await
-        .unwrap()
-        .0
+    access_token(t, email, &[Scope::Admin]).await
 }
 
 async fn scalar(t: &Tenant, sql: &str, bind: &str) -> i64 {

@@ -14,20 +14,8 @@ use crate::common::*;
 
 const STRONG: &str = "correct horse battery staple 42 quietly";
 
-async fn user_id(t: &Tenant, email: &str) -> String {
-    directory::user_by_email(&t.db, email)
-        .await
-        .unwrap()
-        .unwrap()
-        .id
-}
-
 async fn token_for(t: &Tenant, email: &str, scopes: &[Scope]) -> String {
-    let uid = user_id(t, email).await;
-    tokens::create(&t.db, &t.id, &uid, "test", scopes, 30, "test")
-        .await
-        .unwrap()
-        .0
+    access_token(t, email, scopes).await
 }
 
 /// A complete (second factor passed) session: (cookie header value, csrf token).

@@ -3,20 +3,12 @@
 
 use crate::both_backends;
 use crate::common::*;
-use docket::accounts::tokens::{self, Scope};
+use docket::accounts::tokens::Scope;
 use docket::directory;
 use serde_json::{json, Value};
 
 async fn admin_token(app: &TestApp, info: &docket::tenancy::TenantInfo, email: &str) -> String {
-    let t = app.tenant(info).await;
-    let admin = directory::user_by_email(&t.db, email)
-        .await
-        .unwrap()
-        .unwrap();
-    tokens::create(&t.db, &t.id, &admin.id, "test", &[Scope::Admin], 30, "test")
-        .await
-        .unwrap()
-        .0
+    access_token(&*app.tenant(info).await, email, &[Scope::Admin]).await
 }
 
 fn html_email() -> Vec<u8> {

@@ -475,3 +475,25 @@ pub fn blob_files(t: &Tenant) -> usize {
     }
     walk(t.blobs.root())
 }
+
+/// The id of an existing user of `t`.
+pub async fn user_id(t: &Tenant, email: &str) -> String {
+    directory::user_by_email(&t.db, email)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no user {email}"))
+        .id
+}
+
+/// A 30-day personal access token with `scopes` for an existing user of `t`.
+pub async fn access_token(
+    t: &Tenant,
+    email: &str,
+    scopes: &[docket::accounts::tokens::Scope],
+) -> String {
+    let uid = user_id(t, email).await;
+    docket::accounts::tokens::create(&t.db, &t.id, &uid, "test", scopes, 30, "test")
+        .await
+        .unwrap()
+        .0
+}

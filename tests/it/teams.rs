@@ -10,21 +10,9 @@ use docket::tenancy::Tenant;
 use serde_json::{json, Value};
 use sqlx::Row;
 
-async fn user_id(t: &Tenant, email: &str) -> String {
-    docket::directory::user_by_email(&t.db, email)
-        .await
-        .unwrap()
-        .unwrap()
-        .id
-}
-
 /// An admin access token for `email` (must be an admin of `t`).
 async fn admin_token(t: &Tenant, email: &str) -> String {
-    let uid = user_id(t, email).await;
-    tokens::create(&t.db, &t.id, &uid, "t", &[tokens::Scope::Admin], 30, "test")
-        .await
-        .unwrap()
-        .0
+    access_token(t, email, &[tokens::Scope::Admin]).await
 }
 
 /// Calls the admin API: (status, JSON body or Null).
