@@ -368,6 +368,10 @@ impl Config {
         {
             bail!("invalid configuration: `limits.*` must be positive");
         }
+        let ceiling = crate::mail::guard::MAX_PARTS_CEILING;
+        if self.limits.max_parts > ceiling || self.limits.max_depth > ceiling {
+            bail!("invalid configuration: `limits.max_parts` and `limits.max_depth` may be at most {ceiling}");
+        }
         let a = &self.admin;
         if a.session_idle_minutes == 0 || a.session_absolute_hours == 0 {
             bail!("invalid configuration: `admin.session_idle_minutes` and `admin.session_absolute_hours` must be positive");

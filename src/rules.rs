@@ -802,10 +802,11 @@ pub fn decide(rules: &[Rule], msg: &ParsedMessage, body: Option<&str>) -> Outcom
 
 /// The text of a message's body: its text parts, or its HTML parts converted to text when
 /// it has no text part, joined; at most [`MAX_BODY_CHARS`] characters. Blocking and
-/// CPU-bound (it parses `raw`): run it off the async runtime. `None` if it cannot be parsed.
+/// CPU-bound (it parses `raw`): run it through [`crate::mail::guard::isolated`]. `None` if it
+/// cannot be parsed.
 pub fn body_text(raw: &[u8]) -> Option<String> {
-    std::panic::catch_unwind(|| {
-        let msg = mail_parser::MessageParser::default().parse(raw)?;
+    let ceiling = crate::mail::guard::ceiling_limits();
+    let text = crate::mail::guard::with_message(raw, &ceiling, |msg| {
         let mut out = String::new();
         for i in 0..msg.text_body_count().min(100) {
             if let Some(t) = msg.body_text(i) {
@@ -818,10 +819,9 @@ pub fn body_text(raw: &[u8]) -> Option<String> {
                 break;
             }
         }
-        Some(out.chars().take(MAX_BODY_CHARS).collect())
-    })
-    .ok()
-    .flatten()
+        Ok(out.chars().take(MAX_BODY_CHARS).collect::<String>())
+    });
+    text.ok()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -837,9 +837,7 @@ pub async fn evaluate(pool: &AnyPool, msg: &ParsedMessage, raw: &[u8]) -> AppRes
         .any(|r| r.enabled && r.conditions.iter().any(|c| c.field == Field::Body));
     let body = if needs_body {
         let owned = raw.to_vec();
-        tokio::task::spawn_blocking(move || body_text(&owned))
-            .await
-            .map_err(|e| AppError::internal(anyhow::anyhow!("body task failed: {e}")))?
+        crate::mail::guard::isolated(move || Ok(body_text(&owned))).await?
     } else {
         None
     };

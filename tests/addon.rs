@@ -257,6 +257,14 @@ struct Addon {
 
 impl Addon {
     async fn spawn(backend: Backend) -> Option<Addon> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// As [`Addon::spawn`], then `tweak` the configuration.
+    async fn spawn_with(
+        backend: Backend,
+        tweak: impl FnOnce(&mut docket::Config),
+    ) -> Option<Addon> {
         let gmail = FakeGmail::start().await;
         let url = gmail.url.clone();
         let app = TestApp::spawn_with(backend, move |c| {
@@ -265,6 +273,7 @@ impl Addon {
             c.addon.public_url = Some(PUBLIC_URL.into());
             c.addon.service_account = Some(SERVICE_ACCOUNT.into());
             c.addon.oauth_client_id = Some(ADDON_CLIENT.into());
+            tweak(c);
         })
         .await?;
         Some(Addon { app, gmail })
@@ -774,6 +783,57 @@ async fn seed_mixed(t: &Addon) -> Vec<u8> {
         &[],
         &two_attachments(),
     )
+}
+
+/// Issue 8 §2: an inline part of the HTML body (a signature logo in multipart/related) is
+/// listed but unticked, as in Gmail; a real attachment stays ticked; filing with the card's
+/// default selection keeps the attachment, not the logo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inline_signature_images_are_offered_unticked() {
+    let t = Addon::sqlite().await;
+    let raw = b"From: Dana <dana@acme.com>\r\nTo: alice@a.test\r\nSubject: M-1 next steps\r\n\
+Message-ID: <sig@acme.com>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n\
+--b0\r\nContent-Type: multipart/related; boundary=b1\r\n\r\n\
+--b1\r\nContent-Type: text/html\r\n\r\n<p>Regards</p><img src=\"cid:logo@x\">\r\n\
+--b1\r\nContent-Type: image/png; name=logo.png\r\nContent-Transfer-Encoding: base64\r\nContent-ID: <logo@x>\r\n\r\niVBORw0KGgo=\r\n\
+--b1--\r\n--b0\r\nContent-Type: application/pdf; name=brief.pdf\r\nContent-Disposition: attachment; filename=brief.pdf\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b0--\r\n";
+    t.gmail.serve(raw);
+    let reply = t.call("/addon/message", &event(ALICE)).await;
+    let atts = items(&reply, "attachments");
+    assert_eq!(atts.len(), 2, "{atts:?}");
+    assert!(
+        atts[0].0.starts_with("logo.png") && atts[0].0.contains("inline"),
+        "{atts:?}"
+    );
+    assert!(!atts[0].2, "the inline logo is not ticked");
+    assert!(atts[1].0.starts_with("brief.pdf") && atts[1].2, "{atts:?}");
+    let ctx = t.context(ALICE, raw, None).await;
+    assert_eq!(ctx["attachments"][0]["inline"], true);
+    assert_eq!(ctx["attachments"][1]["inline"], false);
+}
+
+/// Issue 8 §1: a lawyer merely opening a hostile message (nested 10^3..10^6 deep) gets an
+/// explanatory card; the process stays up for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn opening_deeply_nested_mail_costs_only_that_card() {
+    // 10^6 levels is a 45 MB message: give the (debug-built) Gmail fetch time to read it.
+    let t = Addon::spawn_with(Backend::Sqlite, |c| c.addon.gmail_timeout_secs = 60)
+        .await
+        .unwrap();
+    for kind in [Nesting::Multipart, Nesting::Rfc822] {
+        for levels in HOSTILE_DEPTHS {
+            let what = format!("/addon/message with {kind:?} nesting {levels} deep");
+            t.gmail.serve(&nested_message(kind, levels));
+            let reply = t.call("/addon/message", &event(ALICE)).await;
+            let text = all_text(&reply);
+            assert!(
+                text.contains("deeper than the limit") || text.contains("more MIME parts"),
+                "{what}: {text}"
+            );
+            assert_alive(&t.app, &what).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

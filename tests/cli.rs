@@ -441,6 +441,57 @@ fn seed_firm(site: &Site) -> String {
     site.tenant_id("Firm")
 }
 
+/// Issue 8 §1: `docket file` with a message nested 10^3..10^6 deep exits with a clear error
+/// (never a crash), and files nothing.
+#[test]
+fn file_refuses_deeply_nested_mail_without_crashing() {
+    let site = Site::new();
+    seed_firm(&site);
+    let dir = site.root().join("hostile");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (kind, level) in [
+        (
+            "multipart",
+            &b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"[..],
+        ),
+        ("rfc822", &b"Content-Type: message/rfc822\r\n\r\n"[..]),
+    ] {
+        for levels in [1_000usize, 10_000, 100_000, 1_000_000] {
+            let mut eml = b"From: mallory@evil.test\r\nSubject: deep\r\n".to_vec();
+            for _ in 0..levels {
+                eml.extend_from_slice(level);
+            }
+            eml.extend_from_slice(b"\r\nhello\r\n");
+            let path = dir.join(format!("{kind}-{levels}.eml"));
+            std::fs::write(&path, &eml).unwrap();
+            let out = site.run(&[
+                "file",
+                "--tenant",
+                "firm.test",
+                "--user",
+                "a@firm.test",
+                "--target",
+                "matter:M-2024-017",
+                path.to_str().unwrap(),
+            ]);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{kind} {levels}: {}",
+                out.stderr
+            );
+            assert!(
+                out.stderr.contains("deeper than the limit")
+                    || out.stderr.contains("more MIME parts"),
+                "{kind} {levels}: {}",
+                out.stderr
+            );
+        }
+    }
+    let list = site.ok(&["audit", "list", "--tenant", "firm.test"]);
+    assert!(!list.contains("filing"), "nothing was filed: {list}");
+}
+
 fn file_eml(site: &Site, eml: &Path) -> Value {
     let out = site.ok(&[
         "file",

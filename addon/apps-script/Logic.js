@@ -210,7 +210,8 @@ function attachmentsSection_(attachments) {
         name: "attachments",
         label: "Keep with the filing",
         items: attachments.map(function (att) {
-          return { text: attachmentLabel(att), value: String(att.index), selected: true };
+          // Inline parts of the HTML body (signature logos) are offered unticked, as in Gmail.
+          return { text: attachmentLabel(att), value: String(att.index), selected: !att.inline };
         }),
       },
     ],
@@ -238,7 +239,7 @@ function searchSection_(header, query, params) {
 function compactAttachments_(attachments) {
   return JSON.stringify(
     attachments.map(function (a) {
-      return { index: a.index, name: a.name, size: a.size };
+      return { index: a.index, name: a.name, size: a.size, inline: !!a.inline };
     })
   );
 }

@@ -259,9 +259,7 @@ pub async fn file_message(
     let limits2 = limits.clone();
     let raw = Arc::new(input.raw);
     let raw2 = raw.clone();
-    let parsed: ParsedMessage = tokio::task::spawn_blocking(move || mail::parse(&raw2, &limits2))
-        .await
-        .map_err(|e| AppError::internal(anyhow::anyhow!("parser task failed: {e}")))??;
+    let parsed: ParsedMessage = mail::parse_isolated(raw2, limits2).await?;
 
     // The firm's auto-file rules add their targets (as the system user) to a person's filing;
     // a `never_auto_file` rule suppresses them. The system user itself never triggers rules.

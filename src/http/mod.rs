@@ -60,7 +60,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.max_message_bytes / 3 * 4 + 1024 * 1024;
     let mut app = Router::new()
         .merge(health::router())
-        .merge(addon::router())
+        .merge(addon::router(body_limit))
         .merge(view::router())
         .merge(admin::router())
         .merge(console::router())

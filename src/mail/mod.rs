@@ -2,13 +2,13 @@
 //! (mail-parser can panic on rare inputs), then part-count and depth limits, canonical header
 //! values and display-safe attachment names.
 
+pub mod content;
+pub mod guard;
 pub mod names;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use mail_parser::{
-    Address, HeaderName, HeaderValue, Message, MessageParser, MimeHeaders, PartType,
-};
+use mail_parser::{Address, HeaderName, HeaderValue, Message, MimeHeaders, PartType};
 use serde::Serialize;
 
 use crate::config::Limits;
@@ -24,11 +24,18 @@ pub struct Mailbox {
 
 #[derive(Debug)]
 pub struct ParsedAttachment {
+    /// 0-based position in the message's attachment list (what `attachments: [..]` picks).
     pub index: usize,
     pub display_name: String,
     pub content_type: String,
+    /// SHA-256 of `bytes`, lowercase hex.
     pub sha256: String,
+    /// Exactly the bytes left after undoing the Content-Transfer-Encoding (see [`content`]).
     pub bytes: Vec<u8>,
+    /// An inline part of the HTML body (a signature logo): kept, but offered unticked.
+    pub inline: bool,
+    /// A uuencoded `begin … end` block found in the text body rather than a MIME part.
+    pub from_uuencoded_body: bool,
 }
 
 #[derive(Debug)]
@@ -86,17 +93,14 @@ fn canonical_hash(raw: &[u8]) -> String {
     hex::encode(h.finalize())
 }
 
-/// Counts parts and nesting depth across nested messages; stops as soon as a limit is hit.
-fn check_structure(
-    msg: &Message,
-    base_depth: usize,
-    limits: &Limits,
-    count: &mut usize,
-) -> Result<(), AppError> {
-    let mut stack = vec![(0usize, base_depth)];
-    while let Some((id, depth)) = stack.pop() {
-        *count += 1;
-        if *count > limits.max_parts {
+/// Counts parts and nesting depth across nested messages, without recursion; stops as soon
+/// as a limit is hit.
+fn check_structure(root: &Message, limits: &Limits) -> Result<(), AppError> {
+    let mut count = 0usize;
+    let mut stack: Vec<(&Message, usize, usize)> = vec![(root, 0, 0)];
+    while let Some((msg, id, depth)) = stack.pop() {
+        count += 1;
+        if count > limits.max_parts {
             return Err(too_many_parts(limits));
         }
         if depth > limits.max_depth {
@@ -113,9 +117,9 @@ fn check_structure(
         };
         match &part.body {
             PartType::Multipart(children) => {
-                stack.extend(children.iter().map(|c| (*c as usize, depth + 1)));
+                stack.extend(children.iter().map(|c| (msg, *c as usize, depth + 1)));
             }
-            PartType::Message(inner) => check_structure(inner, depth + 1, limits, count)?,
+            PartType::Message(inner) => stack.push((inner, 0, depth + 1)),
             _ => {}
         }
     }
@@ -160,7 +164,65 @@ fn content_type_of(part: &mail_parser::MessagePart) -> String {
     }
 }
 
-/// Parses `raw` under `limits`. Blocking and CPU-bound: run it in `spawn_blocking`.
+/// The message's attachments, in order: its MIME attachment parts (forwarded messages each
+/// a complete `.eml`), then the uuencoded `begin … end` blocks found in its text body.
+fn attachments(raw: &[u8], msg: &Message) -> Vec<ParsedAttachment> {
+    let parents = content::parents(msg);
+    let mut out: Vec<ParsedAttachment> = Vec::new();
+    for &id in &msg.attachments {
+        let Some(part) = msg.parts.get(id as usize) else {
+            continue;
+        };
+        let i = out.len();
+        let fallback = if part.is_message() {
+            format!("message-{}.eml", i + 1)
+        } else {
+            format!("attachment-{}", i + 1)
+        };
+        let nested_subject = part
+            .message()
+            .and_then(|m| m.subject())
+            .map(|s| format!("{s}.eml"));
+        let raw_name = part
+            .attachment_name()
+            .map(str::to_string)
+            .or(nested_subject);
+        let bytes = content::part_bytes(raw, part);
+        out.push(ParsedAttachment {
+            index: i,
+            display_name: sanitize_display_name(raw_name.as_deref().unwrap_or(""), &fallback),
+            content_type: content_type_of(part),
+            sha256: sha256_hex(&bytes),
+            bytes,
+            inline: content::is_inline_part(msg, id as usize, &parents),
+            from_uuencoded_body: false,
+        });
+    }
+    for &id in &msg.text_body {
+        let Some(part) = msg.parts.get(id as usize) else {
+            continue;
+        };
+        if !matches!(part.body, PartType::Text(_)) {
+            continue;
+        }
+        for block in content::uudecode_blocks(&content::part_bytes(raw, part)) {
+            let i = out.len();
+            out.push(ParsedAttachment {
+                index: i,
+                display_name: sanitize_display_name(&block.name, &format!("attachment-{}", i + 1)),
+                content_type: "application/octet-stream".into(),
+                sha256: sha256_hex(&block.bytes),
+                bytes: block.bytes,
+                inline: false,
+                from_uuencoded_body: true,
+            });
+        }
+    }
+    out
+}
+
+/// Parses `raw` under `limits`. Blocking and CPU-bound: run it through [`guard::isolated`]
+/// (or [`parse_isolated`]), never on an async worker or a small-stack thread.
 pub fn parse(raw: &[u8], limits: &Limits) -> Result<ParsedMessage, AppError> {
     if raw.len() > limits.max_message_bytes {
         return Err(AppError::too_large(format!(
@@ -169,7 +231,17 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<ParsedMessage, AppError> {
             limits.max_message_bytes
         )));
     }
-    guarded(raw, || parse_inner(raw, limits))
+    guarded(raw, || {
+        guard::with_message(raw, limits, |msg| extract(raw, msg, limits))
+    })
+}
+
+/// [`parse`] on a parser thread (see [`guard`]): the one way async code parses a message.
+pub async fn parse_isolated(
+    raw: std::sync::Arc<Vec<u8>>,
+    limits: Limits,
+) -> Result<ParsedMessage, AppError> {
+    guard::isolated(move || parse(&raw, &limits)).await
 }
 
 /// mail-parser has panicked on rare inputs (upstream issue #155): a panic becomes a 422.
@@ -189,24 +261,16 @@ fn guarded(
     }
 }
 
-fn parse_inner(raw: &[u8], limits: &Limits) -> Result<ParsedMessage, AppError> {
-    let not_email = || {
-        AppError::unprocessable(
-            "not-an-email",
-            "the bytes are not an RFC 822 email message (no header fields found)",
-        )
-    };
-    let msg = MessageParser::default().parse(raw).ok_or_else(not_email)?;
+fn extract(raw: &[u8], msg: &Message, limits: &Limits) -> Result<ParsedMessage, AppError> {
     let has_known_header = msg
         .root_part()
         .headers
         .iter()
         .any(|h| !matches!(h.name, HeaderName::Other(_)));
     if !has_known_header {
-        return Err(not_email());
+        return Err(guard::not_email());
     }
-    let mut count = 0;
-    check_structure(&msg, 0, limits, &mut count)?;
+    check_structure(msg, limits)?;
 
     let message_id = msg
         .message_id()
@@ -221,33 +285,7 @@ fn parse_inner(raw: &[u8], limits: &Limits) -> Result<ParsedMessage, AppError> {
         let s = d.to_rfc3339();
         crate::time_fmt::parse(&s).map(crate::time_fmt::format_utc)
     });
-    let attachments = msg
-        .attachments()
-        .enumerate()
-        .map(|(i, part)| {
-            let bytes = part.contents().to_vec();
-            let fallback = if part.is_message() {
-                format!("message-{}.eml", i + 1)
-            } else {
-                format!("attachment-{}", i + 1)
-            };
-            let nested_subject = part
-                .message()
-                .and_then(|m| m.subject())
-                .map(|s| format!("{s}.eml"));
-            let raw_name = part
-                .attachment_name()
-                .map(str::to_string)
-                .or(nested_subject);
-            ParsedAttachment {
-                index: i,
-                display_name: sanitize_display_name(raw_name.as_deref().unwrap_or(""), &fallback),
-                content_type: content_type_of(part),
-                sha256: sha256_hex(&bytes),
-                bytes,
-            }
-        })
-        .collect();
+    let attachments = attachments(raw, msg);
     Ok(ParsedMessage {
         dedup_key,
         message_id,

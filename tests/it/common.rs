@@ -497,3 +497,42 @@ pub async fn access_token(
         .unwrap()
         .0
 }
+
+/// How a hostile message nests: `multipart/mixed` inside `multipart/mixed`, or
+/// `message/rfc822` inside `message/rfc822`.
+#[derive(Debug, Clone, Copy)]
+pub enum Nesting {
+    Multipart,
+    Rfc822,
+}
+
+/// A message nested `levels` deep (10^6 levels stay under the default 50 MiB limit).
+pub fn nested_message(kind: Nesting, levels: usize) -> Vec<u8> {
+    let level: &[u8] = match kind {
+        Nesting::Multipart => b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n",
+        Nesting::Rfc822 => b"Content-Type: message/rfc822\r\n\r\n",
+    };
+    let mut m =
+        b"From: mallory@evil.test\r\nTo: alice@a.test\r\nSubject: deep\r\nMIME-Version: 1.0\r\n"
+            .to_vec();
+    m.reserve(level.len() * levels + 16);
+    for _ in 0..levels {
+        m.extend_from_slice(level);
+    }
+    m.extend_from_slice(b"\r\nhello\r\n");
+    m
+}
+
+/// The nesting depths every route that parses mail is tried with.
+pub const HOSTILE_DEPTHS: [usize; 4] = [1_000, 10_000, 100_000, 1_000_000];
+
+/// Asserts the process still serves: `/healthz` answers 200.
+pub async fn assert_alive(app: &TestApp, after: &str) {
+    let resp = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("docket is gone after {after}: {e}"));
+    assert_eq!(resp.status(), 200, "after {after}");
+}

@@ -75,6 +75,23 @@ test("onGmailMessage reads the open message, sends it with the identity token an
   assert.equal(S.findInput(card, "note").multiline, true);
 });
 
+test("inline parts of the HTML body (signature logos) are offered unticked", () => {
+  const ctx = F.contextWithSuggestions();
+  ctx.attachments = [
+    { index: 0, name: "image001.png", content_type: "image/png", size: 70, inline: true },
+    { index: 1, name: "brief.pdf", content_type: "application/pdf", size: 61, inline: false },
+  ];
+  const addon = S.loadAddon({ messages: MESSAGES, responses: [{ status: 200, body: ctx }] });
+  const card = run(addon, "onGmailMessage", gmailEvent());
+  assert.deepEqual(
+    S.findInput(card, "attachments").items.map((i) => [i.value, i.selected]),
+    [
+      ["0", false],
+      ["1", true],
+    ]
+  );
+});
+
 test("card text from the message is escaped, labels are not", () => {
   const ctx = F.contextWithSuggestions();
   ctx.already_filed = [{ filing_id: "f", target: { kind: "matter", id: "M-1", title: "A <b>&</b> B" }, filed_by: "x@y", filed_at: "t" }];

@@ -33,12 +33,17 @@ pub const SCOPE_MESSAGE: &str =
     "https://www.googleapis.com/auth/gmail.addons.current.message.readonly";
 pub const SCOPE_EMAIL: &str = "https://www.googleapis.com/auth/userinfo.email";
 
-pub fn router() -> Router<AppState> {
+/// `message_body_limit`: bytes a request that carries a whole message may have (the JSON
+/// API's `raw`), as for `POST /v1/filings`.
+pub fn router(message_body_limit: usize) -> Router<AppState> {
     Router::new()
         .route("/addon/homepage", post(homepage))
         .route("/addon/message", post(message))
         .route("/addon/action", post(action))
-        .route("/v1/addon/context", post(context_api))
+        .route(
+            "/v1/addon/context",
+            post(context_api).layer(axum::extract::DefaultBodyLimit::max(message_body_limit)),
+        )
         .route("/v1/records", get(records_api))
 }
 
@@ -292,12 +297,11 @@ async fn open_message(state: &AppState, ev: &AddonEvent) -> Result<OpenMessage, 
     });
     let limits = state.config.limits.clone();
     let raw = fetched.raw;
-    let (raw, parsed) = tokio::task::spawn_blocking(move || {
+    let (raw, parsed) = mail::guard::isolated(move || {
         let parsed = mail::parse(&raw, &limits);
-        (raw, parsed)
+        Ok((raw, parsed))
     })
-    .await
-    .map_err(|e| AppError::internal(anyhow::anyhow!("parser task: {e}")))?;
+    .await?;
     Ok(OpenMessage {
         raw,
         parsed: parsed?,
@@ -468,10 +472,12 @@ async fn message_card(
                 .attachments
                 .iter()
                 .map(|a| {
+                    // Inline parts (signature logos) are kept but not ticked, as in Gmail.
+                    let inline = if a.inline { ", inline image" } else { "" };
                     (
-                        format!("{} ({})", a.display_name, human_size(a.bytes.len())),
+                        format!("{} ({}{inline})", a.display_name, human_size(a.bytes.len())),
                         a.index.to_string(),
-                        true,
+                        !a.inline,
                     )
                 })
                 .collect(),
@@ -826,9 +832,7 @@ async fn context_api(
     let limits = state.config.limits.clone();
     let raw = std::sync::Arc::new(raw);
     let raw2 = raw.clone();
-    let parsed = tokio::task::spawn_blocking(move || mail::parse(&raw2, &limits))
-        .await
-        .map_err(|e| AppError::internal(anyhow::anyhow!("parser task: {e}")))??;
+    let parsed = mail::parse_isolated(raw2, limits).await?;
     let suggest::MessageContext {
         already_filed: filed,
         suggestions,
@@ -840,6 +844,7 @@ async fn context_api(
         "can_file": suggest::fileable(&ctx.user),
         "attachments": parsed.attachments.iter().map(|a| serde_json::json!({
             "index": a.index, "name": a.display_name, "content_type": a.content_type, "size": a.bytes.len(),
+            "inline": a.inline,
         })).collect::<Vec<_>>(),
     })))
 }

@@ -119,12 +119,11 @@ pub async fn dry_run(
         }
     };
     let limits = state.config.limits.clone();
-    let (raw, parsed) = tokio::task::spawn_blocking(move || {
+    let (raw, parsed) = mail::guard::isolated(move || {
         let parsed = mail::parse(&raw, &limits);
-        (raw, parsed)
+        Ok((raw, parsed))
     })
-    .await
-    .map_err(|e| AppError::internal(anyhow::anyhow!("parser task failed: {e}")))?;
+    .await?;
     let parsed = parsed?;
     let decision = rules::evaluate(&tenant.db, &parsed, &raw).await?;
     Ok(DryRun {

@@ -105,10 +105,14 @@ async fn filing(ctx: ConsoleCtx, Path(id): Path<String>) -> AppResult<Response> 
 }
 
 /// The message body as sanitised HTML (the text part, escaped, when there is no HTML).
+/// Blocking and CPU-bound: run it through [`crate::mail::guard::isolated`].
 pub fn sanitised_body(raw: &[u8]) -> String {
-    let Some(msg) = mail_parser::MessageParser::default().parse(raw) else {
-        return "<p>(this message could not be read)</p>".into();
-    };
+    let ceiling = crate::mail::guard::ceiling_limits();
+    crate::mail::guard::with_message(raw, &ceiling, |msg| Ok(body_html(msg)))
+        .unwrap_or_else(|_| "<p>(this message could not be read)</p>".into())
+}
+
+fn body_html(msg: &mail_parser::Message) -> String {
     if let Some(html) = msg.body_html(0) {
         ammonia::Builder::default()
             .url_schemes(["http", "https", "mailto"].into())
@@ -138,9 +142,7 @@ async fn filing_body(ctx: ConsoleCtx, Path(id): Path<String>) -> AppResult<Respo
         .await?
         .ok_or_else(|| AppError::not_found("no such filing"))?;
     let raw = read_blob(&ctx.tenant, f.message.sha256).await?;
-    let body = tokio::task::spawn_blocking(move || sanitised_body(&raw))
-        .await
-        .map_err(|e| AppError::internal(anyhow::anyhow!("sanitiser task: {e}")))?;
+    let body = crate::mail::guard::isolated(move || Ok(sanitised_body(&raw))).await?;
     let mut r = Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"></head><body>{body}</body></html>"
     ))

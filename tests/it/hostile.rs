@@ -1,0 +1,192 @@
+//! Hostile mail against every route that parses it (issue 8 §1): multipart and
+//! `message/rfc822` nesting 10^3..10^6 deep must cost one request a clear 422, never the
+//! process (the original fault: a recursive drop overflowing the stack after a 422).
+
+use docket::accounts::tokens::Scope;
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::common::*;
+
+/// Each depth and kind: the answer is a 422 problem and `/healthz` still answers.
+async fn each_hostile<F, Fut>(app: &TestApp, route: &str, mut send: F)
+where
+    F: FnMut(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = reqwest::Response>,
+{
+    for kind in [Nesting::Multipart, Nesting::Rfc822] {
+        for levels in HOSTILE_DEPTHS {
+            let what = format!("{route} with {kind:?} nesting {levels} deep");
+            let (status, body) = problem(send(nested_message(kind, levels)).await).await;
+            assert_eq!(status, 422, "{what}: {body}");
+            let kind_ok = ["too-deep", "too-many-parts"]
+                .iter()
+                .any(|k| body["type"] == format!("urn:docket:problem:{k}"));
+            assert!(kind_ok, "{what}: {body}");
+            assert_alive(app, &what).await;
+        }
+    }
+}
+
+both_backends!(filing_survives_deep_nesting, |app: TestApp| async move {
+    let token = app.token("alice@a.test");
+    each_hostile(&app, "POST /v1/filings", |raw| {
+        let body = filing_body(&raw, &["matter:M-1"]);
+        let (app, token) = (&app, &token);
+        async move { app.post_filing(token, &body).await }
+    })
+    .await;
+    let t = app.tenant(&app.firm_a).await;
+    assert_eq!(counts(&t).await.0, 0, "nothing was stored");
+});
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn addon_context_survives_deep_nesting() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let token = app.token("alice@a.test");
+    each_hostile(&app, "POST /v1/addon/context", |raw| {
+        let (app, token) = (&app, &token);
+        async move {
+            app.http
+                .post(format!("{}/v1/addon/context", app.base))
+                .bearer_auth(token)
+                .json(&json!({ "raw": b64url(&raw) }))
+                .send()
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rules_dry_run_survives_deep_nesting() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let t = app.tenant(&app.firm_a).await;
+    let token = access_token(&t, "adam@a.test", &[Scope::Admin]).await;
+    // A rule with a body condition, so the body is read too.
+    let rule = json!({"name": "Privileged", "action": "suggest",
+        "conditions": [{"field": "body", "op": "contains", "value": "privileged"}],
+        "targets": ["matter:M-1"]});
+    let resp = app
+        .http
+        .post(format!("{}/v1/admin/rules", app.base))
+        .bearer_auth(&token)
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    each_hostile(&app, "POST /v1/admin/rules/dry-run", |raw| {
+        let (app, token) = (&app, &token);
+        async move {
+            app.http
+                .post(format!("{}/v1/admin/rules/dry-run", app.base))
+                .bearer_auth(token)
+                .json(&json!({ "raw": b64url(&raw) }))
+                .send()
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+}
+
+/// The console's dry run takes an uploaded `.eml`: the page answers 422 and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn console_dry_run_survives_deep_nesting() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let t = app.tenant(&app.firm_a).await;
+    let (cookie, csrf) = console_cookie(&app, &t, "adam@a.test").await;
+    for kind in [Nesting::Multipart, Nesting::Rfc822] {
+        for levels in HOSTILE_DEPTHS {
+            let what = format!("console dry run with {kind:?} nesting {levels} deep");
+            let raw = nested_message(kind, levels);
+            let (status, html) = upload_eml(&app, &cookie, &csrf, &raw).await;
+            assert_eq!(status, 422, "{what}: {html}");
+            assert!(
+                html.contains("deeper than the limit") || html.contains("more MIME parts"),
+                "{what}: {html}"
+            );
+            assert_alive(&app, &what).await;
+        }
+    }
+}
+
+async fn console_cookie(
+    app: &TestApp,
+    t: &docket::tenancy::Tenant,
+    email: &str,
+) -> (String, String) {
+    let uid = user_id(t, email).await;
+    let mut conn = t.db.acquire().await.unwrap();
+    let (token, s) = docket::accounts::session::create(
+        &mut conn,
+        &uid,
+        true,
+        "127.0.0.1",
+        "test",
+        &app.config.admin,
+    )
+    .await
+    .unwrap();
+    let cookie = format!(
+        "{}={}",
+        docket::http::admin::ctx::cookie_name(&app.state),
+        docket::accounts::session::cookie_value(&t.id, &token)
+    );
+    (cookie, s.csrf)
+}
+
+async fn upload_eml(app: &TestApp, cookie: &str, csrf: &str, eml: &[u8]) -> (u16, String) {
+    let boundary = "----docket-hostile-upload-7MA4YWxk";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"filing_id\"\r\n\r\n\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"eml\"; filename=\"m.eml\"\r\n\
+         Content-Type: message/rfc822\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(eml);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let resp = app
+        .http
+        .post(format!("{}/console/rules/dry-run", app.base))
+        .header("cookie", cookie)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// A message at the limits still files and reads back (the fence costs nothing legitimate):
+/// 32-deep nesting of both kinds, and 900 sibling parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn legitimate_structure_at_the_limits_still_files() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let token = app.token("alice@a.test");
+    let mut many = b"From: a@acme.com\r\nSubject: many\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"sep\"\r\n\r\n".to_vec();
+    for i in 0..900 {
+        many.extend_from_slice(
+            format!("--sep\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"f{i}.bin\"\r\n\r\n{i}\r\n").as_bytes(),
+        );
+    }
+    many.extend_from_slice(b"--sep--\r\n");
+    for raw in [
+        nested_message(Nesting::Multipart, 30),
+        nested_message(Nesting::Rfc822, 30),
+        many,
+    ] {
+        let resp = app
+            .post_filing(&token, &filing_body(&raw, &["matter:M-1"]))
+            .await;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+}
