@@ -1375,6 +1375,7 @@ async fn run(cfg: Cfg) {
     let own = vec!["a.test".to_string()];
     let facts = MessageFacts {
         message: &parsed,
+        dedup_key: &parsed.dedup_key,
         gmail_thread_id: Some(open.thread_hex.as_str()),
         own_domains: &own,
         raw,

@@ -199,6 +199,10 @@ pub struct Limits {
     /// Deepest MIME nesting.
     #[serde(default = "default_max_depth")]
     pub max_depth: usize,
+    /// Largest header block of a message, in bytes (the raw message keeps everything; each
+    /// header's display form is cut at 2,000 characters).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -218,6 +222,7 @@ impl Default for Limits {
             max_message_bytes: default_max_message(),
             max_parts: default_max_parts(),
             max_depth: default_max_depth(),
+            max_header_bytes: default_max_header_bytes(),
         }
     }
 }
@@ -250,6 +255,9 @@ fn default_max_parts() -> usize {
 }
 fn default_max_depth() -> usize {
     32
+}
+fn default_max_header_bytes() -> usize {
+    1024 * 1024
 }
 fn default_log_format() -> String {
     "text".into()
@@ -365,6 +373,7 @@ impl Config {
         if self.limits.max_message_bytes == 0
             || self.limits.max_parts == 0
             || self.limits.max_depth == 0
+            || self.limits.max_header_bytes == 0
         {
             bail!("invalid configuration: `limits.*` must be positive");
         }

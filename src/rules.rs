@@ -1554,6 +1554,7 @@ mod tests {
             max_message_bytes: 1 << 20,
             max_parts: 1000,
             max_depth: 32,
+            max_header_bytes: 1 << 20,
         }
     }
 

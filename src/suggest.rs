@@ -179,6 +179,9 @@ fn placeholders(start: usize, n: usize) -> String {
 /// What the suggestion sources look at.
 pub struct MessageFacts<'a> {
     pub message: &'a ParsedMessage,
+    /// The key the message is, or would be, stored under (`filing::dedup::resolve_key`):
+    /// what "already filed" looks up.
+    pub dedup_key: &'a str,
     pub gmail_thread_id: Option<&'a str>,
     /// The tenant's own domains: colleagues are not "contacts".
     pub own_domains: &'a [String],
@@ -228,7 +231,7 @@ pub async fn suggestions(
             open(3 + ids.len()),
             if ids.is_empty() { String::new() } else { format!(" OR m.message_id IN ({})", placeholders(3, ids.len())) }
         );
-        let mut q = sqlx::query(&sql).bind(&m.dedup_key).bind(thread);
+        let mut q = sqlx::query(&sql).bind(facts.dedup_key).bind(thread);
         for id in &ids {
             q = q.bind(id);
         }
@@ -375,7 +378,7 @@ pub async fn suggestions(
         ))
         .bind(&user.id)
         .bind(sender)
-        .bind(&m.dedup_key)
+        .bind(facts.dedup_key)
         .fetch_all(pool)
         .await?;
         for r in rows {
@@ -411,6 +414,8 @@ pub async fn suggestions(
 pub struct MessageContext {
     pub already_filed: Vec<AlreadyFiled>,
     pub suggestions: Vec<Suggestion>,
+    /// An earlier, different message used this message's Message-ID.
+    pub message_id_reused: bool,
 }
 
 pub async fn context(
@@ -418,11 +423,12 @@ pub async fn context(
     user: &User,
     facts: &MessageFacts<'_>,
 ) -> AppResult<MessageContext> {
-    let already_filed = already_filed(pool, user, &facts.message.dedup_key).await?;
+    let already_filed = already_filed(pool, user, facts.dedup_key).await?;
     let suggestions = suggestions(pool, user, facts, &already_filed).await?;
     Ok(MessageContext {
         already_filed,
         suggestions,
+        message_id_reused: false,
     })
 }
 

@@ -813,6 +813,29 @@ Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b0--\r\n";
     assert_eq!(ctx["attachments"][1]["inline"], false);
 }
 
+/// Issue 8 §3: a different message reusing a filed message's Message-ID is not shown as
+/// already filed; the card says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reused_message_id_is_not_already_filed() {
+    let t = Addon::sqlite().await;
+    let first = msg("dana@acme.com", "Offer", "<reused@acme.com>");
+    t.file(ALICE, &first, &["matter:M-1"], None).await;
+    let other = String::from_utf8(first.clone())
+        .unwrap()
+        .replace("\r\n\r\n", "\r\n\r\nA different body.\r\n");
+    t.gmail.serve(other.as_bytes());
+    let reply = t.call("/addon/message", &event(ALICE)).await;
+    let text = all_text(&reply);
+    assert!(!text.contains("Already filed"), "{text}");
+    assert!(
+        text.contains("different message used the same Message-ID"),
+        "{text}"
+    );
+    t.gmail.serve(&first);
+    let text = all_text(&t.call("/addon/message", &event(ALICE)).await);
+    assert!(text.contains("Already filed"), "{text}");
+}
+
 /// Issue 8 §1: a lawyer merely opening a hostile message (nested 10^3..10^6 deep) gets an
 /// explanatory card; the process stays up for everyone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

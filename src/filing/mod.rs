@@ -17,6 +17,8 @@ use crate::mail::{self, Mailbox, ParsedMessage};
 use crate::tenancy::Tenant;
 use crate::time_fmt::now_rfc3339;
 
+pub mod dedup;
+
 pub const MAX_TARGETS: usize = 20;
 pub const MAX_NOTE_CHARS: usize = 2000;
 
@@ -137,6 +139,21 @@ pub struct FilingOutcome {
     /// Filings the firm's routing rules added (`auto_file` rules), filed by the system user.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub auto_filed: Vec<AutoFiled>,
+    /// An earlier, different message used this message's Message-ID: this one was stored
+    /// as its own message (never taken for a duplicate of that one).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub message_id_reused: bool,
+    /// What happened, in words, when there is something to say (`message_id_reused`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
+}
+
+/// The words for `message_id_reused`.
+pub fn reused_id_notice(message_id: Option<&str>) -> String {
+    format!(
+        "An earlier, different message used the same Message-ID <{}>; this message is kept as its own message, not as a copy of that one.",
+        message_id.unwrap_or("")
+    )
 }
 
 /// A filing made by an `auto_file` routing rule alongside the user's own.
@@ -259,7 +276,8 @@ pub async fn file_message(
     let limits2 = limits.clone();
     let raw = Arc::new(input.raw);
     let raw2 = raw.clone();
-    let parsed: ParsedMessage = mail::parse_isolated(raw2, limits2).await?;
+    let mut parsed: ParsedMessage = mail::parse_isolated(raw2, limits2).await?;
+    let message_id_reused = dedup::resolve(tenant, &mut parsed).await?;
 
     // The firm's auto-file rules add their targets (as the system user) to a person's filing;
     // a `never_auto_file` rule suppresses them. The system user itself never triggers rules.
@@ -335,7 +353,8 @@ pub async fn file_message(
     let mut tx = pool.begin().await?;
     audit::lock_chain(&mut tx).await?;
     let now = now_rfc3339();
-    let message_id = match message_id_by_key(&mut *tx, &parsed.dedup_key).await? {
+    let (key, stored) = dedup::stored_in_tx(&mut tx, &parsed).await?;
+    let message_id = match stored {
         Some(id) => id,
         None => {
             if !tenant.blobs.exists(&parsed.raw_sha256) {
@@ -353,6 +372,7 @@ pub async fn file_message(
             insert_message(
                 &mut tx,
                 &parsed,
+                &key,
                 gmail_message_id.as_deref(),
                 gmail_thread_id.as_deref(),
                 &now,
@@ -477,6 +497,8 @@ pub async fn file_message(
     Ok(FilingOutcome {
         filings,
         auto_filed,
+        notice: message_id_reused.then(|| reused_id_notice(parsed.message_id.as_deref())),
+        message_id_reused,
     })
 }
 
@@ -495,6 +517,7 @@ async fn message_id_by_key<'e>(
 async fn insert_message(
     conn: &mut AnyConnection,
     p: &ParsedMessage,
+    dedup_key: &str,
     gmail_message_id: Option<&str>,
     gmail_thread_id: Option<&str>,
     now: &str,
@@ -502,11 +525,12 @@ async fn insert_message(
     let id = uuid::Uuid::new_v4().simple().to_string();
     sqlx::query(
         "INSERT INTO messages (id, dedup_key, message_id, subject, from_json, to_json, cc_json, sent_at, \
-         in_reply_to_json, references_json, raw_size, raw_sha256, gmail_message_id, gmail_thread_id, created_at, from_addr) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+         in_reply_to_json, references_json, raw_size, raw_sha256, gmail_message_id, gmail_thread_id, created_at, from_addr, \
+         content_sha256) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(&id)
-    .bind(&p.dedup_key)
+    .bind(dedup_key)
     .bind(p.message_id.clone())
     .bind(p.subject.clone())
     .bind(js(&p.from))
@@ -521,6 +545,7 @@ async fn insert_message(
     .bind(gmail_thread_id.map(str::to_string))
     .bind(now)
     .bind(p.from.iter().find_map(|b| b.address.clone()))
+    .bind(&p.content_sha256)
     .execute(&mut *conn)
     .await?;
     for a in &p.attachments {

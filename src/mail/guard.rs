@@ -57,6 +57,7 @@ pub fn ceiling_limits() -> Limits {
         max_message_bytes: usize::MAX,
         max_parts: MAX_PARTS_CEILING,
         max_depth: usize::MAX,
+        max_header_bytes: usize::MAX,
     }
 }
 
@@ -392,6 +393,7 @@ mod tests {
             max_message_bytes: usize::MAX,
             max_parts,
             max_depth: 32,
+            max_header_bytes: 1 << 20,
         }
     }
 

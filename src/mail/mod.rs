@@ -52,7 +52,42 @@ pub struct ParsedMessage {
     pub references: Vec<String>,
     pub raw_size: usize,
     pub raw_sha256: String,
+    /// What the message says, hashed so that transfer encoding, line endings and header
+    /// folding do not change it (see [`content_fingerprint`]): two messages with one
+    /// Message-ID are the same message only when this is equal too.
+    pub content_sha256: String,
     pub attachments: Vec<ParsedAttachment>,
+}
+
+/// Longest display form of one header value, in characters; the raw message keeps it whole.
+pub const MAX_HEADER_DISPLAY_CHARS: usize = 2000;
+
+/// A header value's display form: [`clean_header_text`], cut after
+/// [`MAX_HEADER_DISPLAY_CHARS`] characters with a visible mark.
+pub fn display_text(s: &str) -> String {
+    let clean = clean_header_text(s);
+    match clean.char_indices().nth(MAX_HEADER_DISPLAY_CHARS) {
+        Some((at, _)) => format!("{}… [cut]", &clean[..at]),
+        None => clean,
+    }
+}
+
+/// Rejects a message whose header block (up to the first empty line) is over the limit.
+fn check_header_block(raw: &[u8], limits: &Limits) -> Result<(), AppError> {
+    let window = &raw[..raw.len().min(limits.max_header_bytes.saturating_add(4))];
+    let end = memchr::memmem::find(window, b"\n\n")
+        .or_else(|| memchr::memmem::find(window, b"\n\r\n"))
+        .unwrap_or(raw.len());
+    if end > limits.max_header_bytes {
+        return Err(AppError::unprocessable(
+            "headers-too-large",
+            format!(
+                "the message's header block is over the limit of {} bytes",
+                limits.max_header_bytes
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn mailboxes(a: Option<&Address>) -> Vec<Mailbox> {
@@ -60,10 +95,10 @@ fn mailboxes(a: Option<&Address>) -> Vec<Mailbox> {
     a.iter()
         .take(500)
         .map(|m| Mailbox {
-            name: m.name().map(clean_header_text).filter(|s| !s.is_empty()),
+            name: m.name().map(display_text).filter(|s| !s.is_empty()),
             address: m
                 .address()
-                .map(|s| clean_header_text(s).to_ascii_lowercase())
+                .map(|s| display_text(s).to_ascii_lowercase())
                 .filter(|s| !s.is_empty()),
         })
         .collect()
@@ -231,6 +266,7 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<ParsedMessage, AppError> {
             limits.max_message_bytes
         )));
     }
+    check_header_block(raw, limits)?;
     guarded(raw, || {
         guard::with_message(raw, limits, |msg| extract(raw, msg, limits))
     })
@@ -286,10 +322,10 @@ fn extract(raw: &[u8], msg: &Message, limits: &Limits) -> Result<ParsedMessage, 
         crate::time_fmt::parse(&s).map(crate::time_fmt::format_utc)
     });
     let attachments = attachments(raw, msg);
-    Ok(ParsedMessage {
+    let mut parsed = ParsedMessage {
         dedup_key,
         message_id,
-        subject: msg.subject().map(clean_header_text),
+        subject: msg.subject().map(display_text),
         from: mailboxes(msg.from()),
         to: mailboxes(msg.to()),
         cc: mailboxes(msg.cc()),
@@ -298,8 +334,61 @@ fn extract(raw: &[u8], msg: &Message, limits: &Limits) -> Result<ParsedMessage, 
         references: id_list(msg.references()),
         raw_size: raw.len(),
         raw_sha256,
+        content_sha256: String::new(),
         attachments,
-    })
+    };
+    parsed.content_sha256 = content_fingerprint(msg, &parsed);
+    Ok(parsed)
+}
+
+/// SHA-256 over what a reader sees: Message-ID, subject, date, sender and recipients, the
+/// decoded text and HTML bodies (line endings and trailing white space normalised) and each
+/// attachment's content (text attachments with line endings normalised). The same message
+/// fetched twice, with CRLF or LF, or re-encoded (base64 ↔ quoted-printable ↔ 8bit) has one
+/// fingerprint; a different message reusing a Message-ID has another.
+fn content_fingerprint(msg: &Message, p: &ParsedMessage) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(b);
+    };
+    field(b"docket-content-v1");
+    for s in [&p.message_id, &p.subject, &p.sent_at] {
+        field(s.as_deref().unwrap_or("").as_bytes());
+    }
+    for list in [&p.from, &p.to, &p.cc] {
+        field(serde_json::to_string(list).unwrap_or_default().as_bytes());
+    }
+    for id in msg.text_body.iter().chain(&msg.html_body) {
+        let text = msg.parts.get(*id as usize).and_then(|p| p.text_contents());
+        field(normalised_text(text.unwrap_or("").as_bytes()).as_slice());
+    }
+    for a in &p.attachments {
+        if a.content_type.starts_with("text/") {
+            field(normalised_text(&a.bytes).as_slice());
+        } else {
+            field(a.sha256.as_bytes());
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+/// Line endings as LF, trailing white space of each line and trailing blank lines dropped.
+fn normalised_text(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    for line in b.split(|c| *c == b'\n') {
+        let mut line = line;
+        while let [head @ .., b' ' | b'\t' | b'\r'] = line {
+            line = head;
+        }
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    while out.last() == Some(&b'\n') {
+        out.pop();
+    }
+    out
 }
 
 #[cfg(test)]
@@ -319,6 +408,7 @@ mod tests {
             max_message_bytes: 1 << 20,
             max_parts: 1000,
             max_depth: 32,
+            max_header_bytes: 1 << 20,
         };
         let ok = parse(b"From: a@b.c\r\nSubject: hi\r\n\r\nbody\r\n", &limits).unwrap();
         assert_eq!(ok.subject.as_deref(), Some("hi"));

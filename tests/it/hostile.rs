@@ -190,3 +190,56 @@ async fn legitimate_structure_at_the_limits_still_files() {
         assert_eq!(status, 201, "{body}");
     }
 }
+
+// Issue 8 §4: a long header is stored whole in the raw message but its display form is
+// cut at 2,000 characters, marked; a header block over `limits.max_header_bytes` is a 422.
+both_backends!(
+    header_display_is_capped_and_header_block_bounded,
+    |app: TestApp| async move {
+        let token = app.token("alice@a.test");
+        let long = "x".repeat(100_000);
+        let raw = format!(
+        "From: \"{long}\" <dana@acme.com>\r\nTo: alice@a.test\r\nSubject: {long}\r\nMessage-ID: <long@acme.com>\r\n\r\nbody\r\n"
+    );
+        let resp = app
+            .post_filing(&token, &filing_body(raw.as_bytes(), &["matter:M-1"]))
+            .await;
+        assert_eq!(resp.status(), 201);
+        let list: Value = app
+            .get(&token, "/v1/filings?target=matter:M-1")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let m = &list["filings"][0]["message"];
+        let subject = m["subject"].as_str().unwrap();
+        assert_eq!(subject.chars().count(), 2000 + "… [cut]".chars().count());
+        assert!(subject.ends_with("… [cut]"));
+        assert!(m["from"][0]["name"].as_str().unwrap().ends_with("… [cut]"));
+        let id = list["filings"][0]["id"].as_str().unwrap();
+        let stored = app
+            .get(&token, &format!("/v1/filings/{id}/raw"))
+            .await
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(
+            stored.as_ref(),
+            raw.as_bytes(),
+            "the raw message keeps everything"
+        );
+
+        let huge = format!(
+            "From: dana@acme.com\r\nSubject: {}\r\n\r\nbody\r\n",
+            "y".repeat(1_100_000)
+        );
+        let (status, body) = problem(
+            app.post_filing(&token, &filing_body(huge.as_bytes(), &["matter:M-1"]))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["type"], "urn:docket:problem:headers-too-large");
+        assert_alive(&app, "a 1.1 MB header").await;
+    }
+);

@@ -8,6 +8,7 @@ mod admin_security;
 mod audit;
 mod bad_input;
 mod browse;
+mod dedup;
 mod filings;
 mod hostile;
 mod rules;

@@ -325,13 +325,18 @@ async fn message_context(
         .await?
         .map(|t| t.domains)
         .unwrap_or_default();
+    let (dedup_key, message_id_reused) =
+        crate::filing::dedup::resolve_key(&ctx.tenant, parsed).await?;
     let facts = MessageFacts {
         message: parsed,
+        dedup_key: &dedup_key,
         gmail_thread_id: thread,
         own_domains: &domains,
         raw,
     };
-    suggest::context(&ctx.tenant.db, &ctx.user, &facts).await
+    let mut context = suggest::context(&ctx.tenant.db, &ctx.user, &facts).await?;
+    context.message_id_reused = message_id_reused;
+    Ok(context)
 }
 
 fn human_size(n: usize) -> String {
@@ -360,6 +365,7 @@ async fn message_card(
     let suggest::MessageContext {
         already_filed: filed,
         suggestions,
+        message_id_reused,
     } = message_context(state, ctx, &msg.parsed, &msg.raw, msg.thread_id.as_deref()).await?;
     let hits = match query {
         Some(q) => suggest::search(pool, &ctx.user, q, 20).await?,
@@ -372,6 +378,14 @@ async fn message_card(
         .clone()
         .unwrap_or_else(|| "(no subject)".into());
     let mut card = Card::new("message", "docket").subtitle(&subject);
+    if message_id_reused {
+        let id = msg.parsed.message_id.as_deref();
+        let text = crate::filing::reused_id_notice(id);
+        card = card.section(
+            Some("Not the same message"),
+            vec![paragraph(&cards::esc(&text))],
+        );
+    }
 
     if !filed.is_empty() {
         let widgets = filed
@@ -778,6 +792,10 @@ async fn file_action(
         .first()
         .and_then(|f| f.message.subject.as_deref())
         .unwrap_or("(no subject)");
+    let mut widgets: Vec<Value> = widgets;
+    if let Some(notice) = &outcome.notice {
+        widgets.push(paragraph(&cards::esc(notice)));
+    }
     let card = filed_card(s, subject, widgets);
     let ids = |created: bool| -> Vec<String> {
         outcome
@@ -836,11 +854,14 @@ async fn context_api(
     let suggest::MessageContext {
         already_filed: filed,
         suggestions,
+        message_id_reused,
     } = message_context(&state, &ctx, &parsed, &raw, thread.as_deref()).await?;
     Ok(Json(serde_json::json!({
         "message": { "subject": parsed.subject, "from": parsed.from, "message_id": parsed.message_id },
         "already_filed": filed,
         "suggestions": suggestions,
+        "message_id_reused": message_id_reused,
+        "notice": message_id_reused.then(|| crate::filing::reused_id_notice(parsed.message_id.as_deref())),
         "can_file": suggest::fileable(&ctx.user),
         "attachments": parsed.attachments.iter().map(|a| serde_json::json!({
             "index": a.index, "name": a.display_name, "content_type": a.content_type, "size": a.bytes.len(),

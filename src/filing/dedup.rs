@@ -1,0 +1,124 @@
+//! Which stored message a parsed one is. A Message-ID (RFC 5322 §3.6.4) is meant to be
+//! unique, but senders reuse them; so a stored message is the same message only when its
+//! Message-ID *and* its content fingerprint ([`ParsedMessage::content_sha256`]) match.
+//!
+//! Keys: the first message with Message-ID `X` is stored under `mid:X` (as before this
+//! rule); a later, different message with the same id under `mid:X#<fingerprint>`. Messages
+//! without a Message-ID keep `sha256:<canonical bytes>`.
+
+use sqlx::{AnyConnection, Row};
+
+use crate::error::{AppError, AppResult};
+use crate::mail::{self, ParsedMessage};
+use crate::tenancy::Tenant;
+
+/// The key of a different message that reuses `base`'s Message-ID.
+fn alternative_key(base: &str, content_sha256: &str) -> String {
+    format!("{base}#{content_sha256}")
+}
+
+/// Sets `parsed.dedup_key` to the key under which this content is, or will be, stored.
+/// Returns `true` when an earlier, different message used the same Message-ID.
+pub async fn resolve(tenant: &Tenant, parsed: &mut ParsedMessage) -> AppResult<bool> {
+    let (key, reused) = resolve_key(tenant, parsed).await?;
+    parsed.dedup_key = key;
+    Ok(reused)
+}
+
+/// The key under which `parsed`'s content is, or will be, stored, and whether an earlier,
+/// different message used the same Message-ID.
+pub async fn resolve_key(tenant: &Tenant, parsed: &ParsedMessage) -> AppResult<(String, bool)> {
+    let base = parsed.dedup_key.clone();
+    if !base.starts_with("mid:") {
+        return Ok((base, false));
+    }
+    let alt = alternative_key(&base, &parsed.content_sha256);
+    let rows = sqlx::query(
+        "SELECT id, dedup_key, content_sha256, raw_sha256 FROM messages WHERE dedup_key = $1 OR dedup_key = $2",
+    )
+    .bind(&base)
+    .bind(&alt)
+    .fetch_all(&tenant.db)
+    .await?;
+    if rows.iter().any(|r| r.get::<String, _>(1) == alt) {
+        return Ok((alt, true));
+    }
+    let Some(row) = rows.first() else {
+        return Ok((base, false));
+    };
+    let stored = match row.get::<Option<String>, _>(2) {
+        Some(fp) => fp,
+        None => backfill(tenant, &row.get::<String, _>(0), &row.get::<String, _>(3)).await,
+    };
+    if stored == parsed.content_sha256 || stored.is_empty() {
+        return Ok((base, false));
+    }
+    Ok((alt, true))
+}
+
+/// The fingerprint of a message stored before fingerprints existed, from its raw blob, saved
+/// for next time. Empty (treated as "the same", the old rule) if the blob cannot be read.
+async fn backfill(tenant: &Tenant, message_id: &str, raw_sha256: &str) -> String {
+    let blobs = tenant.blobs.clone();
+    let blob = raw_sha256.to_string();
+    let fp = mail::guard::isolated(move || {
+        let raw = blobs
+            .get(&blob)
+            .map_err(|e| AppError::internal(anyhow::Error::new(e)))?;
+        mail::parse(&raw, &mail::guard::ceiling_limits()).map(|p| p.content_sha256)
+    })
+    .await;
+    match fp {
+        Ok(fp) => {
+            let saved = sqlx::query(
+                "UPDATE messages SET content_sha256 = $1 WHERE id = $2 AND content_sha256 IS NULL",
+            )
+            .bind(&fp)
+            .bind(message_id)
+            .execute(&tenant.db)
+            .await;
+            if let Err(e) = saved {
+                tracing::warn!(error = %e, message = %message_id, "cannot save a content fingerprint");
+            }
+            fp
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, message = %message_id, "no content fingerprint for a stored message");
+            String::new()
+        }
+    }
+}
+
+/// Inside the filing transaction: the stored message for `parsed`, if any, and the key to
+/// store it under otherwise. A different message that took `parsed.dedup_key` since
+/// [`resolve`] ran moves this one to its alternative key.
+pub async fn stored_in_tx(
+    conn: &mut AnyConnection,
+    parsed: &ParsedMessage,
+) -> AppResult<(String, Option<String>)> {
+    let key = parsed.dedup_key.clone();
+    let Some((id, fp)) = by_key(conn, &key).await? else {
+        return Ok((key, None));
+    };
+    let same = fp.as_deref().is_none_or(|f| f == parsed.content_sha256);
+    let is_base = key.starts_with("mid:") && !key.ends_with(&parsed.content_sha256);
+    if same || !is_base {
+        return Ok((key, Some(id)));
+    }
+    let alt = alternative_key(&key, &parsed.content_sha256);
+    let found = by_key(conn, &alt).await?.map(|(id, _)| id);
+    Ok((alt, found))
+}
+
+async fn by_key(
+    conn: &mut AnyConnection,
+    key: &str,
+) -> AppResult<Option<(String, Option<String>)>> {
+    Ok(
+        sqlx::query("SELECT id, content_sha256 FROM messages WHERE dedup_key = $1")
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| (r.get(0), r.get(1))),
+    )
+}
