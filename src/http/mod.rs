@@ -77,6 +77,8 @@ pub fn router(state: AppState) -> Router {
             AppError::internal(anyhow::anyhow!("request handler panicked")).into_response()
         }))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(120)))
+        // Outside the timeout: its 408, axum's 405 and bare rejections become problem+json.
+        .layer(axum::middleware::from_fn(crate::error::problem_for_bare_errors))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

@@ -249,6 +249,48 @@ async fn admin_api_and_console_refuse_anonymous_callers_with_security_headers() 
 }
 
 #[tokio::test]
+async fn every_error_is_a_problem_including_method_not_allowed() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let send =
+        |m: reqwest::Method, path: &str| app.http.request(m, format!("{}{path}", app.base)).send();
+    // axum's 405 answers (any route, any method it lacks) keep `Allow` and become problems.
+    for (m, path) in [
+        (reqwest::Method::DELETE, "/v1/filings"),
+        (reqwest::Method::POST, "/healthz"),
+        (reqwest::Method::PUT, "/console/login"),
+    ] {
+        let r = send(m, path).await.unwrap();
+        assert!(r.headers().contains_key("allow"), "{path}");
+        assert_eq!(r.headers()["referrer-policy"], "same-origin");
+        let (s, body) = problem(r).await;
+        assert_eq!(s, 405, "{path}");
+        assert_eq!(body["type"], "urn:docket:problem:method-not-allowed");
+    }
+    // A View link without its `t`, and a path that does not parse, are problems too.
+    let fid = "0123456789abcdef0123456789abcdef";
+    let (s, body) = problem(
+        send(reqwest::Method::GET, &format!("/view/filings/{fid}"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, body["type"].as_str()),
+        (400, Some("urn:docket:problem:invalid-link"))
+    );
+    let (s, _) = problem(
+        send(
+            reqwest::Method::GET,
+            &format!("/view/filings/{fid}/attachments/x?t=y"),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test]
 async fn hsts_is_sent_when_tls_is_configured() {
     let app = TestApp::spawn_with(Backend::Sqlite, |c| c.admin.hsts = Some(true))
         .await
