@@ -8,6 +8,7 @@ mod admin_security;
 mod audit;
 mod bad_input;
 mod browse;
+mod dev_hosts;
 mod filings;
 mod rules;
 mod storage;
