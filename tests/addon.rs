@@ -1850,10 +1850,11 @@ async fn rule_in_cards(name: &str, shown: &str) {
             .get(0);
     sqlx::query(
         "INSERT INTO rules (id, position, name, enabled, conditions, action, targets, stop, created_at, updated_at) \
-         VALUES ('r1', 1, 'Acme disputes', 1, $1, 'auto_file', $2, 0, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+         VALUES ('r1', 1, $3, 1, $1, 'auto_file', $2, 0, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
     )
     .bind(r#"[{"field":"from","op":"domain","value":"acme.com","negate":false}]"#)
     .bind(json!([case_id]).to_string())
+    .bind(name)
     .execute(&db.db)
     .await
     .unwrap();
@@ -1869,7 +1870,7 @@ async fn rule_in_cards(name: &str, shown: &str) {
 
     let r = t.call("/addon/message", &event(ALICE)).await;
     assert!(
-        all_text(card(&r)).contains("rule “Acme disputes” files it here automatically"),
+        all_text(card(&r)).contains(&format!("rule “{name}” files it here automatically")),
         "{r}"
     );
 
@@ -1881,6 +1882,7 @@ async fn rule_in_cards(name: &str, shown: &str) {
     assert_eq!(lines[1]["text"], "<b>C-1</b> · Smith v. Jones");
     assert_eq!(
         lines[1]["bottomLabel"],
-        "by the firm's rule “Acme disputes”"
+        format!("by the firm's rule “{shown}”").as_str()
     );
+    assert!(!r.to_string().contains("<a href"), "{r}");
 }
