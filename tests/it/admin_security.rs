@@ -93,6 +93,20 @@ both_backends!(token_scopes_are_enforced, |app: TestApp| async move {
     assert_eq!(s, 403);
     ends_with_slug(&body, "insufficient-scope");
 
+    // `/v1/addon/context` only reads (a POST for the message in its body): any scope.
+    let raw = email("ctx-1", Some("<ctx-1@acme.com>"), &[]);
+    for tok in [&read, &file] {
+        let r = app
+            .http
+            .post(format!("{}/v1/addon/context", app.base))
+            .bearer_auth(tok)
+            .json(&json!({"raw": b64url(&raw)}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
     // file: can file, cannot use the admin API.
     let r = app.post_filing(&file, &sample_filing("file-1")).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
