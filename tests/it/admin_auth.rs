@@ -442,13 +442,24 @@ both_backends!(
             .await
             .unwrap();
         let ann_token = admin_token(&a, "ann@a.test").await;
-        let r = app
-            .http
-            .post(format!("{}/v1/admin/users/{adam}/reactivate", app.base))
-            .bearer_auth(&ann_token)
+        let (ann_cookie, ann_csrf) = admin_session(&app, &a, "ann@a.test").await;
+        let reactivate = |path: String, token: Option<&str>| {
+            let r = app.http.post(format!("{}{}", app.base, path));
+            match token {
+                Some(t) => r.bearer_auth(t),
+                None => r
+                    .header("cookie", &ann_cookie)
+                    .header("x-csrf-token", &ann_csrf),
+            }
             .send()
-            .await
-            .unwrap();
+        };
+        // Restoring a person's access is a person's act: a token is refused.
+        let path = format!("/v1/admin/users/{adam}/reactivate");
+        let (s, body) = problem(reactivate(path.clone(), Some(&ann_token)).await.unwrap()).await;
+        assert_eq!(s, 403);
+        slug(&body, "session-required");
+        assert_eq!(status_of(&a, "adam@a.test").await, "suspended");
+        let r = reactivate(path, None).await.unwrap();
         assert_eq!(r.status(), 200);
         let u: Value = r.json().await.unwrap();
         assert_eq!(u["status"], "active");
@@ -468,13 +479,7 @@ both_backends!(
             format!("/v1/admin/users/{bob}/reactivate"),
             "/v1/admin/users/nope/suspend".to_string(),
         ] {
-            let r = app
-                .http
-                .post(format!("{}{}", app.base, path))
-                .bearer_auth(&ann_token)
-                .send()
-                .await
-                .unwrap();
+            let r = reactivate(path.clone(), None).await.unwrap();
             let (s, body) = problem(r).await;
             assert_eq!(s, 404, "{path}");
             slug(&body, "not-found");
