@@ -359,12 +359,13 @@ async fn failure(
                     .execute(&mut *tx)
                     .await?;
                 let ended = session::end_all_for_user(&mut tx, &u.id).await?;
+                let links = super::reset::revoke_links_for_user(&mut tx, &u.id).await?;
                 audit::append(
                     &mut tx,
                     &AuditEvent::new(actor_email, "account.locked", &u.id).detail(
                         serde_json::json!({
                             "email": u.email, "failures": n, "sessions_ended": ended,
-                            "ip": attempt.map(|a| a.ip.clone()),
+                            "links_revoked": links, "ip": attempt.map(|a| a.ip.clone()),
                         }),
                     ),
                 )
@@ -814,7 +815,8 @@ async fn reload(pool: &AnyPool, user_id: &str) -> AppResult<User> {
         .ok_or_else(|| AppError::not_found("no such user"))
 }
 
-/// Suspends a user: no sign-in, no access tokens honoured, every session ended. Audited
+/// Suspends a user: no sign-in, no access tokens honoured, every session ended, every
+/// issued set-password link revoked. Audited
 /// `user.suspended`. 404 for an unknown id; 409 `user-disabled` for a disabled user.
 /// Suspending an already suspended user changes nothing.
 pub async fn suspend(pool: &AnyPool, user_id: &str, actor: &str) -> AppResult<User> {
@@ -829,10 +831,11 @@ pub async fn suspend(pool: &AnyPool, user_id: &str, actor: &str) -> AppResult<Us
                 .execute(&mut *tx)
                 .await?;
             let ended = session::end_all_for_user(&mut tx, user_id).await?;
+            let links = super::reset::revoke_links_for_user(&mut tx, user_id).await?;
             audit::append(
                 &mut tx,
                 &AuditEvent::new(actor, "user.suspended", user_id)
-                    .detail(serde_json::json!({"sessions_ended": ended})),
+                    .detail(serde_json::json!({"sessions_ended": ended, "links_revoked": links})),
             )
             .await?;
         }

@@ -1405,6 +1405,69 @@ both_backends!(
     }
 );
 
+both_backends!(
+    suspension_revokes_issued_set_password_links,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        let session = session_for(&app, &a, "adam@a.test").await;
+        let vera = user_id(&a, "vera@a.test").await;
+        let issued: Value = call(
+            &app,
+            Err(&session),
+            reqwest::Method::POST,
+            &format!("/v1/admin/users/{vera}/password-link"),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        let link = issued["link"].as_str().unwrap().to_string();
+        let page = |app: &TestApp, link: &str| {
+            let url = format!("{}{link}", app.base);
+            let http = app.http.clone();
+            async move { http.get(url).send().await.unwrap().status().as_u16() }
+        };
+        assert_eq!(page(&app, &link).await, 200);
+        for action in ["suspend", "reactivate"] {
+            let r = call(
+                &app,
+                Err(&session),
+                reqwest::Method::POST,
+                &format!("/v1/admin/users/{vera}/{action}"),
+                None,
+            )
+            .await;
+            assert_eq!(r.status(), 200, "{action}");
+        }
+        assert_eq!(
+            page(&app, &link).await,
+            410,
+            "the link died with the suspension"
+        );
+        let token = link.trim_start_matches("/console/reset/");
+        let (s, _) = problem(
+            app.http
+                .post(format!("{}/v1/password-reset/complete", app.base))
+                .json(&json!({"token": token, "password": STRONG}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 410);
+        let detail: String = sqlx::query(
+            "SELECT detail FROM audit_log WHERE action = 'user.suspended' AND subject = $1",
+        )
+        .bind(&vera)
+        .fetch_one(&a.db)
+        .await
+        .unwrap()
+        .get(0);
+        assert!(detail.contains("\"links_revoked\":1"), "{detail}");
+    }
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_asks_for_a_step_up_before_person_acts() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
