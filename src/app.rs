@@ -87,6 +87,7 @@ impl Application {
             if config.google.client_ids.is_empty() {
                 config.google.client_ids = vec![DEV_CLIENT_ID.to_string()];
             }
+            let hosts = dev::dev_hosts(addr, config.addon.public_url.as_deref());
             let a = &mut config.addon;
             a.public_url.get_or_insert_with(|| format!("http://{addr}"));
             a.service_account
@@ -108,7 +109,7 @@ impl Application {
                     std::fs::write(path, body)?;
                 }
             }
-            Some(Arc::new(dev::DevRuntime::new(issuer, mailbox)))
+            Some(Arc::new(dev::DevRuntime::new(issuer, mailbox, hosts)))
         } else {
             None
         };

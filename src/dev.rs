@@ -216,6 +216,23 @@ pub struct DevRuntime {
     pub mailbox: std::path::PathBuf,
     /// user OAuth token → (per-message access token, Gmail hex message id).
     grants: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
+    /// The `Host` values dev answers (lower-case): anything else may be a DNS-rebound name.
+    pub hosts: Vec<String>,
+}
+
+/// The hosts a dev instance on `addr` answers to: the listen address, `localhost:<port>`,
+/// and the host of `addon.public_url` when one was configured (e.g. a tunnel).
+pub fn dev_hosts(addr: std::net::SocketAddr, public_url: Option<&str>) -> Vec<String> {
+    let mut hosts = vec![addr.to_string(), format!("localhost:{}", addr.port())];
+    if let Some(u) = public_url.and_then(|u| url::Url::parse(u).ok()) {
+        if let Some(h) = u.host_str() {
+            hosts.push(match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_string(),
+            });
+        }
+    }
+    hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
 }
 
 /// A dev mailbox message's Gmail ids: `msg-f:<decimal>` and the API's hex form.
@@ -258,11 +275,12 @@ pub fn dev_thread(raw: &[u8], name: &str) -> DevIds {
 }
 
 impl DevRuntime {
-    pub fn new(issuer: TokenIssuer, mailbox: std::path::PathBuf) -> Self {
+    pub fn new(issuer: TokenIssuer, mailbox: std::path::PathBuf, hosts: Vec<String>) -> Self {
         DevRuntime {
             issuer,
             mailbox,
             grants: Default::default(),
+            hosts,
         }
     }
 

@@ -1854,10 +1854,16 @@ async fn view_link_opens_the_filing_while_valid() {
 
     let page = http.get(&local).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .contains("default-src 'none'"));
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("base-uri 'none'"), "{csp}");
+    // Without its capability the link is a problem, not axum's plain-text rejection.
+    let (path_only, _) = local.split_once('?').unwrap();
+    let bare = http.get(path_only).send().await.unwrap();
+    assert_eq!(bare.status(), 400);
+    assert_eq!(bare.headers()["content-type"], "application/problem+json");
+    let p: Value = bare.json().await.unwrap();
+    assert_eq!(p["type"], "urn:docket:problem:invalid-link", "{p}");
     let html = page.text().await.unwrap();
     assert!(
         html.contains("Exhibit &lt;b&gt;A&lt;/b&gt;"),
@@ -1903,6 +1909,20 @@ async fn view_link_opens_the_filing_while_valid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rules_show_as_suggestions_and_auto_filings_in_the_cards() {
+    rule_in_cards("Acme disputes", "Acme disputes").await;
+}
+
+/// An admin's rule name is plain text in the filer's card: markup in it is escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rule_names_are_escaped_in_the_cards() {
+    rule_in_cards(
+        r#"<a href="https://evil.test">Acme</a> & co"#,
+        r#"&lt;a href="https://evil.test"&gt;Acme&lt;/a&gt; &amp; co"#,
+    )
+    .await;
+}
+
+async fn rule_in_cards(name: &str, shown: &str) {
     let t = Addon::sqlite().await;
     let db = t.app.tenant(&t.app.firm_a).await;
     let case_id: String =
@@ -1913,10 +1933,11 @@ async fn rules_show_as_suggestions_and_auto_filings_in_the_cards() {
             .get(0);
     sqlx::query(
         "INSERT INTO rules (id, position, name, enabled, conditions, action, targets, stop, created_at, updated_at) \
-         VALUES ('r1', 1, 'Acme disputes', 1, $1, 'auto_file', $2, 0, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+         VALUES ('r1', 1, $3, 1, $1, 'auto_file', $2, 0, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
     )
     .bind(r#"[{"field":"from","op":"domain","value":"acme.com","negate":false}]"#)
     .bind(json!([case_id]).to_string())
+    .bind(name)
     .execute(&db.db)
     .await
     .unwrap();
@@ -1932,7 +1953,7 @@ async fn rules_show_as_suggestions_and_auto_filings_in_the_cards() {
 
     let r = t.call("/addon/message", &event(ALICE)).await;
     assert!(
-        all_text(card(&r)).contains("rule “Acme disputes” files it here automatically"),
+        all_text(card(&r)).contains(&format!("rule “{name}” files it here automatically")),
         "{r}"
     );
 
@@ -1944,6 +1965,7 @@ async fn rules_show_as_suggestions_and_auto_filings_in_the_cards() {
     assert_eq!(lines[1]["text"], "<b>C-1</b> · Smith v. Jones");
     assert_eq!(
         lines[1]["bottomLabel"],
-        "by the firm's rule “Acme disputes”"
+        format!("by the firm's rule “{shown}”").as_str()
     );
+    assert!(!r.to_string().contains("<a href"), "{r}");
 }

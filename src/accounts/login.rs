@@ -133,6 +133,16 @@ fn invalid_code() -> AppError {
     )
 }
 
+/// Concurrent guesses used up the account's attempts: nothing was checked.
+fn no_attempts_left() -> AppError {
+    AppError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "attempts-exhausted",
+        "too many sign-in attempts for this account failed or are in progress: it is locked, \
+         or about to be; ask another administrator if you cannot sign in",
+    )
+}
+
 /// Finds the tenant for a sign-in address: an explicit address mapping, else its domain.
 async fn tenant_for(state: &AppState, email: &str) -> anyhow::Result<Option<Arc<Tenant>>> {
     let mut id = state.catalog.tenant_id_for_address(email).await?;
@@ -278,12 +288,44 @@ async fn check_throttle(
     Ok(())
 }
 
-/// A failure that counts toward the account's lockout. Returns whether this failure
-/// suspended the account. Writes the audit entry `action` (and the attempt row when given).
+/// Claims one of the account's remaining attempts *before* a password or code is checked:
+/// the failure counter goes up first, in one conditional statement (atomic on SQLite and
+/// PostgreSQL alike), so concurrent guesses cannot check more than [`MAX_FAILURES`] between
+/// them. A wrong answer keeps the claim (it is the failure); a right one clears the counter
+/// or gives the claim back ([`release_attempt`]). False: no attempt left, check nothing.
+async fn claim_attempt(pool: &AnyPool, user_id: &str) -> AppResult<bool> {
+    let n = sqlx::query(
+        "UPDATE local_accounts SET failed_logins = failed_logins + 1 \
+         WHERE user_id = $1 AND failed_logins < $2",
+    )
+    .bind(user_id)
+    .bind(MAX_FAILURES)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Gives back a claimed attempt whose answer was right but does not end the sign-in (a
+/// correct password: the second factor still counts against the same budget).
+async fn release_attempt(pool: &AnyPool, user_id: &str) -> AppResult<()> {
+    sqlx::query(
+        "UPDATE local_accounts SET failed_logins = failed_logins - 1 \
+         WHERE user_id = $1 AND failed_logins > 0",
+    )
+    .bind(user_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A failure. When `claimed` (the attempt was claimed with [`claim_attempt`], so it already
+/// counts), the third one suspends the account; returns whether this failure did. Writes
+/// the audit entry `action` (and the attempt row when given).
 async fn failure(
     pool: &AnyPool,
     user: Option<&User>,
-    counts: bool,
+    claimed: bool,
     action: &'static str,
     attempt: Option<&Attempt<'_>>,
     actor_email: &str,
@@ -293,13 +335,7 @@ async fn failure(
     audit::lock_chain(&mut tx).await?;
     let mut locked = false;
     let mut failures = None;
-    if let (true, Some(u)) = (counts, user) {
-        sqlx::query(
-            "UPDATE local_accounts SET failed_logins = failed_logins + 1 WHERE user_id = $1",
-        )
-        .bind(&u.id)
-        .execute(&mut *tx)
-        .await?;
+    if let (true, Some(u)) = (claimed, user) {
         let n: i64 = sqlx::query("SELECT failed_logins FROM local_accounts WHERE user_id = $1")
             .bind(&u.id)
             .fetch_optional(&mut *tx)
@@ -323,12 +359,13 @@ async fn failure(
                     .execute(&mut *tx)
                     .await?;
                 let ended = session::end_all_for_user(&mut tx, &u.id).await?;
+                let links = super::reset::revoke_links_for_user(&mut tx, &u.id).await?;
                 audit::append(
                     &mut tx,
                     &AuditEvent::new(actor_email, "account.locked", &u.id).detail(
                         serde_json::json!({
                             "email": u.email, "failures": n, "sessions_ended": ended,
-                            "ip": attempt.map(|a| a.ip.clone()),
+                            "links_revoked": links, "ip": attempt.map(|a| a.ip.clone()),
                         }),
                     ),
                 )
@@ -356,6 +393,55 @@ async fn failure(
     }
     tx.commit().await?;
     Ok(locked)
+}
+
+/// What checking a sign-in password found.
+enum PasswordCheck {
+    Right {
+        needs_rehash: bool,
+    },
+    /// Wrong, or no such user or password; `claimed`: it counts toward the lockout.
+    Wrong {
+        claimed: bool,
+    },
+    /// The account has no attempt left (concurrent guesses in flight): nothing was checked.
+    NoAttemptsLeft,
+}
+
+/// Checks a password, claiming one of an active account's attempts first. A suspended
+/// account's password is still checked (nothing there leads to a session; its owner learns
+/// the account is suspended). Unknown users and exhausted accounts cost the same Argon2 work.
+async fn check_password(
+    pool: &AnyPool,
+    user: Option<&User>,
+    acct: Option<&Account>,
+    candidate: &str,
+) -> AppResult<PasswordCheck> {
+    let counted = match (user, acct) {
+        (Some(u), Some(_)) if u.status == "active" => Some(u.id.as_str()),
+        _ => None,
+    };
+    if let Some(id) = counted {
+        if !claim_attempt(pool, id).await? {
+            let _ = password::verify_blocking(candidate, password::dummy_hash()).await;
+            return Ok(PasswordCheck::NoAttemptsLeft);
+        }
+    }
+    let stored = acct
+        .map(|a| a.hash.as_str())
+        .unwrap_or(password::dummy_hash());
+    let v = password::verify_blocking(candidate, stored).await;
+    if acct.is_some() && v.ok && !candidate.is_empty() {
+        if let Some(id) = counted {
+            release_attempt(pool, id).await?;
+        }
+        return Ok(PasswordCheck::Right {
+            needs_rehash: v.needs_rehash,
+        });
+    }
+    Ok(PasswordCheck::Wrong {
+        claimed: counted.is_some(),
+    })
 }
 
 /// Normalised sign-in address (trimmed, lowercase); over-long input cannot match a user.
@@ -399,11 +485,7 @@ pub async fn sign_in(
         Some(u) => account(&tenant.db, &u.id).await?,
         None => None,
     };
-    let stored = acct
-        .as_ref()
-        .map(|a| a.hash.as_str())
-        .unwrap_or(password::dummy_hash());
-    let v = password::verify_blocking(candidate, stored).await;
+    let check = check_password(&tenant.db, user.as_ref(), acct.as_ref(), candidate).await?;
     let attempt = |result: &'static str, reason: &'static str| Attempt {
         email: &email,
         user_id,
@@ -412,16 +494,18 @@ pub async fn sign_in(
         ip: client.ip.to_string(),
         user_agent: &client.user_agent,
     };
-    let (Some(user), true) = (&user, acct.is_some() && v.ok && !candidate.is_empty()) else {
-        let reason = match (&user, &acct) {
-            (None, _) => "unknown-user",
-            (Some(_), None) => "no-password",
-            _ => "wrong-password",
+    let (Some(user), PasswordCheck::Right { needs_rehash }) = (&user, &check) else {
+        let (claimed, reason) = match (&check, &user, &acct) {
+            (PasswordCheck::NoAttemptsLeft, _, _) => (false, "no-attempts-left"),
+            (_, None, _) => (false, "unknown-user"),
+            (_, Some(_), None) => (false, "no-password"),
+            (PasswordCheck::Wrong { claimed }, _, _) => (*claimed, "wrong-password"),
+            (PasswordCheck::Right { .. }, _, _) => (false, "wrong-password"),
         };
         failure(
             &tenant.db,
             user.as_ref(),
-            acct.is_some(),
+            claimed,
             "login.failed",
             Some(&attempt("failure", reason)),
             &email,
@@ -461,7 +545,7 @@ pub async fn sign_in(
         )
         .into());
     }
-    let new_hash = if v.needs_rehash {
+    let new_hash = if *needs_rehash {
         Some(password::hash_blocking(password).await?)
     } else {
         None
@@ -570,41 +654,48 @@ pub async fn second_factor(
         )
         .into());
     }
-    match totp::verify(tenant, user, code).await? {
-        Some(f) => {
-            let reason = match f {
-                totp::Factor::Totp => "totp",
-                totp::Factor::RecoveryCode => "recovery-code",
-            };
-            Ok(finish(tenant, user, session, reason, client, cfg).await?)
-        }
-        None => {
-            let a = Attempt {
-                email: &user.email,
-                user_id: Some(&user.id),
-                result: "failure",
-                reason: "wrong-code",
-                ip: client.ip.to_string(),
-                user_agent: &client.user_agent,
-            };
-            let locked = failure(
-                &tenant.db,
-                Some(user),
-                true,
-                "login.failed",
-                Some(&a),
-                &user.email,
-                "wrong-code",
-            )
-            .await?;
-            Err(if locked {
-                account_suspended()
-            } else {
-                invalid_code()
-            }
-            .into())
-        }
+    let claimed = claim_attempt(&tenant.db, &user.id).await?;
+    let checked = if claimed {
+        totp::verify(tenant, user, code).await?
+    } else {
+        None
+    };
+    if let Some(f) = checked {
+        let reason = match f {
+            totp::Factor::Totp => "totp",
+            totp::Factor::RecoveryCode => "recovery-code",
+        };
+        return Ok(finish(tenant, user, session, reason, client, cfg).await?);
     }
+    let reason = if claimed {
+        "wrong-code"
+    } else {
+        "no-attempts-left"
+    };
+    let a = Attempt {
+        email: &user.email,
+        user_id: Some(&user.id),
+        result: "failure",
+        reason,
+        ip: client.ip.to_string(),
+        user_agent: &client.user_agent,
+    };
+    let locked = failure(
+        &tenant.db,
+        Some(user),
+        claimed,
+        "login.failed",
+        Some(&a),
+        &user.email,
+        reason,
+    )
+    .await?;
+    Err(match (locked, claimed) {
+        (true, _) => account_suspended(),
+        (false, true) => invalid_code(),
+        (false, false) => no_attempts_left(),
+    }
+    .into())
 }
 
 /// Enrolment, step 2: the first code from the new authenticator confirms it, the session
@@ -643,6 +734,20 @@ pub async fn reauthenticate(
     password: &str,
     code: &str,
 ) -> AppResult<()> {
+    if !claim_attempt(&tenant.db, &user.id).await? {
+        let why = "no-attempts-left";
+        failure(
+            &tenant.db,
+            Some(user),
+            false,
+            "reauth.failed",
+            None,
+            &user.email,
+            why,
+        )
+        .await?;
+        return Err(no_attempts_left());
+    }
     let stored = account(&tenant.db, &user.id).await?;
     let hash = stored
         .as_ref()
@@ -710,7 +815,8 @@ async fn reload(pool: &AnyPool, user_id: &str) -> AppResult<User> {
         .ok_or_else(|| AppError::not_found("no such user"))
 }
 
-/// Suspends a user: no sign-in, no access tokens honoured, every session ended. Audited
+/// Suspends a user: no sign-in, no access tokens honoured, every session ended, every
+/// issued set-password link revoked. Audited
 /// `user.suspended`. 404 for an unknown id; 409 `user-disabled` for a disabled user.
 /// Suspending an already suspended user changes nothing.
 pub async fn suspend(pool: &AnyPool, user_id: &str, actor: &str) -> AppResult<User> {
@@ -725,10 +831,11 @@ pub async fn suspend(pool: &AnyPool, user_id: &str, actor: &str) -> AppResult<Us
                 .execute(&mut *tx)
                 .await?;
             let ended = session::end_all_for_user(&mut tx, user_id).await?;
+            let links = super::reset::revoke_links_for_user(&mut tx, user_id).await?;
             audit::append(
                 &mut tx,
                 &AuditEvent::new(actor, "user.suspended", user_id)
-                    .detail(serde_json::json!({"sessions_ended": ended})),
+                    .detail(serde_json::json!({"sessions_ended": ended, "links_revoked": links})),
             )
             .await?;
         }

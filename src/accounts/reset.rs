@@ -335,6 +335,24 @@ pub async fn issue_for_user(
     })
 }
 
+/// Kills every issued, unused set-password link of a user (suspension): the link's hash
+/// is dropped and it expires now, so it cannot work again after a reactivation. Returns
+/// how many links were revoked.
+pub async fn revoke_links_for_user(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+) -> sqlx::Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE reset_requests SET token_hash = NULL, expires_at = $1 \
+         WHERE user_id = $2 AND status = 'issued' AND token_hash IS NOT NULL",
+    )
+    .bind(now_rfc3339())
+    .bind(user_id)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
 /// Dismisses an open request.
 pub async fn dismiss(tenant: &Tenant, request_id: &str, actor: &str) -> AppResult<ResetRequest> {
     let _guard = tenant.write_guard().await;

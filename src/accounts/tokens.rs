@@ -230,36 +230,65 @@ pub async fn list_for_user(pool: &AnyPool, user_id: &str) -> AppResult<Vec<Acces
     Ok(rows.iter().map(from_row).collect())
 }
 
-/// Revokes one of `user_id`'s tokens; 404 when it is not theirs.
-pub async fn revoke(
+/// Every live token of the firm but `user_id`'s, with its owner's email, newest first
+/// (so an admin can revoke anyone's token during an incident).
+pub async fn list_others_live(
     pool: &AnyPool,
     user_id: &str,
-    id: &str,
-    actor: &str,
-) -> AppResult<AccessToken> {
+) -> AppResult<Vec<(AccessToken, String)>> {
+    let cols = COLS
+        .split(", ")
+        .map(|c| format!("t.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = sqlx::query(&format!(
+        "SELECT {cols}, u.email AS owner_email FROM access_tokens t JOIN users u ON u.id = t.user_id \
+         WHERE t.user_id <> $1 AND t.revoked_at IS NULL ORDER BY t.created_at DESC"
+    ))
+    .bind(user_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (from_row(r), r.get("owner_email")))
+        .filter(|(t, _)| t.is_live())
+        .collect())
+}
+
+/// Every token of the firm (live and past), newest first.
+pub async fn list_all(pool: &AnyPool) -> AppResult<Vec<AccessToken>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLS} FROM access_tokens ORDER BY created_at DESC"
+    ))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+/// Revokes any token of the firm (the caller's own or another person's, so an admin can
+/// act during an incident); 404 when there is no such token. Revoking a revoked token
+/// changes nothing. Audited `token.revoked` with the owner.
+pub async fn revoke(pool: &AnyPool, id: &str, actor: &str) -> AppResult<AccessToken> {
+    let t = get(pool, id)
+        .await?
+        .ok_or_else(|| AppError::not_found("no such access token"))?;
     let mut tx = pool.begin().await?;
     audit::lock_chain(&mut tx).await?;
     let n = sqlx::query(
-        "UPDATE access_tokens SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+        "UPDATE access_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
     )
     .bind(now_rfc3339())
     .bind(id)
-    .bind(user_id)
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    if n == 0 {
-        let exists = sqlx::query("SELECT 1 FROM access_tokens WHERE id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-        if !exists {
-            return Err(AppError::not_found("no such access token"));
-        }
-    } else {
-        audit::append(&mut tx, &AuditEvent::new(actor, "token.revoked", id)).await?;
+    if n == 1 {
+        audit::append(
+            &mut tx,
+            &AuditEvent::new(actor, "token.revoked", id)
+                .detail(serde_json::json!({ "owner": t.user_id, "name": t.name })),
+        )
+        .await?;
     }
     tx.commit().await?;
     get(pool, id)

@@ -29,6 +29,32 @@ pub fn router() -> Router<AppState> {
         .layer(DefaultBodyLimit::max(80 * 1024 * 1024))
 }
 
+/// `docket dev` answers only to its own names: a page a developer opens cannot reach it
+/// through a DNS-rebound name (and so cannot mint tokens or read the demo data).
+pub async fn only_own_hosts(
+    hosts: std::sync::Arc<Vec<String>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    match host {
+        Some(h) if hosts.contains(&h) => next.run(req).await,
+        _ => AppError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "unknown-host",
+            format!(
+                "docket dev answers only to {}: open it by that address",
+                hosts.join(" or ")
+            ),
+        )
+        .into_response(),
+    }
+}
+
 fn dev(state: &AppState) -> AppResult<&DevRuntime> {
     state
         .dev

@@ -102,12 +102,30 @@ impl FromRequestParts<AppState> for TenantCtx {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let token = bearer(parts)?;
-        if token.starts_with(tokens::PREFIX) {
-            return access_token_user(parts, state, token).await;
-        }
-        verify_user(state, token, &state.config.google.client_ids).await
+        let writes = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        tenant_ctx(parts, state, writes).await
     }
+}
+
+/// The verified caller of an endpoint that only reads, whatever its method (e.g.
+/// `POST /v1/addon/context`, a POST only because the message travels in the body): an
+/// access token with any scope may call it.
+pub struct ReaderCtx(pub TenantCtx);
+
+impl FromRequestParts<AppState> for ReaderCtx {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        Ok(ReaderCtx(tenant_ctx(parts, state, false).await?))
+    }
+}
+
+async fn tenant_ctx(parts: &Parts, state: &AppState, writes: bool) -> Result<TenantCtx, AppError> {
+    let token = bearer(parts)?;
+    if token.starts_with(tokens::PREFIX) {
+        return access_token_user(parts, state, token, writes).await;
+    }
+    verify_user(state, token, &state.config.google.client_ids).await
 }
 
 /// A personal access token (`dkt_...`) → its tenant and active owner. Changes (filing) need
@@ -116,10 +134,10 @@ async fn access_token_user(
     parts: &Parts,
     state: &AppState,
     secret: &str,
+    writes: bool,
 ) -> Result<TenantCtx, AppError> {
     let client = super::admin::ctx::client_of(parts, Some(&state.config.admin));
     let (tenant, user, t) = super::admin::ctx::token_owner(state, secret, &client).await?;
-    let writes = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let allowed = if writes {
         t.has(Scope::File) || t.has(Scope::Admin)
     } else {

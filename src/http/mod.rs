@@ -69,14 +69,24 @@ pub fn router(state: AppState) -> Router {
         app = app.merge(dev::router());
     }
     let hsts = state.config.hsts();
-    let app = app.fallback(|| async { AppError::not_found("no such endpoint") })
-        .with_state(state)
+    let dev_hosts = state.dev.as_ref().map(|d| Arc::new(d.hosts.clone()));
+    let mut app = app
+        .fallback(|| async { AppError::not_found("no such endpoint") })
+        .with_state(state);
+    if let Some(hosts) = dev_hosts {
+        app = app.layer(axum::middleware::from_fn(move |req, next| {
+            dev::only_own_hosts(hosts.clone(), req, next)
+        }));
+    }
+    let app = app
         // A panic anywhere in a handler is a logged 500 problem, never a dropped connection.
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             use axum::response::IntoResponse;
             AppError::internal(anyhow::anyhow!("request handler panicked")).into_response()
         }))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(120)))
+        // Outside the timeout: its 408, axum's 405 and bare rejections become problem+json.
+        .layer(axum::middleware::from_fn(crate::error::problem_for_bare_errors))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

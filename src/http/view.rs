@@ -58,6 +58,18 @@ struct LinkQuery {
     t: String,
 }
 
+/// The link's `t`; a link without one is a clear problem, not axum's plain-text rejection.
+fn link_token(q: LinkQ) -> AppResult<String> {
+    q.map(|Query(q)| q.t).map_err(|_| {
+        AppError::bad_request(
+            "invalid-link",
+            "this View link is incomplete (its `t` parameter is missing): open the filing again from Gmail",
+        )
+    })
+}
+
+type LinkQ = Result<Query<LinkQuery>, axum::extract::rejection::QueryRejection>;
+
 fn expired() -> AppError {
     AppError::not_found("this link has expired or is not valid; open the filing again from Gmail")
 }
@@ -110,10 +122,11 @@ fn people(list: &[crate::mail::Mailbox]) -> String {
 async fn page(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<LinkQuery>,
+    q: LinkQ,
 ) -> AppResult<Response> {
-    let (_, _, f) = authorise(&state, &id, &q.t).await?;
-    let t = esc(&q.t);
+    let t = link_token(q)?;
+    let (_, _, f) = authorise(&state, &id, &t).await?;
+    let t = esc(&t);
     let m = &f.message;
     let row = |k: &str, v: &str| format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
     let mut rows = String::new();
@@ -164,7 +177,7 @@ th{{text-align:left;padding:.2rem 1rem .2rem 0;color:#555;font-weight:500;vertic
     let mut resp = Html(html).into_response();
     resp.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'"),
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'"),
     );
     Ok(resp)
 }
@@ -172,9 +185,9 @@ th{{text-align:left;padding:.2rem 1rem .2rem 0;color:#555;font-weight:500;vertic
 async fn raw(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<LinkQuery>,
+    q: LinkQ,
 ) -> AppResult<Response> {
-    let (tenant, _, f) = authorise(&state, &id, &q.t).await?;
+    let (tenant, _, f) = authorise(&state, &id, &link_token(q)?).await?;
     let bytes = read_blob(&tenant, f.message.sha256.clone()).await?;
     Ok(download(bytes, "message/rfc822", "message.eml"))
 }
@@ -182,9 +195,9 @@ async fn raw(
 async fn attachment(
     State(state): State<AppState>,
     Path((id, n)): Path<(String, i64)>,
-    Query(q): Query<LinkQuery>,
+    q: LinkQ,
 ) -> AppResult<Response> {
-    let (tenant, user, _) = authorise(&state, &id, &q.t).await?;
+    let (tenant, user, _) = authorise(&state, &id, &link_token(q)?).await?;
     let (blob, name) = filing::attachment_of(&tenant.db, &user, &id, n)
         .await?
         .ok_or_else(|| AppError::not_found("no such attachment in this filing"))?;

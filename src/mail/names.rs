@@ -5,9 +5,12 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 const MAX_NAME_BYTES: usize = 255;
 
+/// Characters that display as nothing: Unicode's Default_Ignorable_Code_Point (soft hyphen,
+/// Mongolian vowel separator, zero-width and bidi controls, variation selectors, tags,
+/// Hangul fillers…; DerivedCoreProperties.txt, via ICU4X's compiled data).
 fn is_invisible_or_bidi(c: char) -> bool {
-    matches!(c,
-        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    use icu_properties::{props::DefaultIgnorableCodePoint, CodePointSetData};
+    CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
 }
 
 fn is_windows_reserved(stem: &str) -> bool {
@@ -149,6 +152,36 @@ mod tests {
         assert_eq!(
             sanitize_display_name("Brief für Gericht.pdf", f),
             "Brief für Gericht.pdf"
+        );
+    }
+
+    #[test]
+    fn default_ignorable_code_points_are_removed() {
+        let f = "attachment-1";
+        // Soft hyphen, Mongolian vowel separator, combining grapheme joiner, Hangul filler,
+        // a variation selector, an invisible operator and a tag character.
+        for c in [
+            '\u{00AD}',
+            '\u{180E}',
+            '\u{034F}',
+            '\u{3164}',
+            '\u{FE0F}',
+            '\u{2064}',
+            '\u{E0041}',
+        ] {
+            let name = format!("in{c}voice.pdf");
+            assert_eq!(
+                sanitize_display_name(&name, f),
+                "invoice.pdf",
+                "U+{:04X}",
+                c as u32
+            );
+            assert_eq!(clean_header_text(&format!("Re{c}: x")), "Re: x");
+        }
+        // Visible characters stay, accents and non-Latin scripts included.
+        assert_eq!(
+            sanitize_display_name("Ünïcødé 書類.pdf", f),
+            "Ünïcødé 書類.pdf"
         );
     }
 

@@ -442,13 +442,24 @@ both_backends!(
             .await
             .unwrap();
         let ann_token = admin_token(&a, "ann@a.test").await;
-        let r = app
-            .http
-            .post(format!("{}/v1/admin/users/{adam}/reactivate", app.base))
-            .bearer_auth(&ann_token)
+        let (ann_cookie, ann_csrf) = admin_session(&app, &a, "ann@a.test").await;
+        let reactivate = |path: String, token: Option<&str>| {
+            let r = app.http.post(format!("{}{}", app.base, path));
+            match token {
+                Some(t) => r.bearer_auth(t),
+                None => r
+                    .header("cookie", &ann_cookie)
+                    .header("x-csrf-token", &ann_csrf),
+            }
             .send()
-            .await
-            .unwrap();
+        };
+        // Restoring a person's access is a person's act: a token is refused.
+        let path = format!("/v1/admin/users/{adam}/reactivate");
+        let (s, body) = problem(reactivate(path.clone(), Some(&ann_token)).await.unwrap()).await;
+        assert_eq!(s, 403);
+        slug(&body, "session-required");
+        assert_eq!(status_of(&a, "adam@a.test").await, "suspended");
+        let r = reactivate(path, None).await.unwrap();
         assert_eq!(r.status(), 200);
         let u: Value = r.json().await.unwrap();
         assert_eq!(u["status"], "active");
@@ -468,13 +479,7 @@ both_backends!(
             format!("/v1/admin/users/{bob}/reactivate"),
             "/v1/admin/users/nope/suspend".to_string(),
         ] {
-            let r = app
-                .http
-                .post(format!("{}{}", app.base, path))
-                .bearer_auth(&ann_token)
-                .send()
-                .await
-                .unwrap();
+            let r = reactivate(path.clone(), None).await.unwrap();
             let (s, body) = problem(r).await;
             assert_eq!(s, 404, "{path}");
             slug(&body, "not-found");
@@ -1397,3 +1402,77 @@ async fn tls_deployments_get_secure_host_prefixed_cookies() {
     // HSTS follows secure cookies unless configured otherwise.
     assert!(resp.headers().contains_key("strict-transport-security"));
 }
+
+/// How many attempts of `email` were refused for `reason`.
+async fn attempts_for(t: &Tenant, email: &str, reason: &str) -> i64 {
+    sqlx::query("SELECT COUNT(*) FROM login_attempts WHERE email = $1 AND reason = $2")
+        .bind(email)
+        .bind(reason)
+        .fetch_one(&t.db)
+        .await
+        .unwrap()
+        .get::<i64, _>(0)
+}
+
+/// A code that is wrong now and in the neighbouring steps.
+fn wrong_code(secret: &[u8]) -> String {
+    let near: Vec<String> = (0..5)
+        .map(|i| totp::code_at(secret, now() + i * 30 - 60))
+        .collect();
+    (1..)
+        .map(|k| totp::code_at(secret, now() - 3600 * k))
+        .find(|c| !near.contains(c))
+        .unwrap()
+}
+
+both_backends!(
+    concurrent_wrong_codes_check_no_more_than_three,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        set_pw(&a, "adam@a.test", PW).await;
+        let (_, _, secret, _) = enrol(&app, "adam@a.test", PW).await;
+        let r = password_login(&app, "adam@a.test", PW).await;
+        let pending = cookie(&r);
+        let csrf = r.json::<Value>().await.unwrap()["csrf"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let code = wrong_code(&secret);
+        let tries = (0..40).map(|_| {
+            post_with(
+                &app,
+                "/v1/admin/session/second-factor",
+                &pending,
+                Some(&csrf),
+                json!({"code": code}),
+            )
+        });
+        let answers = futures::future::join_all(tries).await;
+        for r in &answers {
+            assert!(
+                [401, 403, 429].contains(&r.status().as_u16()),
+                "{}",
+                r.status()
+            );
+        }
+        assert_eq!(attempts_for(&a, "adam@a.test", "wrong-code").await, 3);
+        assert_eq!(status_of(&a, "adam@a.test").await, "suspended");
+        assert_eq!(audit_count(&a, "account.locked").await, 1);
+    }
+);
+
+both_backends!(
+    concurrent_wrong_passwords_check_no_more_than_three,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        set_pw(&a, "adam@a.test", PW).await;
+        let tries = (0..40).map(|_| password_login(&app, "adam@a.test", "wrong password 7"));
+        let answers = futures::future::join_all(tries).await;
+        for r in &answers {
+            assert!([401, 429].contains(&r.status().as_u16()), "{}", r.status());
+        }
+        assert_eq!(attempts_for(&a, "adam@a.test", "wrong-password").await, 3);
+        assert_eq!(status_of(&a, "adam@a.test").await, "suspended");
+        assert_eq!(audit_count(&a, "account.locked").await, 1);
+    }
+);

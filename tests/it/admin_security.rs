@@ -93,6 +93,20 @@ both_backends!(token_scopes_are_enforced, |app: TestApp| async move {
     assert_eq!(s, 403);
     ends_with_slug(&body, "insufficient-scope");
 
+    // `/v1/addon/context` only reads (a POST for the message in its body): any scope.
+    let raw = email("ctx-1", Some("<ctx-1@acme.com>"), &[]);
+    for tok in [&read, &file] {
+        let r = app
+            .http
+            .post(format!("{}/v1/addon/context", app.base))
+            .bearer_auth(tok)
+            .json(&json!({"raw": b64url(&raw)}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
     // file: can file, cannot use the admin API.
     let r = app.post_filing(&file, &sample_filing("file-1")).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
@@ -212,29 +226,61 @@ both_backends!(
             "the secret is never listed again"
         );
 
-        // Someone else's (or an unknown) token id: 404.
+        // An unknown token id: 404. Another person's token: any admin revokes it (incident
+        // response), even with an `admin` token, and the audit names its owner.
+        let (s, _) = problem(
+            app.http
+                .delete(format!(
+                    "{}/v1/admin/tokens/ffffffffffffffffffffffffffffffff",
+                    app.base
+                ))
+                .bearer_auth(&admin_token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 404);
         let alice = user_id(&a, "alice@a.test").await;
-        let (_, alices) = tokens::create(&a.db, &a.id, &alice, "alice's", &[Scope::Read], 3, "t")
+        let (alice_secret, alices) =
+            tokens::create(&a.db, &a.id, &alice, "alice's", &[Scope::Read], 3, "t")
+                .await
+                .unwrap();
+        let listed: Value = app
+            .get(&admin_token, "/v1/admin/tokens?all=true")
+            .await
+            .json()
             .await
             .unwrap();
-        for other in [alices.id.as_str(), "ffffffffffffffffffffffffffffffff"] {
-            let (s, _) = problem(
-                app.http
-                    .delete(format!("{}/v1/admin/tokens/{other}", app.base))
-                    .bearer_auth(&admin_token)
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
-            assert_eq!(s, 404);
-        }
-        assert!(tokens::get(&a.db, &alices.id)
+        assert!(
+            listed["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["id"] == alices.id.as_str()),
+            "{listed}"
+        );
+        let r = app
+            .http
+            .delete(format!("{}/v1/admin/tokens/{}", app.base, alices.id))
+            .bearer_auth(&admin_token)
+            .send()
             .await
-            .unwrap()
-            .unwrap()
-            .revoked_at
-            .is_none());
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            problem(app.get(&alice_secret, "/v1/filings").await).await.0,
+            401
+        );
+        let owner: String = sqlx::query(
+            "SELECT detail FROM audit_log WHERE action = 'token.revoked' AND subject = $1",
+        )
+        .bind(&alices.id)
+        .fetch_one(&a.db)
+        .await
+        .unwrap()
+        .get(0);
+        assert!(owner.contains(&alice), "{owner}");
 
         // Revoked → 401.
         let r = app
@@ -248,7 +294,7 @@ both_backends!(
         assert_eq!(r.status(), 200);
         let (s, _) = problem(app.get(&secret, "/v1/filings").await).await;
         assert_eq!(s, 401);
-        assert_eq!(audit_count(&a, "token.revoked").await, 1);
+        assert_eq!(audit_count(&a, "token.revoked").await, 2);
 
         // Expired → 401, on both the filing and the admin API.
         let exp = token_for(&a, "adam@a.test", &[Scope::Admin]).await;
@@ -298,12 +344,14 @@ both_backends!(tokens_never_cross_tenants, |app: TestApp| async move {
     let (s, _) = problem(app.get(&forged, "/v1/admin/tokens").await).await;
     assert_eq!(s, 401);
 
-    // B's reset requests and users are not reachable with A's token.
+    // B's reset requests and users are not reachable from A's session.
     let bob = user_id(&b, "bob@b.test").await;
+    let (cookie, csrf) = session_for(&app, &a, "adam@a.test").await;
     let (s, _) = problem(
         app.http
             .post(format!("{}/v1/admin/users/{bob}/password-link", app.base))
-            .bearer_auth(&a_token)
+            .header("cookie", cookie)
+            .header("x-csrf-token", csrf)
             .send()
             .await
             .unwrap(),
@@ -497,10 +545,22 @@ both_backends!(reset_flow_end_to_end, |app: TestApp| async move {
         0
     );
 
-    // No link for an unknown user; dismiss it instead.
+    // No link for an unknown user; dismiss it instead. Links are issued by a person (another
+    // admin, signed in): adam's own sessions end when his password is set below.
+    directory::add_user(&a.db, "ann@a.test", "Ann", directory::Role::Admin, "test")
+        .await
+        .unwrap();
+    let (ann_cookie, ann_csrf) = session_for(&app, &a, "ann@a.test").await;
     let post = |path: String| {
-        let (http, token) = (app.http.clone(), token.clone());
-        async move { http.post(path).bearer_auth(token).send().await.unwrap() }
+        let (http, cookie, csrf) = (app.http.clone(), ann_cookie.clone(), ann_csrf.clone());
+        async move {
+            http.post(path)
+                .header("cookie", cookie)
+                .header("x-csrf-token", csrf)
+                .send()
+                .await
+                .unwrap()
+        }
     };
     let uid = unknown_req["id"].as_str().unwrap();
     let (s, _) =
@@ -1088,4 +1148,399 @@ async fn reset_requests_cannot_flood_the_admins_queue() {
         scalar(&a, "SELECT COUNT(*) FROM reset_requests").await,
         docket::accounts::reset::MAX_REQUESTS_PER_IP_HOUR
     );
+}
+
+/// `method path body` with a bearer token or a session (cookie, CSRF).
+async fn call(
+    app: &TestApp,
+    auth: Result<&str, &(String, String)>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut r = app.http.request(method, format!("{}{path}", app.base));
+    r = match auth {
+        Ok(token) => r.bearer_auth(token),
+        Err((cookie, csrf)) => r.header("cookie", cookie).header("x-csrf-token", csrf),
+    };
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    r.send().await.unwrap()
+}
+
+/// Every request that creates or strengthens a credential or a person's powers.
+fn person_only_requests(
+    a: &Tenant,
+    adam: &str,
+    alice: &str,
+    rid: &str,
+) -> Vec<(reqwest::Method, String, Option<Value>)> {
+    use reqwest::Method as M;
+    let _ = a;
+    vec![
+        (
+            M::POST,
+            "/v1/admin/users".into(),
+            Some(json!({"email": "mallory@a.test", "role": "admin"})),
+        ),
+        (
+            M::POST,
+            format!("/v1/admin/users/{adam}/password-link"),
+            None,
+        ),
+        (
+            M::POST,
+            format!("/v1/admin/users/{alice}/password-link"),
+            None,
+        ),
+        (
+            M::POST,
+            format!("/v1/admin/reset-requests/{rid}/issue"),
+            None,
+        ),
+        (
+            M::PATCH,
+            format!("/v1/admin/users/{alice}"),
+            Some(json!({"role": "admin"})),
+        ),
+        (M::POST, format!("/v1/admin/users/{alice}/reactivate"), None),
+        (
+            M::POST,
+            "/v1/admin/tokens".into(),
+            Some(json!({"name": "x", "scopes": ["admin"], "expires_in_days": 5})),
+        ),
+        (
+            M::POST,
+            "/v1/admin/me/recovery-codes".into(),
+            Some(json!({})),
+        ),
+    ]
+}
+
+both_backends!(
+    an_admin_token_cannot_create_or_strengthen_a_person,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        let token = token_for(&a, "adam@a.test", &[Scope::Admin]).await;
+        let (adam, alice) = (
+            user_id(&a, "adam@a.test").await,
+            user_id(&a, "alice@a.test").await,
+        );
+        let rid = docket::accounts::reset::request(&a, "alice@a.test", "127.0.0.1", "t")
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
+        let rows = |sql: &'static str| scalar(&a, sql);
+        let before = (
+            rows("SELECT COUNT(*) FROM users").await,
+            rows("SELECT COUNT(*) FROM access_tokens").await,
+            rows("SELECT COUNT(*) FROM audit_log").await,
+        );
+
+        // The escalation chain fails at its first step, and so does every other such act.
+        let mut refused = person_only_requests(&a, &adam, &alice, &rid);
+        refused.push((
+            reqwest::Method::POST,
+            "/v1/admin/tenant/close".into(),
+            Some(json!({"password": STRONG, "code": "123456", "confirm_name": "Firm A"})),
+        ));
+        refused.push((
+            reqwest::Method::POST,
+            "/v1/admin/session/totp/enrol".into(),
+            None,
+        ));
+        for (m, path, body) in refused {
+            let (s, p) = problem(call(&app, Ok(&token), m.clone(), &path, body).await).await;
+            assert_eq!(s, 403, "{m} {path}: {p}");
+            ends_with_slug(&p, "session-required");
+            assert!(
+                p["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not an access token"),
+                "{p}"
+            );
+        }
+        let after = (
+            rows("SELECT COUNT(*) FROM users").await,
+            rows("SELECT COUNT(*) FROM access_tokens").await,
+            rows("SELECT COUNT(*) FROM audit_log").await,
+        );
+        assert_eq!(before, after, "a refused request writes nothing");
+        assert_eq!(
+            rows("SELECT COUNT(*) FROM reset_requests WHERE token_hash IS NOT NULL").await,
+            0,
+            "no set-password link was issued"
+        );
+        let alice_now = directory::user_by_id(&a.db, &alice).await.unwrap().unwrap();
+        assert_eq!(alice_now.role, directory::Role::Filer);
+        let facts: Value = app
+            .get(&token, "/v1/admin/tenant")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(facts["status"], "active");
+
+        // Ordinary administration with the token goes on: a filer, a name, a suspension.
+        let r = call(
+            &app,
+            Ok(&token),
+            reqwest::Method::POST,
+            "/v1/admin/users",
+            Some(json!({"email": "fiona@a.test", "role": "filer"})),
+        )
+        .await;
+        assert_eq!(r.status(), 201);
+        let r = call(
+            &app,
+            Ok(&token),
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/users/{alice}"),
+            Some(json!({"display_name": "Alice A", "role": "filer"})),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let r = call(
+            &app,
+            Ok(&token),
+            reqwest::Method::POST,
+            &format!("/v1/admin/users/{alice}/suspend"),
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+);
+
+both_backends!(
+    person_acts_need_a_recent_sign_in_or_step_up,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        let secret = password_and_totp(&a, "adam@a.test").await;
+        let session = session_for(&app, &a, "adam@a.test").await;
+        let (adam, alice) = (
+            user_id(&a, "adam@a.test").await,
+            user_id(&a, "alice@a.test").await,
+        );
+        let rid = docket::accounts::reset::request(&a, "alice@a.test", "127.0.0.1", "t")
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
+
+        // Just signed in: a new admin and their link; the link goes to this admin only.
+        let r = call(
+            &app,
+            Err(&session),
+            reqwest::Method::POST,
+            "/v1/admin/users",
+            Some(json!({"email": "nora@a.test", "role": "admin"})),
+        )
+        .await;
+        assert_eq!(r.status(), 201);
+        let nora = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = call(
+            &app,
+            Err(&session),
+            reqwest::Method::POST,
+            &format!("/v1/admin/users/{nora}/password-link"),
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert!(r.json::<Value>().await.unwrap()["link"]
+            .as_str()
+            .unwrap()
+            .starts_with("/console/reset/"));
+
+        // Six minutes on, every such act asks for a step-up and changes nothing.
+        sqlx::query("UPDATE sessions SET reauth_at = $1")
+            .bind(docket::time_fmt::format_utc(
+                time::OffsetDateTime::now_utc() - time::Duration::minutes(6),
+            ))
+            .execute(&a.db)
+            .await
+            .unwrap();
+        let audit_before = scalar(&a, "SELECT COUNT(*) FROM audit_log").await;
+        for (m, path, body) in person_only_requests(&a, &adam, &alice, &rid) {
+            let (s, p) = problem(call(&app, Err(&session), m.clone(), &path, body).await).await;
+            assert_eq!(s, 403, "{m} {path}: {p}");
+            ends_with_slug(&p, "reauth-required");
+            assert!(
+                p["detail"].as_str().unwrap().contains("/v1/admin/reauth"),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            scalar(&a, "SELECT COUNT(*) FROM audit_log").await,
+            audit_before
+        );
+
+        // Password and code again: the act goes through.
+        let next = time::OffsetDateTime::now_utc().unix_timestamp() as u64 + 30;
+        let r = call(
+            &app,
+            Err(&session),
+            reqwest::Method::POST,
+            "/v1/admin/reauth",
+            Some(json!({"password": STRONG, "code": totp::code_at(&secret, next)})),
+        )
+        .await;
+        assert_eq!(r.status(), 204);
+        let r = call(
+            &app,
+            Err(&session),
+            reqwest::Method::POST,
+            "/v1/admin/tokens",
+            Some(json!({"name": "after step-up", "scopes": ["read"], "expires_in_days": 5})),
+        )
+        .await;
+        assert_eq!(r.status(), 201);
+    }
+);
+
+both_backends!(
+    suspension_revokes_issued_set_password_links,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        let session = session_for(&app, &a, "adam@a.test").await;
+        let vera = user_id(&a, "vera@a.test").await;
+        let issued: Value = call(
+            &app,
+            Err(&session),
+            reqwest::Method::POST,
+            &format!("/v1/admin/users/{vera}/password-link"),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        let link = issued["link"].as_str().unwrap().to_string();
+        let page = |app: &TestApp, link: &str| {
+            let url = format!("{}{link}", app.base);
+            let http = app.http.clone();
+            async move { http.get(url).send().await.unwrap().status().as_u16() }
+        };
+        assert_eq!(page(&app, &link).await, 200);
+        for action in ["suspend", "reactivate"] {
+            let r = call(
+                &app,
+                Err(&session),
+                reqwest::Method::POST,
+                &format!("/v1/admin/users/{vera}/{action}"),
+                None,
+            )
+            .await;
+            assert_eq!(r.status(), 200, "{action}");
+        }
+        assert_eq!(
+            page(&app, &link).await,
+            410,
+            "the link died with the suspension"
+        );
+        let token = link.trim_start_matches("/console/reset/");
+        let (s, _) = problem(
+            app.http
+                .post(format!("{}/v1/password-reset/complete", app.base))
+                .json(&json!({"token": token, "password": STRONG}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 410);
+        let detail: String = sqlx::query(
+            "SELECT detail FROM audit_log WHERE action = 'user.suspended' AND subject = $1",
+        )
+        .bind(&vera)
+        .fetch_one(&a.db)
+        .await
+        .unwrap()
+        .get(0);
+        assert!(detail.contains("\"links_revoked\":1"), "{detail}");
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_asks_for_a_step_up_before_person_acts() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let a = app.tenant(&app.firm_a).await;
+    let secret = password_and_totp(&a, "adam@a.test").await;
+    let (cookie, csrf) = session_for(&app, &a, "adam@a.test").await;
+    sqlx::query("UPDATE sessions SET reauth_at = $1")
+        .bind(docket::time_fmt::format_utc(
+            time::OffsetDateTime::now_utc() - time::Duration::minutes(6),
+        ))
+        .execute(&a.db)
+        .await
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let post = |path: &str, form: Vec<(&str, String)>| {
+        http.post(format!("{}{path}", app.base))
+            .header("cookie", &cookie)
+            .form(&form)
+            .send()
+    };
+    let new_admin = || {
+        vec![
+            ("csrf", csrf.clone()),
+            ("email", "nora@a.test".to_string()),
+            ("role", "admin".to_string()),
+        ]
+    };
+    let r = post("/console/users", new_admin()).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Confirm it is you") && html.contains("action=\"/console/reauth\""),
+        "{html}"
+    );
+    assert!(directory::user_by_email(&a.db, "nora@a.test")
+        .await
+        .unwrap()
+        .is_none());
+
+    // A wrong code keeps the form; the right one returns to the page (never off-site).
+    let r = post(
+        "/console/reauth",
+        vec![
+            ("csrf", csrf.clone()),
+            ("password", STRONG.into()),
+            ("code", "000000".into()),
+            ("next", "/console/users".into()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 403);
+    let next = time::OffsetDateTime::now_utc().unix_timestamp() as u64 + 30;
+    let r = post(
+        "/console/reauth",
+        vec![
+            ("csrf", csrf.clone()),
+            ("password", STRONG.into()),
+            ("code", totp::code_at(&secret, next)),
+            ("next", "//evil.test/console".into()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console");
+    let r = post("/console/users", new_admin()).await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(directory::user_by_email(&a.db, "nora@a.test")
+        .await
+        .unwrap()
+        .is_some());
 }

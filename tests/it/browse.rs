@@ -249,6 +249,93 @@ async fn admin_api_and_console_refuse_anonymous_callers_with_security_headers() 
 }
 
 #[tokio::test]
+async fn csv_export_exposes_no_formula_whatever_separator_the_spreadsheet_splits_on() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    use mail_builder::MessageBuilder;
+    let raw = MessageBuilder::new()
+        .from(("Eve;=HYPERLINK(\"http://evil.test\")", "eve@acme.com"))
+        .to(vec![("Alice", "alice@a.test")])
+        .subject("Q3;=2+2|@SUM(A1), +cmd")
+        .message_id("csv-split@acme.com")
+        .date(1_763_000_000i64)
+        .text_body("hi")
+        .write_to_vec()
+        .unwrap();
+    let r = app
+        .post_filing(
+            &app.token("alice@a.test"),
+            &filing_body(&raw, &["matter:M-1"]),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let tok = admin_token(&app, &app.firm_a, "adam@a.test").await;
+    let text = get(&app, &tok, "/v1/admin/filings/export")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("Q3;'=2+2|'@SUM(A1)"), "{text}");
+    for sep in [b',', b';', b'\t', b'|'] {
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(sep)
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        for rec in reader.records() {
+            for cell in rec.unwrap().iter() {
+                let cell = cell.trim_start_matches('"').trim_start();
+                assert!(
+                    !cell.starts_with(['=', '+', '-', '@']),
+                    "split on {:?} gives the formula cell {cell:?}",
+                    sep as char
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_error_is_a_problem_including_method_not_allowed() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let send =
+        |m: reqwest::Method, path: &str| app.http.request(m, format!("{}{path}", app.base)).send();
+    // axum's 405 answers (any route, any method it lacks) keep `Allow` and become problems.
+    for (m, path) in [
+        (reqwest::Method::DELETE, "/v1/filings"),
+        (reqwest::Method::POST, "/healthz"),
+        (reqwest::Method::PUT, "/console/login"),
+    ] {
+        let r = send(m, path).await.unwrap();
+        assert!(r.headers().contains_key("allow"), "{path}");
+        assert_eq!(r.headers()["referrer-policy"], "same-origin");
+        let (s, body) = problem(r).await;
+        assert_eq!(s, 405, "{path}");
+        assert_eq!(body["type"], "urn:docket:problem:method-not-allowed");
+    }
+    // A View link without its `t`, and a path that does not parse, are problems too.
+    let fid = "0123456789abcdef0123456789abcdef";
+    let (s, body) = problem(
+        send(reqwest::Method::GET, &format!("/view/filings/{fid}"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, body["type"].as_str()),
+        (400, Some("urn:docket:problem:invalid-link"))
+    );
+    let (s, _) = problem(
+        send(
+            reqwest::Method::GET,
+            &format!("/view/filings/{fid}/attachments/x?t=y"),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test]
 async fn hsts_is_sent_when_tls_is_configured() {
     let app = TestApp::spawn_with(Backend::Sqlite, |c| c.admin.hsts = Some(true))
         .await

@@ -536,3 +536,27 @@ pub async fn assert_alive(app: &TestApp, after: &str) {
         .unwrap_or_else(|e| panic!("docket is gone after {after}: {e}"));
     assert_eq!(resp.status(), 200, "after {after}");
 }
+
+/// A complete (second factor passed, just signed in) session of an existing user of `t`:
+/// (`cookie` header value, CSRF token).
+pub async fn admin_session(app: &TestApp, t: &Tenant, email: &str) -> (String, String) {
+    let uid = user_id(t, email).await;
+    let mut conn = t.db.acquire().await.unwrap();
+    let (token, s) = docket::accounts::session::create(
+        &mut conn,
+        &uid,
+        true,
+        "127.0.0.1",
+        "test",
+        &app.config.admin,
+    )
+    .await
+    .unwrap();
+    (
+        format!(
+            "docket_session={}",
+            docket::accounts::session::cookie_value(&t.id, &token)
+        ),
+        s.csrf,
+    )
+}

@@ -97,7 +97,7 @@ async fn rules_dry_run_survives_deep_nesting() {
 async fn console_dry_run_survives_deep_nesting() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
     let t = app.tenant(&app.firm_a).await;
-    let (cookie, csrf) = console_cookie(&app, &t, "adam@a.test").await;
+    let (cookie, csrf) = admin_session(&app, &t, "adam@a.test").await;
     for kind in [Nesting::Multipart, Nesting::Rfc822] {
         for levels in HOSTILE_DEPTHS {
             let what = format!("console dry run with {kind:?} nesting {levels} deep");
@@ -111,31 +111,6 @@ async fn console_dry_run_survives_deep_nesting() {
             assert_alive(&app, &what).await;
         }
     }
-}
-
-async fn console_cookie(
-    app: &TestApp,
-    t: &docket::tenancy::Tenant,
-    email: &str,
-) -> (String, String) {
-    let uid = user_id(t, email).await;
-    let mut conn = t.db.acquire().await.unwrap();
-    let (token, s) = docket::accounts::session::create(
-        &mut conn,
-        &uid,
-        true,
-        "127.0.0.1",
-        "test",
-        &app.config.admin,
-    )
-    .await
-    .unwrap();
-    let cookie = format!(
-        "{}={}",
-        docket::http::admin::ctx::cookie_name(&app.state),
-        docket::accounts::session::cookie_value(&t.id, &token)
-    );
-    (cookie, s.csrf)
 }
 
 async fn upload_eml(app: &TestApp, cookie: &str, csrf: &str, eml: &[u8]) -> (u16, String) {

@@ -9,6 +9,7 @@ mod audit;
 mod bad_input;
 mod browse;
 mod dedup;
+mod dev_hosts;
 mod filings;
 mod hostile;
 mod rules;

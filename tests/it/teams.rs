@@ -34,6 +34,29 @@ async fn api(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// Calls the admin API from a person's session (cookie, CSRF token): (status, JSON or Null).
+async fn person_api(
+    app: &TestApp,
+    (cookie, csrf): &(String, String),
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = format!("{}{}", app.base, path);
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = app
+        .http
+        .request(m, url)
+        .header("cookie", cookie)
+        .header("x-csrf-token", csrf);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
 fn slug(body: &Value, slug: &str) {
     assert!(
         body["type"].as_str().unwrap_or("").ends_with(slug),
@@ -690,10 +713,21 @@ async fn users_and_groups_admin() {
         .unwrap()
         .is_none());
 
-    // Edit name, role and groups.
-    let (s, u) = api(
+    // Edit name, role and groups (a role change: a person's session, never a token).
+    let adam_session = console_session(&app, &t, "adam@a.test").await;
+    let (s, b) = api(
         &app,
         &adm,
+        "PATCH",
+        &format!("/v1/admin/users/{pat}"),
+        Some(json!({"role": "filer"})),
+    )
+    .await;
+    assert_eq!(s, 403);
+    slug(&b, "session-required");
+    let (s, u) = person_api(
+        &app,
+        &adam_session,
         "PATCH",
         &format!("/v1/admin/users/{pat}"),
         Some(json!({
@@ -709,10 +743,25 @@ async fn users_and_groups_admin() {
     let (_, got) = api(&app, &adm, "GET", &format!("/v1/admin/users/{pat}"), None).await;
     assert_eq!(got["groups"][0]["id"], "partners");
 
-    // The last active admin keeps the admin role.
-    let (s, b) = api(
+    // A token still edits names and groups (no role change).
+    let (s, u) = api(
         &app,
         &adm,
+        "PATCH",
+        &format!("/v1/admin/users/{pat}"),
+        Some(json!({"display_name": "Pat Quinn", "role": "filer"})),
+    )
+    .await;
+    assert_eq!(
+        (s, u["display_name"].as_str()),
+        (200, Some("Pat Quinn")),
+        "{u}"
+    );
+
+    // The last active admin keeps the admin role.
+    let (s, b) = person_api(
+        &app,
+        &adam_session,
         "PATCH",
         &format!("/v1/admin/users/{adam}"),
         Some(json!({"role": "filer"})),
@@ -720,18 +769,18 @@ async fn users_and_groups_admin() {
     .await;
     assert_eq!(s, 409);
     slug(&b, "last-admin");
-    let (s, _) = api(
+    let (s, _) = person_api(
         &app,
-        &adm,
+        &adam_session,
         "PATCH",
         &format!("/v1/admin/users/{pat}"),
         Some(json!({"role": "admin"})),
     )
     .await;
     assert_eq!(s, 200);
-    let (s, u) = api(
+    let (s, u) = person_api(
         &app,
-        &adm,
+        &adam_session,
         "PATCH",
         &format!("/v1/admin/users/{adam}"),
         Some(json!({"role": "filer"})),

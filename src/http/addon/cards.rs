@@ -67,13 +67,15 @@ pub fn paragraph(html: &str) -> Value {
     json!({ "textParagraph": { "text": html } })
 }
 
+/// A decorated text line: `html` is already-escaped rich text; the labels are plain text
+/// (rule names, emails) and are escaped here, so no admin-chosen name becomes markup.
 pub fn decorated(top: Option<&str>, html: &str, bottom: Option<&str>) -> Value {
     let mut d = json!({ "text": html, "wrapText": true });
     if let Some(t) = top {
-        d["topLabel"] = json!(t);
+        d["topLabel"] = json!(esc(t));
     }
     if let Some(b) = bottom {
-        d["bottomLabel"] = json!(b);
+        d["bottomLabel"] = json!(esc(b));
     }
     json!({ "decoratedText": d })
 }

@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::extract::{token_error, verify_user, ApiJson, TenantCtx};
+use super::extract::{token_error, verify_user, ApiJson, ReaderCtx, TenantCtx};
 use super::filings::decode_raw;
 use super::AppState;
 use crate::error::{AppError, AppResult};
@@ -832,7 +832,7 @@ struct ContextRequest {
 
 async fn context_api(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    ReaderCtx(ctx): ReaderCtx,
     ApiJson(req): ApiJson<ContextRequest>,
 ) -> AppResult<Json<Value>> {
     let raw = decode_raw(&req.raw, state.config.limits.max_message_bytes)?;

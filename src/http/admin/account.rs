@@ -22,9 +22,6 @@ use crate::error::{AppError, AppResult};
 use crate::http::extract::ApiJson;
 use crate::http::AppState;
 
-/// Minutes a re-authentication stays good for sensitive actions.
-pub const REAUTH_MINUTES: i64 = 5;
-
 /// The client's address (trusted proxies honoured) for a request without a session; refuses
 /// cross-site posts (login CSRF).
 pub struct SignInClient(pub Client);
@@ -303,13 +300,7 @@ async fn me(ctx: AdminCtx) -> AppResult<Json<MeReply>> {
 }
 
 fn session_only<'a>(ctx: &'a AdminCtx, what: &str) -> AppResult<&'a Session> {
-    ctx.session().ok_or_else(|| {
-        AppError::new(
-            StatusCode::FORBIDDEN,
-            "session-required",
-            format!("{what} needs a signed-in session, not an access token"),
-        )
-    })
+    ctx.session().ok_or_else(|| ctx::session_required(what))
 }
 
 #[derive(serde::Deserialize, utoipa::ToSchema)]
@@ -336,29 +327,17 @@ pub struct RecoveryCodesReply {
     pub recovery_codes: Vec<String>,
 }
 
-/// New recovery codes (needs a re-authentication within the last 5 minutes).
+/// New recovery codes (needs a sign-in or re-authentication within the last 5 minutes).
 #[utoipa::path(post, path = "/v1/admin/me/recovery-codes",
     responses((status = 200, description = "New codes", body = RecoveryCodesReply),
         (status = 403, description = "`reauth-required` or `session-required`")),
     tag = "session")]
 async fn regenerate_codes(ctx: AdminCtx) -> AppResult<Json<RecoveryCodesReply>> {
-    let s = session_only(&ctx, "regenerating recovery codes")?;
-    if !s.reauthenticated_within(REAUTH_MINUTES) {
-        return Err(reauth_required());
-    }
+    ctx.person("regenerating recovery codes")?;
     Ok(Json(RecoveryCodesReply {
         recovery_codes: totp::regenerate_recovery_codes(&ctx.tenant, &ctx.user.id, &ctx.actor())
             .await?,
     }))
-}
-
-pub fn reauth_required() -> AppError {
-    AppError::new(
-        StatusCode::FORBIDDEN,
-        "reauth-required",
-        "confirm it is you first: re-enter your password and authenticator code \
-         (POST /v1/admin/reauth), then retry within 5 minutes",
-    )
 }
 
 /// Ends one of the caller's own sessions by its public id.
@@ -402,13 +381,16 @@ async fn suspend_user(ctx: AdminCtx, Path(id): Path<String>) -> AppResult<Json<U
     ))
 }
 
-/// Reactivates a suspended (e.g. locked-out) user and clears its failed sign-ins.
+/// Reactivates a suspended (e.g. locked-out) user and clears its failed sign-ins (a
+/// person's session with a recent sign-in only).
 #[utoipa::path(post, path = "/v1/admin/users/{id}/reactivate",
     params(("id" = String, Path, description = "User id")),
     responses((status = 200, description = "Active again", body = UserView),
+        (status = 403, description = "`session-required` or `reauth-required`"),
         (status = 404, description = "No such user in this tenant")),
     tag = "users")]
 async fn reactivate_user(ctx: AdminCtx, Path(id): Path<String>) -> AppResult<Json<UserView>> {
+    ctx.person("reactivating a user")?;
     let u = user_in_tenant(&ctx, &id).await?;
     Ok(Json(
         login::reactivate(&ctx.tenant.db, &u.id, &ctx.actor())

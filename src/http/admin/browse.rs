@@ -209,11 +209,77 @@ pub fn export_csv(rows: &[FilingRow]) -> AppResult<Response> {
         .into_response())
 }
 
+/// Where a spreadsheet may start a new cell: the separators of every locale's CSV dialect
+/// (`,` `;`), tab- and pipe-separated imports, and line breaks.
+const CELL_BREAKS: [char; 6] = [',', ';', '\t', '|', '\r', '\n'];
+/// What makes a spreadsheet read a cell as a formula (with the full-width forms).
+const FORMULA_STARTS: [char; 10] = ['=', '+', '-', '@', '\t', '\r', '＝', '＋', '－', '＠'];
+
+/// Spreadsheet formula injection: every place a spreadsheet could start a cell (the text's
+/// start, and after any separator a locale or import dialog may split on, spaces skipped)
+/// gets a `'` before a formula character, so no split of the text starts a formula.
 pub fn csv_safe(s: &str) -> String {
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
+    let mut out = String::with_capacity(s.len() + 1);
+    let mut cell_start = true;
+    for c in s.chars() {
+        if cell_start && FORMULA_STARTS.contains(&c) {
+            out.push('\'');
+        }
+        out.push(c);
+        cell_start = CELL_BREAKS.contains(&c) || (cell_start && c == ' ');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every cell a spreadsheet would see when splitting `line` on `sep`, trimmed.
+    fn cells(line: &str, sep: u8) -> Vec<String> {
+        csv::ReaderBuilder::new()
+            .delimiter(sep)
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(line.as_bytes())
+            .records()
+            .flat_map(|r| {
+                r.unwrap()
+                    .iter()
+                    .map(|c| c.trim().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_separator_a_spreadsheet_uses_exposes_a_formula() {
+        let hostile = [
+            "=2+2",
+            "x;=2+2",
+            "a|@SUM(A1)",
+            "b\t-1",
+            "c, +cmd|' /C calc'!A0",
+            "d;\n=HYPERLINK(\"http://evil.test\")",
+            "e;  ＝1+1",
+            "Re: Q3 - budget",
+        ];
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(hostile.iter().map(|h| csv_safe(h))).unwrap();
+        let out = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        for sep in [b',', b';', b'\t', b'|'] {
+            for cell in cells(&out, sep) {
+                let cell = cell.trim_start_matches('"').trim_start();
+                assert!(
+                    !cell.starts_with(FORMULA_STARTS),
+                    "split on {:?}: {cell:?} in {out:?}",
+                    sep as char
+                );
+            }
+        }
+        // Ordinary text is left as it was.
+        assert_eq!(csv_safe("Re: Q3 - budget"), "Re: Q3 - budget");
+        assert_eq!(csv_safe("x;=2+2"), "x;'=2+2");
     }
 }
 

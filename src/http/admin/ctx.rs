@@ -88,6 +88,43 @@ impl AdminCtx {
     pub fn csrf(&self) -> &str {
         self.session().map(|s| s.csrf.as_str()).unwrap_or("")
     }
+    /// For actions that create or strengthen a credential or a person's powers: a person's
+    /// session whose sign-in or step-up (password and code) is at most [`REAUTH_MINUTES`]
+    /// old. A token is refused (403 `session-required`), a stale session is asked to step up
+    /// (403 `reauth-required`). `what` names the action in the answer.
+    pub fn person(&self, what: &str) -> AppResult<&Session> {
+        let s = self.session().ok_or_else(|| session_required(what))?;
+        if !s.reauthenticated_within(REAUTH_MINUTES) {
+            return Err(reauth_required(what));
+        }
+        Ok(s)
+    }
+}
+
+/// Minutes a full sign-in or a step-up (`POST /v1/admin/reauth`) counts as recent.
+pub const REAUTH_MINUTES: i64 = 5;
+
+pub fn session_required(what: &str) -> AppError {
+    AppError::new(
+        StatusCode::FORBIDDEN,
+        "session-required",
+        format!(
+            "{what} needs an administrator signed in to a console session, not an access \
+             token: the firm's policy allows such actions only from a person"
+        ),
+    )
+}
+
+pub fn reauth_required(what: &str) -> AppError {
+    AppError::new(
+        StatusCode::FORBIDDEN,
+        "reauth-required",
+        format!(
+            "{what} needs a recent sign-in: confirm it is you by re-entering your password and \
+             authenticator code (POST /v1/admin/reauth, or the console's prompt), then retry \
+             within {REAUTH_MINUTES} minutes"
+        ),
+    )
 }
 
 /// The session cookie's name: `__Host-` prefixed when cookies are Secure.
@@ -385,6 +422,9 @@ impl FromRequestParts<AppState> for PendingCtx {
                 session,
                 client,
             }),
+            None if bearer_token(parts).is_some() => Err(session_required(
+                "signing in and enrolling an authenticator",
+            )),
             None => Err(AppError::unauthorized("sign in first")),
         }
     }

@@ -48,15 +48,19 @@ async fn list_users(ctx: AdminCtx) -> AppResult<Json<Vec<UserDetail>>> {
     Ok(Json(directory::list_user_details(&ctx.tenant.db).await?))
 }
 
-/// Adds a user.
+/// Adds a user. Adding an administrator needs a person's session with a recent sign-in.
 #[utoipa::path(post, path = "/v1/admin/users", request_body = NewUser,
     responses((status = 201, description = "The new user", body = UserDetail),
+        (status = 403, description = "`session-required` or `reauth-required` (role `admin`)"),
         (status = 409, description = "The email is taken"),
         (status = 422, description = "Invalid email, name or group")), tag = "people")]
 async fn add_user(
     ctx: AdminCtx,
     ApiJson(req): ApiJson<NewUser>,
 ) -> AppResult<(StatusCode, Json<UserDetail>)> {
+    if req.role == Role::Admin {
+        ctx.person("creating an administrator")?;
+    }
     let u = directory::create_user(
         &ctx.tenant.db,
         &req.email,
@@ -85,7 +89,8 @@ async fn get_user(ctx: AdminCtx, Path(id): Path<String>) -> AppResult<Json<UserD
 }
 
 /// Changes a user's display name, role or groups. The last active admin cannot lose the
-/// admin role (409 `last-admin`).
+/// admin role (409 `last-admin`). A role change needs a person's session with a recent
+/// sign-in (403 `session-required` / `reauth-required`).
 #[utoipa::path(patch, path = "/v1/admin/users/{id}", params(("id" = String, Path, description = "User id")),
     request_body = UserPatch,
     responses((status = 200, description = "The user", body = UserDetail), (status = 404, description = "No such user"),
@@ -96,9 +101,20 @@ async fn patch_user(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UserPatch>,
 ) -> AppResult<Json<UserDetail>> {
+    if changes_role(&ctx, &id, req.role).await? {
+        ctx.person("changing a user's role")?;
+    }
     Ok(Json(
         directory::update_user(&ctx.tenant.db, &id, &req, &ctx.actor()).await?,
     ))
+}
+
+/// Whether setting `role` on user `id` changes it (an unknown user changes nothing here;
+/// the update answers 404).
+pub async fn changes_role(ctx: &AdminCtx, id: &str, role: Option<Role>) -> AppResult<bool> {
+    let Some(role) = role else { return Ok(false) };
+    let current = directory::user_by_id(&ctx.tenant.db, id).await?;
+    Ok(current.is_some_and(|u| u.role != role))
 }
 
 /// Every group with its members.

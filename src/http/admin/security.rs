@@ -57,18 +57,6 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Ap
         .map_err(|e| AppError::bad_request("invalid-query", e.body_text()))
 }
 
-/// Changes to one's own credentials are made in a signed-in session, never by a token.
-fn session_only(ctx: &AdminCtx, what: &str) -> AppResult<()> {
-    if ctx.session().is_none() {
-        return Err(AppError::new(
-            StatusCode::FORBIDDEN,
-            "session-required",
-            format!("{what} needs a signed-in console session, not an access token"),
-        ));
-    }
-    Ok(())
-}
-
 // ---- access tokens ----------------------------------------------------------------------
 
 #[derive(Serialize, ToSchema)]
@@ -94,23 +82,39 @@ pub struct CreatedToken {
     pub info: AccessToken,
 }
 
-/// The caller's access tokens (live and past), newest first.
-#[utoipa::path(get, path = "/v1/admin/tokens",
-    responses((status = 200, description = "The caller's tokens", body = TokenList)),
-    tag = "tokens")]
-async fn list_tokens(ctx: AdminCtx) -> AppResult<Json<TokenList>> {
-    Ok(Json(TokenList {
-        tokens: tokens::list_for_user(&ctx.tenant.db, &ctx.user.id).await?,
-    }))
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TokenQuery {
+    /// `true`: every token of the firm, not only the caller's.
+    #[serde(default)]
+    pub all: bool,
 }
 
-/// Creates a token for the caller (session only); the secret is in this answer only.
+/// The caller's access tokens (or with `all=true` every token of the firm), live and past,
+/// newest first.
+#[utoipa::path(get, path = "/v1/admin/tokens", params(TokenQuery),
+    responses((status = 200, description = "The tokens", body = TokenList)),
+    tag = "tokens")]
+async fn list_tokens(
+    ctx: AdminCtx,
+    q: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
+) -> AppResult<Json<TokenList>> {
+    let tokens = if query(q)?.all {
+        tokens::list_all(&ctx.tenant.db).await?
+    } else {
+        tokens::list_for_user(&ctx.tenant.db, &ctx.user.id).await?
+    };
+    Ok(Json(TokenList { tokens }))
+}
+
+/// Creates a token for the caller (a person's session with a recent sign-in only); the
+/// secret is in this answer only.
 #[utoipa::path(post, path = "/v1/admin/tokens", request_body = NewToken,
     responses((status = 201, description = "Created; `token` is shown once", body = CreatedToken),
-        (status = 403, description = "Called with an access token")),
+        (status = 403, description = "`session-required` (an access token) or `reauth-required`")),
     tag = "tokens")]
 async fn create_token(ctx: AdminCtx, ApiJson(req): ApiJson<NewToken>) -> AppResult<Response> {
-    session_only(&ctx, "creating an access token")?;
+    ctx.person("creating an access token")?;
     let (token, info) = tokens::create(
         &ctx.tenant.db,
         &ctx.tenant.id,
@@ -124,15 +128,16 @@ async fn create_token(ctx: AdminCtx, ApiJson(req): ApiJson<NewToken>) -> AppResu
     Ok((StatusCode::CREATED, Json(CreatedToken { token, info })).into_response())
 }
 
-/// Revokes one of the caller's tokens (404 when it is not theirs).
+/// Revokes any token of the firm, the caller's or another person's (an `admin` token may
+/// do this too: revoking only takes power away).
 #[utoipa::path(delete, path = "/v1/admin/tokens/{id}",
     params(("id" = String, Path, description = "Token id")),
     responses((status = 200, description = "Revoked", body = AccessToken),
-        (status = 404, description = "Not one of the caller's tokens")),
+        (status = 404, description = "No such token in this firm")),
     tag = "tokens")]
 async fn revoke_token(ctx: AdminCtx, Path(id): Path<String>) -> AppResult<Json<AccessToken>> {
     Ok(Json(
-        tokens::revoke(&ctx.tenant.db, &ctx.user.id, &id, &ctx.actor()).await?,
+        tokens::revoke(&ctx.tenant.db, &id, &ctx.actor()).await?,
     ))
 }
 
@@ -305,10 +310,12 @@ async fn reset_requests(
     }))
 }
 
-/// Issues a one-time set-password link for an open request naming an active user.
+/// Issues a one-time set-password link for an open request naming an active user (a
+/// person's session with a recent sign-in only: the link is shown to that admin alone).
 #[utoipa::path(post, path = "/v1/admin/reset-requests/{id}/issue",
     params(("id" = String, Path, description = "Request id")),
     responses((status = 200, description = "The link, shown once", body = IssuedLink),
+        (status = 403, description = "`session-required` or `reauth-required`"),
         (status = 409, description = "Not open, or no active user")),
     tag = "resets")]
 async fn issue_reset(
@@ -316,6 +323,7 @@ async fn issue_reset(
     ctx: AdminCtx,
     Path(id): Path<String>,
 ) -> AppResult<Json<IssuedLink>> {
+    ctx.person("issuing a set-password link")?;
     Ok(Json(
         reset::issue(
             &ctx.tenant,
@@ -336,16 +344,19 @@ async fn dismiss_reset(ctx: AdminCtx, Path(id): Path<String>) -> AppResult<Json<
     Ok(Json(reset::dismiss(&ctx.tenant, &id, &ctx.actor()).await?))
 }
 
-/// Issues a set-password link for a user directly (e.g. a new admin's first password).
+/// Issues a set-password link for a user directly (e.g. a new admin's first password); a
+/// person's session with a recent sign-in only.
 #[utoipa::path(post, path = "/v1/admin/users/{id}/password-link",
     params(("id" = String, Path, description = "User id")),
-    responses((status = 200, description = "The link, shown once", body = IssuedLink)),
+    responses((status = 200, description = "The link, shown once", body = IssuedLink),
+        (status = 403, description = "`session-required` or `reauth-required`")),
     tag = "resets")]
 async fn password_link(
     State(state): State<AppState>,
     ctx: AdminCtx,
     Path(id): Path<String>,
 ) -> AppResult<Json<IssuedLink>> {
+    ctx.person("issuing a set-password link")?;
     Ok(Json(
         reset::issue_for_user(
             &ctx.tenant,
@@ -553,11 +564,7 @@ pub async fn close(
     confirm_name: &str,
 ) -> AppResult<Closure> {
     let Some(session) = ctx.session() else {
-        return Err(AppError::new(
-            StatusCode::FORBIDDEN,
-            "session-required",
-            "closing the firm's docket needs a signed-in console session, not an access token",
-        ));
+        return Err(super::ctx::session_required("closing the firm's docket"));
     };
     if confirm_name.trim() != ctx.tenant.name {
         return Err(AppError::unprocessable(

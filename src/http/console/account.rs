@@ -422,6 +422,82 @@ async fn regenerate_codes(ConsoleForm(ctx, f): ConsoleForm<ReauthForm>) -> Respo
     }
 }
 
+#[derive(Template)]
+#[template(path = "console/account_reauth.html")]
+struct ReauthPage {
+    chrome: Chrome,
+    error: Option<String>,
+    next: String,
+    minutes: i64,
+}
+
+/// Where a step-up returns to: a console path, never another site.
+fn console_path(next: &str) -> &str {
+    let ok = next.starts_with("/console")
+        && !next.starts_with("//")
+        && !next.contains(['\\', '\r', '\n']);
+    if ok {
+        next
+    } else {
+        "/console"
+    }
+}
+
+/// The step-up form (password and code), answering `status`, returning to `next` after.
+pub fn reauth_page(
+    ctx: &ConsoleCtx,
+    status: StatusCode,
+    error: Option<String>,
+    next: &str,
+) -> Response {
+    render_status(
+        status,
+        &ReauthPage {
+            chrome: Chrome::new(ctx, "security"),
+            error,
+            next: console_path(next).to_string(),
+            minutes: ctx::REAUTH_MINUTES,
+        },
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct NextQuery {
+    #[serde(default)]
+    next: String,
+}
+
+async fn reauth_get(
+    ctx: ConsoleCtx,
+    q: Result<Query<NextQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let next = q.map(|q| q.0.next).unwrap_or_default();
+    reauth_page(&ctx, StatusCode::OK, None, &next)
+}
+
+#[derive(serde::Deserialize)]
+struct StepUpForm {
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    next: String,
+}
+
+async fn reauth_post(ConsoleForm(ctx, f): ConsoleForm<StepUpForm>) -> Response {
+    let Some(s) = ctx.session() else {
+        return AppError::forbidden("sign in to the console first").into_response();
+    };
+    match login::reauthenticate(&ctx.tenant, &ctx.user, s, &f.password, &f.code).await {
+        Ok(()) => redirect(console_path(&f.next)),
+        Err(AppError::Problem { status, detail, .. }) => {
+            reauth_page(&ctx, status, Some(detail), &f.next)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
 async fn end_my_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -472,6 +548,11 @@ enum UserAction {
 
 async fn user_action(ctx: ConsoleCtx, id: String, action: UserAction) -> Response {
     let back = format!("/console/users/{}", urlencode(&id));
+    if let UserAction::Reactivate = action {
+        if let Some(r) = super::step_up(&ctx, "reactivating a user", &back) {
+            return r;
+        }
+    }
     let user = match directory::user_by_id(&ctx.tenant.db, &id).await {
         Ok(Some(u)) => u,
         Ok(None) => {
@@ -544,6 +625,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/logout", post(logout))
         .route("/console/security", get(security))
         .route("/console/security/recovery-codes", post(regenerate_codes))
+        .route("/console/reauth", get(reauth_get).post(reauth_post))
         .route("/console/security/sessions/{id}/end", post(end_my_session))
         .route("/console/users/{id}/suspend", post(suspend_user))
         .route("/console/users/{id}/reactivate", post(reactivate_user))

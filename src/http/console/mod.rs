@@ -121,6 +121,17 @@ impl FromRequestParts<AppState> for ConsoleCtx {
     }
 }
 
+/// For console actions that need a recent sign-in ([`AdminCtx::person`]): `None` when the
+/// session has one, else the step-up form (403), which returns to `back` afterwards.
+pub fn step_up(ctx: &ConsoleCtx, what: &str, back: &str) -> Option<Response> {
+    let e = ctx.person(what).err()?;
+    let detail = match &e {
+        AppError::Problem { detail, .. } => Some(detail.clone()),
+        AppError::Internal(_) => None,
+    };
+    Some(account::reauth_page(ctx, e.status(), detail, back))
+}
+
 /// A console form post: the admin, and the form (`T`) whose `csrf` field matched.
 pub struct ConsoleForm<T>(pub ConsoleCtx, pub T);
 

@@ -12,9 +12,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use super::{render, render_status, Chrome, ConsoleCtx, ConsoleForm};
+use super::{render, render_status, step_up, Chrome, ConsoleCtx, ConsoleForm};
 use crate::directory::{self, Group, Role, UserDetail, UserPatch};
 use crate::error::{AppError, AppResult};
+use crate::http::admin::people::changes_role;
 use crate::http::AppState;
 
 /// A checkbox or option: value, label, whether chosen.
@@ -126,6 +127,11 @@ fn role_of(form: &HashMap<String, String>) -> Result<Role, String> {
 async fn add_user(
     ConsoleForm(ctx, form): ConsoleForm<HashMap<String, String>>,
 ) -> AppResult<Response> {
+    if role_of(&form) == Ok(Role::Admin) {
+        if let Some(r) = step_up(&ctx, "creating an administrator", "/console/users") {
+            return Ok(r);
+        }
+    }
     let result = match role_of(&form) {
         Ok(role) => {
             directory::create_user(
@@ -202,6 +208,12 @@ async fn save_user(
     Path(id): Path<String>,
     ConsoleForm(ctx, form): ConsoleForm<HashMap<String, String>>,
 ) -> AppResult<Response> {
+    if changes_role(&ctx, &id, role_of(&form).ok()).await? {
+        let back = format!("/console/users/{id}");
+        if let Some(r) = step_up(&ctx, "changing a user's role", &back) {
+            return Ok(r);
+        }
+    }
     let result = match role_of(&form) {
         Ok(role) => {
             directory::update_user(

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use super::{render, render_status, Chrome, ConsoleCtx, ConsoleForm};
+use super::{render, render_status, step_up, Chrome, ConsoleCtx, ConsoleForm};
 use crate::accounts::reset::{self, IssuedLink, ResetRequest};
 use crate::accounts::tokens::{self, AccessToken, Scope};
 use crate::error::AppError;
@@ -65,6 +65,8 @@ fn flash_for(chrome: Chrome, done: &Done) -> Chrome {
 struct TokensPage {
     chrome: Chrome,
     tokens: Vec<AccessToken>,
+    /// Other people's live tokens with their owner's email (any admin may revoke them).
+    others: Vec<(AccessToken, String)>,
     new_secret: Option<String>,
     new_name: String,
     error: Option<String>,
@@ -76,10 +78,18 @@ struct TokensPage {
 }
 
 impl TokensPage {
+    async fn load(ctx: &ConsoleCtx, chrome: Chrome) -> Result<TokensPage, AppError> {
+        let db = &ctx.tenant.db;
+        let mut page = TokensPage::new(chrome, tokens::list_for_user(db, &ctx.user.id).await?);
+        page.others = tokens::list_others_live(db, &ctx.user.id).await?;
+        Ok(page)
+    }
+
     fn new(chrome: Chrome, tokens: Vec<AccessToken>) -> TokensPage {
         TokensPage {
             chrome,
             tokens,
+            others: Vec::new(),
             new_secret: None,
             new_name: String::new(),
             error: None,
@@ -94,11 +104,8 @@ impl TokensPage {
 
 async fn tokens_page(ctx: ConsoleCtx, done: Result<Query<Done>, QueryRejection>) -> Response {
     let done = done.map(|q| q.0).unwrap_or_default();
-    match tokens::list_for_user(&ctx.tenant.db, &ctx.user.id).await {
-        Ok(list) => render(&TokensPage::new(
-            flash_for(Chrome::new(&ctx, "tokens"), &done),
-            list,
-        )),
+    match TokensPage::load(&ctx, flash_for(Chrome::new(&ctx, "tokens"), &done)).await {
+        Ok(page) => render(&page),
         Err(e) => e.into_response(),
     }
 }
@@ -118,6 +125,9 @@ struct TokenForm {
 }
 
 async fn create_token(ConsoleForm(ctx, form): ConsoleForm<TokenForm>) -> Response {
+    if let Some(r) = step_up(&ctx, "creating an access token", "/console/tokens") {
+        return r;
+    }
     let mut scopes = Vec::new();
     for (on, s) in [
         (&form.scope_read, Scope::Read),
@@ -146,11 +156,10 @@ async fn create_token(ConsoleForm(ctx, form): ConsoleForm<TokenForm>) -> Respons
             format!("a token must expire within 1..={} days", tokens::MAX_DAYS),
         )),
     };
-    let list = match tokens::list_for_user(&ctx.tenant.db, &ctx.user.id).await {
-        Ok(l) => l,
+    let mut page = match TokensPage::load(&ctx, Chrome::new(&ctx, "tokens")).await {
+        Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let mut page = TokensPage::new(Chrome::new(&ctx, "tokens"), list);
     match created {
         Ok((secret, t)) => {
             page.chrome = page.chrome.flash("Token created");
@@ -178,7 +187,7 @@ async fn revoke_token(
     Path(id): Path<String>,
     ConsoleForm(ctx, _): ConsoleForm<CsrfForm>,
 ) -> Response {
-    match tokens::revoke(&ctx.tenant.db, &ctx.user.id, &id, &ctx.actor()).await {
+    match tokens::revoke(&ctx.tenant.db, &id, &ctx.actor()).await {
         Ok(_) => Redirect::to("/console/tokens?done=revoked").into_response(),
         Err(e) => e.into_response(),
     }
@@ -330,6 +339,9 @@ async fn issue_reset(
     Path(id): Path<String>,
     ConsoleForm(ctx, _): ConsoleForm<CsrfForm>,
 ) -> Response {
+    if let Some(r) = step_up(&ctx, "issuing a set-password link", "/console/resets") {
+        return r;
+    }
     let r = reset::issue(
         &ctx.tenant,
         &id,
@@ -345,6 +357,10 @@ async fn password_link(
     Path(id): Path<String>,
     ConsoleForm(ctx, _): ConsoleForm<CsrfForm>,
 ) -> Response {
+    let back = format!("/console/users/{id}");
+    if let Some(r) = step_up(&ctx, "issuing a set-password link", &back) {
+        return r;
+    }
     let r = reset::issue_for_user(
         &ctx.tenant,
         &id,
