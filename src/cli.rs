@@ -688,7 +688,7 @@ async fn set_password_as_operator(
     password: &str,
 ) -> crate::error::AppResult<()> {
     let _guard = t.write_guard().await;
-    let mut tx = t.db.begin().await?;
+    let mut tx = t.begin().await?;
     audit::lock_chain(&mut tx).await?;
     crate::accounts::password::set_password(&mut tx, &u.id, password).await?;
     audit::append(
