@@ -9,6 +9,7 @@ mod audit;
 mod bad_input;
 mod browse;
 mod filings;
+mod pg_faults;
 mod rules;
 mod storage;
 mod teams;
