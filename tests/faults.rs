@@ -443,6 +443,24 @@ async fn files_get_docket_modes_whatever_the_umask() {
     }
 }
 
+/// The log without its colour codes.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn uid_of_test_process() -> u32 {
     let out = Command::new("id").arg("-u").output().unwrap();
     String::from_utf8(out.stdout)
@@ -501,6 +519,79 @@ async fn a_read_only_database_is_reported_and_fixing_it_needs_no_restart() {
     let raw = rig.message();
     let (s, v) = rig.file(&base, &raw).await;
     assert_eq!(s, 201, "after a restart: {v}");
+}
+
+/// `docket serve` sweeps at start-up (and on its schedule); `docket maintenance sweep` does it
+/// on demand and prints the counts. Only old leftovers go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_and_the_command_sweep_old_leftovers() {
+    let old = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+    let rig = Rig::new(1).await;
+    let tenant_dir = std::fs::read_dir(rig.dir.path().join("tenants"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let shard = tenant_dir.join("blobs").join("ab");
+    std::fs::create_dir_all(&shard).unwrap();
+    let leftovers = |tag: &str| {
+        let tmp = shard.join(format!(".tmp-{tag}"));
+        let blob = shard.join(format!("ab{}", tag.repeat(62 / tag.len())));
+        for p in [&tmp, &blob] {
+            std::fs::write(p, b"x").unwrap();
+            std::fs::File::options()
+                .append(true)
+                .open(p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        (tmp, blob)
+    };
+    let (tmp, blob) = leftovers("1");
+    let port = free_port();
+    let mut c = rig.docket(port);
+    let log_path = rig.dir.path().join("serve-sweep.log");
+    c.env("DOCKET_MAINTENANCE__SWEEP_INTERVAL_MINUTES", "60")
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let server = Server(c.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("sweep done") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "serve did not sweep: {log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    drop(server);
+    assert!(!tmp.exists() && !blob.exists());
+    let log = strip_ansi(&log);
+    assert!(
+        log.contains("temp_files=1") && log.contains("orphan_blobs=1"),
+        "{log}"
+    );
+
+    let (tmp, blob) = leftovers("2");
+    let young = shard.join(".tmp-young");
+    std::fs::write(&young, b"x").unwrap();
+    let mut c = rig.docket(0);
+    c.args(["maintenance", "sweep"]);
+    let out = run_ok(c);
+    assert!(
+        out.contains("1 temp file(s) and 1 unreferenced blob(s) removed"),
+        "{out}"
+    );
+    assert!(!tmp.exists() && !blob.exists() && young.exists());
+    let mut c = rig.docket(0);
+    c.args(["maintenance", "sweep", "--grace-minutes", "1"]);
+    assert!(
+        !c.output().unwrap().status.success(),
+        "a grace under 5 minutes is refused"
+    );
 }
 
 /// A disk that stays full: filings fail, `/readyz` says which tenant cannot be written (the
