@@ -34,7 +34,18 @@ pub async fn sweep(catalog: &Catalog, grace: Duration) -> anyhow::Result<SweepRe
         if info.status != "active" {
             continue;
         }
-        let result = async { sweep_tenant(&catalog.tenant(&info.id).await?, grace).await }.await;
+        let root = catalog.blob_root(&info.id);
+        let result = async {
+            // Tenants with nothing old on disk are not even opened.
+            if !has_old_files(root, grace).await? {
+                return Ok(SweepReport {
+                    tenants: 1,
+                    ..Default::default()
+                });
+            }
+            sweep_tenant(&catalog.tenant(&info.id).await?, grace).await
+        }
+        .await;
         match result {
             Ok(r) => {
                 total.tenants += 1;
@@ -55,6 +66,16 @@ pub async fn sweep(catalog: &Catalog, grace: Duration) -> anyhow::Result<SweepRe
         "sweep done"
     );
     Ok(total)
+}
+
+async fn has_old_files(root: PathBuf, grace: Duration) -> anyhow::Result<bool> {
+    let cutoff = SystemTime::now()
+        .checked_sub(grace)
+        .context("grace period too long")?;
+    let listed = tokio::task::spawn_blocking(move || old_files(&root, cutoff))
+        .await
+        .context("sweep task failed")??;
+    Ok(!listed.is_empty())
 }
 
 enum Candidate {

@@ -187,6 +187,11 @@ impl Catalog {
         self.data_dir.join("tenants").join(id)
     }
 
+    /// Where a tenant's blobs live (whether or not the tenant is open).
+    pub fn blob_root(&self, id: &str) -> PathBuf {
+        self.tenant_dir(id).join("blobs")
+    }
+
     /// Name of a tenant's PostgreSQL database and role: derived from the catalogue
     /// database's name so several deployments (and test runs) can share one server.
     fn pg_name_for(&self, id: &str) -> anyhow::Result<String> {
@@ -447,7 +452,7 @@ impl Catalog {
             status: row.get("status"),
             db: pool,
             backend: self.backend,
-            blobs: TenantBlobs::new(id, self.tenant_dir(id).join("blobs"), Key::from_bytes(&dek)),
+            blobs: TenantBlobs::new(id, self.blob_root(id), Key::from_bytes(&dek)),
             write_lock: tokio::sync::Mutex::new(()),
             health: Default::default(),
             blob_lease: Default::default(),
