@@ -518,7 +518,7 @@ async fn insert_all(pool: &AnyPool, table: &str, cols: &[&str], rows: Vec<Vec<Va
     let full = statement(ROWS_PER_STATEMENT);
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
-        let mut tx = pool.begin().await.expect("begin");
+        let mut tx = docket::tenancy::db::begin(pool).await.expect("begin");
         let mut in_tx = 0;
         while in_tx < ROWS_PER_TX && rows.peek().is_some() {
             let chunk: Vec<Vec<Val>> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();

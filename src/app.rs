@@ -157,6 +157,14 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let catalog = self.state.catalog.clone();
+        let m = &self.state.config.maintenance;
+        if m.sweep_interval_minutes > 0 {
+            crate::maintenance::spawn_schedule(
+                catalog.clone(),
+                std::time::Duration::from_secs(m.sweep_interval_minutes * 60),
+                std::time::Duration::from_secs(m.sweep_grace_minutes * 60),
+            );
+        }
         let app = http::router(self.state);
         axum::serve(
             self.listener,

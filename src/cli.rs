@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
@@ -62,6 +63,23 @@ pub enum Command {
     },
     /// File an .eml from a script, as a registered user.
     File(FileArgs),
+    /// Housekeeping (`docket serve` also runs it on a schedule).
+    Maintenance {
+        #[command(subcommand)]
+        action: MaintenanceAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MaintenanceAction {
+    /// Remove half-written `.tmp-*` blob files and blobs no filing refers to, older than the
+    /// grace period, in every active tenant; prints the counts.
+    Sweep {
+        /// Only files older than this many minutes (at least 5); default
+        /// `maintenance.sweep_grace_minutes`.
+        #[arg(long)]
+        grace_minutes: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -602,6 +620,26 @@ async fn run(
             catalog.close().await;
             return Ok(code);
         }
+        Command::Maintenance {
+            action: MaintenanceAction::Sweep { grace_minutes },
+        } => {
+            let grace = grace_minutes.unwrap_or(config.maintenance.sweep_grace_minutes);
+            anyhow::ensure!(
+                grace >= crate::config::MIN_SWEEP_GRACE_MINUTES,
+                "--grace-minutes must be at least {}",
+                crate::config::MIN_SWEEP_GRACE_MINUTES
+            );
+            let catalog = catalog_for_cli(&config).await?;
+            let r = crate::maintenance::sweep(&catalog, Duration::from_secs(grace * 60)).await?;
+            println!(
+                "swept {} tenant(s): {} temp file(s) and {} unreferenced blob(s) removed",
+                r.tenants, r.temp_files, r.orphan_blobs
+            );
+            catalog.close().await;
+            if r.failed > 0 {
+                anyhow::bail!("the sweep failed for {} tenant(s); see the log", r.failed);
+            }
+        }
         Command::File(args) => {
             let catalog = catalog_for_cli(&config).await?;
             let t = catalog
@@ -688,7 +726,7 @@ async fn set_password_as_operator(
     password: &str,
 ) -> crate::error::AppResult<()> {
     let _guard = t.write_guard().await;
-    let mut tx = t.db.begin().await?;
+    let mut tx = t.begin().await?;
     audit::lock_chain(&mut tx).await?;
     crate::accounts::password::set_password(&mut tx, &u.id, password).await?;
     audit::append(

@@ -40,7 +40,40 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
 }
+
+/// The sweep that removes what failed filings leave behind.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    /// Minutes between sweeps (the first runs at start-up); 0 turns the schedule off.
+    #[serde(default = "default_sweep_interval")]
+    pub sweep_interval_minutes: u64,
+    /// Only files older than this are swept (at least 5, longer than any request).
+    #[serde(default = "default_sweep_grace")]
+    pub sweep_grace_minutes: u64,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig {
+            sweep_interval_minutes: default_sweep_interval(),
+            sweep_grace_minutes: default_sweep_grace(),
+        }
+    }
+}
+
+fn default_sweep_interval() -> u64 {
+    60
+}
+fn default_sweep_grace() -> u64 {
+    60
+}
+
+/// The shortest grace period: well beyond the 2-minute request timeout.
+pub const MIN_SWEEP_GRACE_MINUTES: u64 = 5;
 
 /// The admin console and admin API: sessions, sign-in protection, proxies.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -328,6 +361,7 @@ impl Default for Config {
             addon: AddonConfig::default(),
             log: LogConfig::default(),
             admin: AdminConfig::default(),
+            maintenance: MaintenanceConfig::default(),
         }
     }
 }
@@ -390,6 +424,9 @@ impl Config {
         }
         if a.reset_link_minutes == 0 || a.reset_link_minutes > 24 * 60 {
             bail!("invalid configuration: `admin.reset_link_minutes` must be 1..=1440");
+        }
+        if self.maintenance.sweep_grace_minutes < MIN_SWEEP_GRACE_MINUTES {
+            bail!("invalid configuration: `maintenance.sweep_grace_minutes` must be at least {MIN_SWEEP_GRACE_MINUTES}");
         }
         if let Some(u) = &self.google.jwks_url {
             if !(u.starts_with("https://")

@@ -584,7 +584,7 @@ pub async fn create_user(
     }
     let display_name = clean_display_name(display_name)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     if sqlx::query("SELECT 1 FROM users WHERE email = $1")
         .bind(&email)
@@ -644,7 +644,7 @@ pub async fn update_user(
     patch: &UserPatch,
     actor: &str,
 ) -> AppResult<UserDetail> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     let before = user_detail_on(&mut tx, id)
         .await?
@@ -796,7 +796,7 @@ async fn group_name_taken(conn: &mut AnyConnection, name: &str, except: &str) ->
 pub async fn create_group(pool: &AnyPool, name: &str, actor: &str) -> AppResult<Group> {
     let name = clean_group_name(name)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     if group_name_taken(&mut tx, &name, "").await? {
         return Err(conflict(format!("a group named {name:?} already exists")));
@@ -822,7 +822,7 @@ pub async fn create_group(pool: &AnyPool, name: &str, actor: &str) -> AppResult<
 /// Renames a group (409 when another group has the name), audited as `group.renamed`.
 pub async fn rename_group(pool: &AnyPool, id: &str, name: &str, actor: &str) -> AppResult<Group> {
     let name = clean_group_name(name)?;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     let before = group_on(&mut tx, id)
         .await?
@@ -857,7 +857,7 @@ pub async fn set_group_members(
     user_ids: &[String],
     actor: &str,
 ) -> AppResult<Group> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     let before = group_on(&mut tx, id)
         .await?
@@ -1222,7 +1222,7 @@ pub async fn create_record(
 ) -> AppResult<RecordDetail> {
     let fields = check_record_fields(&new.reference, &new.title, &new.client, &new.contacts)
         .map_err(first_error)?;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     if record_exists(&mut tx, new.kind, &fields.reference).await? {
         return Err(conflict(format!(
@@ -1287,7 +1287,7 @@ pub async fn update_record(
             ));
         }
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     let before = record_detail_on(&mut tx, id)
         .await?
@@ -1350,7 +1350,7 @@ pub async fn set_record_team(
     excluded: &[Principal],
     actor: &str,
 ) -> AppResult<RecordDetail> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     let before = record_detail_on(&mut tx, id)
         .await?
@@ -1493,7 +1493,7 @@ pub async fn import_records_csv(
         }
     }
 
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     let users: std::collections::HashMap<String, String> =
         sqlx::query("SELECT email, id FROM users WHERE id <> $1")

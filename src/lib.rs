@@ -15,6 +15,7 @@ pub mod filing;
 pub mod gmail;
 pub mod http;
 pub mod mail;
+pub mod maintenance;
 pub mod rules;
 pub mod storage;
 pub mod suggest;

@@ -1235,7 +1235,7 @@ pub async fn create_rule(tenant: &Tenant, input: NewRule, actor: &str) -> AppRes
         validate_parts(&input.name, &input.conditions, input.action, &input.targets)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let _w = tenant.write_guard().await;
-    let mut tx = tenant.db.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     let targets = resolve_targets(&mut tx, &input.targets, &[]).await?;
     let n: i64 = sqlx::query("SELECT COUNT(*) FROM rules")
@@ -1290,7 +1290,7 @@ pub async fn update_rule(
     actor: &str,
 ) -> AppResult<Rule> {
     let _w = tenant.write_guard().await;
-    let mut tx = tenant.db.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     let old = get_rule_tx(&mut tx, id).await?.ok_or_else(no_rule)?;
     let action = patch.action.unwrap_or(old.action);
@@ -1393,7 +1393,7 @@ async fn order_of(conn: &mut AnyConnection) -> AppResult<Vec<(String, i64)>> {
 /// Deletes a rule; the ones after it move up. Audited `rule.deleted`.
 pub async fn delete_rule(tenant: &Tenant, id: &str, actor: &str) -> AppResult<()> {
     let _w = tenant.write_guard().await;
-    let mut tx = tenant.db.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     let old = get_rule_tx(&mut tx, id).await?.ok_or_else(no_rule)?;
     sqlx::query("DELETE FROM rules WHERE id = $1")
@@ -1416,7 +1416,7 @@ pub async fn delete_rule(tenant: &Tenant, id: &str, actor: &str) -> AppResult<()
 /// Moves a rule to `position` (1-based); the others shift. Audited `rule.moved`.
 pub async fn move_rule(tenant: &Tenant, id: &str, position: i64, actor: &str) -> AppResult<Rule> {
     let _w = tenant.write_guard().await;
-    let mut tx = tenant.db.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     let old = get_rule_tx(&mut tx, id).await?.ok_or_else(no_rule)?;
     let mut order = order_of(&mut tx).await?;

@@ -61,7 +61,7 @@ pub async fn setting(pool: &AnyPool, key: &str) -> AppResult<Option<String>> {
 }
 
 pub async fn set_setting(pool: &AnyPool, key: &str, value: &str, actor: &str) -> AppResult<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     crate::audit::lock_chain(&mut tx).await?;
     sqlx::query("DELETE FROM settings WHERE key = $1")
         .bind(key)

@@ -214,7 +214,7 @@ fn attempt_event(action: &'static str, a: &Attempt<'_>) -> AuditEvent {
 
 /// Writes an attempt row and its audit entry in one transaction.
 async fn record(pool: &AnyPool, action: &'static str, a: &Attempt<'_>) -> AppResult<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     write_attempt(&mut tx, a).await?;
     audit::append(&mut tx, &attempt_event(action, a)).await?;
@@ -331,7 +331,7 @@ async fn failure(
     actor_email: &str,
     reason: &'static str,
 ) -> AppResult<bool> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     let mut locked = false;
     let mut failures = None;
@@ -551,7 +551,7 @@ pub async fn sign_in(
         None
     };
     let enrolled = totp::is_enrolled(&tenant.db, &user.id).await?;
-    let mut tx = tenant.db.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     if let Some(h) = &new_hash {
         sqlx::query("UPDATE local_accounts SET password_hash = $1 WHERE user_id = $2")
@@ -599,7 +599,7 @@ async fn finish(
     client: &Client,
     cfg: &AdminConfig,
 ) -> AppResult<(String, Session)> {
-    let mut tx = tenant.db.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     sqlx::query("UPDATE local_accounts SET failed_logins = 0 WHERE user_id = $1")
         .bind(&user.id)
@@ -784,7 +784,7 @@ pub async fn reauthenticate(
             "the password or the authenticator code is not correct",
         ));
     }
-    let mut tx = tenant.db.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     sqlx::query("UPDATE local_accounts SET failed_logins = 0 WHERE user_id = $1")
         .bind(&user.id)
@@ -820,7 +820,7 @@ async fn reload(pool: &AnyPool, user_id: &str) -> AppResult<User> {
 /// `user.suspended`. 404 for an unknown id; 409 `user-disabled` for a disabled user.
 /// Suspending an already suspended user changes nothing.
 pub async fn suspend(pool: &AnyPool, user_id: &str, actor: &str) -> AppResult<User> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     let status = user_or_404(&mut tx, user_id).await?;
     match status.as_str() {
@@ -855,7 +855,7 @@ pub async fn suspend(pool: &AnyPool, user_id: &str, actor: &str) -> AppResult<Us
 /// Audited `user.reactivated`. 404 for an unknown id; 409 `user-disabled` for a disabled
 /// user. Reactivating an active user only clears its failure counter.
 pub async fn reactivate(pool: &AnyPool, user_id: &str, actor: &str) -> AppResult<User> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     let status = user_or_404(&mut tx, user_id).await?;
     if status == "disabled" {
@@ -887,7 +887,7 @@ pub async fn reactivate(pool: &AnyPool, user_id: &str, actor: &str) -> AppResult
 /// Ends every session of a user (an admin's "sign out everywhere"). Audited
 /// `sessions.ended`; returns how many ended.
 pub async fn end_sessions(pool: &AnyPool, user_id: &str, actor: &str) -> AppResult<u64> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     user_or_404(&mut tx, user_id).await?;
     let n = session::end_all_for_user(&mut tx, user_id).await?;
@@ -902,7 +902,7 @@ pub async fn end_sessions(pool: &AnyPool, user_id: &str, actor: &str) -> AppResu
 
 /// Signs out: the session ends. Audited `logout`.
 pub async fn logout(tenant: &Tenant, user: &User, session: &Session) -> AppResult<()> {
-    let mut tx = tenant.db.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
         .bind(&session.id_hash)

@@ -130,7 +130,7 @@ pub async fn request(
         .map(|u| u.id);
     let id = uuid::Uuid::new_v4().simple().to_string();
     let _guard = tenant.write_guard().await;
-    let mut tx = tenant.db.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     sqlx::query(
         "INSERT INTO reset_requests (id, email, user_id, requested_at, ip, user_agent, status) \
@@ -244,7 +244,7 @@ pub async fn issue(
     let now = OffsetDateTime::now_utc();
     let expires = format_utc(now + Duration::minutes(minutes as i64));
     let _guard = tenant.write_guard().await;
-    let mut tx = tenant.db.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     let n = sqlx::query(
         "UPDATE reset_requests SET status = 'issued', handled_by = $1, handled_at = $2, \
@@ -301,7 +301,7 @@ pub async fn issue_for_user(
     let now = OffsetDateTime::now_utc();
     let expires = format_utc(now + Duration::minutes(minutes as i64));
     let _guard = tenant.write_guard().await;
-    let mut tx = tenant.db.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     sqlx::query(
         "INSERT INTO reset_requests (id, email, user_id, requested_at, ip, user_agent, status, \
@@ -356,7 +356,7 @@ pub async fn revoke_links_for_user(
 /// Dismisses an open request.
 pub async fn dismiss(tenant: &Tenant, request_id: &str, actor: &str) -> AppResult<ResetRequest> {
     let _guard = tenant.write_guard().await;
-    let mut tx = tenant.db.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     let n = sqlx::query(
         "UPDATE reset_requests SET status = 'dismissed', handled_by = $1, handled_at = $2 \
@@ -429,7 +429,7 @@ pub async fn complete(tenant: &Tenant, token: &str, password: &str, ip: &str) ->
     .filter(|u| u.status == "active")
     .ok_or_else(link_gone)?;
     let _guard = tenant.write_guard().await;
-    let mut tx = tenant.db.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     // Claim the link first: of two concurrent uses, only one gets past here.
     let n = sqlx::query(

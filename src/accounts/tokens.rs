@@ -145,7 +145,7 @@ pub async fn create(
         .map(|s| s.as_str())
         .collect::<Vec<_>>()
         .join(",");
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     sqlx::query(
         "INSERT INTO access_tokens (id, user_id, name, token_hash, scopes, created_at, expires_at) \
@@ -272,7 +272,7 @@ pub async fn revoke(pool: &AnyPool, id: &str, actor: &str) -> AppResult<AccessTo
     let t = get(pool, id)
         .await?
         .ok_or_else(|| AppError::not_found("no such access token"))?;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     let n = sqlx::query(
         "UPDATE access_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",

@@ -252,7 +252,7 @@ pub async fn confirm_enrolment(
     };
     let sealed = tenant.blobs.seal_secret(&purpose(&user.id), &pending);
     let codes = new_recovery_codes();
-    let mut tx = tenant.db.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     let n = sqlx::query(
         "UPDATE local_accounts SET totp_secret_enc = $1, totp_pending_enc = NULL, totp_last_step = $2 \
@@ -358,7 +358,7 @@ pub async fn verify(
         .rows_affected();
         return Ok((n == 1).then_some(Factor::Totp));
     }
-    let mut tx = tenant.db.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     let n = sqlx::query(
         "UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL",
@@ -414,7 +414,7 @@ pub async fn regenerate_recovery_codes(
         ));
     }
     let codes = new_recovery_codes();
-    let mut tx = tenant.db.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     store_recovery_codes(&mut tx, user_id, &codes).await?;
     audit::append(

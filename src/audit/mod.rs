@@ -127,7 +127,7 @@ pub async fn append(conn: &mut AnyConnection, ev: &AuditEvent) -> sqlx::Result<A
 
 /// Appends entries in a transaction of their own.
 pub async fn record(pool: &AnyPool, events: &[AuditEvent]) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tenancy::db::begin(pool).await?;
     lock_chain(&mut tx).await?;
     for ev in events {
         append(&mut tx, ev).await?;

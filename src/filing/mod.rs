@@ -321,6 +321,8 @@ pub async fn file_message(
     };
 
     // Blobs first, durably. Content-addressed, so a retry or a concurrent copy is harmless.
+    // The lease keeps the sweep off this tenant's blobs until the commit below is done.
+    let _lease = tenant.blob_lease.read().await;
     let existing_message = message_id_by_key(pool, &parsed.dedup_key).await?;
     let blobs = tenant.blobs.clone();
     let parsed = Arc::new(parsed);
@@ -350,7 +352,7 @@ pub async fn file_message(
     };
     // One transaction: message (once), filings, audit entries.
     let _writer = tenant.write_guard().await;
-    let mut tx = pool.begin().await?;
+    let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     let now = now_rfc3339();
     let (key, stored) = dedup::stored_in_tx(&mut tx, &parsed).await?;

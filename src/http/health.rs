@@ -12,7 +12,8 @@ pub fn router() -> Router<AppState> {
         .route("/readyz", get(ready))
 }
 
-/// Ready when the catalogue answers.
+/// Ready when the catalogue answers and every open tenant's database takes writes (probed
+/// with a real commit only when its last write failed or is not known to have succeeded).
 async fn ready(State(state): State<AppState>) -> Result<&'static str, AppError> {
     state.catalog.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
@@ -22,5 +23,21 @@ async fn ready(State(state): State<AppState>) -> Result<&'static str, AppError> 
             "the catalogue database is not reachable",
         )
     })?;
+    let mut failing = Vec::new();
+    for tenant in state.catalog.open_tenants().await {
+        if let Err(why) = tenant.check_writable().await {
+            failing.push(format!("tenant {}: {why}", tenant.id));
+        }
+    }
+    if !failing.is_empty() {
+        return Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            format!(
+                "a tenant database cannot be written: {}",
+                failing.join("; ")
+            ),
+        ));
+    }
     Ok("ready")
 }

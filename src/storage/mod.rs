@@ -5,6 +5,7 @@ pub mod crypto;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -29,6 +30,25 @@ pub enum BlobError {
     HashMismatch(String),
     #[error("blob i/o: {0}")]
     Io(#[from] io::Error),
+}
+
+/// Names of blob files still being written (or left half-written by a crash).
+pub const TMP_PREFIX: &str = ".tmp-";
+
+/// Sets a file's modification time to now, if it exists.
+fn touch(path: &Path) -> io::Result<()> {
+    File::options()
+        .append(true)
+        .open(path)?
+        .set_modified(std::time::SystemTime::now())
+}
+
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(0o700)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// One tenant's blob store: a directory of its own and the tenant's data key.
@@ -88,16 +108,24 @@ impl TenantBlobs {
     pub fn put(&self, plaintext: &[u8]) -> Result<String, BlobError> {
         let id = sha256_hex(plaintext);
         let path = self.path_of(&id)?;
-        if path.exists() {
+        // Reused: fresh again, so a sweep in another process leaves it to this filing.
+        if touch(&path).is_ok() {
             return Ok(id);
         }
         let dir = path.parent().expect("blob path has a parent");
         let new_shard = !dir.exists();
-        fs::create_dir_all(dir)?;
+        create_private_dir(&self.root)?;
+        create_private_dir(dir)?;
         let sealed = self.key.seal(plaintext, &blob_aad(&self.tenant_id, &id));
-        let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
         let result = (|| -> io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            // Whatever the umask.
+            f.set_permissions(fs::Permissions::from_mode(0o600))?;
             f.write_all(&sealed)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;

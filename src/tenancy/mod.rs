@@ -48,6 +48,11 @@ pub struct Tenant {
     /// Serialises this process's writers to a SQLite tenant, so they queue on a fair lock
     /// instead of SQLite's sleep-and-retry busy handler (which dominates tail latency).
     write_lock: tokio::sync::Mutex<()>,
+    /// Whether the database took its last write.
+    pub health: Arc<db::WriteHealth>,
+    /// Held shared by a filing from its first blob write to its commit, and exclusively by
+    /// the sweep while it deletes unreferenced blobs: the sweep never races a filing.
+    pub blob_lease: tokio::sync::RwLock<()>,
 }
 
 impl Tenant {
@@ -62,6 +67,40 @@ impl Tenant {
 
     pub fn is_active(&self) -> bool {
         self.status == "active"
+    }
+
+    /// A transaction on the tenant's database whose outcome feeds [`Tenant::health`].
+    pub async fn begin(&self) -> sqlx::Result<db::Tx> {
+        db::begin_tracked(&self.db, &self.health).await
+    }
+
+    /// Commits a small real write (the audit head, moved and moved back) unless the last write is known
+    /// to have succeeded; `Err` says why the database cannot be written.
+    pub async fn check_writable(&self) -> Result<(), String> {
+        if self.health.seen() == db::Seen::Writable {
+            return Ok(());
+        }
+        let probe = async {
+            let _writer = self.write_guard().await;
+            let mut tx = self.begin().await?;
+            audit::lock_chain(&mut tx).await?;
+            // A real change (SQLite skips writing a row rewritten with identical content).
+            for sql in [
+                "UPDATE audit_head SET seq = seq + 1 WHERE id = 1",
+                "UPDATE audit_head SET seq = seq - 1 WHERE id = 1",
+            ] {
+                sqlx::query(sql).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(5), probe).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::error!(tenant = %self.id, error = %e, "the tenant's database cannot be written");
+                Err(e.to_string())
+            }
+            Err(_) => Err("a write did not finish within 5 s".into()),
+        }
     }
 }
 
@@ -148,6 +187,11 @@ impl Catalog {
         self.data_dir.join("tenants").join(id)
     }
 
+    /// Where a tenant's blobs live (whether or not the tenant is open).
+    pub fn blob_root(&self, id: &str) -> PathBuf {
+        self.tenant_dir(id).join("blobs")
+    }
+
     /// Name of a tenant's PostgreSQL database and role: derived from the catalogue
     /// database's name so several deployments (and test runs) can share one server.
     fn pg_name_for(&self, id: &str) -> anyhow::Result<String> {
@@ -227,7 +271,7 @@ impl Catalog {
             )
             .await?;
             tenant_pool.close().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = crate::tenancy::db::begin(&self.pool).await?;
             sqlx::query(
                 "INSERT INTO tenants (id, name, status, created_at, db_name, db_password_enc, dek_enc) \
                  VALUES ($1, $2, 'active', $3, $4, $5, $6)",
@@ -408,8 +452,10 @@ impl Catalog {
             status: row.get("status"),
             db: pool,
             backend: self.backend,
-            blobs: TenantBlobs::new(id, self.tenant_dir(id).join("blobs"), Key::from_bytes(&dek)),
+            blobs: TenantBlobs::new(id, self.blob_root(id), Key::from_bytes(&dek)),
             write_lock: tokio::sync::Mutex::new(()),
+            health: Default::default(),
+            blob_lease: Default::default(),
         });
         open.insert(id.to_string(), tenant.clone());
         Ok(tenant)
@@ -475,6 +521,11 @@ impl Catalog {
         Ok(Some(String::from_utf8(plain)?))
     }
 
+    /// The tenants this process has open.
+    pub async fn open_tenants(&self) -> Vec<Arc<Tenant>> {
+        self.open.read().await.values().cloned().collect()
+    }
+
     /// Forgets the open tenant so the next use re-reads its catalogue row (status changes).
     pub async fn evict(&self, id: &str) {
         self.open.write().await.remove(id);
@@ -538,12 +589,36 @@ impl Catalog {
     }
 }
 
-/// Creates a directory (and parents) readable by the service account only.
+/// Creates a directory (and parents) readable by the service account only: mode 0700 for
+/// every directory created, whatever the umask.
 pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_private_dir(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if !(e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir()) => {
+            return Err(e).with_context(|| format!("cannot create {}", dir.display()))
+        }
+        Err(_) => return Ok(()),
+        Ok(()) => {}
+    }
+    set_private_mode(dir, 0o700)
+        .with_context(|| format!("cannot set the mode of {}", dir.display()))
+}
+
+/// Sets `path`'s permission bits to `mode` if it exists and they differ.
+pub fn set_private_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o7777 != mode => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }

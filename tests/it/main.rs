@@ -12,6 +12,7 @@ mod dedup;
 mod dev_hosts;
 mod filings;
 mod hostile;
+mod pg_faults;
 mod rules;
 mod storage;
 mod teams;

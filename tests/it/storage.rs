@@ -197,3 +197,112 @@ both_backends!(
         assert!(leftovers.is_empty());
     }
 );
+
+fn age(path: &std::path::Path, secs: u64) {
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+    std::fs::File::options()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+fn every_blob(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(root).unwrap().flatten() {
+        for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
+            out.push(f.path());
+        }
+    }
+    out
+}
+
+both_backends!(
+    sweep_removes_leftovers_and_unreferenced_blobs_only,
+    |app: TestApp| async move {
+        let hour = std::time::Duration::from_secs(3600);
+        let tok = app.token("alice@a.test");
+        let raw = email(
+            "kept",
+            Some("<kept@acme.com>"),
+            &[("k.bin", "application/octet-stream", noise(2000, 1))],
+        );
+        let v: Value = app
+            .post_filing(&tok, &filing_body(&raw, &["matter:M-1"]))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let id = v["filings"][0]["id"].as_str().unwrap().to_string();
+        let t = app.tenant(&app.firm_a).await;
+        let root = t.blobs.root().to_path_buf();
+        // Everything old: the filing's blobs stay because rows refer to them.
+        for p in every_blob(&root) {
+            age(&p, 7200);
+        }
+        let orphan = t.blobs.put(b"never committed").unwrap();
+        let young = t.blobs.put(b"committing right now").unwrap();
+        let reused = t.blobs.put(b"reused by a filing").unwrap();
+        age(&blob_path(&root, &orphan), 7200);
+        age(&blob_path(&root, &reused), 7200);
+        // A filing storing the same content again makes the old blob fresh.
+        t.blobs.put(b"reused by a filing").unwrap();
+        let shard = blob_path(&root, &orphan).parent().unwrap().to_path_buf();
+        let old_tmp = shard.join(".tmp-half-written");
+        let young_tmp = shard.join(".tmp-being-written");
+        std::fs::write(&old_tmp, b"half").unwrap();
+        std::fs::write(&young_tmp, b"half").unwrap();
+        age(&old_tmp, 7200);
+
+        let report = docket::maintenance::sweep(&app.state.catalog, hour)
+            .await
+            .unwrap();
+        assert_eq!(
+            (report.temp_files, report.orphan_blobs),
+            (1, 1),
+            "{report:?}"
+        );
+        assert!(!blob_path(&root, &orphan).exists());
+        assert!(!old_tmp.exists());
+        assert!(blob_path(&root, &young).exists());
+        assert!(blob_path(&root, &reused).exists());
+        assert!(young_tmp.exists());
+        let r = app.get(&tok, &format!("/v1/filings/{id}/raw")).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(&r.bytes().await.unwrap()[..], &raw[..]);
+        let r = app
+            .get(&tok, &format!("/v1/filings/{id}/attachments/0"))
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+);
+
+both_backends!(
+    sweep_waits_for_filings_in_progress,
+    |app: TestApp| async move {
+        let hour = std::time::Duration::from_secs(3600);
+        let t = app.tenant(&app.firm_a).await;
+        let root = t.blobs.root().to_path_buf();
+        let orphan = t
+            .blobs
+            .put(b"written by a filing not yet committed")
+            .unwrap();
+        age(&blob_path(&root, &orphan), 7200);
+        // A filing between its blob writes and its commit holds the lease.
+        let lease = t.blob_lease.read().await;
+        let sweeping = {
+            let t = t.clone();
+            tokio::spawn(async move { docket::maintenance::sweep_tenant(&t, hour).await })
+        };
+        let mut sweeping = sweeping;
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(300), &mut sweeping).await;
+        assert!(waited.is_err(), "the sweep did not wait for the filing");
+        assert!(blob_path(&root, &orphan).exists());
+        drop(lease);
+        let report = sweeping.await.unwrap().unwrap();
+        assert_eq!(report.orphan_blobs, 1);
+        assert!(!blob_path(&root, &orphan).exists());
+    }
+);

@@ -580,7 +580,7 @@ pub async fn close(
     let retention = state.config.admin.retention_days;
     {
         let _guard = ctx.tenant.write_guard().await;
-        let mut tx = ctx.tenant.db.begin().await?;
+        let mut tx = ctx.tenant.begin().await?;
         audit::lock_chain(&mut tx).await?;
         let sessions = sqlx::query("DELETE FROM sessions")
             .execute(&mut *tx)
