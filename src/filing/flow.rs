@@ -1,0 +1,468 @@
+//! The flow of a filing (DESIGN.md), one step per function: check the request → authorise
+//! the filer and the targets → parse (bounded and isolated: `mail::guard`) → route by the
+//! firm's rules → store blobs durably → record message, filings and audit entries in one
+//! transaction → answer.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use sqlx::Row;
+
+use super::{
+    dedup, insert_message, load_filing, message_id_by_key, reused_id_notice, AttachmentSelection,
+    AutoFiled, FilingInput, FilingOutcome, TargetRef, TargetView, MAX_NOTE_CHARS, MAX_TARGETS,
+};
+use crate::access;
+use crate::audit::{self, AuditEvent};
+use crate::config::Limits;
+use crate::directory::{self, Record, RecordKind, User};
+use crate::error::{AppError, AppResult};
+use crate::mail::{self, ParsedMessage};
+use crate::tenancy::{db::Tx, Tenant};
+use crate::time_fmt::now_rfc3339;
+
+/// A request that passed the checks that need no I/O.
+struct Checked {
+    raw: Arc<Vec<u8>>,
+    targets: BTreeSet<TargetRef>,
+    attachments: AttachmentSelection,
+    note: Option<String>,
+    gmail_message_id: Option<String>,
+    gmail_thread_id: Option<String>,
+}
+
+/// Records the firm's `auto_file` rules add, with the rule's name.
+type AutoTargets = Vec<(Record, String)>;
+
+/// What the transaction wrote: the user's filings (id, created) and the rules' filings.
+struct Recorded {
+    message_id: String,
+    filings: Vec<(String, bool)>,
+    auto: Vec<(String, Record, String, bool)>,
+}
+
+/// Files one message to one or more records on behalf of `user`.
+pub async fn file_message(
+    tenant: &Arc<Tenant>,
+    limits: &Limits,
+    user: &User,
+    input: FilingInput,
+) -> AppResult<FilingOutcome> {
+    let req = check_request(input)?;
+    authorise_filer(tenant, user).await?;
+    let records = authorise_targets(tenant, user, &req.targets).await?;
+    let mut parsed = mail::parse_isolated(req.raw.clone(), limits.clone()).await?;
+    let message_id_reused = dedup::resolve(tenant, &mut parsed).await?;
+    let auto = route_by_rules(tenant, user, &parsed, &req.raw, &records).await?;
+    let selected = select_attachments(&parsed, &req.attachments)?;
+    // The lease keeps the sweep off this tenant's blobs from the first write to the commit.
+    let lease = tenant.blob_lease.read().await;
+    let parsed = Arc::new(parsed);
+    store_blobs(tenant, &parsed, &req.raw, &selected).await?;
+    let recorded = record(tenant, user, &req, &parsed, &records, &auto, &selected).await?;
+    drop(lease);
+    answer(tenant, user, recorded, &parsed, message_id_reused).await
+}
+
+/// Targets, note and Gmail ids, checked before anything is read or written.
+fn check_request(input: FilingInput) -> AppResult<Checked> {
+    if input.targets.is_empty() {
+        return Err(AppError::unprocessable(
+            "no-targets",
+            "`targets` must name at least one record",
+        ));
+    }
+    if input.targets.len() > MAX_TARGETS {
+        return Err(AppError::unprocessable(
+            "too-many-targets",
+            format!("at most {MAX_TARGETS} targets per filing"),
+        ));
+    }
+    let note = input
+        .note
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    if let Some(n) = &note {
+        if n.chars().count() > MAX_NOTE_CHARS
+            || n.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Err(AppError::unprocessable(
+                "invalid-note",
+                format!("a note is at most {MAX_NOTE_CHARS} characters of text"),
+            ));
+        }
+    }
+    Ok(Checked {
+        raw: Arc::new(input.raw),
+        targets: input.targets.into_iter().collect(),
+        attachments: input.attachments,
+        note,
+        gmail_message_id: gmail_id("gmail_message_id", input.gmail_message_id)?,
+        gmail_thread_id: gmail_id("gmail_thread_id", input.gmail_thread_id)?,
+    })
+}
+
+/// Gmail ids are kept in API form (hex) so thread suggestions match however they came.
+fn gmail_id(name: &str, v: Option<String>) -> AppResult<Option<String>> {
+    v.map(|v| {
+        crate::gmail::normalise_id(&v).ok_or_else(|| {
+            AppError::unprocessable(
+                "invalid-gmail-id",
+                format!("`{name}` is not a Gmail id (hex, or msg-f:/thread-f: decimal)"),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// A role that may not file is refused, and the refusal audited.
+async fn authorise_filer(tenant: &Tenant, user: &User) -> AppResult<()> {
+    if user.role.can_file() {
+        return Ok(());
+    }
+    audit::record(
+        &tenant.db,
+        &[AuditEvent::new(&user.email, "filing.denied", &user.id)
+            .detail(serde_json::json!({"reason": "role cannot file", "role": user.role.as_str()}))],
+    )
+    .await?;
+    Err(AppError::forbidden(format!(
+        "your role ({}) may not file messages",
+        user.role.as_str()
+    )))
+}
+
+/// The records named, each open and visible to `user`. Unknown records, other tenants'
+/// and those behind the user's ethical wall all answer the same 404, so none leaks.
+async fn authorise_targets(
+    tenant: &Tenant,
+    user: &User,
+    wanted: &BTreeSet<TargetRef>,
+) -> AppResult<Vec<Record>> {
+    let pool = &tenant.db;
+    let mut records = Vec::new();
+    for t in wanted {
+        let rec = match t.kind.parse::<RecordKind>() {
+            Ok(k) => directory::find_record(pool, k, t.id.trim()).await?,
+            Err(_) => None,
+        };
+        let rec = match rec {
+            Some(r) if user.id == access::SYSTEM_USER => Some(r),
+            Some(r) if access::can_see(pool, &user.id, &r.id).await? => Some(r),
+            _ => None,
+        };
+        let Some(rec) = rec else {
+            return Err(AppError::not_found(format!("no record {t}")));
+        };
+        if rec.status != "open" {
+            return Err(AppError::new(
+                StatusCode::CONFLICT,
+                "record-closed",
+                format!("record {t} is closed"),
+            ));
+        }
+        records.push(rec);
+    }
+    Ok(records)
+}
+
+/// The firm's `auto_file` rules add their open targets (filed as the system user); a
+/// `never_auto_file` rule suppresses them. The system user itself never triggers rules.
+async fn route_by_rules(
+    tenant: &Tenant,
+    user: &User,
+    parsed: &ParsedMessage,
+    raw: &[u8],
+    records: &[Record],
+) -> AppResult<AutoTargets> {
+    let mut auto: AutoTargets = Vec::new();
+    if user.id == access::SYSTEM_USER {
+        return Ok(auto);
+    }
+    let decision = crate::rules::evaluate(&tenant.db, parsed, raw).await?;
+    for routed in decision.auto_file {
+        let id = &routed.record.id;
+        if records.iter().any(|r| &r.id == id) || auto.iter().any(|(r, _)| &r.id == id) {
+            continue;
+        }
+        let kind: RecordKind = routed
+            .record
+            .kind
+            .parse()
+            .map_err(|e: String| AppError::internal(anyhow::anyhow!(e)))?;
+        let rec = directory::find_record(&tenant.db, kind, &routed.record.reference).await?;
+        if let Some(rec) = rec.filter(|r| r.status == "open") {
+            auto.push((rec, routed.rule));
+        }
+    }
+    Ok(auto)
+}
+
+/// The attachment indices to keep, each one that exists.
+fn select_attachments(
+    parsed: &ParsedMessage,
+    selection: &AttachmentSelection,
+) -> AppResult<Vec<usize>> {
+    let count = parsed.attachments.len();
+    match selection {
+        AttachmentSelection::All => Ok((0..count).collect()),
+        AttachmentSelection::Only(list) => {
+            let set: BTreeSet<usize> = list.iter().copied().collect();
+            if let Some(bad) = set.iter().find(|i| **i >= count) {
+                return Err(AppError::unprocessable(
+                    "invalid-attachment",
+                    format!("attachment {bad} does not exist; the message has {count}"),
+                ));
+            }
+            Ok(set.into_iter().collect())
+        }
+    }
+}
+
+/// Blobs first, durably (written, fsynced, renamed, directory fsynced). Content-addressed,
+/// so a retry or a concurrent copy is harmless. The raw message only when it is new.
+async fn store_blobs(
+    tenant: &Tenant,
+    parsed: &Arc<ParsedMessage>,
+    raw: &Arc<Vec<u8>>,
+    selected: &[usize],
+) -> AppResult<()> {
+    let store_raw = message_id_by_key(&tenant.db, &parsed.dedup_key)
+        .await?
+        .is_none();
+    let (blobs, parsed, raw, selected) = (
+        tenant.blobs.clone(),
+        parsed.clone(),
+        raw.clone(),
+        selected.to_vec(),
+    );
+    tokio::task::spawn_blocking(move || -> Result<(), crate::storage::BlobError> {
+        if store_raw {
+            blobs.put(&raw)?;
+        }
+        for i in &selected {
+            blobs.put(&parsed.attachments[*i].bytes)?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| AppError::internal(anyhow::anyhow!("blob task failed: {e}")))?
+    .map_err(|e| AppError::internal(anyhow::Error::new(e).context("storing blobs")))
+}
+
+/// One transaction: the message (once), a filing per target (or the existing one), the
+/// kept attachments, and an audit entry for each.
+async fn record(
+    tenant: &Tenant,
+    user: &User,
+    req: &Checked,
+    parsed: &ParsedMessage,
+    records: &[Record],
+    auto: &AutoTargets,
+    selected: &[usize],
+) -> AppResult<Recorded> {
+    // Looked up before the transaction: inside it, a second pool connection could wait on
+    // the writers queued behind this one's audit lock.
+    let system = match auto.is_empty() {
+        true => None,
+        false => directory::user_by_id(&tenant.db, access::SYSTEM_USER).await?,
+    };
+    let _writer = tenant.write_guard().await;
+    let mut tx = tenant.begin().await?;
+    audit::lock_chain(&mut tx).await?;
+    let now = now_rfc3339();
+    let message_id = message_row(tenant, &mut tx, req, parsed, &now).await?;
+    let kept = kept_attachments(&mut tx, &message_id, parsed, selected).await?;
+    let mut out = Recorded {
+        message_id,
+        filings: Vec::new(),
+        auto: Vec::new(),
+    };
+    let everyone = records
+        .iter()
+        .map(|r| (r, None))
+        .chain(auto.iter().map(|(r, rule)| (r, Some(rule.as_str()))));
+    for (rec, rule) in everyone {
+        let filer = match (rule, &system) {
+            (Some(_), None) => continue,
+            (Some(rule), Some(sys)) => Filer {
+                user: sys,
+                note: Some(format!("filed automatically by rule “{rule}”")),
+                rule: Some(rule),
+                on_behalf_of: Some(&user.email),
+            },
+            (None, _) => Filer {
+                user,
+                note: req.note.clone(),
+                rule: None,
+                on_behalf_of: None,
+            },
+        };
+        let (fid, created) =
+            file_one(&mut tx, &filer, rec, &out.message_id, parsed, &kept, &now).await?;
+        match rule {
+            Some(rule) => out.auto.push((fid, rec.clone(), rule.to_string(), created)),
+            None => out.filings.push((fid, created)),
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// The stored message for `parsed` (see [`dedup`]), inserted when new.
+async fn message_row(
+    tenant: &Tenant,
+    tx: &mut Tx,
+    req: &Checked,
+    parsed: &ParsedMessage,
+    now: &str,
+) -> AppResult<String> {
+    let (key, stored) = dedup::stored_in_tx(tx, parsed).await?;
+    if let Some(id) = stored {
+        return Ok(id);
+    }
+    if !tenant.blobs.exists(&parsed.raw_sha256) {
+        // A concurrent first filing saw the message as new, then we saw it as existing and
+        // skipped the raw blob, and it rolled back: store it now.
+        let (blobs, raw) = (tenant.blobs.clone(), req.raw.clone());
+        tokio::task::spawn_blocking(move || blobs.put(&raw))
+            .await
+            .map_err(|e| AppError::internal(anyhow::anyhow!("blob task failed: {e}")))?
+            .map_err(|e| AppError::internal(anyhow::Error::new(e).context("storing raw blob")))?;
+    }
+    let gmail = (
+        req.gmail_message_id.as_deref(),
+        req.gmail_thread_id.as_deref(),
+    );
+    insert_message(tx, parsed, &key, gmail.0, gmail.1, now).await
+}
+
+/// Which selected attachment indices the stored message has with the same bytes.
+async fn kept_attachments(
+    tx: &mut Tx,
+    message_id: &str,
+    parsed: &ParsedMessage,
+    selected: &[usize],
+) -> AppResult<Vec<i64>> {
+    let stored = sqlx::query("SELECT idx, sha256 FROM message_attachments WHERE message_id = $1")
+        .bind(message_id)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(selected
+        .iter()
+        .filter(|i| {
+            stored.iter().any(|r| {
+                r.get::<i64, _>(0) == **i as i64
+                    && r.get::<String, _>(1) == parsed.attachments[**i].sha256
+            })
+        })
+        .map(|i| *i as i64)
+        .collect())
+}
+
+/// Who files to one record: the user, or the system user for a rule.
+struct Filer<'a> {
+    user: &'a User,
+    note: Option<String>,
+    rule: Option<&'a str>,
+    on_behalf_of: Option<&'a str>,
+}
+
+/// One record's filing of the message: the existing one (audited as a duplicate) or a new
+/// one with its kept attachments. Returns (filing id, created).
+async fn file_one(
+    tx: &mut Tx,
+    filer: &Filer<'_>,
+    rec: &Record,
+    message_id: &str,
+    parsed: &ParsedMessage,
+    kept: &[i64],
+    now: &str,
+) -> AppResult<(String, bool)> {
+    let target = format!("{}:{}", rec.kind, rec.reference);
+    let existing = sqlx::query("SELECT id FROM filings WHERE message_id = $1 AND record_id = $2")
+        .bind(message_id)
+        .bind(&rec.id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(row) = existing {
+        let fid: String = row.get(0);
+        let detail =
+            serde_json::json!({"target": target, "message": message_id, "rule": filer.rule});
+        let event = AuditEvent::new(&filer.user.email, "filing.duplicate", &fid).detail(detail);
+        audit::append(tx, &event).await?;
+        return Ok((fid, false));
+    }
+    let fid = uuid::Uuid::new_v4().simple().to_string();
+    sqlx::query("INSERT INTO filings (id, message_id, record_id, filed_by, filed_at, note) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(&fid)
+        .bind(message_id)
+        .bind(&rec.id)
+        .bind(&filer.user.id)
+        .bind(now)
+        .bind(filer.note.clone())
+        .execute(&mut **tx)
+        .await?;
+    for i in kept {
+        sqlx::query("INSERT INTO filing_attachments (filing_id, idx) VALUES ($1, $2)")
+            .bind(&fid)
+            .bind(*i)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let detail = serde_json::json!({
+        "target": target,
+        "message": message_id,
+        "raw_sha256": parsed.raw_sha256,
+        "attachments": kept,
+        "rule": filer.rule,
+        "on_behalf_of": filer.on_behalf_of,
+    });
+    audit::append(
+        tx,
+        &AuditEvent::new(&filer.user.email, "filing.created", &fid).detail(detail),
+    )
+    .await?;
+    Ok((fid, true))
+}
+
+/// The answer: each of the user's filings as read back, and the rules' filings.
+async fn answer(
+    tenant: &Tenant,
+    user: &User,
+    recorded: Recorded,
+    parsed: &ParsedMessage,
+    message_id_reused: bool,
+) -> AppResult<FilingOutcome> {
+    let mut filings = Vec::new();
+    for (fid, created) in recorded.filings {
+        let mut view = load_filing(&tenant.db, &user.id, &fid)
+            .await?
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("filing vanished")))?;
+        view.created = Some(created);
+        filings.push(view);
+    }
+    tracing::info!(tenant = %tenant.id, user = %user.id, message = %recorded.message_id,
+        created = filings.iter().filter(|f| f.created == Some(true)).count(), "filed");
+    let auto_filed = recorded
+        .auto
+        .into_iter()
+        .map(|(filing_id, rec, rule, created)| AutoFiled {
+            filing_id,
+            target: TargetView {
+                kind: rec.kind.as_str().to_string(),
+                id: rec.reference.clone(),
+                title: rec.title.clone(),
+            },
+            rule,
+            created,
+        })
+        .collect();
+    Ok(FilingOutcome {
+        filings,
+        auto_filed,
+        notice: message_id_reused.then(|| reused_id_notice(parsed.message_id.as_deref())),
+        message_id_reused,
+    })
+}
