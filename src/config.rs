@@ -236,6 +236,13 @@ pub struct Limits {
     /// header's display form is cut at 2,000 characters).
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// Bytes that requests carrying a message may hold in memory at once (each reserves
+    /// 3 × its body); over it, 503 `busy` with `Retry-After`.
+    #[serde(default = "default_max_bytes_in_flight")]
+    pub max_bytes_in_flight: usize,
+    /// Seconds a request carrying a message has to send its whole body (408 after).
+    #[serde(default = "default_body_read_timeout_secs")]
+    pub body_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -256,6 +263,8 @@ impl Default for Limits {
             max_parts: default_max_parts(),
             max_depth: default_max_depth(),
             max_header_bytes: default_max_header_bytes(),
+            max_bytes_in_flight: default_max_bytes_in_flight(),
+            body_read_timeout_secs: default_body_read_timeout_secs(),
         }
     }
 }
@@ -291,6 +300,12 @@ fn default_max_depth() -> usize {
 }
 fn default_max_header_bytes() -> usize {
     1024 * 1024
+}
+fn default_max_bytes_in_flight() -> usize {
+    1024 * 1024 * 1024
+}
+fn default_body_read_timeout_secs() -> u64 {
+    60
 }
 fn default_log_format() -> String {
     "text".into()
@@ -408,6 +423,8 @@ impl Config {
             || self.limits.max_parts == 0
             || self.limits.max_depth == 0
             || self.limits.max_header_bytes == 0
+            || self.limits.max_bytes_in_flight == 0
+            || self.limits.body_read_timeout_secs == 0
         {
             bail!("invalid configuration: `limits.*` must be positive");
         }

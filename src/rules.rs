@@ -1555,6 +1555,7 @@ mod tests {
             max_parts: 1000,
             max_depth: 32,
             max_header_bytes: 1 << 20,
+            ..Limits::default()
         }
     }
 

@@ -10,7 +10,8 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use serde::Deserialize;
 
-use super::extract::{ApiJson, TenantCtx};
+use super::extract::TenantCtx;
+use super::intake::MessageJson;
 use super::AppState;
 use crate::directory::RecordKind;
 use crate::error::{AppError, AppResult};
@@ -18,9 +19,15 @@ use crate::filing::{self, AttachmentSelection, FilingInput, TargetRef};
 use crate::mail::names::content_disposition;
 use crate::tenancy::Tenant;
 
-pub fn router() -> Router<AppState> {
+/// `intake`: the budget and body deadline for requests that carry a message.
+pub fn router(intake: std::sync::Arc<super::intake::Intake>) -> Router<AppState> {
     Router::new()
-        .route("/v1/filings", post(create).get(list))
+        .route(
+            "/v1/filings",
+            post(create)
+                .layer::<_, std::convert::Infallible>(axum::Extension(intake))
+                .get(list),
+        )
         .route("/v1/filings/{id}", get(show))
         .route("/v1/filings/{id}/raw", get(raw))
         .route("/v1/filings/{id}/attachments/{n}", get(attachment))
@@ -72,8 +79,9 @@ struct CreateFiling {
 async fn create(
     State(state): State<AppState>,
     ctx: TenantCtx,
-    ApiJson(req): ApiJson<CreateFiling>,
+    body: MessageJson<CreateFiling>,
 ) -> AppResult<Response> {
+    let req = body.value;
     if req.targets.is_empty() {
         return Err(AppError::unprocessable(
             "no-targets",

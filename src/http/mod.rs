@@ -7,6 +7,7 @@ pub mod dev;
 pub mod extract;
 pub mod filings;
 pub mod health;
+pub mod intake;
 pub mod view;
 
 use std::sync::Arc;
@@ -58,13 +59,14 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     // base64 inflates by 4/3; leave room for the JSON around it.
     let body_limit = state.config.limits.max_message_bytes / 3 * 4 + 1024 * 1024;
+    let intake = intake::Intake::new(&state.config.limits, body_limit);
     let mut app = Router::new()
         .merge(health::router())
-        .merge(addon::router(body_limit))
+        .merge(addon::router(body_limit, intake.clone()))
         .merge(view::router())
         .merge(admin::router())
         .merge(console::router())
-        .merge(filings::router().layer(DefaultBodyLimit::max(body_limit)));
+        .merge(filings::router(intake).layer(DefaultBodyLimit::max(body_limit)));
     if state.dev.is_some() {
         app = app.merge(dev::router());
     }

@@ -58,6 +58,7 @@ pub fn ceiling_limits() -> Limits {
         max_parts: MAX_PARTS_CEILING,
         max_depth: usize::MAX,
         max_header_bytes: usize::MAX,
+        ..Limits::default()
     }
 }
 
@@ -394,6 +395,7 @@ mod tests {
             max_parts,
             max_depth: 32,
             max_header_bytes: 1 << 20,
+            ..Limits::default()
         }
     }
 

@@ -409,6 +409,7 @@ mod tests {
             max_parts: 1000,
             max_depth: 32,
             max_header_bytes: 1 << 20,
+            ..Limits::default()
         };
         let ok = parse(b"From: a@b.c\r\nSubject: hi\r\n\r\nbody\r\n", &limits).unwrap();
         assert_eq!(ok.subject.as_deref(), Some("hi"));

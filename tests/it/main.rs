@@ -12,6 +12,7 @@ mod dedup;
 mod dev_hosts;
 mod filings;
 mod hostile;
+mod intake;
 mod pg_faults;
 mod rules;
 mod storage;

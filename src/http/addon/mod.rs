@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::extract::{token_error, verify_user, ApiJson, ReaderCtx, TenantCtx};
+use super::extract::{token_error, verify_user, ReaderCtx, TenantCtx};
 use super::filings::decode_raw;
 use super::AppState;
 use crate::error::{AppError, AppResult};
@@ -35,14 +35,19 @@ pub const SCOPE_EMAIL: &str = "https://www.googleapis.com/auth/userinfo.email";
 
 /// `message_body_limit`: bytes a request that carries a whole message may have (the JSON
 /// API's `raw`), as for `POST /v1/filings`.
-pub fn router(message_body_limit: usize) -> Router<AppState> {
+pub fn router(
+    message_body_limit: usize,
+    intake: std::sync::Arc<crate::http::intake::Intake>,
+) -> Router<AppState> {
     Router::new()
         .route("/addon/homepage", post(homepage))
         .route("/addon/message", post(message))
         .route("/addon/action", post(action))
         .route(
             "/v1/addon/context",
-            post(context_api).layer(axum::extract::DefaultBodyLimit::max(message_body_limit)),
+            post(context_api)
+                .layer::<_, std::convert::Infallible>(axum::Extension(intake))
+                .layer(axum::extract::DefaultBodyLimit::max(message_body_limit)),
         )
         .route("/v1/records", get(records_api))
 }
@@ -833,8 +838,9 @@ struct ContextRequest {
 async fn context_api(
     State(state): State<AppState>,
     ReaderCtx(ctx): ReaderCtx,
-    ApiJson(req): ApiJson<ContextRequest>,
+    body: crate::http::intake::MessageJson<ContextRequest>,
 ) -> AppResult<Json<Value>> {
+    let req = body.value;
     let raw = decode_raw(&req.raw, state.config.limits.max_message_bytes)?;
     let thread = match &req.gmail_thread_id {
         Some(t) => Some(crate::gmail::normalise_id(t).ok_or_else(|| {

@@ -1,0 +1,132 @@
+//! The intake of message-carrying requests (issue 8 §4): a body that does not arrive in
+//! time is a 408 problem, an announced body over the limit a 413 at once, and the budget for
+//! bytes in flight answers 503 `busy` with `Retry-After` instead of growing without bound.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::*;
+
+/// Sends a request head (and `body_part` of its body) and returns the open stream.
+async fn start_request(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    length: u64,
+    body_part: &[u8],
+) -> TcpStream {
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n",
+        app.addr
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body_part).await.unwrap();
+    s
+}
+
+/// Reads the response head and body that arrive within `within` (until the peer closes or
+/// the body is complete).
+async fn read_response(s: &mut TcpStream, within: Duration) -> String {
+    let mut buf = Vec::new();
+    let deadline = Instant::now() + within;
+    let mut chunk = [0u8; 4096];
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut chunk)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => {
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf);
+                if text.contains("\r\n\r\n{") && text.trim_end().ends_with('}') {
+                    break;
+                }
+            }
+            Ok(Err(_)) => break,
+            Err(_) => continue,
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_body_that_does_not_arrive_is_a_408_and_an_oversize_one_a_413() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.limits.body_read_timeout_secs = 1)
+        .await
+        .unwrap();
+    let token = app.token("alice@a.test");
+    for path in ["/v1/filings", "/v1/addon/context"] {
+        let started = Instant::now();
+        let mut s = start_request(&app, path, &token, 1000, b"{\"").await;
+        let resp = read_response(&mut s, Duration::from_secs(10)).await;
+        assert!(resp.starts_with("HTTP/1.1 408"), "{path}: {resp}");
+        assert!(
+            resp.to_ascii_lowercase()
+                .contains("content-type: application/problem+json"),
+            "{resp}"
+        );
+        assert!(resp.contains("urn:docket:problem:body-timeout"), "{resp}");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{path}: answered late"
+        );
+
+        let mut s = start_request(&app, path, &token, 99_999_999_999, b"{}").await;
+        let resp = read_response(&mut s, Duration::from_secs(5)).await;
+        assert!(resp.starts_with("HTTP/1.1 413"), "{path}: {resp}");
+        assert!(resp.contains("urn:docket:problem:too-large"), "{resp}");
+    }
+    // Without a valid token nothing is read or reserved: 401 at once.
+    let mut s = start_request(&app, "/v1/filings", "nope", 1000, b"{").await;
+    let resp = read_response(&mut s, Duration::from_secs(5)).await;
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    assert_alive(&app, "slow bodies").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_budget_for_bytes_in_flight_answers_503_busy_then_frees() {
+    // 1 MiB in flight: one request announcing 400 KB reserves it all (3 × 400 KB, capped).
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.limits.max_bytes_in_flight = 1 << 20;
+        c.limits.body_read_timeout_secs = 30;
+    })
+    .await
+    .unwrap();
+    let token = app.token("alice@a.test");
+    let mut slow = start_request(&app, "/v1/filings", &token, 400_000, b"{\"raw\": \"").await;
+    // Wait until the slow request holds the budget (its head is read and authenticated).
+    let body = filing_body(
+        &email("Budget", Some("<budget@acme.com>"), &[]),
+        &["matter:M-1"],
+    );
+    let mut refused = None;
+    for _ in 0..100 {
+        let resp = app.post_filing(&token, &body).await;
+        if resp.status() == 503 {
+            refused = Some(resp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = refused.expect("a request over the budget is refused");
+    assert_eq!(resp.headers()["retry-after"], "2");
+    let (status, p) = problem(resp).await;
+    assert_eq!(
+        (status, p["type"].as_str()),
+        (503, Some("urn:docket:problem:busy"))
+    );
+    // The slow client gives up: its reservation is released and filing works again.
+    slow.shutdown().await.unwrap();
+    drop(slow);
+    let mut status = 0;
+    for _ in 0..100 {
+        status = app.post_filing(&token, &body).await.status().as_u16();
+        if status == 201 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 201);
+}
