@@ -406,6 +406,7 @@ fault_point!(wal_fsync_eio, "fsync", "tenant.db-wal", EIO);
 fault_point!(blob_write_enospc, "write", "/blobs/", ENOSPC);
 fault_point!(blob_fsync_eio, "fsync", "/blobs/", EIO);
 fault_point!(blob_rename_eio, "rename", "/blobs/", EIO);
+fault_point!(blob_dir_fsync_eio, "dirsync", "/blobs/", EIO);
 
 /// Every file docket keeps is 0600 and every directory 0700, whatever the umask — even one
 /// that would leave docket's own files unwritable.

@@ -108,11 +108,14 @@ impl TenantBlobs {
     pub fn put(&self, plaintext: &[u8]) -> Result<String, BlobError> {
         let id = sha256_hex(plaintext);
         let path = self.path_of(&id)?;
-        // Reused: fresh again, so a sweep in another process leaves it to this filing.
+        let dir = path.parent().expect("blob path has a parent");
+        // Reused: fresh again, so a sweep in another process leaves it to this filing; and
+        // its directory entry made durable again, since the put that created it may have
+        // failed at exactly that step (a blob is only acknowledged once that fsync held).
         if touch(&path).is_ok() {
+            File::open(dir)?.sync_all()?;
             return Ok(id);
         }
-        let dir = path.parent().expect("blob path has a parent");
         let new_shard = !dir.exists();
         create_private_dir(&self.root)?;
         create_private_dir(dir)?;

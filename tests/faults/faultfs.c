@@ -4,8 +4,8 @@
  *     <ops> <path-substring> <errno> <skip> <count>
  * e.g. "fsync tenant.db-wal 5 0 2": the first 2 fsync/fdatasync calls on a file whose path
  * contains "tenant.db-wal" fail with EIO. <ops> is a comma-separated list of write (write,
- * pwrite, pwrite64, writev, pwritev), fsync (fsync, fdatasync) and rename (rename,
- * renameat, renameat2). A missing or empty file injects nothing. The file is re-read when it
+ * pwrite, pwrite64, writev, pwritev), fsync (fsync, fdatasync of a file), dirsync (fsync,
+ * fdatasync of a directory) and rename (rename, renameat, renameat2). A missing or empty file injects nothing. The file is re-read when it
  * changes (counters restart); the number of faults injected so far is written to
  * "<FAULTFS_CTL>.fired" after each one.
  *
@@ -24,7 +24,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-enum { OP_WRITE = 1, OP_FSYNC = 2, OP_RENAME = 4 };
+enum { OP_WRITE = 1, OP_FSYNC = 2, OP_RENAME = 4, OP_DIRSYNC = 8 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct timespec ctl_mtime;
@@ -46,6 +46,7 @@ static void load(const char *ctl) {
         if (strstr(opnames, "write")) ops |= OP_WRITE;
         if (strstr(opnames, "fsync")) ops |= OP_FSYNC;
         if (strstr(opnames, "rename")) ops |= OP_RENAME;
+        if (strstr(opnames, "dirsync")) ops |= OP_DIRSYNC;
     }
     fclose(f);
 }
@@ -146,15 +147,21 @@ ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off) {
     return real(fd, iov, cnt, off);
 }
 
+/* fsync of a directory (making a rename durable) or of a file. */
+static int sync_op(int fd) {
+    struct stat st;
+    return (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) ? OP_DIRSYNC : OP_FSYNC;
+}
+
 int fsync(int fd) {
     REAL("fsync", sync_fn);
-    if (fd_fails(OP_FSYNC, fd)) return -1;
+    if (fd_fails(sync_op(fd), fd)) return -1;
     return real(fd);
 }
 
 int fdatasync(int fd) {
     REAL("fdatasync", sync_fn);
-    if (fd_fails(OP_FSYNC, fd)) return -1;
+    if (fd_fails(sync_op(fd), fd)) return -1;
     return real(fd);
 }
 
