@@ -126,6 +126,7 @@ impl Application {
         let gmail = crate::gmail::GmailClient::new(
             &config.addon.gmail_api_url,
             std::time::Duration::from_secs(config.addon.gmail_timeout_secs),
+            config.limits.max_message_bytes,
         );
         let state = AppState::new(StateInner {
             gmail,

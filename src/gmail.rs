@@ -53,6 +53,8 @@ pub enum GmailError {
     Timeout,
     #[error("Gmail's answer could not be read")]
     Malformed,
+    #[error("the message is larger than docket accepts ({0} bytes at most)")]
+    TooLarge(usize),
     #[error("the Gmail message id {0:?} is not valid")]
     BadId(String),
 }
@@ -74,12 +76,16 @@ pub struct FetchedMessage {
 pub struct GmailClient {
     http: reqwest::Client,
     timeout: Duration,
+    /// Largest answer read, in bytes (a raw message of `limits.max_message_bytes`, base64url,
+    /// with its JSON around it); more is refused, never buffered.
+    max_answer_bytes: usize,
     /// `https://gmail.googleapis.com/` (trailing slash kept).
     base: String,
 }
 
 impl GmailClient {
-    pub fn new(base: &str, timeout: Duration) -> Self {
+    /// `max_message_bytes`: the largest message docket accepts (`limits.max_message_bytes`).
+    pub fn new(base: &str, timeout: Duration, max_message_bytes: usize) -> Self {
         let mut base = base.to_string();
         if !base.ends_with('/') {
             base.push('/');
@@ -90,6 +96,7 @@ impl GmailClient {
                 .build()
                 .expect("HTTP client"),
             timeout,
+            max_answer_bytes: max_message_bytes / 3 * 4 + 64 * 1024,
             base,
         }
     }
@@ -138,13 +145,8 @@ impl GmailClient {
                 return Err(GmailError::Unavailable(s));
             }
         }
-        let body: RawMessage = resp.json().await.map_err(|e| {
-            if e.is_timeout() {
-                GmailError::Timeout
-            } else {
-                GmailError::Malformed
-            }
-        })?;
+        let body = self.read_bounded(resp).await?;
+        let body: RawMessage = serde_json::from_slice(&body).map_err(|_| GmailError::Malformed)?;
         let raw = B64URL_ANY
             .decode(body.raw.trim_end())
             .map_err(|_| GmailError::Malformed)?;
@@ -153,6 +155,31 @@ impl GmailClient {
             thread_id: body.thread_id.and_then(|t| normalise_id(&t)),
             raw,
         })
+    }
+}
+
+impl GmailClient {
+    /// The answer's body, refused as soon as it is over `max_answer_bytes`.
+    async fn read_bounded(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, GmailError> {
+        let max = self.max_answer_bytes;
+        let too_large = || GmailError::TooLarge(max / 4 * 3);
+        if resp.content_length().is_some_and(|n| n as usize > max) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        loop {
+            let chunk = resp.chunk().await.map_err(|e| match e.is_timeout() {
+                true => GmailError::Timeout,
+                false => GmailError::Malformed,
+            })?;
+            let Some(chunk) = chunk else {
+                return Ok(body);
+            };
+            if body.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
     }
 }
 

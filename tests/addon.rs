@@ -836,6 +836,23 @@ async fn a_reused_message_id_is_not_already_filed() {
     assert!(text.contains("Already filed"), "{text}");
 }
 
+/// Issue 8 §4: the Gmail answer is read only up to the message limit, never buffered whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gmail_answer_over_the_message_limit_is_refused_unread() {
+    let t = Addon::spawn_with(Backend::Sqlite, |c| c.limits.max_message_bytes = 100_000)
+        .await
+        .unwrap();
+    let mut big = msg("dana@acme.com", "Big", "<big@acme.com>");
+    big.extend(std::iter::repeat_n(b'x', 300_000));
+    t.gmail.serve(&big);
+    let text = all_text(&t.call("/addon/message", &event(ALICE)).await);
+    assert!(text.contains("larger than docket accepts"), "{text}");
+    t.gmail
+        .serve(&msg("dana@acme.com", "Small", "<small@acme.com>"));
+    let text = all_text(&t.call("/addon/message", &event(ALICE)).await);
+    assert!(!text.contains("larger than docket accepts"), "{text}");
+}
+
 /// Issue 8 §1: a lawyer merely opening a hostile message (nested 10^3..10^6 deep) gets an
 /// explanatory card; the process stays up for everyone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
