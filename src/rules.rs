@@ -808,13 +808,11 @@ pub fn body_text(raw: &[u8]) -> Option<String> {
     let ceiling = crate::mail::guard::ceiling_limits();
     let text = crate::mail::guard::with_message(raw, &ceiling, |msg| {
         let mut out = String::new();
-        for i in 0..msg.text_body_count().min(100) {
-            if let Some(t) = msg.body_text(i) {
-                if !out.is_empty() {
-                    out.push('\n');
-                }
-                out.push_str(&t);
+        for t in crate::mail::content::body_texts(raw, msg, 100) {
+            if !out.is_empty() {
+                out.push('\n');
             }
+            out.push_str(&t);
             if out.len() > MAX_BODY_CHARS * 4 {
                 break;
             }

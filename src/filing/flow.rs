@@ -38,6 +38,8 @@ type AutoTargets = Vec<(Record, String)>;
 /// What the transaction wrote: the user's filings (id, created) and the rules' filings.
 struct Recorded {
     message_id: String,
+    /// A different message took this one's Message-ID while it was being filed.
+    message_id_taken: bool,
     filings: Vec<(String, bool)>,
     auto: Vec<(String, Record, String, bool)>,
 }
@@ -272,10 +274,11 @@ async fn record(
     let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
     let now = now_rfc3339();
-    let message_id = message_row(tenant, &mut tx, req, parsed, &now).await?;
+    let (message_id, message_id_taken) = message_row(tenant, &mut tx, req, parsed, &now).await?;
     let kept = kept_attachments(&mut tx, &message_id, parsed, selected).await?;
     let mut out = Recorded {
         message_id,
+        message_id_taken,
         filings: Vec::new(),
         auto: Vec::new(),
     };
@@ -310,17 +313,19 @@ async fn record(
     Ok(out)
 }
 
-/// The stored message for `parsed` (see [`dedup`]), inserted when new.
+/// The stored message for `parsed` (see [`dedup`]), inserted when new; and whether a
+/// different message took its Message-ID since [`dedup::resolve`] looked.
 async fn message_row(
     tenant: &Tenant,
     tx: &mut Tx,
     req: &Checked,
     parsed: &ParsedMessage,
     now: &str,
-) -> AppResult<String> {
+) -> AppResult<(String, bool)> {
     let (key, stored) = dedup::stored_in_tx(tx, parsed).await?;
+    let taken = key != parsed.dedup_key;
     if let Some(id) = stored {
-        return Ok(id);
+        return Ok((id, taken));
     }
     if !tenant.blobs.exists(&parsed.raw_sha256) {
         // A concurrent first filing saw the message as new, then we saw it as existing and
@@ -335,7 +340,8 @@ async fn message_row(
         req.gmail_message_id.as_deref(),
         req.gmail_thread_id.as_deref(),
     );
-    insert_message(tx, parsed, &key, gmail.0, gmail.1, now).await
+    let id = insert_message(tx, parsed, &key, gmail.0, gmail.1, now).await?;
+    Ok((id, taken))
 }
 
 /// Which selected attachment indices the stored message has with the same bytes.
@@ -443,6 +449,7 @@ async fn answer(
         view.created = Some(created);
         filings.push(view);
     }
+    let message_id_reused = message_id_reused || recorded.message_id_taken;
     tracing::info!(tenant = %tenant.id, user = %user.id, message = %recorded.message_id,
         created = filings.iter().filter(|f| f.created == Some(true)).count(), "filed");
     let auto_filed = recorded

@@ -51,13 +51,86 @@ pub fn raw_body<'a>(raw: &'a [u8], part: &MessagePart) -> &'a [u8] {
     &raw[start..end]
 }
 
+/// A part's `Content-Transfer-Encoding`, read from the raw header (docket's parser does not
+/// parse it: see `guard::parser`). Folded lines are joined; absent is identity.
+pub fn transfer_encoding(raw: &[u8], part: &MessagePart) -> TransferEncoding {
+    let header = part
+        .headers
+        .iter()
+        .rev()
+        .find(|h| h.name == mail_parser::HeaderName::ContentTransferEncoding);
+    let Some(h) = header else {
+        return TransferEncoding::Identity;
+    };
+    let start = (h.offset_start as usize).min(raw.len());
+    let end = (h.offset_end as usize).clamp(start, raw.len());
+    let value = String::from_utf8_lossy(&raw[start..end]);
+    let value: String = value.split_whitespace().collect::<Vec<_>>().join(" ");
+    TransferEncoding::from_header(Some(&value))
+}
+
 /// The stored bytes of a part: its raw body with the transfer encoding undone. A forwarded
 /// message (`message/rfc822`) is the complete message it carries.
 pub fn part_bytes(raw: &[u8], part: &MessagePart) -> Vec<u8> {
     if matches!(part.body, PartType::Multipart(_)) {
         return Vec::new();
     }
-    TransferEncoding::from_header(part.content_transfer_encoding()).decode(raw_body(raw, part))
+    transfer_encoding(raw, part).decode(raw_body(raw, part))
+}
+
+/// A text part as text: transfer encoding undone, then its charset (mail-parser's
+/// decoders; UTF-8, lossily, when absent or unknown).
+pub fn text_of(raw: &[u8], part: &MessagePart) -> String {
+    let bytes = part_bytes(raw, part);
+    let decoder = part
+        .content_type()
+        .and_then(|ct| ct.attribute("charset"))
+        .and_then(|c| mail_parser::decoders::charsets::map::charset_decoder(c.as_bytes()));
+    match decoder {
+        Some(decode) => decode(&bytes),
+        None => String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// Whether a part is HTML (`text/html`).
+pub fn is_html(part: &MessagePart) -> bool {
+    part.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("text")
+            && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("html"))
+    })
+}
+
+/// The message's body parts as text, in order: its text parts, or — when it has none — its
+/// HTML parts converted to text. At most `max_parts` parts.
+pub fn body_texts(raw: &[u8], msg: &Message, max_parts: usize) -> Vec<String> {
+    let text: Vec<String> = msg
+        .text_body
+        .iter()
+        .filter_map(|id| msg.parts.get(*id as usize))
+        .take(max_parts)
+        .map(|p| match is_html(p) {
+            true => mail_parser::decoders::html::html_to_text(&text_of(raw, p)),
+            false => text_of(raw, p),
+        })
+        .collect();
+    if !text.is_empty() {
+        return text;
+    }
+    body_htmls(raw, msg, max_parts)
+        .iter()
+        .map(|h| mail_parser::decoders::html::html_to_text(h))
+        .collect()
+}
+
+/// The message's HTML body parts, decoded, in order (at most `max_parts`).
+pub fn body_htmls(raw: &[u8], msg: &Message, max_parts: usize) -> Vec<String> {
+    msg.html_body
+        .iter()
+        .filter_map(|id| msg.parts.get(*id as usize))
+        .filter(|p| is_html(p))
+        .take(max_parts)
+        .map(|p| text_of(raw, p))
+        .collect()
 }
 
 /// Base64 as mail readers decode it (RFC 2045 §6.8): characters outside the alphabet are
@@ -217,7 +290,12 @@ fn uudecode_line(line: &[u8], out: &mut Vec<u8>) -> bool {
 /// `multipart/related` member with a Content-ID, or a Content-ID the HTML refers to with
 /// `cid:`), and not marked `Content-Disposition: attachment`. Gmail lists such parts apart
 /// from the attachments; docket keeps them but does not offer them ticked.
-pub fn is_inline_part(msg: &Message, part_id: usize, parents: &[Option<usize>]) -> bool {
+pub fn is_inline_part(
+    raw: &[u8],
+    msg: &Message,
+    part_id: usize,
+    parents: &[Option<usize>],
+) -> bool {
     let Some(part) = msg.parts.get(part_id) else {
         return false;
     };
@@ -242,17 +320,17 @@ pub fn is_inline_part(msg: &Message, part_id: usize, parents: &[Option<usize>]) 
                     .subtype()
                     .is_some_and(|s| s.eq_ignore_ascii_case("related"))
         });
-    in_related || html_refers_to(msg, cid)
+    in_related || html_refers_to(raw, msg, cid)
 }
 
-fn html_refers_to(msg: &Message, cid: &str) -> bool {
+fn html_refers_to(raw: &[u8], msg: &Message, cid: &str) -> bool {
     let id = cid.trim().trim_start_matches('<').trim_end_matches('>');
     if id.is_empty() {
         return false;
     }
     let needle = format!("cid:{id}").to_ascii_lowercase();
-    (0..msg.html_body_count().min(20))
-        .filter_map(|i| msg.body_html(i))
+    body_htmls(raw, msg, 20)
+        .iter()
         .any(|h| h.to_ascii_lowercase().contains(&needle))
 }
 

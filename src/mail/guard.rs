@@ -1,28 +1,31 @@
-//! The fence around the MIME parser. Email is written by strangers, and three things about
-//! mail-parser 0.11 make a hostile message dangerous to the whole process rather than to one
-//! request:
+//! The fence around the MIME parser. Email is written by strangers, and mail-parser 0.11
+//! has three traits that make a hostile message dangerous to the whole process rather than
+//! to one request:
 //!
 //! - its parsed [`Message`] owns nested `message/rfc822` parts recursively, so *dropping* a
 //!   message nested 40,000 deep overflows a 2 MiB thread stack — an abort no
 //!   `catch_unwind` can stop;
-//! - turning a base64 / quoted-printable encoded nested message into owned data recurses
-//!   through every level below it;
-//! - its memory grows with the number of parts (≈1.4 KiB per level), whatever docket's own
-//!   limits say afterwards.
+//! - it decodes base64 / quoted-printable forwarded messages and parses what they hide,
+//!   copying the whole decoded message once per level below (memory quadratic in the
+//!   nesting: a 4 MB message took 24 GB);
+//! - its memory grows with the number of parts, whatever docket's limits say afterwards.
 //!
 //! So every parse in docket goes through [`with_message`]:
-//! 1. [`prescan`]: a linear, iterative pass over the bytes, with no recursion and memory
-//!    bounded by the limits, that counts what could become a MIME container (a
-//!    `Content-Type: multipart/…` or `message/…` header line anywhere) and what could become a
-//!    part (an occurrence of `--<boundary>` for any declared boundary), looking inside
-//!    encoded nested messages as the parser would (at most [`MAX_NESTED_ENCODED`] levels).
-//!    Both counts over-approximate what the parser will build, so a message that passes
-//!    cannot make the parser build more than about `max_parts` parts or nest deeper than
-//!    about `2 × max_parts` levels. Over the limit it is a 422 before the parser sees it.
-//! 2. The parse runs on a dedicated thread with a [`PARSER_STACK_BYTES`] stack (address
-//!    space, committed only as touched), far more than the recursion a message that passed
-//!    the pre-scan can cause; a panic there becomes a 422.
-//! 3. The parsed message is taken apart iteratively ([`dismantle`]) instead of dropped
+//! 1. the parser is configured ([`parser`]) **not to read `Content-Transfer-Encoding`**: it
+//!    never decodes anything, so all the structure it can build is visible in the raw bytes.
+//!    docket undoes transfer encodings itself, per part, from the raw bytes
+//!    ([`super::content`]), without ever parsing the result as more structure;
+//! 2. [`prescan`]: a linear, iterative pass over the bytes, with memory bounded by the
+//!    limits, counts what could become a MIME container (a `Content-Type: multipart/…` or
+//!    `message/…` header line anywhere) and what could become a part (an occurrence of
+//!    `--<value>` for every parameter value of every such header: the boundary whatever its
+//!    spelling, RFC 2231 continuations and decoys included). Both counts over-approximate
+//!    what the parser will build, so a message that passes cannot make it build more than
+//!    about `2 × max_parts` parts or nest deeper than that. Over the limit it is a 422
+//!    before the parser sees it;
+//! 3. the parse runs on a dedicated thread with a [`PARSER_STACK_BYTES`] stack (address
+//!    space, committed only as touched); a panic there becomes a 422;
+//! 4. the parsed message is taken apart iteratively ([`dismantle`]) instead of dropped
 //!    recursively.
 //!
 //! Async callers use [`isolated`], which runs the work on such a thread, at most
@@ -39,9 +42,6 @@ use crate::error::AppError;
 
 /// Stack of a parser thread: 256 MiB of address space; only touched pages cost memory.
 pub const PARSER_STACK_BYTES: usize = 256 << 20;
-/// mail-parser decodes and parses encoded nested messages at most this deep
-/// (`MAX_NESTED_ENCODED` in its `parsers/message.rs`); the pre-scan follows it as far.
-pub const MAX_NESTED_ENCODED: usize = 3;
 /// Parses running at once; more wait their turn (bounds CPU and memory under load).
 pub const MAX_CONCURRENT_PARSES: usize = 8;
 /// How long a request waits for its parse before answering 503.
@@ -75,14 +75,30 @@ pub struct Shape {
 pub fn prescan(raw: &[u8], limits: &Limits) -> Result<Shape, AppError> {
     let max = limits.max_parts.min(MAX_PARTS_CEILING);
     let mut shape = Shape::default();
-    let mut pending = vec![(raw.to_vec(), 0usize)];
-    // Iterative over encoded nested messages: each decoded body is scanned in turn.
-    while let Some((bytes, level)) = pending.pop() {
-        let found = scan_level(&bytes, max, &mut shape)?;
-        if level < MAX_NESTED_ENCODED {
-            pending.extend(found.into_iter().map(|b| (b, level + 1)));
+    let mut candidates: Vec<Vec<u8>> = Vec::new();
+    let mut lines = Lines::new(raw);
+    while let Some(line) = lines.next_line() {
+        let Some(value) = header_value(line, b"content-type") else {
+            continue;
+        };
+        let value = lines.unfold(value);
+        let value = trim_start(&value);
+        let lower = value.to_ascii_lowercase();
+        if !(lower.starts_with(b"multipart/") || lower.starts_with(b"message/")) {
+            continue;
+        }
+        shape.containers += 1;
+        if shape.containers > max {
+            return Err(too_many(max));
+        }
+        candidates.extend(boundary_candidates(value));
+        if candidates.len() > 16 * max {
+            return Err(too_many(max));
         }
     }
+    candidates.sort();
+    candidates.dedup();
+    count_delimiters(raw, &candidates, max, &mut shape)?;
     Ok(shape)
 }
 
@@ -91,41 +107,6 @@ fn too_many(max: usize) -> AppError {
         "too-many-parts",
         format!("the message has more MIME parts or nested messages than the limit of {max}"),
     )
-}
-
-/// One level of the pre-scan: counts containers and delimiters in `bytes`; returns the
-/// decoded bodies of encoded `message/*` parts found there.
-fn scan_level(bytes: &[u8], max: usize, shape: &mut Shape) -> Result<Vec<Vec<u8>>, AppError> {
-    let mut boundaries: Vec<Vec<u8>> = Vec::new();
-    let mut encoded = Vec::new();
-    let mut lines = Lines::new(bytes);
-    while let Some(line) = lines.next_line() {
-        let Some(value) = header_value(line, b"content-type") else {
-            continue;
-        };
-        let value = lines.unfold(value);
-        let value = trim_start(&value);
-        let lower = value.to_ascii_lowercase();
-        let is_multipart = lower.starts_with(b"multipart/");
-        let is_message = lower.starts_with(b"message/");
-        if !(is_multipart || is_message) {
-            continue;
-        }
-        shape.containers += 1;
-        if shape.containers > max {
-            return Err(too_many(max));
-        }
-        if let Some(b) = boundary_of(value) {
-            boundaries.push(b);
-        }
-        if is_message {
-            if let Some(body) = lines.encoded_body() {
-                encoded.push(body);
-            }
-        }
-    }
-    count_delimiters(bytes, &boundaries, max, shape)?;
-    Ok(encoded)
 }
 
 /// Counts `--<boundary>` occurrences anywhere (mail-parser matches them anywhere, not only at
@@ -175,25 +156,34 @@ fn trim_start(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// The `boundary` parameter of a Content-Type value (RFC 2046 §5.1.1), quoted or not.
-fn boundary_of(value: &[u8]) -> Option<Vec<u8>> {
-    let lower = value.to_ascii_lowercase();
-    let at = find(&lower, b"boundary")?;
-    let rest = trim_start(&value[at + b"boundary".len()..]);
-    let rest = trim_start(rest.strip_prefix(b"=")?);
-    let b: Vec<u8> = if let Some(q) = rest.strip_prefix(b"\"") {
-        q.iter().take_while(|c| **c != b'"').copied().collect()
-    } else {
-        rest.iter()
-            .take_while(|c| !matches!(c, b';' | b' ' | b'\t' | b'\r' | b'\n'))
-            .copied()
-            .collect()
-    };
-    (!b.is_empty()).then_some(b)
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// Every value that could be this header's boundary (RFC 2046 §5.1.1): the value after
+/// each `=`, quoted or not, and percent-decoded when it is an RFC 2231 extended value
+/// (`boundary*=utf-8''%62`). Over-approximates mail-parser's reading of `boundary`, however
+/// spelled: decoys, continuations (`boundary*0=`) and odd quoting only add candidates.
+fn boundary_candidates(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for (i, _) in value.iter().enumerate().filter(|(_, c)| **c == b'=') {
+        let rest = trim_start(&value[i + 1..]);
+        let token: Vec<u8> = match rest.strip_prefix(b"\"") {
+            Some(q) => q.iter().take_while(|c| **c != b'"').copied().collect(),
+            None => rest
+                .iter()
+                .take_while(|c| !matches!(c, b';' | b' ' | b'\t' | b'\r' | b'\n' | b'"'))
+                .copied()
+                .collect(),
+        };
+        if token.is_empty() {
+            continue;
+        }
+        if let Some(pos) = token.iter().rposition(|c| *c == b'\'') {
+            let decoded = percent_encoding::percent_decode(&token[pos + 1..]).collect::<Vec<u8>>();
+            if !decoded.is_empty() {
+                out.push(decoded);
+            }
+        }
+        out.push(token);
+    }
+    out
 }
 
 /// Lines of a byte string (LF or CRLF; the terminator is not part of the line).
@@ -239,41 +229,30 @@ impl<'a> Lines<'a> {
         }
         value
     }
+}
 
-    /// After a `message/*` Content-Type: the rest of its header block is read; when it names
-    /// a base64 or quoted-printable transfer encoding, the body (up to the next line starting
-    /// with `--`) is decoded and returned.
-    fn encoded_body(&mut self) -> Option<Vec<u8>> {
-        let mut encoding = None;
-        while let Some(line) = self.next_line() {
-            if line.is_empty() {
-                break;
-            }
-            if let Some(v) = header_value(line, b"content-transfer-encoding") {
-                encoding = Some(v.to_ascii_lowercase());
-            }
-        }
-        let encoding = encoding?;
-        let is_b64 = encoding.starts_with(b"base64");
-        if !is_b64 && !encoding.starts_with(b"quoted-printable") {
-            return None;
-        }
-        let start = self.pos;
-        let mut end = start;
-        while let Some(line) = self.peek_line() {
-            if line.starts_with(b"--") {
-                break;
-            }
-            self.next_line();
-            end = self.pos;
-        }
-        let body = &self.bytes[start..end];
-        Some(if is_b64 {
-            super::content::decode_base64(body)
-        } else {
-            super::content::decode_quoted_printable(body)
-        })
-    }
+/// mail-parser as docket uses it: every header parsed as by default, except
+/// `Content-Transfer-Encoding`, which it must not see (so it decodes nothing and never
+/// parses structure hidden in an encoded part; see the module docs). Read it with
+/// [`super::content::transfer_encoding`].
+pub fn parser() -> &'static MessageParser {
+    static PARSER: std::sync::OnceLock<MessageParser> = std::sync::OnceLock::new();
+    PARSER.get_or_init(|| {
+        use mail_parser::HeaderName as H;
+        MessageParser::new()
+            .with_mime_headers()
+            .with_date_headers()
+            .with_address_headers()
+            .with_message_ids()
+            .header_text(H::Subject)
+            .header_text(H::Comments)
+            .header_comma_separated(H::Keywords)
+            .header_comma_separated(H::ContentLanguage)
+            .header_received(H::Received)
+            .header_id(H::ReturnPath)
+            .ignore_header(H::ContentTransferEncoding)
+            .default_header_raw()
+    })
 }
 
 /// Takes a parsed message apart without recursion: nested messages are moved onto a heap
@@ -300,7 +279,7 @@ pub fn with_message<R>(
     f: impl FnOnce(&Message<'_>) -> Result<R, AppError>,
 ) -> Result<R, AppError> {
     prescan(raw, limits)?;
-    let msg = MessageParser::default().parse(raw).ok_or_else(not_email)?;
+    let msg = parser().parse(raw).ok_or_else(not_email)?;
     let out = f(&msg);
     dismantle(msg);
     out
@@ -423,20 +402,48 @@ mod tests {
         assert_eq!(e.slug(), "too-many-parts");
     }
 
+    /// The four ways a breaker hid nesting in an encoded forwarded message (CTE before
+    /// Content-Type, a digest's default type, a folded CTE, QP whose lines start with
+    /// `--`): docket's parser decodes none of them, so none can grow the parse.
     #[test]
-    fn sees_nesting_hidden_in_an_encoded_message() {
+    fn encoded_forwarded_messages_are_opaque_to_the_parser() {
         use base64::Engine;
         let inner = base64::engine::general_purpose::STANDARD.encode(rfc822_nest(5000));
-        let mut m = b"From: a@b.c\r\nContent-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
-        for chunk in inner.as_bytes().chunks(76) {
-            m.extend_from_slice(chunk);
-            m.extend_from_slice(b"\r\n");
+        let body: String = inner
+            .as_bytes()
+            .chunks(76)
+            .map(|c| format!("{}\r\n", std::str::from_utf8(c).unwrap()))
+            .collect();
+        let heads = [
+            "Content-Transfer-Encoding: base64\r\nContent-Type: message/rfc822\r\n",
+            "Content-Type: message/rfc822\r\nContent-Transfer-Encoding:\r\n base64\r\n",
+        ];
+        for head in heads {
+            let m = format!(
+                "From: a@b.c\r\nContent-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\n{head}\r\n{body}--q--\r\n"
+            );
+            prescan(m.as_bytes(), &limits(1000)).unwrap();
+            let msg = parser().parse(m.as_bytes()).unwrap();
+            assert!(msg.parts.len() < 10, "{} parts", msg.parts.len());
+            dismantle(msg);
         }
-        m.extend_from_slice(b"--q--\r\n");
-        assert_eq!(
-            prescan(&m, &limits(1000)).unwrap_err().slug(),
-            "too-many-parts"
-        );
+    }
+
+    #[test]
+    fn boundary_spellings_and_decoys_are_all_counted() {
+        for ct in [
+            "multipart/mixed; boundary*0=b",
+            "multipart/mixed; xboundary=zzz; boundary=b",
+            "multipart/mixed; name=\"boundary=zzz\"; boundary=b",
+            "multipart/digest; boundary*=utf-8''%62",
+        ] {
+            let mut m = format!("Content-Type: {ct}\r\n\r\n").into_bytes();
+            for _ in 0..5000 {
+                m.extend_from_slice(b"--b\r\n\r\nx\r\n");
+            }
+            let e = prescan(&m, &limits(1000)).unwrap_err();
+            assert_eq!(e.slug(), "too-many-parts", "{ct}");
+        }
     }
 
     #[test]

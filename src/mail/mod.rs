@@ -36,6 +36,8 @@ pub struct ParsedAttachment {
     pub inline: bool,
     /// A uuencoded `begin … end` block found in the text body rather than a MIME part.
     pub from_uuencoded_body: bool,
+    /// How the part was sent (its Content-Transfer-Encoding).
+    pub encoding: content::TransferEncoding,
 }
 
 #[derive(Debug)]
@@ -214,23 +216,27 @@ fn attachments(raw: &[u8], msg: &Message) -> Vec<ParsedAttachment> {
         } else {
             format!("attachment-{}", i + 1)
         };
-        let nested_subject = part
-            .message()
-            .and_then(|m| m.subject())
-            .map(|s| format!("{s}.eml"));
+        let bytes = content::part_bytes(raw, part);
+        // A forwarded message is named after its subject (its headers only are parsed).
+        let nested_subject = || {
+            let headers = guard::parser().parse_headers(&bytes[..])?;
+            let subject = headers.subject().map(|s| format!("{s}.eml"));
+            guard::dismantle(headers);
+            subject
+        };
         let raw_name = part
             .attachment_name()
             .map(str::to_string)
-            .or(nested_subject);
-        let bytes = content::part_bytes(raw, part);
+            .or_else(|| part.is_message().then(nested_subject).flatten());
         out.push(ParsedAttachment {
             index: i,
             display_name: sanitize_display_name(raw_name.as_deref().unwrap_or(""), &fallback),
             content_type: content_type_of(part),
             sha256: sha256_hex(&bytes),
             bytes,
-            inline: content::is_inline_part(msg, id as usize, &parents),
+            inline: content::is_inline_part(raw, msg, id as usize, &parents),
             from_uuencoded_body: false,
+            encoding: content::transfer_encoding(raw, part),
         });
     }
     for &id in &msg.text_body {
@@ -250,6 +256,7 @@ fn attachments(raw: &[u8], msg: &Message) -> Vec<ParsedAttachment> {
                 bytes: block.bytes,
                 inline: false,
                 from_uuencoded_body: true,
+                encoding: content::TransferEncoding::Uuencode,
             });
         }
     }
@@ -337,41 +344,90 @@ fn extract(raw: &[u8], msg: &Message, limits: &Limits) -> Result<ParsedMessage, 
         content_sha256: String::new(),
         attachments,
     };
-    parsed.content_sha256 = content_fingerprint(msg, &parsed);
+    parsed.content_sha256 = content_fingerprint(raw, msg, &parsed);
     Ok(parsed)
 }
 
-/// SHA-256 over what a reader sees: Message-ID, subject, date, sender and recipients, the
-/// decoded text and HTML bodies (line endings and trailing white space normalised) and each
-/// attachment's content (text attachments with line endings normalised). The same message
-/// fetched twice, with CRLF or LF, or re-encoded (base64 ↔ quoted-printable ↔ 8bit) has one
-/// fingerprint; a different message reusing a Message-ID has another.
-fn content_fingerprint(msg: &Message, p: &ParsedMessage) -> String {
+/// SHA-256 over what the message says: its header fields except the transport's (trace
+/// fields, `X-*`, DKIM/ARC signatures, and the MIME framing `Content-Type` /
+/// `Content-Transfer-Encoding`), each unfolded with white space collapsed, sorted; the
+/// decoded text and HTML bodies (line endings and trailing white space normalised); and each
+/// attachment's name, type and content (line endings normalised only for parts sent
+/// unencoded, whose line endings the transport may change). So the same message fetched
+/// twice, with CRLF or LF, refolded or re-encoded (base64 ↔ quoted-printable ↔ 8bit) has
+/// one fingerprint; a message differing in any header a reader sees, in its body or in an
+/// attachment's name or bytes has another.
+fn content_fingerprint(raw: &[u8], msg: &Message, p: &ParsedMessage) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     let mut field = |b: &[u8]| {
         h.update((b.len() as u64).to_be_bytes());
         h.update(b);
     };
-    field(b"docket-content-v1");
-    for s in [&p.message_id, &p.subject, &p.sent_at] {
-        field(s.as_deref().unwrap_or("").as_bytes());
+    field(b"docket-content-v2");
+    for (name, value) in reader_headers(raw, msg) {
+        field(name.as_bytes());
+        field(value.as_bytes());
     }
-    for list in [&p.from, &p.to, &p.cc] {
-        field(serde_json::to_string(list).unwrap_or_default().as_bytes());
-    }
-    for id in msg.text_body.iter().chain(&msg.html_body) {
-        let text = msg.parts.get(*id as usize).and_then(|p| p.text_contents());
-        field(normalised_text(text.unwrap_or("").as_bytes()).as_slice());
+    for text in content::body_texts(raw, msg, 100)
+        .iter()
+        .chain(&content::body_htmls(raw, msg, 100))
+    {
+        field(normalised_text(text.as_bytes()).as_slice());
     }
     for a in &p.attachments {
-        if a.content_type.starts_with("text/") {
-            field(normalised_text(&a.bytes).as_slice());
-        } else {
-            field(a.sha256.as_bytes());
+        field(a.display_name.as_bytes());
+        field(a.content_type.as_bytes());
+        match a.encoding {
+            content::TransferEncoding::Identity => field(&lf_line_endings(&a.bytes)),
+            _ => field(a.sha256.as_bytes()),
         }
     }
     hex::encode(h.finalize())
+}
+
+/// The top-level header fields a reader sees (see [`content_fingerprint`]), as sorted
+/// (lowercase name, unfolded value) pairs.
+fn reader_headers(raw: &[u8], msg: &Message) -> Vec<(String, String)> {
+    const TRANSPORT: &[&str] = &[
+        "received",
+        "return-path",
+        "delivered-to",
+        "dkim-signature",
+        "domainkey-signature",
+        "authentication-results",
+        "received-spf",
+        "content-type",
+        "content-transfer-encoding",
+        "content-length",
+        "lines",
+        "status",
+        "x-status",
+    ];
+    let mut out: Vec<(String, String)> = msg
+        .root_part()
+        .headers
+        .iter()
+        .filter_map(|h| {
+            let name = h.name.as_str().to_ascii_lowercase();
+            let transport = TRANSPORT.contains(&name.as_str())
+                || name.starts_with("x-")
+                || name.starts_with("arc-");
+            let start = (h.offset_start as usize).min(raw.len());
+            let end = (h.offset_end as usize).clamp(start, raw.len());
+            let value = String::from_utf8_lossy(&raw[start..end]);
+            let value = value.split_whitespace().collect::<Vec<_>>().join(" ");
+            (!transport).then_some((name, value))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn lf_line_endings(b: &[u8]) -> Vec<u8> {
+    let mut v = b.to_vec();
+    v.retain(|c| *c != b'\r');
+    v
 }
 
 /// Line endings as LF, trailing white space of each line and trailing blank lines dropped.

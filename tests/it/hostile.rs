@@ -218,3 +218,85 @@ both_backends!(
         assert_alive(&app, "a 1.1 MB header").await;
     }
 );
+
+/// Peak resident memory of this (test) process, in KiB (`VmHWM`).
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Nesting hidden in an encoded forwarded message, in the four spellings a breaker found
+/// (CTE before Content-Type, a digest part's default type, a folded CTE, quoted-printable
+/// whose first line starts with `--`). mail-parser used to decode and parse them, copying the
+/// whole inner message once per level (a 4 MB message took 24 GB). docket's parser decodes
+/// nothing now: each is an ordinary attachment, filed in little memory.
+fn encoded_nesting(variant: &str, levels: usize) -> Vec<u8> {
+    use base64::Engine;
+    let inner = nested_message(Nesting::Rfc822, levels);
+    let b64: String = base64::engine::general_purpose::STANDARD
+        .encode(&inner)
+        .as_bytes()
+        .chunks(76)
+        .map(|c| format!("{}\r\n", std::str::from_utf8(c).unwrap()))
+        .collect();
+    let qp: String = inner
+        .iter()
+        .map(|b| format!("={b:02X}"))
+        .collect::<String>()
+        .as_bytes()
+        .chunks(72)
+        .map(|c| format!("{}=\r\n", std::str::from_utf8(c).unwrap()))
+        .collect();
+    let head = format!(
+        "From: x@y.test\r\nTo: alice@a.test\r\nSubject: nest {variant} {levels}\r\nMessage-ID: <nest-{variant}-{levels}@y.test>\r\n"
+    );
+    let part = match variant {
+        "cte_first" => format!("Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Transfer-Encoding: base64\r\nContent-Type: message/rfc822\r\n\r\n{b64}"),
+        "digest_default" => format!("Content-Type: multipart/digest; boundary=q\r\n\r\n--q\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}"),
+        "folded_cte" => format!("Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding:\r\n base64\r\n\r\n{b64}"),
+        _ => format!("Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n--x=\r\n{qp}"),
+    };
+    format!("{head}{part}--q--\r\n").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nesting_hidden_in_encoded_parts_costs_little_memory() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let token = app.token("alice@a.test");
+    let before = peak_rss_kib();
+    for variant in ["cte_first", "digest_default", "folded_cte", "qp_dash"] {
+        for levels in [5_000, 20_000] {
+            let what = format!("{variant} {levels}");
+            let raw = encoded_nesting(variant, levels);
+            let resp = app
+                .post_filing(&token, &filing_body(&raw, &["matter:M-1"]))
+                .await;
+            let status = resp.status().as_u16();
+            assert!(
+                status == 201 || (400..500).contains(&status),
+                "{what}: {status}"
+            );
+            let ctx = app
+                .http
+                .post(format!("{}/v1/addon/context", app.base))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({ "raw": b64url(&raw) }))
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                ctx.status().as_u16() < 500,
+                "{what}: context {}",
+                ctx.status()
+            );
+            assert_alive(&app, &what).await;
+        }
+    }
+    let grew_mib = (peak_rss_kib() - before) / 1024;
+    // Before the fix one 219 KB message of these peaked at 765-950 MB, 876 KB ones aborted.
+    assert!(grew_mib < 300, "peak memory grew by {grew_mib} MiB");
+}

@@ -108,12 +108,13 @@ async fn filing(ctx: ConsoleCtx, Path(id): Path<String>) -> AppResult<Response> 
 /// Blocking and CPU-bound: run it through [`crate::mail::guard::isolated`].
 pub fn sanitised_body(raw: &[u8]) -> String {
     let ceiling = crate::mail::guard::ceiling_limits();
-    crate::mail::guard::with_message(raw, &ceiling, |msg| Ok(body_html(msg)))
+    crate::mail::guard::with_message(raw, &ceiling, |msg| Ok(body_html(raw, msg)))
         .unwrap_or_else(|_| "<p>(this message could not be read)</p>".into())
 }
 
-fn body_html(msg: &mail_parser::Message) -> String {
-    if let Some(html) = msg.body_html(0) {
+fn body_html(raw: &[u8], msg: &mail_parser::Message) -> String {
+    use crate::mail::content::{body_htmls, body_texts};
+    if let Some(html) = body_htmls(raw, msg, 1).into_iter().next() {
         ammonia::Builder::default()
             .url_schemes(["http", "https", "mailto"].into())
             .link_rel(Some("noopener noreferrer nofollow"))
@@ -127,7 +128,7 @@ fn body_html(msg: &mail_parser::Message) -> String {
             })
             .clean(&html)
             .to_string()
-    } else if let Some(text) = msg.body_text(0) {
+    } else if let Some(text) = body_texts(raw, msg, 1).into_iter().next() {
         format!(
             "<pre style=\"white-space: pre-wrap; font: 14px/1.45 system-ui, sans-serif\">{}</pre>",
             ammonia::clean_text(&text)
