@@ -95,21 +95,37 @@ async fn the_budget_for_bytes_in_flight_answers_503_busy_then_frees() {
     .await
     .unwrap();
     let token = app.token("alice@a.test");
-    let mut slow = start_request(&app, "/v1/filings", &token, 400_000, b"{\"raw\": \"").await;
-    // Wait until the slow request holds the budget (its head is read and authenticated).
     let body = filing_body(
         &email("Budget", Some("<budget@acme.com>"), &[]),
         &["matter:M-1"],
     );
+    // A slow request takes the whole budget; while it holds it, filings are refused. (Should
+    // a filing hold a little of the budget at the instant the slow one asks, the slow one is
+    // the one refused: the test then starts another.)
     let mut refused = None;
-    for _ in 0..100 {
-        let resp = app.post_filing(&token, &body).await;
-        if resp.status() == 503 {
-            refused = Some(resp);
+    let mut slow = None;
+    for _ in 0..20 {
+        let mut s = start_request(&app, "/v1/filings", &token, 400_000, b"{\"raw\": \"").await;
+        // Let it be authenticated and reserve before filing beside it.
+        let mut first = [0u8; 1];
+        let answered = tokio::time::timeout(Duration::from_millis(300), s.peek(&mut first)).await;
+        if answered.is_ok() {
+            continue; // refused at once: try again
+        }
+        for _ in 0..20 {
+            let resp = app.post_filing(&token, &body).await;
+            if resp.status() == 503 {
+                refused = Some(resp);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if refused.is_some() {
+            slow = Some(s);
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let mut slow = slow.expect("a slow request holds the budget");
     let resp = refused.expect("a request over the budget is refused");
     assert_eq!(resp.headers()["retry-after"], "2");
     let (status, p) = problem(resp).await;
