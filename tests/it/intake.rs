@@ -105,7 +105,7 @@ async fn the_budget_for_bytes_in_flight_answers_503_busy_then_frees() {
     let mut refused = None;
     let mut slow = None;
     for _ in 0..20 {
-        let mut s = start_request(&app, "/v1/filings", &token, 400_000, b"{\"raw\": \"").await;
+        let s = start_request(&app, "/v1/filings", &token, 400_000, b"{\"raw\": \"").await;
         // Let it be authenticated and reserve before filing beside it.
         let mut first = [0u8; 1];
         let answered = tokio::time::timeout(Duration::from_millis(300), s.peek(&mut first)).await;
