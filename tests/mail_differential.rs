@@ -275,3 +275,21 @@ fn case_forwarded_messages_are_each_a_complete_eml() {
         assert_eq!(a.sha256, sha(&a.bytes));
     }
 }
+
+#[test]
+fn case_same_message_id_messages_are_told_apart_by_content() {
+    let (Some(a), Some(b)) = (case("same-message-id-a.eml"), case("same-message-id-b.eml")) else {
+        return;
+    };
+    assert_eq!(a.dedup_key, b.dedup_key, "one Message-ID");
+    assert_ne!(a.content_sha256, b.content_sha256, "two messages");
+    // The same message with LF line endings is the same content.
+    let shared = shared().unwrap().join("cases/same-message-id-a.eml");
+    let lf: Vec<u8> = std::fs::read(shared)
+        .unwrap()
+        .into_iter()
+        .filter(|c| *c != b'\r')
+        .collect();
+    let a_lf = mail::parse(&lf, &Limits::default()).unwrap();
+    assert_eq!(a_lf.content_sha256, a.content_sha256);
+}
