@@ -145,10 +145,16 @@ async fn authorise_targets(
     let pool = &tenant.db;
     let mut records = Vec::new();
     for t in wanted {
-        let rec = match t.kind.parse::<RecordKind>() {
-            Ok(k) => directory::find_record(pool, k, t.id.trim()).await?,
-            Err(_) => None,
-        };
+        let kind = t.kind.parse::<RecordKind>().map_err(|_| {
+            AppError::unprocessable(
+                "invalid-target",
+                format!(
+                    "a target's kind is matter, case or contract, not {:?}",
+                    t.kind
+                ),
+            )
+        })?;
+        let rec = directory::find_record(pool, kind, t.id.trim()).await?;
         let rec = match rec {
             Some(r) if user.id == access::SYSTEM_USER => Some(r),
             Some(r) if access::can_see(pool, &user.id, &r.id).await? => Some(r),

@@ -300,3 +300,24 @@ async fn nesting_hidden_in_encoded_parts_costs_little_memory() {
     // Before the fix one 219 KB message of these peaked at 765-950 MB, 876 KB ones aborted.
     assert!(grew_mib < 300, "peak memory grew by {grew_mib} MiB");
 }
+
+/// A target kind that is not a record kind is an invalid request, not an unknown record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_target_kind_that_is_no_kind_is_a_422() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let raw = email("Kinds", Some("<kinds@acme.com>"), &[]);
+    let (status, p) = problem(
+        app.post_filing(
+            &app.token("alice@a.test"),
+            &filing_body(&raw, &["../x:M-1"]),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, p["type"].as_str()),
+        (422, Some("urn:docket:problem:invalid-target"))
+    );
+    let t = app.tenant(&app.firm_a).await;
+    assert_eq!(counts(&t).await.0, 0, "nothing stored");
+}
