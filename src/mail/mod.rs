@@ -479,4 +479,62 @@ mod tests {
             "too-large"
         );
     }
+
+    /// A message with one 7bit JSON attachment; `extra` goes into the header block,
+    /// `name` names the attachment, `eol` is the line ending used throughout.
+    fn fp_message(extra: &str, name: &str, data: &str, eol: &str) -> String {
+        let m = format!(
+            "From: dana@acme.com\nTo: bob@firm.test\n{extra}Subject: Offer\nMessage-ID: <same@acme.com>\n\
+             MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\
+             Content-Type: text/plain\n\nSee attached.\n--b\n\
+             Content-Type: application/json; name={name}\nContent-Disposition: attachment; filename={name}\n\n\
+             {data}\n--b--\n"
+        );
+        m.replace('\n', eol)
+    }
+
+    fn fingerprint(m: &str) -> String {
+        parse(m.as_bytes(), &Limits::default())
+            .unwrap()
+            .content_sha256
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_transport_and_sees_what_a_reader_sees() {
+        let base = fingerprint(&fp_message("", "a.json", "{\"x\": 1}\n{\"y\": 2}", "\r\n"));
+        // The same message with LF line endings, and with transport headers added.
+        assert_eq!(
+            base,
+            fingerprint(&fp_message("", "a.json", "{\"x\": 1}\n{\"y\": 2}", "\n"))
+        );
+        let trace = "Received: from mx by mx\nX-Gm-Message-State: abc\nDKIM-Signature: v=1\n";
+        assert_eq!(
+            base,
+            fingerprint(&fp_message(
+                trace,
+                "a.json",
+                "{\"x\": 1}\n{\"y\": 2}",
+                "\r\n"
+            ))
+        );
+        // What a reader sees differs: Bcc, Reply-To, the attachment's name or bytes.
+        for other in [
+            fp_message(
+                "Bcc: eve@acme.com\n",
+                "a.json",
+                "{\"x\": 1}\n{\"y\": 2}",
+                "\r\n",
+            ),
+            fp_message(
+                "Reply-To: eve@acme.com\n",
+                "a.json",
+                "{\"x\": 1}\n{\"y\": 2}",
+                "\r\n",
+            ),
+            fp_message("", "FINAL.json", "{\"x\": 1}\n{\"y\": 2}", "\r\n"),
+            fp_message("", "a.json", "{\"x\": 1}\t\n{\"y\": 2}", "\r\n"),
+        ] {
+            assert_ne!(base, fingerprint(&other), "{other}");
+        }
+    }
 }
