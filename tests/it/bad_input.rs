@@ -108,11 +108,20 @@ both_backends!(malformed_requests, |app: TestApp| async move {
 both_backends!(
     unknown_and_foreign_targets_are_404,
     |app: TestApp| async move {
-        for target in ["matter:NOPE", "widget:M-1", "matter:B-9"] {
+        for target in ["matter:NOPE", "matter:B-9"] {
             let p =
                 rejected_json(&app, filing_body(&ok_email(), &[target]), 404, "not-found").await;
             assert!(p["detail"].as_str().unwrap().contains(target), "{p}");
         }
+        // A kind docket does not know is a malformed request, not a missing record.
+        let p = rejected_json(
+            &app,
+            filing_body(&ok_email(), &["widget:M-1"]),
+            422,
+            "invalid-target",
+        )
+        .await;
+        assert!(p["detail"].as_str().unwrap().contains("widget"), "{p}");
         // One bad target among good ones: nothing is filed at all.
         rejected_json(
             &app,
