@@ -43,13 +43,7 @@ pub fn master_key(config: &Config, mode: Mode, generate: bool) -> anyhow::Result
 }
 
 pub async fn open_catalog(config: &Config, key: Key) -> anyhow::Result<Catalog> {
-    Catalog::open(
-        &config.data_dir,
-        config.database.url.as_deref(),
-        key,
-        config.database.max_connections_per_tenant,
-    )
-    .await
+    Catalog::open(&config.data_dir, &config.database, key).await
 }
 
 pub struct Application {
@@ -166,12 +160,14 @@ impl Application {
                 std::time::Duration::from_secs(m.sweep_grace_minutes * 60),
             );
         }
+        let header_timeout = self.state.config.limits.header_read_timeout_secs;
         let app = http::router(self.state);
-        axum::serve(
+        http::serve::serve(
             self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            std::time::Duration::from_secs(header_timeout),
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown)
         .await?;
         catalog.close().await;
         Ok(())

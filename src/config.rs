@@ -152,6 +152,12 @@ pub struct DatabaseConfig {
     /// Upper bound of connections in each tenant's pool.
     #[serde(default = "default_tenant_pool")]
     pub max_connections_per_tenant: u32,
+    /// SQLite only: after a commit leaves the write-ahead log at least this many pages
+    /// (4 KiB each) long, SQLite copies it back into the database file (a checkpoint).
+    /// SQLite's default, 1000, bounds the log near 4 MiB; a checkpoint that fails is retried
+    /// at the next commit and loses nothing (the log keeps every committed page).
+    #[serde(default = "default_wal_autocheckpoint")]
+    pub sqlite_wal_autocheckpoint_pages: u32,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -243,6 +249,10 @@ pub struct Limits {
     /// Seconds a request carrying a message has to send its whole body (408 after).
     #[serde(default = "default_body_read_timeout_secs")]
     pub body_read_timeout_secs: u64,
+    /// Seconds a client has to send a whole request head once a connection is open or idle
+    /// (408 problem+json when a head was begun; an idle keep-alive connection just closes).
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -265,6 +275,7 @@ impl Default for Limits {
             max_header_bytes: default_max_header_bytes(),
             max_bytes_in_flight: default_max_bytes_in_flight(),
             body_read_timeout_secs: default_body_read_timeout_secs(),
+            header_read_timeout_secs: default_header_read_timeout_secs(),
         }
     }
 }
@@ -286,6 +297,9 @@ fn default_data_dir() -> PathBuf {
 fn default_tenant_pool() -> u32 {
     8
 }
+fn default_wal_autocheckpoint() -> u32 {
+    1000
+}
 fn default_leeway() -> u64 {
     60
 }
@@ -306,6 +320,9 @@ fn default_max_bytes_in_flight() -> usize {
 }
 fn default_body_read_timeout_secs() -> u64 {
     60
+}
+fn default_header_read_timeout_secs() -> u64 {
+    30
 }
 fn default_log_format() -> String {
     "text".into()
@@ -365,6 +382,7 @@ impl Default for Config {
             database: DatabaseConfig {
                 url: None,
                 max_connections_per_tenant: default_tenant_pool(),
+                sqlite_wal_autocheckpoint_pages: default_wal_autocheckpoint(),
             },
             master_key: None,
             master_key_file: None,
@@ -425,6 +443,7 @@ impl Config {
             || self.limits.max_header_bytes == 0
             || self.limits.max_bytes_in_flight == 0
             || self.limits.body_read_timeout_secs == 0
+            || self.limits.header_read_timeout_secs == 0
         {
             bail!("invalid configuration: `limits.*` must be positive");
         }

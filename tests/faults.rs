@@ -76,6 +76,8 @@ struct Rig {
     umask: Option<&'static str>,
     /// Run docket as this uid/gid (tests run as root drop to `nobody`).
     user: Option<u32>,
+    /// SQLite's `wal_autocheckpoint` in pages (1: a checkpoint after every commit).
+    autocheckpoint: u32,
 }
 
 impl Rig {
@@ -95,6 +97,7 @@ impl Rig {
             token: google().user_token("alice@a.test", CLIENT_ID, 3600),
             http: reqwest::Client::new(),
             next: 0,
+            autocheckpoint: 1000,
         };
         if let Some(uid) = user {
             let out = Command::new("chown")
@@ -156,6 +159,10 @@ impl Rig {
                 self.pool.to_string(),
             )
             .env("DOCKET_MAINTENANCE__SWEEP_INTERVAL_MINUTES", "0")
+            .env(
+                "DOCKET_DATABASE__SQLITE_WAL_AUTOCHECKPOINT_PAGES",
+                self.autocheckpoint.to_string(),
+            )
             .stdin(Stdio::null());
         c
     }
@@ -276,6 +283,9 @@ struct Point {
     ops: &'static str,
     pattern: &'static str,
     errno: i32,
+    /// Whether a fault here fails the request that meets it. A checkpoint's does not:
+    /// SQLite retries the checkpoint at the next commit and the log keeps every page.
+    fails_requests: bool,
 }
 
 const ENOSPC: i32 = 28;
@@ -283,6 +293,10 @@ const EIO: i32 = 5;
 
 async fn faults_lose_nothing(point: Point, pool: u32) {
     let mut rig = Rig::new(pool).await;
+    if !point.fails_requests {
+        // Checkpoint after every commit, so that each filing meets the fault point.
+        rig.autocheckpoint = 1;
+    }
     let (server, base) = rig.start(true).await;
     let mut acked: Vec<(String, Vec<u8>)> = Vec::new();
     let mut failed: Vec<Vec<u8>> = Vec::new();
@@ -322,9 +336,11 @@ async fn faults_lose_nothing(point: Point, pool: u32) {
         }
         assert!(rig.ready(&base).await, "/readyz after recovery");
     }
-    assert!(
+    assert_eq!(
         !failed.is_empty(),
-        "no request failed: the faults hit nothing"
+        point.fails_requests,
+        "which requests failed: {} of them",
+        failed.len()
     );
     // A 5xx means "maybe": a retry answers 200 (it was stored) or 201 (it was not).
     for raw in failed {
@@ -371,6 +387,9 @@ async fn faults_lose_nothing(point: Point, pool: u32) {
 
 macro_rules! fault_point {
     ($name:ident, $ops:literal, $pattern:literal, $errno:expr) => {
+        fault_point!($name, $ops, $pattern, $errno, true);
+    };
+    ($name:ident, $ops:literal, $pattern:literal, $errno:expr, $fails:expr) => {
         mod $name {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -380,6 +399,7 @@ macro_rules! fault_point {
                         ops: $ops,
                         pattern: $pattern,
                         errno: $errno,
+                        fails_requests: $fails,
                     },
                     1,
                 )
@@ -392,6 +412,7 @@ macro_rules! fault_point {
                         ops: $ops,
                         pattern: $pattern,
                         errno: $errno,
+                        fails_requests: $fails,
                     },
                     8,
                 )
@@ -407,6 +428,9 @@ fault_point!(blob_write_enospc, "write", "/blobs/", ENOSPC);
 fault_point!(blob_fsync_eio, "fsync", "/blobs/", EIO);
 fault_point!(blob_rename_eio, "rename", "/blobs/", EIO);
 fault_point!(blob_dir_fsync_eio, "dirsync", "/blobs/", EIO);
+// A checkpoint is the only writer of the database file itself in WAL mode.
+fault_point!(checkpoint_write_eio, "write", "tenant.db$", EIO, false);
+fault_point!(checkpoint_fsync_eio, "fsync", "tenant.db$", EIO, false);
 
 /// Every file docket keeps is 0600 and every directory 0700, whatever the umask — even one
 /// that would leave docket's own files unwritable.
@@ -615,4 +639,67 @@ async fn readyz_reports_a_tenant_that_cannot_commit_until_it_can() {
     assert!(rig.ready(&base).await, "/readyz once the disk has room");
     let (s, v) = rig.file(&base, &raw).await;
     assert_eq!(s, 201, "{v}");
+}
+
+/// The catalogue (which firms exist, their keys) is written by operator commands, never on
+/// the filing path. With its log failing (ENOSPC on write, EIO on fsync; 1, 2, 3 times):
+/// a server keeps filing, `docket tenant create` fails with a clear error and leaves no
+/// half-made firm (no catalogue row, no directory), and once the fault stops the same
+/// command succeeds and the new firm files at once, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn catalogue_write_faults_leave_no_half_made_firm() {
+    let mut rig = Rig::new(1).await;
+    let (_server, base) = rig.start(true).await;
+    let tenants = |rig: &Rig| {
+        let mut c = rig.docket(0);
+        c.args(["tenant", "list"]);
+        run_ok(c)
+    };
+    let dirs = |rig: &Rig| {
+        std::fs::read_dir(rig.dir.path().join("tenants"))
+            .unwrap()
+            .count()
+    };
+    for (ops, errno) in [("write", ENOSPC), ("fsync", EIO)] {
+        for k in 1..=3usize {
+            rig.arm(ops, "catalog.db-wal", errno, k);
+            let raw = rig.message();
+            let (s, v) = rig.file(&base, &raw).await;
+            assert_eq!(s, 201, "filing under a catalogue fault: {v}");
+            let mut c = rig.docket(0);
+            c.env("LD_PRELOAD", shim()).env("FAULTFS_CTL", &rig.ctl);
+            c.args(["tenant", "create", "--name", "Second", "--domain", "b.test"]);
+            let out = c.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                rig.fired() >= 1,
+                "{ops} x{k}: the fault did not fire: {stderr}"
+            );
+            assert!(!out.status.success(), "{ops} x{k}: created under a fault");
+            assert!(
+                stderr.contains("disk") || stderr.contains("I/O") || stderr.contains("full"),
+                "{ops} x{k}: {stderr}"
+            );
+            rig.disarm();
+            assert!(
+                !tenants(&rig).contains("Second"),
+                "{ops} x{k}: a half-made firm"
+            );
+            assert_eq!(dirs(&rig), 1, "{ops} x{k}: a directory left behind");
+        }
+    }
+    let mut c = rig.docket(0);
+    c.args(["tenant", "create", "--name", "Second", "--domain", "b.test"]);
+    run_ok(c);
+    let mut c = rig.docket(0);
+    c.args(["user", "add", "--tenant", "b.test", "--email", "bob@b.test"]);
+    run_ok(c);
+    let mut c = rig.docket(0);
+    c.args(["record", "add", "--tenant", "b.test", "--kind", "matter"]);
+    c.args(["--reference", "M-1", "--title", "Initech"]);
+    run_ok(c);
+    let raw = rig.message();
+    rig.token = google().user_token("bob@b.test", CLIENT_ID, 3600);
+    let (s, v) = rig.file(&base, &raw).await;
+    assert_eq!(s, 201, "the new firm files without a restart: {v}");
 }

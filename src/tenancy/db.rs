@@ -32,8 +32,13 @@ fn install_drivers() {
 }
 
 /// A SQLite file with WAL, `synchronous=FULL` (a commit survives power loss), foreign keys
-/// and a generous busy timeout (writers queue on the file lock rather than fail).
-pub async fn open_sqlite(path: &Path, max_connections: u32) -> anyhow::Result<AnyPool> {
+/// and a generous busy timeout (writers queue on the file lock rather than fail);
+/// `wal_autocheckpoint_pages` is SQLite's `PRAGMA wal_autocheckpoint` (pages of 4 KiB).
+pub async fn open_sqlite(
+    path: &Path,
+    max_connections: u32,
+    wal_autocheckpoint_pages: u32,
+) -> anyhow::Result<AnyPool> {
     install_drivers();
     if let Some(dir) = path.parent() {
         super::create_private_dir(dir)?;
@@ -59,11 +64,14 @@ pub async fn open_sqlite(path: &Path, max_connections: u32) -> anyhow::Result<An
             let (db_path, created) = (db_path.clone(), created.clone());
             Box::pin(async move {
                 fix_sqlite_modes(&db_path, &created);
+                let autocheckpoint =
+                    format!("PRAGMA wal_autocheckpoint = {wal_autocheckpoint_pages}");
                 for pragma in [
                     "PRAGMA journal_mode = WAL",
                     "PRAGMA synchronous = FULL",
                     "PRAGMA foreign_keys = ON",
                     "PRAGMA busy_timeout = 30000",
+                    &autocheckpoint,
                 ] {
                     conn.execute(pragma).await?;
                 }
@@ -365,7 +373,9 @@ mod tests {
     use super::*;
 
     async fn scratch(dir: &Path, pool_size: u32) -> AnyPool {
-        let pool = open_sqlite(&dir.join("t.db"), pool_size).await.unwrap();
+        let pool = open_sqlite(&dir.join("t.db"), pool_size, 1000)
+            .await
+            .unwrap();
         pool.execute(
             "CREATE TABLE parent (id INTEGER PRIMARY KEY); \
              CREATE TABLE child (p INTEGER REFERENCES parent(id)); \
@@ -377,7 +387,7 @@ mod tests {
     }
 
     async fn count_elsewhere(dir: &Path) -> i64 {
-        let other = open_sqlite(&dir.join("t.db"), 1).await.unwrap();
+        let other = open_sqlite(&dir.join("t.db"), 1, 1000).await.unwrap();
         let n = sqlx::query_scalar("SELECT COUNT(*) FROM t")
             .fetch_one(&other)
             .await

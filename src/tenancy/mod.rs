@@ -112,6 +112,8 @@ pub struct Catalog {
     /// PostgreSQL: the catalogue URL (used to reach the server for tenant databases).
     pg_url: Option<url::Url>,
     tenant_pool_size: u32,
+    /// SQLite: `PRAGMA wal_autocheckpoint` of every connection, in pages.
+    wal_autocheckpoint: u32,
     open: RwLock<HashMap<String, Arc<Tenant>>>,
 }
 
@@ -132,10 +134,11 @@ impl Catalog {
     /// Opens (creating if needed) and migrates the catalogue.
     pub async fn open(
         data_dir: &Path,
-        database_url: Option<&str>,
+        database: &crate::config::DatabaseConfig,
         kek: Key,
-        tenant_pool_size: u32,
     ) -> anyhow::Result<Catalog> {
+        let database_url = database.url.as_deref();
+        let wal_autocheckpoint = database.sqlite_wal_autocheckpoint_pages;
         // The catalogue holds wrapped keys: keep the data dir private to the service account.
         create_private_dir(data_dir)?;
         let data_dir = data_dir
@@ -144,7 +147,11 @@ impl Catalog {
         let (pool, backend, pg_url) = match database_url {
             None => {
                 let path = data_dir.join("catalog.db");
-                (db::open_sqlite(&path, 4).await?, Backend::Sqlite, None)
+                (
+                    db::open_sqlite(&path, 4, wal_autocheckpoint).await?,
+                    Backend::Sqlite,
+                    None,
+                )
             }
             Some(url) => {
                 let parsed = url::Url::parse(url).context("DOCKET_DATABASE__URL is not a URL")?;
@@ -163,7 +170,8 @@ impl Catalog {
             kek,
             data_dir,
             pg_url,
-            tenant_pool_size,
+            tenant_pool_size: database.max_connections_per_tenant,
+            wal_autocheckpoint,
             open: RwLock::new(HashMap::new()),
         })
     }
@@ -320,6 +328,7 @@ impl Catalog {
                 db::open_sqlite(
                     &self.tenant_dir(id).join("tenant.db"),
                     self.tenant_pool_size,
+                    self.wal_autocheckpoint,
                 )
                 .await
             }

@@ -5,7 +5,9 @@
  * e.g. "fsync tenant.db-wal 5 0 2": the first 2 fsync/fdatasync calls on a file whose path
  * contains "tenant.db-wal" fail with EIO. <ops> is a comma-separated list of write (write,
  * pwrite, pwrite64, writev, pwritev), fsync (fsync, fdatasync of a file), dirsync (fsync,
- * fdatasync of a directory) and rename (rename, renameat, renameat2). A missing or empty file injects nothing. The file is re-read when it
+ * fdatasync of a directory) and rename (rename, renameat, renameat2). A pattern ending in '$'
+ * matches the end of the path only ("tenant.db$": the database file, not its -wal). A missing
+ * or empty file injects nothing. The file is re-read when it
  * changes (counters restart); the number of faults injected so far is written to
  * "<FAULTFS_CTL>.fired" after each one.
  *
@@ -63,6 +65,16 @@ static void record(const char *ctl) {
     close(fd);
 }
 
+/* Whether path matches the pattern: a substring, or with a trailing '$' a suffix. */
+static int matches(const char *path) {
+    size_t n = strlen(pattern);
+    if (n > 0 && pattern[n - 1] == '$') {
+        size_t len = strlen(path);
+        return len >= n - 1 && strncmp(path + len - (n - 1), pattern, n - 1) == 0;
+    }
+    return strstr(path, pattern) != NULL;
+}
+
 /* Whether this call (op on path) must fail; sets errno when it must. */
 static int should_fail(int op, const char *path) {
     const char *ctl = getenv("FAULTFS_CTL");
@@ -80,7 +92,7 @@ static int should_fail(int op, const char *path) {
         ctl_mtime = st.st_mtim;
         load(ctl);
     }
-    if ((ops & op) && strstr(path, pattern)) {
+    if ((ops & op) && matches(path)) {
         hits++;
         if (hits > skip && hits <= skip + count) {
             fail = 1;

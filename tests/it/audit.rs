@@ -153,9 +153,8 @@ both_backends!(
         .unwrap();
         let other = docket::tenancy::Catalog::open(
             &app.config.data_dir,
-            app.config.database.url.as_deref(),
+            &app.config.database,
             docket::storage::crypto::Key::from_bytes(&key),
-            4,
         )
         .await
         .unwrap();

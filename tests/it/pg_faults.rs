@@ -161,3 +161,272 @@ async fn pg_connection_killed_mid_commit_pool_1() {
 async fn pg_connection_killed_mid_commit_pool_8() {
     killed_mid_commit(8).await;
 }
+
+/// A PostgreSQL server of the test's own (initdb in a temporary directory, its own port), so
+/// that restarting it cannot disturb the other tests' server. As root, it runs as `postgres`.
+struct PrivatePg {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+    uid: Option<u32>,
+}
+
+impl PrivatePg {
+    /// None (skip, with the reason printed) when PostgreSQL's programs are missing, outside CI.
+    fn start() -> Option<PrivatePg> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("initdb").exists());
+        let Some(bin) = bin else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "PostgreSQL's server programs (initdb, pg_ctl) are required in CI"
+            );
+            eprintln!(
+                "SKIP: no /usr/lib/postgresql/*/bin/initdb; the server restart test is skipped"
+            );
+            return None;
+        };
+        let uid = (nix_uid() == 0).then(|| {
+            let out = std::process::Command::new("id")
+                .args(["-u", "postgres"])
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(uid) = uid {
+            let ok = std::process::Command::new("chown")
+                .arg(format!("{uid}"))
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = PrivatePg {
+            dir,
+            bin,
+            port,
+            uid,
+        };
+        pg.run(
+            "initdb",
+            &["-A", "trust", "-U", "postgres", "--no-sync", "-D"],
+        );
+        pg.ctl(&["start"]);
+        Some(pg)
+    }
+
+    fn command(&self, program: &str) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
+        let mut c = std::process::Command::new(self.bin.join(program));
+        if let Some(uid) = self.uid {
+            c.uid(uid);
+        }
+        c.current_dir(self.dir.path());
+        c
+    }
+
+    /// `program args… <data dir>`, which must succeed.
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self
+            .command(program)
+            .args(args)
+            .arg(self.dir.path().join("data"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `pg_ctl <action>` on this server, waiting until it is done.
+    fn ctl(&self, action: &[&str]) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log");
+        let log = log.to_str().unwrap();
+        let mut args = vec!["-w", "-l", log, "-o", &opts];
+        args.extend_from_slice(action);
+        args.push("-D");
+        self.run("pg_ctl", &args);
+    }
+
+    fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(self.dir.path().join("data"))
+            .output();
+    }
+}
+
+fn nix_uid() -> u32 {
+    let out = std::process::Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The PostgreSQL server restarts (`fast`: clients cut off; `immediate`: a crash, recovered
+/// from its log) while filings are in flight. Every request answers 2xx or a 5xx problem;
+/// after the restart filings succeed without restarting docket; retries of the 5xx ones
+/// answer 200 or 201; everything acknowledged, before or during the restart, reads back
+/// byte-identical and the audit chain verifies.
+async fn server_restart(mode: &'static str) {
+    if !pg_available().await {
+        return;
+    }
+    let Some(pg) = PrivatePg::start() else { return };
+    let catalogue = pg.url("docket_catalogue");
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, |c| {
+        c.database.url = Some(catalogue);
+        c.database.max_connections_per_tenant = 4;
+    })
+    .await
+    else {
+        return;
+    };
+    let tok = app.token("alice@a.test");
+    let message = move |n: u32| {
+        email(
+            &format!("restart {n}"),
+            Some(&format!("<pg-restart-{mode}-{n}@acme.com>")),
+            &[("a.bin", "application/octet-stream", noise(5_000, n as u8))],
+        )
+    };
+    let mut acked: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut failed: Vec<Vec<u8>> = Vec::new();
+    let raw = message(0);
+    let (s, v) = file(&app, &tok, &raw).await;
+    assert_eq!(s, 201, "{v}");
+    acked.push((id_of(&v), raw));
+    // Filings keep coming while the server goes down and up again.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (app_base, tok, stop) = (app.base.clone(), tok.clone(), stop.clone());
+        let http = app.http.clone();
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut n = 1;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let raw = message(n);
+                n += 1;
+                let r = http
+                    .post(format!("{app_base}/v1/filings"))
+                    .bearer_auth(&tok)
+                    .json(&filing_body(&raw, &["matter:M-1"]))
+                    .send()
+                    .await
+                    .unwrap();
+                let s = r.status().as_u16();
+                let ct = r.headers().get("content-type").cloned();
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                if s >= 400 {
+                    assert_eq!(
+                        ct.as_ref().and_then(|c| c.to_str().ok()),
+                        Some("application/problem+json"),
+                        "{s}: {v}"
+                    );
+                }
+                out.push((s, v, raw));
+            }
+            out
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.ctl(&["restart", "-m", mode]);
+        pg
+    })
+    .await
+    .unwrap();
+    // Without restarting docket, the next filing succeeds.
+    let raw = message(10_000);
+    let mut answer = file(&app, &tok, &raw).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while answer.0 != 201 && std::time::Instant::now() < deadline {
+        assert!((500..600).contains(&answer.0), "{answer:?}");
+        answer = file(&app, &tok, &raw).await;
+    }
+    assert!(
+        matches!(answer.0, 200 | 201),
+        "after the restart: {answer:?}"
+    );
+    acked.push((id_of(&answer.1), raw));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for (s, v, raw) in load.await.unwrap() {
+        match s {
+            201 => acked.push((id_of(&v), raw)),
+            500..=599 => failed.push(raw),
+            _ => panic!("unexpected {s}: {v}"),
+        }
+    }
+    for raw in failed {
+        match file(&app, &tok, &raw).await {
+            (200 | 201, v) => acked.push((id_of(&v), raw)),
+            (s, v) => panic!("retry answered {s}: {v}"),
+        }
+    }
+    for (id, raw) in &acked {
+        let r = app
+            .http
+            .get(format!("{}/v1/filings/{id}/raw", app.base))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "acknowledged filing {id} is lost");
+        assert_eq!(&r.bytes().await.unwrap()[..], &raw[..]);
+    }
+    let t = app.tenant(&app.firm_a).await;
+    assert!(matches!(
+        docket::audit::verify(&t.db).await.unwrap(),
+        docket::audit::ChainStatus::Intact { .. }
+    ));
+    let (messages, filings, _, _) = counts(&t).await;
+    assert_eq!(
+        (messages, filings),
+        (acked.len() as i64, acked.len() as i64)
+    );
+    let r = app.http.get(format!("{}/readyz", app.base)).send().await;
+    assert_eq!(r.unwrap().status(), 200);
+    drop(app);
+    drop(pg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_server_restart_fast() {
+    server_restart("fast").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_server_restart_immediate() {
+    server_restart("immediate").await;
+}
