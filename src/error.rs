@@ -113,6 +113,29 @@ impl IntoResponse for AppError {
     }
 }
 
+/// A whole HTTP/1.1 response carrying a problem for `status`, with `connection: close`: for
+/// the answers written below the router (a request head too slow, too long or malformed),
+/// which no middleware sees. `detail` defaults to the status's own explanation.
+pub fn raw_problem_response(status: StatusCode, detail: Option<&str>) -> Vec<u8> {
+    let body = serde_json::to_vec(&ProblemBody {
+        kind: format!("urn:docket:problem:{}", bare_slug(status)),
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail: detail.unwrap_or_else(|| bare_detail(status)),
+    })
+    .expect("a problem serialises");
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error"),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
 /// Rewrites error answers that carry no problem of their own (axum's 405, a timeout's 408, a
 /// body limit's 413, extractor rejections answered as `text/plain`) into problem+json with
 /// the same status and headers (e.g. `Allow`). Answers that already have a typed body
@@ -178,6 +201,7 @@ fn bare_slug(status: StatusCode) -> &'static str {
 
 fn bare_detail(status: StatusCode) -> &'static str {
     match status.as_u16() {
+        400 => "the request is not well-formed HTTP/1.1",
         405 => "this endpoint does not accept that method (see the Allow header)",
         408 => "the request took too long; try again",
         413 => "the request body is larger than this endpoint accepts",

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod filings;
 pub mod health;
 pub mod intake;
+pub mod serve;
 pub mod view;
 
 use std::sync::Arc;

@@ -146,3 +146,91 @@ async fn the_budget_for_bytes_in_flight_answers_503_busy_then_frees() {
     }
     assert_eq!(status, 201);
 }
+
+/// Sends raw bytes on a fresh connection and reads what comes back.
+async fn raw_exchange(app: &TestApp, bytes: &[u8], within: Duration) -> String {
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_response(&mut s, within).await
+}
+
+fn assert_problem(resp: &str, status: u16, slug: &str) {
+    assert!(resp.starts_with(&format!("HTTP/1.1 {status} ")), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{resp}"
+    );
+    let body = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
+    let p: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(p["type"], format!("urn:docket:problem:{slug}"), "{resp}");
+    assert_eq!(p["status"], status, "{resp}");
+}
+
+/// A request head that stalls is a 408 problem at `limits.header_read_timeout_secs`; an idle
+/// connection is closed silently at the same deadline; a keep-alive connection in use works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_head_that_does_not_arrive_is_a_408_and_an_idle_connection_closes() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.limits.header_read_timeout_secs = 1)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let partial = format!(
+        "POST /v1/filings HTTP/1.1\r\nHost: {}\r\nContent-Ty",
+        app.addr
+    );
+    let resp = raw_exchange(&app, partial.as_bytes(), Duration::from_secs(10)).await;
+    assert_problem(&resp, 408, "request-timeout");
+    assert!(started.elapsed() < Duration::from_secs(8), "answered late");
+
+    let mut idle = TcpStream::connect(app.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut buf))
+        .await
+        .expect("an idle connection is closed at the deadline")
+        .unwrap();
+    assert_eq!(n, 0, "an idle connection gets no answer: {buf:?}");
+
+    // Two requests on one connection, each head on time.
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    for _ in 0..2 {
+        let head = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr);
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut chunk = [0u8; 1024];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(chunk[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &chunk[..n]);
+    }
+    assert_alive(&app, "slow heads").await;
+}
+
+/// The answers hyper writes itself, before any route runs, carry problem bodies too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heads_too_long_or_not_http_are_problems() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let within = Duration::from_secs(10);
+    let long_uri = format!(
+        "GET /v1/records?q={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    assert_problem(
+        &raw_exchange(&app, long_uri.as_bytes(), within).await,
+        414,
+        "uri-too-long",
+    );
+    let mut many = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..200 {
+        many += &format!("X-Field-{i}: {i}\r\n");
+    }
+    many += "\r\n";
+    assert_problem(
+        &raw_exchange(&app, many.as_bytes(), within).await,
+        431,
+        "headers-too-large",
+    );
+    assert_problem(
+        &raw_exchange(&app, b"NOT HTTP AT ALL\r\n\r\n", within).await,
+        400,
+        "bad-request",
+    );
+    assert_alive(&app, "bad heads").await;
+}

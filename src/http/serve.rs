@@ -1,0 +1,217 @@
+//! docket's accept loop: hyper's HTTP/1.1 connection driver, run directly rather than through
+//! `axum::serve`, for two things the latter cannot do:
+//!
+//! - **A header-read timeout** (`limits.header_read_timeout_secs`): a client that has begun
+//!   a request head and not finished it in time gets `408` problem+json and the connection
+//!   is closed; an idle keep-alive connection is closed silently at the same deadline.
+//! - **Problem bodies for the answers hyper writes itself** before any route runs: `400` (not
+//!   HTTP), `414` (URI over 65,534 bytes) and `431` (head over hyper's buffer, or over 100
+//!   header fields). hyper writes these with an empty body; [`Guarded`] replaces that head
+//!   with the same status as `application/problem+json` (RFC 9457), like every other error.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
+
+use crate::error::raw_problem_response;
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        match connection(stream, peer, app.clone(), header_read_timeout, &graceful) {
+            Ok(conn) => drop(tokio::spawn(conn)),
+            Err(e) => tracing::warn!(error = %e, "cannot set up a connection"),
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Drives one connection; answers a head that stalls with 408 before closing.
+fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    header_read_timeout: Duration,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+) -> io::Result<impl Future<Output = ()> + Send + 'static> {
+    // A second handle on the socket, to answer 408 after hyper has given the connection up.
+    let std = stream.into_std()?;
+    let late = std.try_clone()?;
+    let stream = TcpStream::from_std(std)?;
+    let mid_request = Arc::new(AtomicBool::new(false));
+    let io = Guarded {
+        inner: stream,
+        mid_request: mid_request.clone(),
+        replacing: None,
+    };
+    let service = hyper::service::service_fn(move |mut req: axum::http::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    let conn = graceful.watch(conn);
+    Ok(async move {
+        if let Err(e) = conn.await {
+            if e.is_timeout() && mid_request.load(Ordering::Relaxed) {
+                tracing::info!(%peer, "request head not received in time: 408");
+                let answer = raw_problem_response(
+                    StatusCode::REQUEST_TIMEOUT,
+                    Some("the request head was not received in time"),
+                );
+                // The send buffer of a connection that is still reading its request has room;
+                // a client that has gone misses nothing.
+                let _ = std::io::Write::write_all(&mut &late, &answer);
+            } else {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        }
+        drop(late);
+    })
+}
+
+/// The connection's socket, seen by hyper. It notes whether a request is partly received
+/// (bytes read since the last answer), answers a header timeout in that state with 408, and
+/// swaps hyper's own bodiless 400/414/431 heads for problem responses.
+struct Guarded {
+    inner: TcpStream,
+    mid_request: Arc<AtomicBool>,
+    /// A replacement being written: (bytes, written so far, length of hyper's head it stands for).
+    replacing: Option<(Vec<u8>, usize, usize)>,
+}
+
+/// The status of a head hyper writes for a request it could not read (its `on_error`): one
+/// of 400, 414, 431 with `content-length: 0`. docket's own error answers always have a body.
+fn automatic_error(buf: &[u8]) -> Option<StatusCode> {
+    let status = match buf.get(..13)? {
+        b"HTTP/1.1 400 " => StatusCode::BAD_REQUEST,
+        b"HTTP/1.1 414 " => StatusCode::URI_TOO_LONG,
+        b"HTTP/1.1 431 " => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        _ => return None,
+    };
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    head.contains("\r\ncontent-length: 0").then_some(status)
+}
+
+impl Guarded {
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        while let Some((bytes, done, stands_for)) = &mut self.replacing {
+            if *done == bytes.len() {
+                let n = *stands_for;
+                self.replacing = None;
+                return Poll::Ready(Ok(n));
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*done..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *done += n,
+                other => return other,
+            }
+        }
+        Poll::Ready(Ok(0))
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.mid_request.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.replacing.is_none() {
+            self.mid_request.store(false, Ordering::Relaxed);
+            if let Some(status) = automatic_error(buf) {
+                let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+                self.replacing = Some((raw_problem_response(status, None), 0, end));
+            }
+        }
+        if self.replacing.is_some() {
+            return self.poll_replacement(cx);
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_hypers_bodiless_error_heads_are_replaced() {
+        let hyper_431 =
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        assert_eq!(
+            automatic_error(hyper_431),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\ncontent-length: 120\r\n\r\n";
+        assert_eq!(automatic_error(ours), None);
+        assert_eq!(
+            automatic_error(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            None
+        );
+        let body_says_it = b"HTTP/1.1 404 Not Found\r\ncontent-length: 12\r\n\r\nHTTP/1.1 400 ";
+        assert_eq!(automatic_error(body_says_it), None);
+    }
+}
