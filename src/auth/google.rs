@@ -27,6 +27,27 @@ pub enum TokenError {
     Invalid(String),
 }
 
+/// The cache key of a verified token: SHA-256 over each audience followed by a NUL, then a
+/// 0x01 and the token (a JWT is base64url and dots).
+fn verified_key(token: &str, audiences: &[String]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for a in audiences {
+        h.update(a.as_bytes());
+        h.update([0]);
+    }
+    h.update([1]);
+    h.update(token.as_bytes());
+    h.finalize().into()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// Claims docket reads from an ID token.
 #[derive(Debug, Clone, Deserialize)]
 pub struct IdClaims {
@@ -181,7 +202,14 @@ pub struct GoogleVerifier {
     jwks: JwksCache,
     issuers: Vec<String>,
     leeway: u64,
+    /// Tokens already verified, by SHA-256 of (audiences, token), until their `exp`: the
+    /// add-on sends the same ID token with every request of a session, and an RS256
+    /// verification costs more CPU than the rest of a small filing's request handling.
+    verified: std::sync::Mutex<HashMap<[u8; 32], IdClaims>>,
 }
+
+/// At most this many verified tokens are remembered (about 4 MB).
+const MAX_VERIFIED: usize = 10_000;
 
 impl GoogleVerifier {
     pub fn new(jwks_url: String, issuers: Vec<String>, leeway: u64) -> Self {
@@ -189,6 +217,7 @@ impl GoogleVerifier {
             jwks: JwksCache::new(jwks_url),
             issuers,
             leeway: leeway.min(60),
+            verified: Default::default(),
         }
     }
 
@@ -198,6 +227,39 @@ impl GoogleVerifier {
         if audiences.is_empty() {
             return Err(TokenError::Invalid("no audience is configured".into()));
         }
+        let key = verified_key(token, audiences);
+        if let Some(claims) = self.remembered(&key) {
+            return Ok(claims);
+        }
+        let claims = self.verify_signature_and_claims(token, audiences).await?;
+        let mut verified = self.verified.lock().expect("verified tokens");
+        if verified.len() >= MAX_VERIFIED {
+            let now = unix_now();
+            verified.retain(|_, c| c.exp.saturating_add(self.leeway) > now);
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
+            }
+        }
+        verified.insert(key, claims.clone());
+        Ok(claims)
+    }
+
+    /// A token verified before for the same audiences, while it has not expired.
+    fn remembered(&self, key: &[u8; 32]) -> Option<IdClaims> {
+        let mut verified = self.verified.lock().expect("verified tokens");
+        let claims = verified.get(key)?;
+        if claims.exp.saturating_add(self.leeway) > unix_now() {
+            return Some(claims.clone());
+        }
+        verified.remove(key);
+        None
+    }
+
+    async fn verify_signature_and_claims(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<IdClaims, TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::RS256 {
             return Err(TokenError::Algorithm);
@@ -229,5 +291,43 @@ impl GoogleVerifier {
                     .into(),
                 )
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: u64) -> IdClaims {
+        IdClaims {
+            iss: "https://accounts.google.com".into(),
+            sub: "1".into(),
+            exp,
+            email: Some("alice@a.test".into()),
+            email_verified: None,
+            hd: None,
+            name: None,
+        }
+    }
+
+    #[test]
+    fn a_remembered_token_is_kept_only_until_it_expires_and_only_for_its_audiences() {
+        let v = GoogleVerifier::new("http://127.0.0.1:9/jwks".into(), vec![], 0);
+        let aud = vec!["client-a".to_string()];
+        let live = verified_key("tok.en.one", &aud);
+        let dead = verified_key("tok.en.two", &aud);
+        {
+            let mut m = v.verified.lock().unwrap();
+            m.insert(live, claims(unix_now() + 600));
+            m.insert(dead, claims(unix_now() - 1));
+        }
+        assert!(v.remembered(&live).is_some());
+        assert!(
+            v.remembered(&dead).is_none(),
+            "expired: verified again (and refused)"
+        );
+        assert!(!v.verified.lock().unwrap().contains_key(&dead));
+        assert_ne!(live, verified_key("tok.en.one", &["client-b".to_string()]));
+        assert_ne!(live, verified_key("tok.en.onf", &aud));
     }
 }
