@@ -117,8 +117,10 @@ impl TenantBlobs {
             return Ok(id);
         }
         let new_shard = !dir.exists();
-        create_private_dir(&self.root)?;
-        create_private_dir(dir)?;
+        if new_shard {
+            create_private_dir(&self.root)?;
+            create_private_dir(dir)?;
+        }
         let sealed = self.key.seal(plaintext, &blob_aad(&self.tenant_id, &id));
         let tmp = dir.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
         let result = (|| -> io::Result<()> {
