@@ -19,7 +19,7 @@ use crate::config::Limits;
 use crate::directory::{self, Record, RecordKind, User};
 use crate::error::{AppError, AppResult};
 use crate::mail::{self, ParsedMessage};
-use crate::tenancy::{db::Tx, Tenant};
+use crate::tenancy::{db::Tx, group, Tenant};
 use crate::time_fmt::now_rfc3339;
 
 /// A request that passed the checks that need no I/O.
@@ -259,13 +259,30 @@ async fn store_blobs(
     .map_err(|e| AppError::internal(anyhow::Error::new(e).context("storing blobs")))
 }
 
-/// One transaction: the message (once), a filing per target (or the existing one), the
-/// kept attachments, and an audit entry for each.
+/// Everything the transaction writes for one filing, owned, so that whichever filing's task
+/// runs the shared transaction ([`crate::tenancy::group`]) can write it.
+struct Job {
+    blobs: crate::storage::TenantBlobs,
+    user: User,
+    /// The system user, who files for the firm's rules (only when rules add targets).
+    system: Option<User>,
+    note: Option<String>,
+    raw: Arc<Vec<u8>>,
+    gmail: (Option<String>, Option<String>),
+    parsed: Arc<ParsedMessage>,
+    records: Vec<Record>,
+    auto: AutoTargets,
+    selected: Vec<usize>,
+}
+
+/// The message (once), a filing per target (or the existing one), the kept attachments and
+/// an audit entry for each, in a transaction shared with concurrent filings (group commit);
+/// answered once it has committed.
 async fn record(
-    tenant: &Tenant,
+    tenant: &Arc<Tenant>,
     user: &User,
     req: &Checked,
-    parsed: &ParsedMessage,
+    parsed: &Arc<ParsedMessage>,
     records: &[Record],
     auto: &AutoTargets,
     selected: &[usize],
@@ -276,78 +293,91 @@ async fn record(
         true => None,
         false => directory::user_by_id(&tenant.db, access::SYSTEM_USER).await?,
     };
-    let _writer = tenant.write_guard().await;
-    let mut tx = tenant.begin().await?;
-    audit::lock_chain(&mut tx).await?;
-    let now = now_rfc3339();
-    let (message_id, message_id_taken) = message_row(tenant, &mut tx, req, parsed, &now).await?;
-    let kept = kept_attachments(&mut tx, &message_id, parsed, selected).await?;
-    let mut out = Recorded {
-        message_id,
-        message_id_taken,
-        filings: Vec::new(),
-        auto: Vec::new(),
+    let job = Job {
+        blobs: tenant.blobs.clone(),
+        user: user.clone(),
+        system,
+        note: req.note.clone(),
+        raw: req.raw.clone(),
+        gmail: (req.gmail_message_id.clone(), req.gmail_thread_id.clone()),
+        parsed: parsed.clone(),
+        records: records.to_vec(),
+        auto: auto.clone(),
+        selected: selected.to_vec(),
     };
-    let everyone = records
-        .iter()
-        .map(|r| (r, None))
-        .chain(auto.iter().map(|(r, rule)| (r, Some(rule.as_str()))));
-    for (rec, rule) in everyone {
-        let filer = match (rule, &system) {
-            (Some(_), None) => continue,
-            (Some(rule), Some(sys)) => Filer {
-                user: sys,
-                note: Some(format!("filed automatically by rule “{rule}”")),
-                rule: Some(rule),
-                on_behalf_of: Some(&user.email),
-            },
-            (None, _) => Filer {
-                user,
-                note: req.note.clone(),
-                rule: None,
-                on_behalf_of: None,
-            },
-        };
-        let (fid, created) =
-            file_one(&mut tx, &filer, rec, &out.message_id, parsed, &kept, &now).await?;
-        match rule {
-            Some(rule) => out.auto.push((fid, rec.clone(), rule.to_string(), created)),
-            None => out.filings.push((fid, created)),
-        }
-    }
-    tx.commit().await?;
-    Ok(out)
+    tenant
+        .group_commit::<Recorded>(Box::new(move |tx| {
+            Box::pin(async move { Ok(Box::new(job.write(tx).await?) as group::Answer) })
+        }))
+        .await
 }
 
-/// The stored message for `parsed` (see [`dedup`]), inserted when new; and whether a
-/// different message took its Message-ID since [`dedup::resolve`] looked.
-async fn message_row(
-    tenant: &Tenant,
-    tx: &mut Tx,
-    req: &Checked,
-    parsed: &ParsedMessage,
-    now: &str,
-) -> AppResult<(String, bool)> {
-    let (key, stored) = dedup::stored_in_tx(tx, parsed).await?;
-    let taken = key != parsed.dedup_key;
-    if let Some(id) = stored {
-        return Ok((id, taken));
+impl Job {
+    async fn write(&self, tx: &mut Tx) -> AppResult<Recorded> {
+        let now = now_rfc3339();
+        let (message_id, message_id_taken) = self.message_row(tx, &now).await?;
+        let kept = kept_attachments(tx, &message_id, &self.parsed, &self.selected).await?;
+        let mut out = Recorded {
+            message_id,
+            message_id_taken,
+            filings: Vec::new(),
+            auto: Vec::new(),
+        };
+        let everyone = self
+            .records
+            .iter()
+            .map(|r| (r, None))
+            .chain(self.auto.iter().map(|(r, rule)| (r, Some(rule.as_str()))));
+        for (rec, rule) in everyone {
+            let filer = match (rule, &self.system) {
+                (Some(_), None) => continue,
+                (Some(rule), Some(sys)) => Filer {
+                    user: sys,
+                    note: Some(format!("filed automatically by rule “{rule}”")),
+                    rule: Some(rule),
+                    on_behalf_of: Some(&self.user.email),
+                },
+                (None, _) => Filer {
+                    user: &self.user,
+                    note: self.note.clone(),
+                    rule: None,
+                    on_behalf_of: None,
+                },
+            };
+            let (fid, created) =
+                file_one(tx, &filer, rec, &out.message_id, &self.parsed, &kept, &now).await?;
+            match rule {
+                Some(rule) => out.auto.push((fid, rec.clone(), rule.to_string(), created)),
+                None => out.filings.push((fid, created)),
+            }
+        }
+        Ok(out)
     }
-    if !tenant.blobs.exists(&parsed.raw_sha256) {
-        // A concurrent first filing saw the message as new, then we saw it as existing and
-        // skipped the raw blob, and it rolled back: store it now.
-        let (blobs, raw) = (tenant.blobs.clone(), req.raw.clone());
-        tokio::task::spawn_blocking(move || blobs.put(&raw))
-            .await
-            .map_err(|e| AppError::internal(anyhow::anyhow!("blob task failed: {e}")))?
-            .map_err(|e| AppError::internal(anyhow::Error::new(e).context("storing raw blob")))?;
+
+    /// The stored message for the parsed one (see [`dedup`]), inserted when new; and whether
+    /// a different message took its Message-ID since [`dedup::resolve`] looked.
+    async fn message_row(&self, tx: &mut Tx, now: &str) -> AppResult<(String, bool)> {
+        let parsed = &self.parsed;
+        let (key, stored) = dedup::stored_in_tx(tx, parsed).await?;
+        let taken = key != parsed.dedup_key;
+        if let Some(id) = stored {
+            return Ok((id, taken));
+        }
+        if !self.blobs.exists(&parsed.raw_sha256) {
+            // A concurrent first filing saw the message as new, then we saw it as existing
+            // and skipped the raw blob, and it rolled back: store it now.
+            let (blobs, raw) = (self.blobs.clone(), self.raw.clone());
+            tokio::task::spawn_blocking(move || blobs.put(&raw))
+                .await
+                .map_err(|e| AppError::internal(anyhow::anyhow!("blob task failed: {e}")))?
+                .map_err(|e| {
+                    AppError::internal(anyhow::Error::new(e).context("storing raw blob"))
+                })?;
+        }
+        let (gmail_message, gmail_thread) = (self.gmail.0.as_deref(), self.gmail.1.as_deref());
+        let id = insert_message(tx, parsed, &key, gmail_message, gmail_thread, now).await?;
+        Ok((id, taken))
     }
-    let gmail = (
-        req.gmail_message_id.as_deref(),
-        req.gmail_thread_id.as_deref(),
-    );
-    let id = insert_message(tx, parsed, &key, gmail.0, gmail.1, now).await?;
-    Ok((id, taken))
 }
 
 /// Which selected attachment indices the stored message has with the same bytes.

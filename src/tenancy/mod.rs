@@ -2,6 +2,7 @@
 //! and, per tenant, its own database pool and blob store, opened lazily and cached.
 
 pub mod db;
+pub mod group;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,8 @@ pub struct Tenant {
     /// Held shared by a filing from its first blob write to its commit, and exclusively by
     /// the sweep while it deletes unreferenced blobs: the sweep never races a filing.
     pub blob_lease: tokio::sync::RwLock<()>,
+    /// Filings waiting for a shared transaction ([`group`]).
+    queue: group::Queue,
 }
 
 impl Tenant {
@@ -465,6 +468,7 @@ impl Catalog {
             write_lock: tokio::sync::Mutex::new(()),
             health: Default::default(),
             blob_lease: Default::default(),
+            queue: Default::default(),
         });
         open.insert(id.to_string(), tenant.clone());
         Ok(tenant)

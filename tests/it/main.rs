@@ -11,6 +11,7 @@ mod browse;
 mod dedup;
 mod dev_hosts;
 mod filings;
+mod group_commit;
 mod hostile;
 mod intake;
 mod pg_faults;

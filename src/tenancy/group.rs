@@ -1,0 +1,138 @@
+//! Group commit: the write transactions of concurrent filings to one SQLite tenant share a
+//! single transaction, so one COMMIT (one fsync of the write-ahead log) and one turn of the
+//! tenant's writer lock serve many filings.
+//!
+//! Each caller queues its work and spawns a runner; the runner that gets the writer lock
+//! takes whatever is queued (up to [`MAX_BATCH`]) and runs each piece inside a savepoint of
+//! one transaction: a piece that fails is rolled back to its savepoint alone and answered
+//! with its error, the others go on. Every caller is answered only after the COMMIT; if the
+//! COMMIT (or a savepoint's rollback) fails, every piece of the batch gets that error —
+//! nothing is acknowledged that was not durably committed. Runners are spawned tasks, so a
+//! request that goes away cannot cut a batch short.
+//!
+//! On PostgreSQL there is no writer lock and no batching: each piece runs in its own
+//! transaction (the server orders writers on the audit head's row lock and groups commits
+//! itself).
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use super::{db::Tx, Tenant};
+use crate::error::{AppError, AppResult};
+
+/// At most this many pieces of work share one transaction.
+pub const MAX_BATCH: usize = 64;
+
+/// A piece of work to run inside the shared transaction, after the audit chain is locked.
+pub type Work = Box<
+    dyn for<'a> FnOnce(&'a mut Tx) -> Pin<Box<dyn Future<Output = AppResult<Answer>> + Send + 'a>>
+        + Send,
+>;
+
+/// What a piece of work returns, type-erased so one queue serves any caller.
+pub type Answer = Box<dyn Any + Send>;
+
+struct Pending {
+    work: Work,
+    done: oneshot::Sender<AppResult<Answer>>,
+}
+
+/// A tenant's queue of work waiting for a transaction.
+#[derive(Default)]
+pub struct Queue(Mutex<Vec<Pending>>);
+
+impl Tenant {
+    /// Runs `work` in a write transaction shared with concurrent callers, and answers once
+    /// that transaction has committed. `T` is the type `work` boxes in its [`Answer`].
+    pub async fn group_commit<T: 'static>(self: &Arc<Self>, work: Work) -> AppResult<T> {
+        let (done, answer) = oneshot::channel();
+        self.queue
+            .0
+            .lock()
+            .expect("group commit queue")
+            .push(Pending { work, done });
+        let tenant = self.clone();
+        tokio::spawn(async move { tenant.run_queued().await });
+        let answer = answer.await.map_err(|_| {
+            AppError::internal(anyhow::anyhow!("the group commit ended without an answer"))
+        })??;
+        answer
+            .downcast::<T>()
+            .map(|t| *t)
+            .map_err(|_| AppError::internal(anyhow::anyhow!("group commit answer of a wrong type")))
+    }
+
+    /// Takes the writer lock, then whatever is queued; nothing when another runner took it.
+    async fn run_queued(&self) {
+        let _writer = self.write_guard().await;
+        let most = match self.backend {
+            super::Backend::Sqlite => MAX_BATCH,
+            super::Backend::Postgres => 1,
+        };
+        let batch: Vec<Pending> = {
+            let mut queue = self.queue.0.lock().expect("group commit queue");
+            let n = queue.len().min(most);
+            queue.drain(..n).collect()
+        };
+        if !batch.is_empty() {
+            self.run_batch(batch).await;
+        }
+    }
+
+    async fn run_batch(&self, batch: Vec<Pending>) {
+        let mut tx = match self.begin_locked().await {
+            Ok(tx) => tx,
+            Err(e) => return fail_all(batch.into_iter().map(|p| p.done), &e),
+        };
+        let mut answers = Vec::with_capacity(batch.len());
+        for p in batch {
+            match run_in_savepoint(&mut tx, p.work).await {
+                Ok(answer) => answers.push((p.done, answer)),
+                Err(e) => {
+                    // The transaction's state is unknown: dropping `tx` closes the connection.
+                    drop(tx);
+                    let all = answers.into_iter().map(|(d, _)| d).chain([p.done]);
+                    return fail_all(all, &e);
+                }
+            }
+        }
+        if let Err(e) = tx.commit().await {
+            return fail_all(answers.into_iter().map(|(d, _)| d), &e.into());
+        }
+        for (done, answer) in answers {
+            let _ = done.send(answer);
+        }
+    }
+
+    async fn begin_locked(&self) -> AppResult<Tx> {
+        let mut tx = self.begin().await?;
+        crate::audit::lock_chain(&mut tx).await?;
+        Ok(tx)
+    }
+}
+
+/// Runs one piece in a savepoint. `Ok(Err(_))`: the piece failed and was rolled back alone;
+/// `Err(_)`: the savepoint itself failed, and with it the whole transaction.
+async fn run_in_savepoint(tx: &mut Tx, work: Work) -> AppResult<AppResult<Answer>> {
+    use sqlx::Executor;
+    tx.execute("SAVEPOINT docket_piece").await?;
+    let answer = work(tx).await;
+    if answer.is_err() {
+        tx.execute("ROLLBACK TO docket_piece").await?;
+    }
+    tx.execute("RELEASE docket_piece").await?;
+    Ok(answer)
+}
+
+fn fail_all(dones: impl Iterator<Item = oneshot::Sender<AppResult<Answer>>>, e: &AppError) {
+    tracing::error!(error = %e, "a group commit failed; every filing in it is answered 5xx");
+    for done in dones {
+        let _ = done.send(Err(AppError::internal(anyhow::anyhow!(
+            "the transaction did not commit: {e}"
+        ))));
+    }
+}

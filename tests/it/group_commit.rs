@@ -1,0 +1,62 @@
+//! Group commit (`tenancy::group`): concurrent pieces of work share a transaction on SQLite;
+//! a piece that fails is rolled back alone and answered with its error, every other piece
+//! is committed and answered after the COMMIT. On PostgreSQL each piece has its own
+//! transaction, with the same answers.
+
+use crate::both_backends;
+use crate::common::*;
+use docket::tenancy::group::Answer;
+use sqlx::Executor;
+
+both_backends!(
+    a_failing_piece_is_rolled_back_alone,
+    |app: TestApp| async move {
+        let t = app.tenant(&app.firm_a).await;
+        t.db.execute("CREATE TABLE scratch (n BIGINT PRIMARY KEY)")
+            .await
+            .unwrap();
+        let pieces = (0..40i64).map(|n| {
+            let t = t.clone();
+            async move {
+                t.group_commit::<i64>(Box::new(move |tx| {
+                    Box::pin(async move {
+                        sqlx::query("INSERT INTO scratch (n) VALUES ($1)")
+                            .bind(n)
+                            .execute(&mut **tx)
+                            .await?;
+                        if n % 10 == 7 {
+                            // A statement that fails after this piece already wrote a row.
+                            sqlx::query("INSERT INTO scratch (n) VALUES ($1)")
+                                .bind(n)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
+                        Ok(Box::new(n) as Answer)
+                    })
+                }))
+                .await
+            }
+        });
+        let answers = futures::future::join_all(pieces).await;
+        for (n, answer) in answers.into_iter().enumerate() {
+            match answer {
+                Ok(got) => assert_eq!((got, n % 10 != 7), (n as i64, true)),
+                Err(e) => assert_eq!(n % 10, 7, "piece {n} failed: {e}"),
+            }
+        }
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT n FROM scratch ORDER BY n")
+            .fetch_all(&t.db)
+            .await
+            .unwrap();
+        let expected: Vec<i64> = (0..40).filter(|n| n % 10 != 7).collect();
+        assert_eq!(
+            rows, expected,
+            "the failed pieces left nothing, the others everything"
+        );
+        // The audit chain is untouched by the rolled-back pieces and still verifies.
+        assert!(matches!(
+            docket::audit::verify(&t.db).await.unwrap(),
+            docket::audit::ChainStatus::Intact { .. }
+        ));
+    }
+);
