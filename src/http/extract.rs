@@ -35,7 +35,7 @@ where
     }
 }
 
-fn json_rejection(rej: JsonRejection) -> AppError {
+pub(crate) fn json_rejection(rej: JsonRejection) -> AppError {
     match rej {
         JsonRejection::MissingJsonContentType(_) => AppError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -11,7 +11,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::extract::TenantCtx;
-use super::intake::MessageJson;
+use super::intake::{CarriesMessage, MessageJson, RawField};
 use super::AppState;
 use crate::directory::RecordKind;
 use crate::error::{AppError, AppResult};
@@ -34,7 +34,7 @@ pub fn router(intake: std::sync::Arc<super::intake::Intake>) -> Router<AppState>
 }
 
 /// base64url, padded or not (Gmail and Apps Script differ).
-const B64URL: GeneralPurpose = GeneralPurpose::new(
+pub(crate) const B64URL: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::URL_SAFE,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
@@ -64,7 +64,7 @@ pub fn decode_raw(raw: &str, max: usize) -> AppResult<Vec<u8>> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateFiling {
-    raw: String,
+    raw: RawField,
     #[serde(default)]
     gmail_message_id: Option<String>,
     #[serde(default)]
@@ -76,20 +76,24 @@ struct CreateFiling {
     note: Option<String>,
 }
 
+impl CarriesMessage for CreateFiling {
+    fn take_raw(&mut self) -> RawField {
+        std::mem::take(&mut self.raw)
+    }
+}
+
 async fn create(
     State(state): State<AppState>,
     ctx: TenantCtx,
     body: MessageJson<CreateFiling>,
 ) -> AppResult<Response> {
-    let req = body.value;
+    let (req, raw) = (body.value, body.raw);
     if req.targets.is_empty() {
         return Err(AppError::unprocessable(
             "no-targets",
             "`targets` must name at least one record",
         ));
     }
-    let raw = decode_raw(&req.raw, state.config.limits.max_message_bytes)?;
-    drop(req.raw);
     let outcome = filing::file_message(
         &ctx.tenant,
         &state.config.limits,

@@ -12,6 +12,10 @@
 //! - **Body deadline.** The body must arrive within `limits.body_read_timeout_secs`;
 //!   otherwise 408 `body-timeout` (a client announcing 100 GB and sending 2 bytes no longer
 //!   holds a connection for minutes).
+//! - **One buffer.** The body is read into one buffer sized by its `Content-Length`; the
+//!   JSON is parsed from it without copying the `raw` text, and `raw` (base64url) is decoded
+//!   in place, so the buffer becomes the message: a message is never in memory as body,
+//!   string and bytes at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +26,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::extract::ApiJson;
+use serde::de::{Deserializer, Visitor};
+
+use super::extract::json_rejection;
 
 use crate::config::Limits;
 use crate::error::AppError;
@@ -39,6 +45,8 @@ pub struct Intake {
     total_kib: usize,
     body_deadline: Duration,
     body_limit: usize,
+    /// Largest decoded message (`limits.max_message_bytes`).
+    max_message: usize,
 }
 
 impl Intake {
@@ -50,6 +58,7 @@ impl Intake {
             total_kib,
             body_deadline: Duration::from_secs(limits.body_read_timeout_secs),
             body_limit,
+            max_message: limits.max_message_bytes,
         })
     }
 
@@ -69,18 +78,62 @@ impl Intake {
 /// nobody unauthenticated reserves anything. Needs the route to carry
 /// `Extension(Arc<Intake>)`.
 pub struct MessageJson<T> {
+    /// The other fields of the body.
     pub value: T,
+    /// The message, decoded from the body's `raw` (base64url, padded or not).
+    pub raw: Vec<u8>,
     _reserved: OwnedSemaphorePermit,
+}
+
+/// A body type with a `raw` field of type [`RawField`], which the intake takes out.
+pub trait CarriesMessage {
+    fn take_raw(&mut self) -> RawField;
+}
+
+/// The `raw` field as parsed: where its text lies in the body (serde hands out the body's
+/// own text when the string has no JSON escapes), or a copy when it had escapes.
+#[derive(Debug, Default)]
+pub enum RawField {
+    #[default]
+    Taken,
+    /// Address and length of the text inside the body buffer.
+    In {
+        addr: usize,
+        len: usize,
+    },
+    Copied(String),
+}
+
+impl<'de> serde::Deserialize<'de> for RawField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = RawField;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the message as a base64url string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<RawField, E> {
+                Ok(RawField::In {
+                    addr: v.as_ptr() as usize,
+                    len: v.len(),
+                })
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawField, E> {
+                Ok(RawField::Copied(v.to_string()))
+            }
+        }
+        d.deserialize_str(Text)
+    }
 }
 
 impl<S, T> FromRequest<S> for MessageJson<T>
 where
     S: Send + Sync,
-    T: serde::de::DeserializeOwned,
+    T: serde::de::DeserializeOwned + CarriesMessage,
 {
     type Rejection = Response;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Response> {
         let intake = req
             .extensions()
             .get::<Arc<Intake>>()
@@ -89,6 +142,12 @@ where
                 AppError::internal(anyhow::anyhow!("message route without an intake"))
                     .into_response()
             })?;
+        if !is_json(req.headers()) {
+            return Err(json_rejection(
+                axum::extract::rejection::MissingJsonContentType::default().into(),
+            )
+            .into_response());
+        }
         let length = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -106,22 +165,144 @@ where
             .clone()
             .try_acquire_many_owned(intake.cost_kib(length))
             .map_err(|_| busy())?;
-        let (parts, body) = req.into_parts();
-        let read = axum::body::to_bytes(body, intake.body_limit);
-        let bytes = match tokio::time::timeout(intake.body_deadline, read).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(_)) => return Err(unreadable(intake.body_limit)),
+        let read = read_body(req.into_body(), length, intake.body_limit);
+        let mut body = match tokio::time::timeout(intake.body_deadline, read).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(unreadable(intake.body_limit)),
             Err(_) => return Err(body_timeout(intake.body_deadline)),
         };
-        let req = Request::from_parts(parts, Body::from(bytes));
-        let ApiJson(value) = ApiJson::<T>::from_request(req, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let mut value = axum::Json::<T>::from_bytes(&body)
+            .map_err(|rej| json_rejection(rej).into_response())?
+            .0;
+        let raw = match value.take_raw() {
+            RawField::In { addr, len } => {
+                let start = addr.wrapping_sub(body.as_ptr() as usize);
+                if start.checked_add(len).is_none_or(|end| end > body.len()) {
+                    let e = anyhow::anyhow!("`raw` does not lie in the body");
+                    return Err(AppError::internal(e).into_response());
+                }
+                decode_in_place(&mut body, start, len, intake.max_message)
+            }
+            RawField::Copied(text) => {
+                drop(body);
+                crate::http::filings::decode_raw(&text, intake.max_message)
+            }
+            RawField::Taken => Err(AppError::internal(anyhow::anyhow!("`raw` taken twice"))),
+        }
+        .map_err(IntoResponse::into_response)?;
         Ok(MessageJson {
             value,
+            raw,
             _reserved: reserved,
         })
     }
+}
+
+/// `application/json` or `application/<anything>+json`, as axum's `Json` accepts.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The whole body in one buffer sized by `Content-Length`; `None` when it ends early, or
+/// grows past `limit`.
+async fn read_body(body: Body, length: Option<usize>, limit: usize) -> Option<Vec<u8>> {
+    use futures_util::StreamExt;
+    let mut buf = Vec::with_capacity(length.unwrap_or(0).min(limit));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.ok()?;
+        if buf.len() + chunk.len() > limit {
+            return None;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    if length.is_some_and(|n| n != buf.len()) {
+        return None;
+    }
+    Some(buf)
+}
+
+/// Decodes the base64url text at `buf[start..start + len]` into `buf` itself, which then
+/// holds the message and nothing else. Same answers as [`crate::http::filings::decode_raw`]:
+/// 413 over `max`, 400 `invalid-base64`, 422 `not-an-email` when empty. The text is decoded
+/// in 4 KiB chunks through the `base64` crate; each decoded chunk is written behind the
+/// point already read, which 3 bytes per 4 characters guarantees.
+fn decode_in_place(
+    buf: &mut Vec<u8>,
+    start: usize,
+    len: usize,
+    max: usize,
+) -> Result<Vec<u8>, AppError> {
+    use base64::Engine;
+    const CHUNK: usize = 4096;
+    let text = &buf[start..start + len];
+    let trimmed = text.len()
+        - text
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
+    if trimmed / 4 * 3 > max + 3 {
+        return Err(AppError::too_large(format!(
+            "the message is larger than the limit of {max} bytes"
+        )));
+    }
+    let (mut read, end, mut written) = (start, start + trimmed, 0);
+    let mut input = [0u8; CHUNK];
+    let mut output = [0u8; CHUNK / 4 * 3];
+    while read < end {
+        let n = CHUNK.min(end - read);
+        input[..n].copy_from_slice(&buf[read..read + n]);
+        let k = crate::http::filings::B64URL
+            .decode_slice(&input[..n], &mut output)
+            .map_err(|e| invalid_base64(e, read - start))?;
+        buf[written..written + k].copy_from_slice(&output[..k]);
+        (read, written) = (read + n, written + k);
+    }
+    buf.truncate(written);
+    buf.shrink_to_fit();
+    if buf.len() > max {
+        return Err(AppError::too_large(format!(
+            "the message is {} bytes; the limit is {max}",
+            buf.len()
+        )));
+    }
+    if buf.is_empty() {
+        return Err(AppError::unprocessable("not-an-email", "`raw` is empty"));
+    }
+    Ok(std::mem::take(buf))
+}
+
+/// The decoder's complaint, with offsets counted from the start of `raw`.
+fn invalid_base64(e: base64::DecodeSliceError, base: usize) -> AppError {
+    use base64::{DecodeError, DecodeSliceError};
+    let e = match e {
+        DecodeSliceError::DecodeError(DecodeError::InvalidByte(at, b)) => {
+            DecodeError::InvalidByte(at + base, b)
+        }
+        DecodeSliceError::DecodeError(DecodeError::InvalidLastSymbol(at, b)) => {
+            DecodeError::InvalidLastSymbol(at + base, b)
+        }
+        DecodeSliceError::DecodeError(DecodeError::InvalidLength(n)) => {
+            DecodeError::InvalidLength(n + base)
+        }
+        DecodeSliceError::DecodeError(other) => other,
+        DecodeSliceError::OutputSliceTooSmall => DecodeError::InvalidLength(0),
+    };
+    AppError::bad_request("invalid-base64", format!("`raw` is not base64url: {e}"))
 }
 
 fn unreadable(limit: usize) -> Response {
@@ -154,4 +335,64 @@ fn body_timeout(deadline: Duration) -> Response {
         ),
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::filings::decode_raw;
+
+    /// `raw` inside a JSON body, decoded in place, answers exactly as `decode_raw` does: the
+    /// same bytes, or the same problem (status, kind and detail, offsets included).
+    #[test]
+    fn decoding_in_place_answers_as_decode_raw() {
+        use base64::Engine;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let engines = [
+            base64::engine::general_purpose::URL_SAFE,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ];
+        for round in 0..400 {
+            let len = match round % 4 {
+                0 => (next() % 20) as usize,
+                1 => 3072 * (1 + (next() % 3) as usize) + (next() % 7) as usize,
+                _ => (next() % 20_000) as usize,
+            };
+            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let mut text = engines[round % 2].encode(&bytes);
+            match next() % 6 {
+                0 if !text.is_empty() => {
+                    let at = (next() as usize) % text.len();
+                    text.replace_range(at..at + 1, "!");
+                }
+                1 => text.push_str("\r\n "),
+                2 => text.push('A'),
+                _ => {}
+            }
+            let max = if round % 7 == 0 { len / 2 } else { 1 << 20 };
+            let json = format!("{{\"raw\": \"{text}\", \"x\": 1}}");
+            let mut body = json.into_bytes();
+            let start = 9;
+            let got = decode_in_place(&mut body, start, text.len(), max);
+            let want = decode_raw(&text, max);
+            match (got, want) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "round {round}"),
+                (Err(a), Err(b)) => {
+                    assert_eq!(
+                        (a.status(), a.slug()),
+                        (b.status(), b.slug()),
+                        "round {round}"
+                    );
+                    assert_eq!(a.to_string(), b.to_string(), "round {round}");
+                }
+                (a, b) => panic!("round {round}: in place {a:?}, decode_raw {b:?}"),
+            }
+        }
+    }
 }

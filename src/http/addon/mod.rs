@@ -19,7 +19,6 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::extract::{token_error, verify_user, ReaderCtx, TenantCtx};
-use super::filings::decode_raw;
 use super::AppState;
 use crate::error::{AppError, AppResult};
 use crate::filing::{self, AttachmentSelection, FilingInput, TargetRef};
@@ -828,11 +827,17 @@ async fn file_action(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ContextRequest {
-    raw: String,
+    raw: crate::http::intake::RawField,
     #[serde(default)]
     gmail_message_id: Option<String>,
     #[serde(default)]
     gmail_thread_id: Option<String>,
+}
+
+impl crate::http::intake::CarriesMessage for ContextRequest {
+    fn take_raw(&mut self) -> crate::http::intake::RawField {
+        std::mem::take(&mut self.raw)
+    }
 }
 
 async fn context_api(
@@ -840,8 +845,7 @@ async fn context_api(
     ReaderCtx(ctx): ReaderCtx,
     body: crate::http::intake::MessageJson<ContextRequest>,
 ) -> AppResult<Json<Value>> {
-    let req = body.value;
-    let raw = decode_raw(&req.raw, state.config.limits.max_message_bytes)?;
+    let (req, raw) = (body.value, body.raw);
     let thread = match &req.gmail_thread_id {
         Some(t) => Some(crate::gmail::normalise_id(t).ok_or_else(|| {
             AppError::unprocessable("invalid-gmail-id", "`gmail_thread_id` is not a Gmail id")
