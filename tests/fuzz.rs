@@ -254,7 +254,7 @@ fn drive(raw: &[u8], limits: &Limits, rules: &[Rule]) -> serde_json::Value {
         "subject": p.subject, "from": p.from, "to": p.to, "cc": p.cc, "message_id": p.message_id,
         "attachments": p.attachments.iter().map(|a| serde_json::json!({
             "index": a.index, "name": a.display_name, "content_type": a.content_type,
-            "size": a.bytes.len(), "inline": a.inline,
+            "size": a.size, "inline": a.inline,
         })).collect::<Vec<_>>(),
         "decision": format!("{outcome:?}").len(),
         "body": html.len(),

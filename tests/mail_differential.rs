@@ -44,10 +44,51 @@ fn messages(shared: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn parse(path: &Path) -> Result<ParsedMessage, String> {
+/// A parsed message with the raw bytes its attachments decode from.
+struct Parsed {
+    message: ParsedMessage,
+    raw: Vec<u8>,
+}
+
+impl std::ops::Deref for Parsed {
+    type Target = ParsedMessage;
+    fn deref(&self) -> &ParsedMessage {
+        &self.message
+    }
+}
+
+impl Parsed {
+    fn atts(&self) -> Vec<Att<'_>> {
+        self.message
+            .attachments
+            .iter()
+            .map(|a| Att {
+                bytes: a.bytes(&self.raw),
+                a,
+            })
+            .collect()
+    }
+}
+
+/// An attachment and its decoded bytes.
+struct Att<'a> {
+    a: &'a mail::ParsedAttachment,
+    bytes: Vec<u8>,
+}
+
+impl std::ops::Deref for Att<'_> {
+    type Target = mail::ParsedAttachment;
+    fn deref(&self) -> &mail::ParsedAttachment {
+        self.a
+    }
+}
+
+fn parse(path: &Path) -> Result<Parsed, String> {
     let raw = std::fs::read(path).unwrap();
-    mail::guard::run_on_parser_thread(move || mail::parse(&raw, &Limits::default()))
-        .map_err(|e| e.to_string())
+    let copy = raw.clone();
+    let message = mail::guard::run_on_parser_thread(move || mail::parse(&copy, &Limits::default()))
+        .map_err(|e| e.to_string())?;
+    Ok(Parsed { message, raw })
 }
 
 fn python(files: &[PathBuf]) -> Vec<Value> {
@@ -83,7 +124,7 @@ const MALFORMED: &[(&str, &str)] = &[
 ];
 
 /// Why a docket attachment may have no byte-identical Python part, or `None`.
-fn defensible(file: &str, att: &mail::ParsedAttachment, reference: &Value) -> Option<String> {
+fn defensible(file: &str, att: &Att, reference: &Value) -> Option<String> {
     if let Some((_, why)) = MALFORMED.iter().find(|(f, _)| *f == file) {
         return Some(format!("malformed structure: {why}"));
     }
@@ -135,7 +176,7 @@ fn attachments_equal_pythons_decoded_parts() {
         let name = file.file_name().unwrap().to_string_lossy().to_string();
         let Ok(parsed) = parse(&file) else { continue };
         let parts = reference["parts"].as_array().cloned().unwrap_or_default();
-        for att in &parsed.attachments {
+        for att in &parsed.atts() {
             checked += 1;
             let same = parts
                 .iter()
@@ -166,14 +207,14 @@ fn attachments_equal_pythons_decoded_parts() {
     assert!(checked >= 20, "only {checked} attachments checked");
 }
 
-fn case(name: &str) -> Option<ParsedMessage> {
+fn case(name: &str) -> Option<Parsed> {
     let shared = shared()?;
     Some(parse(&shared.join("cases").join(name)).unwrap())
 }
 
-fn att<'a>(p: &'a ParsedMessage, name: &str) -> &'a mail::ParsedAttachment {
-    p.attachments
-        .iter()
+fn att<'a>(p: &'a Parsed, name: &str) -> Att<'a> {
+    p.atts()
+        .into_iter()
         .find(|a| a.display_name == name)
         .unwrap_or_else(|| panic!("no attachment {name}: {:?}", names(p)))
 }
@@ -258,7 +299,7 @@ fn case_forwarded_messages_are_each_a_complete_eml() {
         return;
     };
     assert_eq!(names(&p), ["letter-1.eml", "letter-2.eml", "letter-3.eml"]);
-    for (i, a) in p.attachments.iter().enumerate() {
+    for (i, a) in p.atts().iter().enumerate() {
         let inner = mail::parse(&a.bytes, &Limits::default()).unwrap();
         assert_eq!(
             inner.message_id,

@@ -250,7 +250,7 @@ async fn store_blobs(
             blobs.put(&raw)?;
         }
         for i in &selected {
-            blobs.put(&parsed.attachments[*i].bytes)?;
+            blobs.put(&parsed.attachments[*i].bytes(&raw))?;
         }
         Ok(())
     })

@@ -231,7 +231,7 @@ async fn insert_message(
         .bind(a.index as i64)
         .bind(&a.display_name)
         .bind(&a.content_type)
-        .bind(a.bytes.len() as i64)
+        .bind(a.size as i64)
         .bind(&a.sha256)
         .execute(&mut *conn)
         .await?;

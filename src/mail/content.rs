@@ -46,9 +46,15 @@ impl TransferEncoding {
 
 /// The part's body as sent, from `raw` (the bytes `msg` was parsed from).
 pub fn raw_body<'a>(raw: &'a [u8], part: &MessagePart) -> &'a [u8] {
+    let (start, end) = raw_body_range(raw, part);
+    &raw[start..end]
+}
+
+/// Where a part's body lies in the raw message (byte offsets, clamped to it).
+pub fn raw_body_range(raw: &[u8], part: &MessagePart) -> (usize, usize) {
     let start = (part.raw_body_offset() as usize).min(raw.len());
     let end = (part.raw_end_offset() as usize).clamp(start, raw.len());
-    &raw[start..end]
+    (start, end)
 }
 
 /// A part's `Content-Transfer-Encoding`, read from the raw header (docket's parser does not

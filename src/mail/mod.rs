@@ -28,16 +28,66 @@ pub struct ParsedAttachment {
     pub index: usize,
     pub display_name: String,
     pub content_type: String,
-    /// SHA-256 of `bytes`, lowercase hex.
+    /// SHA-256 of the attachment's bytes, lowercase hex.
     pub sha256: String,
-    /// Exactly the bytes left after undoing the Content-Transfer-Encoding (see [`content`]).
-    pub bytes: Vec<u8>,
+    /// Length of the attachment's bytes.
+    pub size: usize,
+    /// Where its bytes are in the raw message; [`ParsedAttachment::bytes`] decodes them.
+    pub source: AttachmentSource,
     /// An inline part of the HTML body (a signature logo): kept, but offered unticked.
     pub inline: bool,
     /// A uuencoded `begin … end` block found in the text body rather than a MIME part.
     pub from_uuencoded_body: bool,
     /// How the part was sent (its Content-Transfer-Encoding).
     pub encoding: content::TransferEncoding,
+}
+
+/// Where an attachment's bytes come from in the raw message. They are decoded when needed
+/// (once at parse time for the hash and size, once more when stored), so that a filing
+/// never holds every decoded attachment at once: its peak is the raw message and one
+/// attachment, not twice the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachmentSource {
+    /// A MIME part's body, `raw[start..end]`, sent with `encoding`.
+    Part {
+        start: usize,
+        end: usize,
+        encoding: content::TransferEncoding,
+    },
+    /// The `block`-th uuencoded block of the text part whose body is `raw[start..end]`.
+    Uuencoded {
+        start: usize,
+        end: usize,
+        encoding: content::TransferEncoding,
+        block: usize,
+    },
+}
+
+impl ParsedAttachment {
+    /// Exactly the bytes left after undoing the Content-Transfer-Encoding (see
+    /// [`content`]), decoded from `raw`, the message this attachment was parsed from.
+    pub fn bytes(&self, raw: &[u8]) -> Vec<u8> {
+        match self.source {
+            AttachmentSource::Part {
+                start,
+                end,
+                encoding,
+            } => encoding.decode(raw.get(start..end).unwrap_or_default()),
+            AttachmentSource::Uuencoded {
+                start,
+                end,
+                encoding,
+                block,
+            } => {
+                let text = encoding.decode(raw.get(start..end).unwrap_or_default());
+                content::uudecode_blocks(&text)
+                    .into_iter()
+                    .nth(block)
+                    .map(|b| b.bytes)
+                    .unwrap_or_default()
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -217,6 +267,20 @@ fn attachments(raw: &[u8], msg: &Message) -> Vec<ParsedAttachment> {
             format!("attachment-{}", i + 1)
         };
         let bytes = content::part_bytes(raw, part);
+        let (start, end) = content::raw_body_range(raw, part);
+        let encoding = content::transfer_encoding(raw, part);
+        let source = match part.body {
+            PartType::Multipart(_) => AttachmentSource::Part {
+                start,
+                end: start,
+                encoding,
+            },
+            _ => AttachmentSource::Part {
+                start,
+                end,
+                encoding,
+            },
+        };
         // A forwarded message is named after its subject (its headers only are parsed).
         let nested_subject = || {
             let headers = guard::parser().parse_headers(&bytes[..])?;
@@ -233,10 +297,11 @@ fn attachments(raw: &[u8], msg: &Message) -> Vec<ParsedAttachment> {
             display_name: sanitize_display_name(raw_name.as_deref().unwrap_or(""), &fallback),
             content_type: content_type_of(part),
             sha256: sha256_hex(&bytes),
-            bytes,
+            size: bytes.len(),
+            source,
             inline: content::is_inline_part(raw, msg, id as usize, &parents),
             from_uuencoded_body: false,
-            encoding: content::transfer_encoding(raw, part),
+            encoding,
         });
     }
     for &id in &msg.text_body {
@@ -246,14 +311,23 @@ fn attachments(raw: &[u8], msg: &Message) -> Vec<ParsedAttachment> {
         if !matches!(part.body, PartType::Text(_)) {
             continue;
         }
-        for block in content::uudecode_blocks(&content::part_bytes(raw, part)) {
+        let (start, end) = content::raw_body_range(raw, part);
+        let encoding = content::transfer_encoding(raw, part);
+        let blocks = content::uudecode_blocks(&content::part_bytes(raw, part));
+        for (k, block) in blocks.into_iter().enumerate() {
             let i = out.len();
             out.push(ParsedAttachment {
                 index: i,
                 display_name: sanitize_display_name(&block.name, &format!("attachment-{}", i + 1)),
                 content_type: "application/octet-stream".into(),
                 sha256: sha256_hex(&block.bytes),
-                bytes: block.bytes,
+                size: block.bytes.len(),
+                source: AttachmentSource::Uuencoded {
+                    start,
+                    end,
+                    encoding,
+                    block: k,
+                },
                 inline: false,
                 from_uuencoded_body: true,
                 encoding: content::TransferEncoding::Uuencode,
@@ -379,7 +453,7 @@ fn content_fingerprint(raw: &[u8], msg: &Message, p: &ParsedMessage) -> String {
         field(a.display_name.as_bytes());
         field(a.content_type.as_bytes());
         match a.encoding {
-            content::TransferEncoding::Identity => field(&lf_line_endings(&a.bytes)),
+            content::TransferEncoding::Identity => field(&lf_line_endings(&a.bytes(raw))),
             _ => field(a.sha256.as_bytes()),
         }
     }

@@ -493,7 +493,7 @@ async fn message_card(
                     // Inline parts (signature logos) are kept but not ticked, as in Gmail.
                     let inline = if a.inline { ", inline image" } else { "" };
                     (
-                        format!("{} ({}{inline})", a.display_name, human_size(a.bytes.len())),
+                        format!("{} ({}{inline})", a.display_name, human_size(a.size)),
                         a.index.to_string(),
                         !a.inline,
                     )
@@ -874,7 +874,7 @@ async fn context_api(
         "notice": message_id_reused.then(|| crate::filing::reused_id_notice(parsed.message_id.as_deref())),
         "can_file": suggest::fileable(&ctx.user),
         "attachments": parsed.attachments.iter().map(|a| serde_json::json!({
-            "index": a.index, "name": a.display_name, "content_type": a.content_type, "size": a.bytes.len(),
+            "index": a.index, "name": a.display_name, "content_type": a.content_type, "size": a.size,
             "inline": a.inline,
         })).collect::<Vec<_>>(),
     })))
