@@ -6,7 +6,9 @@
 //!   `Content-Length` (the body, the decoded message and the parsed parts are in memory at
 //!   once), at most the whole budget, so one large message can still go through alone.
 //!   When the reservation cannot be had at once the answer is 503 `busy` with
-//!   `Retry-After`, instead of the process growing without bound under load. The reservation
+//!   `Retry-After`, instead of the process growing without bound under load (the refused
+//!   body is read and discarded first, unless the client sent `Expect: 100-continue`, so
+//!   that the client hears the 503 rather than a broken pipe). The reservation
 //!   is held until the handler is done. Only authenticated requests reserve: the body is
 //!   read by the [`MessageJson`] extractor, after the caller's token was checked.
 //! - **Body deadline.** The body must arrive within `limits.body_read_timeout_secs`;
@@ -160,11 +162,13 @@ where
             );
             return Err(AppError::too_large(detail).into_response());
         }
-        let reserved = intake
+        let Ok(reserved) = intake
             .budget
             .clone()
             .try_acquire_many_owned(intake.cost_kib(length))
-            .map_err(|_| busy())?;
+        else {
+            return Err(refuse_busy(req, &intake).await);
+        };
         let read = read_body(req.into_body(), length, intake.body_limit);
         let mut body = match tokio::time::timeout(intake.body_deadline, read).await {
             Ok(Some(b)) => b,
@@ -196,6 +200,34 @@ where
             _reserved: reserved,
         })
     }
+}
+
+/// 503 `busy`, told so that the client hears it: a client that asked
+/// `Expect: 100-continue` has sent no body yet and gets the answer at once; any other has
+/// its body read and thrown away first (within the body deadline, keeping nothing), since
+/// closing the connection under an upload in progress shows the client a broken pipe
+/// instead of the 503 and its `Retry-After`.
+async fn refuse_busy(req: Request, intake: &Intake) -> Response {
+    use futures_util::StreamExt;
+    let expects_continue = req
+        .headers()
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if !expects_continue {
+        let mut stream = req.into_body().into_data_stream();
+        let mut seen = 0usize;
+        let drain = async {
+            while let Some(Ok(chunk)) = stream.next().await {
+                seen += chunk.len();
+                if seen > intake.body_limit {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(intake.body_deadline, drain).await;
+    }
+    busy()
 }
 
 /// `application/json` or `application/<anything>+json`, as axum's `Json` accepts.

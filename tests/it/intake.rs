@@ -133,6 +133,37 @@ async fn the_budget_for_bytes_in_flight_answers_503_busy_then_frees() {
         (status, p["type"].as_str()),
         (503, Some("urn:docket:problem:busy"))
     );
+    // A client that writes its whole large body before reading (as urllib and Apps Script
+    // do) hears the 503 and its Retry-After (the body is read and thrown away), instead of
+    // the connection closing under its upload.
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    let length = 6_000_000;
+    let head = format!(
+        "POST /v1/filings HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n",
+        app.addr
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&vec![b' '; length])
+        .await
+        .expect("the whole body is taken while refusing");
+    let resp = read_response(&mut s, Duration::from_secs(10)).await;
+    assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase().contains("retry-after: 2"),
+        "{resp}"
+    );
+    // One that asked `Expect: 100-continue` gets the 503 before sending anything.
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/filings HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 8000000\r\nExpect: 100-continue\r\n\r\n",
+        app.addr
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let resp = read_response(&mut s, Duration::from_secs(10)).await;
+    assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
+    assert!(resp.contains("urn:docket:problem:busy"), "{resp}");
     // The slow client gives up: its reservation is released and filing works again.
     slow.shutdown().await.unwrap();
     drop(slow);
