@@ -315,10 +315,14 @@ async fn record(
 impl Job {
     async fn write(&self, tx: &mut Tx) -> AppResult<Recorded> {
         let now = now_rfc3339();
-        let (message_id, message_id_taken) = self.message_row(tx, &now).await?;
-        let kept = kept_attachments(tx, &message_id, &self.parsed, &self.selected).await?;
+        let (row, message_id_taken) = self.message_row(tx, &now).await?;
+        // A message inserted just now keeps every selected attachment and has no filings.
+        let kept = match row.new {
+            true => self.selected.iter().map(|i| *i as i64).collect(),
+            false => kept_attachments(tx, &row.id, &self.parsed, &self.selected).await?,
+        };
         let mut out = Recorded {
-            message_id,
+            message_id: row.id.clone(),
             message_id_taken,
             filings: Vec::new(),
             auto: Vec::new(),
@@ -344,8 +348,7 @@ impl Job {
                     on_behalf_of: None,
                 },
             };
-            let (fid, created) =
-                file_one(tx, &filer, rec, &out.message_id, &self.parsed, &kept, &now).await?;
+            let (fid, created) = file_one(tx, &filer, rec, &row, &self.parsed, &kept, &now).await?;
             match rule {
                 Some(rule) => out.auto.push((fid, rec.clone(), rule.to_string(), created)),
                 None => out.filings.push((fid, created)),
@@ -356,12 +359,12 @@ impl Job {
 
     /// The stored message for the parsed one (see [`dedup`]), inserted when new; and whether
     /// a different message took its Message-ID since [`dedup::resolve`] looked.
-    async fn message_row(&self, tx: &mut Tx, now: &str) -> AppResult<(String, bool)> {
+    async fn message_row(&self, tx: &mut Tx, now: &str) -> AppResult<(MessageRow, bool)> {
         let parsed = &self.parsed;
         let (key, stored) = dedup::stored_in_tx(tx, parsed).await?;
         let taken = key != parsed.dedup_key;
         if let Some(id) = stored {
-            return Ok((id, taken));
+            return Ok((MessageRow { id, new: false }, taken));
         }
         if !self.blobs.exists(&parsed.raw_sha256) {
             // A concurrent first filing saw the message as new, then we saw it as existing
@@ -376,7 +379,7 @@ impl Job {
         }
         let (gmail_message, gmail_thread) = (self.gmail.0.as_deref(), self.gmail.1.as_deref());
         let id = insert_message(tx, parsed, &key, gmail_message, gmail_thread, now).await?;
-        Ok((id, taken))
+        Ok((MessageRow { id, new: true }, taken))
     }
 }
 
@@ -411,23 +414,36 @@ struct Filer<'a> {
     on_behalf_of: Option<&'a str>,
 }
 
+/// The stored message a filing refers to.
+struct MessageRow {
+    id: String,
+    /// Inserted by this transaction: it has no filings yet.
+    new: bool,
+}
+
 /// One record's filing of the message: the existing one (audited as a duplicate) or a new
 /// one with its kept attachments. Returns (filing id, created).
 async fn file_one(
     tx: &mut Tx,
     filer: &Filer<'_>,
     rec: &Record,
-    message_id: &str,
+    message: &MessageRow,
     parsed: &ParsedMessage,
     kept: &[i64],
     now: &str,
 ) -> AppResult<(String, bool)> {
     let target = format!("{}:{}", rec.kind, rec.reference);
-    let existing = sqlx::query("SELECT id FROM filings WHERE message_id = $1 AND record_id = $2")
-        .bind(message_id)
-        .bind(&rec.id)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let message_id = message.id.as_str();
+    let existing = match message.new {
+        true => None,
+        false => {
+            sqlx::query("SELECT id FROM filings WHERE message_id = $1 AND record_id = $2")
+                .bind(message_id)
+                .bind(&rec.id)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+    };
     if let Some(row) = existing {
         let fid: String = row.get(0);
         let detail =
