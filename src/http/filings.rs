@@ -46,7 +46,9 @@ pub fn decode_raw(raw: &str, max: usize) -> AppResult<Vec<u8>> {
             "the message is larger than the limit of {max} bytes"
         )));
     }
-    let bytes = B64URL.decode(raw.trim_end()).map_err(|e| {
+    // Trailing ASCII white space only, as the in-place decoder of the intake does.
+    let text = raw.trim_end_matches(|c: char| c.is_ascii_whitespace());
+    let bytes = B64URL.decode(text).map_err(|e| {
         AppError::bad_request("invalid-base64", format!("`raw` is not base64url: {e}"))
     })?;
     if bytes.len() > max {

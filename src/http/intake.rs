@@ -171,8 +171,7 @@ where
         };
         let read = read_body(req.into_body(), length, intake.body_limit);
         let mut body = match tokio::time::timeout(intake.body_deadline, read).await {
-            Ok(Some(b)) => b,
-            Ok(None) => return Err(unreadable(intake.body_limit)),
+            Ok(read) => read?,
             Err(_) => return Err(body_timeout(intake.body_deadline)),
         };
         let mut value = axum::Json::<T>::from_bytes(&body)
@@ -248,23 +247,24 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// The whole body in one buffer sized by `Content-Length`; `None` when it ends early, or
-/// grows past `limit`.
-async fn read_body(body: Body, length: Option<usize>, limit: usize) -> Option<Vec<u8>> {
+/// The whole body in one buffer sized by `Content-Length`; a 413 problem when it grows past
+/// `limit` (a chunked body announces no length), a 400 when it ends early.
+async fn read_body(body: Body, length: Option<usize>, limit: usize) -> Result<Vec<u8>, Response> {
     use futures_util::StreamExt;
     let mut buf = Vec::with_capacity(length.unwrap_or(0).min(limit));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.ok()?;
+        let chunk = chunk.map_err(|_| unreadable(limit))?;
         if buf.len() + chunk.len() > limit {
-            return None;
+            let detail = format!("the request body is over the limit of {limit} bytes");
+            return Err(AppError::too_large(detail).into_response());
         }
         buf.extend_from_slice(&chunk);
     }
     if length.is_some_and(|n| n != buf.len()) {
-        return None;
+        return Err(unreadable(limit));
     }
-    Some(buf)
+    Ok(buf)
 }
 
 /// Decodes the base64url text at `buf[start..start + len]` into `buf` itself, which then
@@ -298,6 +298,14 @@ fn decode_in_place(
     while read < end {
         let n = CHUNK.min(end - read);
         input[..n].copy_from_slice(&buf[read..read + n]);
+        // Padding ends the text: in a chunk that is not the last it is a misplaced symbol,
+        // which a chunk decoded alone would take for its own end.
+        if read + n < end {
+            if let Some(at) = input[..n].iter().position(|b| *b == b'=') {
+                let e = base64::DecodeError::InvalidByte(at, b'=');
+                return Err(invalid_base64(e.into(), read - start));
+            }
+        }
         let k = crate::http::filings::B64URL
             .decode_slice(&input[..n], &mut output)
             .map_err(|e| invalid_base64(e, read - start))?;
@@ -374,6 +382,22 @@ mod tests {
     use super::*;
     use crate::http::filings::decode_raw;
 
+    /// A body without a length (chunked) that grows past the limit is a 413, like one that
+    /// announces too much; one shorter than it announced is a 400.
+    #[tokio::test]
+    async fn a_chunked_body_over_the_limit_is_a_413() {
+        let chunks = || {
+            let chunk = axum::body::Bytes::from(vec![b' '; 600]);
+            futures_util::stream::iter((0..3).map(move |_| Ok::<_, std::io::Error>(chunk.clone())))
+        };
+        let over = read_body(Body::from_stream(chunks()), None, 1000).await;
+        assert_eq!(over.unwrap_err().status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let short = read_body(Body::from_stream(chunks()), Some(5000), 10_000).await;
+        assert_eq!(short.unwrap_err().status(), StatusCode::BAD_REQUEST);
+        let whole = read_body(Body::from_stream(chunks()), None, 10_000).await;
+        assert_eq!(whole.unwrap().len(), 1800);
+    }
+
     /// `raw` inside a JSON body, decoded in place, answers exactly as `decode_raw` does: the
     /// same bytes, or the same problem (status, kind and detail, offsets included).
     #[test]
@@ -398,7 +422,12 @@ mod tests {
             };
             let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             let mut text = engines[round % 2].encode(&bytes);
-            match next() % 6 {
+            match next() % 7 {
+                // Padding at the end of the first 4 KiB chunk, then more text.
+                3 => {
+                    text = engines[0].encode(&bytes[..bytes.len().min(3070)]);
+                    text.push_str(&engines[1].encode(&bytes[bytes.len().min(3070)..]));
+                }
                 0 if !text.is_empty() => {
                     let at = (next() as usize) % text.len();
                     text.replace_range(at..at + 1, "!");

@@ -8,6 +8,10 @@
 //!   HTTP), `414` (URI over 65,534 bytes) and `431` (head over hyper's buffer, or over 100
 //!   header fields). hyper writes these with an empty body; [`Guarded`] replaces that head
 //!   with the same status as `application/problem+json` (RFC 9457), like every other error.
+//!   Only on a connection that has not yet passed a request to the router: before that,
+//!   the only bytes hyper can write are such an answer, while afterwards a write may begin
+//!   anywhere inside a response body (which a sender of mail controls). A malformed request
+//!   later on a keep-alive connection therefore still gets hyper's bare answer.
 
 use std::future::Future;
 use std::io;
@@ -75,12 +79,15 @@ fn connection(
     let late = std.try_clone()?;
     let stream = TcpStream::from_std(std)?;
     let mid_request = Arc::new(AtomicBool::new(false));
+    let dispatched = Arc::new(AtomicBool::new(false));
     let io = Guarded {
         inner: stream,
         mid_request: mid_request.clone(),
+        dispatched: dispatched.clone(),
         replacing: None,
     };
     let service = hyper::service::service_fn(move |mut req: axum::http::Request<Incoming>| {
+        dispatched.store(true, Ordering::SeqCst);
         req.extensions_mut().insert(ConnectInfo(peer));
         app.clone().oneshot(req.map(axum::body::Body::new))
     });
@@ -111,9 +118,12 @@ fn connection(
 /// The connection's socket, seen by hyper. It notes whether a request is partly received
 /// (bytes read since the last answer), answers a header timeout in that state with 408, and
 /// swaps hyper's own bodiless 400/414/431 heads for problem responses.
-struct Guarded {
-    inner: TcpStream,
+struct Guarded<IO> {
+    inner: IO,
     mid_request: Arc<AtomicBool>,
+    /// A request has reached the router on this connection: from then on, writes are
+    /// responses (bodies included) and are never inspected.
+    dispatched: Arc<AtomicBool>,
     /// A replacement being written: (bytes, written so far, length of hyper's head it stands for).
     replacing: Option<(Vec<u8>, usize, usize)>,
 }
@@ -132,7 +142,7 @@ fn automatic_error(buf: &[u8]) -> Option<StatusCode> {
     head.contains("\r\ncontent-length: 0").then_some(status)
 }
 
-impl Guarded {
+impl<IO: AsyncWrite + Unpin> Guarded<IO> {
     fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         while let Some((bytes, done, stands_for)) = &mut self.replacing {
             if *done == bytes.len() {
@@ -150,7 +160,7 @@ impl Guarded {
     }
 }
 
-impl AsyncRead for Guarded {
+impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -165,7 +175,7 @@ impl AsyncRead for Guarded {
     }
 }
 
-impl AsyncWrite for Guarded {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -173,7 +183,8 @@ impl AsyncWrite for Guarded {
     ) -> Poll<io::Result<usize>> {
         if self.replacing.is_none() {
             self.mid_request.store(false, Ordering::Relaxed);
-            if let Some(status) = automatic_error(buf) {
+            let first_answer = !self.dispatched.load(Ordering::SeqCst);
+            if let Some(status) = automatic_error(buf).filter(|_| first_answer) {
                 let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
                 self.replacing = Some((raw_problem_response(status, None), 0, end));
             }
@@ -213,5 +224,37 @@ mod tests {
         );
         let body_says_it = b"HTTP/1.1 404 Not Found\r\ncontent-length: 12\r\n\r\nHTTP/1.1 400 ";
         assert_eq!(automatic_error(body_says_it), None);
+    }
+
+    /// Once a request reached the router, writes are responses: a write that starts inside
+    /// a body with bytes that look like hyper's bare 400 passes through untouched (a mail's
+    /// sender controls the bytes of a downloaded message).
+    #[tokio::test]
+    async fn only_a_connections_first_answer_is_ever_replaced() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let lookalike = b"HTTP/1.1 400 X\r\ncontent-length: 0\r\n\r\n".repeat(3);
+        for dispatched in [false, true] {
+            let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+            let mut io = Guarded {
+                inner: ours,
+                mid_request: Arc::new(AtomicBool::new(false)),
+                dispatched: Arc::new(AtomicBool::new(dispatched)),
+                replacing: None,
+            };
+            let mut written = 0;
+            while written < lookalike.len() {
+                written += io.write(&lookalike[written..]).await.unwrap();
+            }
+            drop(io);
+            let mut out = Vec::new();
+            theirs.read_to_end(&mut out).await.unwrap();
+            if dispatched {
+                assert_eq!(out, lookalike, "a response body is never rewritten");
+            } else {
+                let text = String::from_utf8_lossy(&out);
+                assert!(text.starts_with("HTTP/1.1 400 Bad Request"), "{text}");
+                assert!(text.contains("urn:docket:problem:bad-request"), "{text}");
+            }
+        }
     }
 }
