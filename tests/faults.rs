@@ -256,6 +256,21 @@ impl Rig {
         (status, body)
     }
 
+    /// Every acknowledged (filing id, message) reads back byte-identical.
+    async fn assert_read_back(&self, base: &str, acked: &[(String, Vec<u8>)]) {
+        for (id, raw) in acked {
+            let r = self
+                .http
+                .get(format!("{base}/v1/filings/{id}/raw"))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "acknowledged filing {id} is lost");
+            assert_eq!(&r.bytes().await.unwrap()[..], &raw[..]);
+        }
+    }
+
     async fn ready(&self, base: &str) -> bool {
         reqwest::get(format!("{base}/readyz"))
             .await
@@ -354,17 +369,7 @@ async fn faults_lose_nothing(point: Point, pool: u32) {
     server.0.kill().unwrap();
     server.0.wait().unwrap();
     let (_server, base) = rig.start(false).await;
-    for (id, raw) in &acked {
-        let r = rig
-            .http
-            .get(format!("{base}/v1/filings/{id}/raw"))
-            .bearer_auth(&rig.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "acknowledged filing {id} is lost");
-        assert_eq!(&r.bytes().await.unwrap()[..], &raw[..]);
-    }
+    rig.assert_read_back(&base, &acked).await;
     let mut c = rig.docket(0);
     c.args(["audit", "verify", "--tenant", "a.test"]);
     assert!(run_ok(c).contains("intact"));
@@ -712,17 +717,7 @@ async fn catalogue_write_faults_leave_no_half_made_firm(pool: u32) {
     server.0.wait().unwrap();
     let (_server, base) = rig.start(false).await;
     rig.token = alice;
-    for (id, raw) in &acked {
-        let r = rig
-            .http
-            .get(format!("{base}/v1/filings/{id}/raw"))
-            .bearer_auth(&rig.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "acknowledged filing {id} is lost");
-        assert_eq!(&r.bytes().await.unwrap()[..], &raw[..]);
-    }
+    rig.assert_read_back(&base, &acked).await;
     for tenant in ["a.test", "b.test"] {
         let mut c = rig.docket(0);
         c.args(["audit", "verify", "--tenant", tenant]);

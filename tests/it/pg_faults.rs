@@ -63,6 +63,51 @@ async fn file(app: &TestApp, tok: &str, raw: &[u8]) -> (u16, Value) {
     (status, r.json().await.unwrap())
 }
 
+/// A 5xx means "maybe": a retry of each answers 200 (it was stored) or 201 (it was not).
+async fn retry_failed(
+    app: &TestApp,
+    tok: &str,
+    failed: Vec<Vec<u8>>,
+    acked: &mut Vec<(String, Vec<u8>)>,
+) {
+    for raw in failed {
+        match file(app, tok, &raw).await {
+            (200 | 201, v) => acked.push((id_of(&v), raw)),
+            (s, v) => panic!("retry answered {s}: {v}"),
+        }
+    }
+}
+
+/// Every acknowledged filing reads back byte-identical from `base`, the audit chain
+/// verifies, and there is one message and one filing per acknowledged message.
+async fn assert_all_there(
+    http: &reqwest::Client,
+    base: &str,
+    tok: &str,
+    acked: &[(String, Vec<u8>)],
+    t: &docket::tenancy::Tenant,
+) {
+    for (id, raw) in acked {
+        let r = http
+            .get(format!("{base}/v1/filings/{id}/raw"))
+            .bearer_auth(tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "acknowledged filing {id} is lost");
+        assert_eq!(&r.bytes().await.unwrap()[..], &raw[..]);
+    }
+    assert!(matches!(
+        docket::audit::verify(&t.db).await.unwrap(),
+        docket::audit::ChainStatus::Intact { .. }
+    ));
+    let (messages, filings, _, _) = counts(t).await;
+    assert_eq!(
+        (messages, filings),
+        (acked.len() as i64, acked.len() as i64)
+    );
+}
+
 fn id_of(v: &Value) -> String {
     v["filings"][0]["id"].as_str().unwrap().to_string()
 }
@@ -114,12 +159,7 @@ async fn killed_mid_commit(pool: u32) {
         let r = app.http.get(format!("{}/readyz", app.base)).send().await;
         assert_eq!(r.unwrap().status(), 200);
     }
-    for raw in failed {
-        match file(&app, &tok, &raw).await {
-            (200 | 201, v) => acked.push((id_of(&v), raw)),
-            (s, v) => panic!("retry answered {s}: {v}"),
-        }
-    }
+    retry_failed(&app, &tok, failed, &mut acked).await;
     // Restart on the same catalogue: everything acknowledged is there, byte for byte.
     app.stop().await;
     let again = Application::build(app.config.clone(), Mode::Serve)
@@ -128,27 +168,8 @@ async fn killed_mid_commit(pool: u32) {
     let base = format!("http://{}", again.local_addr());
     let state = again.state();
     tokio::spawn(async move { again.run(std::future::pending()).await });
-    for (id, raw) in &acked {
-        let r = app
-            .http
-            .get(format!("{base}/v1/filings/{id}/raw"))
-            .bearer_auth(&tok)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "acknowledged filing {id} is lost");
-        assert_eq!(&r.bytes().await.unwrap()[..], &raw[..]);
-    }
     let t = state.catalog.tenant(&app.firm_a.id).await.unwrap();
-    assert!(matches!(
-        docket::audit::verify(&t.db).await.unwrap(),
-        docket::audit::ChainStatus::Intact { .. }
-    ));
-    let (messages, filings, _, _) = counts(&t).await;
-    assert_eq!(
-        (messages, filings),
-        (acked.len() as i64, acked.len() as i64)
-    );
+    assert_all_there(&app.http, &base, &tok, &acked, &t).await;
     state.catalog.close().await;
 }
 
@@ -388,33 +409,9 @@ async fn server_restart(mode: &'static str) {
             _ => panic!("unexpected {s}: {v}"),
         }
     }
-    for raw in failed {
-        match file(&app, &tok, &raw).await {
-            (200 | 201, v) => acked.push((id_of(&v), raw)),
-            (s, v) => panic!("retry answered {s}: {v}"),
-        }
-    }
-    for (id, raw) in &acked {
-        let r = app
-            .http
-            .get(format!("{}/v1/filings/{id}/raw", app.base))
-            .bearer_auth(&tok)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "acknowledged filing {id} is lost");
-        assert_eq!(&r.bytes().await.unwrap()[..], &raw[..]);
-    }
+    retry_failed(&app, &tok, failed, &mut acked).await;
     let t = app.tenant(&app.firm_a).await;
-    assert!(matches!(
-        docket::audit::verify(&t.db).await.unwrap(),
-        docket::audit::ChainStatus::Intact { .. }
-    ));
-    let (messages, filings, _, _) = counts(&t).await;
-    assert_eq!(
-        (messages, filings),
-        (acked.len() as i64, acked.len() as i64)
-    );
+    assert_all_there(&app.http, &app.base, &tok, &acked, &t).await;
     let r = app.http.get(format!("{}/readyz", app.base)).send().await;
     assert_eq!(r.unwrap().status(), 200);
     drop(app);
