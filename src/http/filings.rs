@@ -40,17 +40,30 @@ pub(crate) const B64URL: GeneralPurpose = GeneralPurpose::new(
 );
 
 pub fn decode_raw(raw: &str, max: usize) -> AppResult<Vec<u8>> {
-    // Cheap size check before decoding anything.
-    if raw.len() / 4 * 3 > max + 3 {
+    // Trailing ASCII white space only, as the in-place decoder of the intake does.
+    let text = raw.trim_end_matches(|c: char| c.is_ascii_whitespace());
+    check_encoded_len(text.len(), max)?;
+    let bytes = B64URL.decode(text).map_err(invalid_base64)?;
+    check_decoded(bytes, max)
+}
+
+/// Cheap size check of `raw`'s text before decoding anything: 413 when it cannot fit `max`.
+pub(crate) fn check_encoded_len(len: usize, max: usize) -> AppResult<()> {
+    if len / 4 * 3 > max + 3 {
         return Err(AppError::too_large(format!(
             "the message is larger than the limit of {max} bytes"
         )));
     }
-    // Trailing ASCII white space only, as the in-place decoder of the intake does.
-    let text = raw.trim_end_matches(|c: char| c.is_ascii_whitespace());
-    let bytes = B64URL.decode(text).map_err(|e| {
-        AppError::bad_request("invalid-base64", format!("`raw` is not base64url: {e}"))
-    })?;
+    Ok(())
+}
+
+/// 400 `invalid-base64`, with the decoder's complaint.
+pub(crate) fn invalid_base64(e: impl std::fmt::Display) -> AppError {
+    AppError::bad_request("invalid-base64", format!("`raw` is not base64url: {e}"))
+}
+
+/// The decoded message: 413 over `max`, 422 `not-an-email` when empty.
+pub(crate) fn check_decoded(bytes: Vec<u8>, max: usize) -> AppResult<Vec<u8>> {
     if bytes.len() > max {
         return Err(AppError::too_large(format!(
             "the message is {} bytes; the limit is {max}",

@@ -31,6 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use serde::de::{Deserializer, Visitor};
 
 use super::extract::json_rejection;
+use super::filings;
 
 use crate::config::Limits;
 use crate::error::AppError;
@@ -188,7 +189,7 @@ where
             }
             RawField::Copied(text) => {
                 drop(body);
-                crate::http::filings::decode_raw(&text, intake.max_message)
+                filings::decode_raw(&text, intake.max_message)
             }
             RawField::Taken => Err(AppError::internal(anyhow::anyhow!("`raw` taken twice"))),
         }
@@ -287,11 +288,7 @@ fn decode_in_place(
             .rev()
             .take_while(|b| b.is_ascii_whitespace())
             .count();
-    if trimmed / 4 * 3 > max + 3 {
-        return Err(AppError::too_large(format!(
-            "the message is larger than the limit of {max} bytes"
-        )));
-    }
+    filings::check_encoded_len(trimmed, max)?;
     let (mut read, end, mut written) = (start, start + trimmed, 0);
     let mut input = [0u8; CHUNK];
     let mut output = [0u8; CHUNK / 4 * 3];
@@ -306,7 +303,7 @@ fn decode_in_place(
                 return Err(invalid_base64(e.into(), read - start));
             }
         }
-        let k = crate::http::filings::B64URL
+        let k = filings::B64URL
             .decode_slice(&input[..n], &mut output)
             .map_err(|e| invalid_base64(e, read - start))?;
         buf[written..written + k].copy_from_slice(&output[..k]);
@@ -314,16 +311,7 @@ fn decode_in_place(
     }
     buf.truncate(written);
     buf.shrink_to_fit();
-    if buf.len() > max {
-        return Err(AppError::too_large(format!(
-            "the message is {} bytes; the limit is {max}",
-            buf.len()
-        )));
-    }
-    if buf.is_empty() {
-        return Err(AppError::unprocessable("not-an-email", "`raw` is empty"));
-    }
-    Ok(std::mem::take(buf))
+    filings::check_decoded(std::mem::take(buf), max)
 }
 
 /// The decoder's complaint, with offsets counted from the start of `raw`.
@@ -342,7 +330,7 @@ fn invalid_base64(e: base64::DecodeSliceError, base: usize) -> AppError {
         DecodeSliceError::DecodeError(other) => other,
         DecodeSliceError::OutputSliceTooSmall => DecodeError::InvalidLength(0),
     };
-    AppError::bad_request("invalid-base64", format!("`raw` is not base64url: {e}"))
+    filings::invalid_base64(e)
 }
 
 fn unreadable(limit: usize) -> Response {
