@@ -4,7 +4,7 @@
 pub mod crypto;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -121,7 +121,7 @@ impl TenantBlobs {
             create_private_dir(&self.root)?;
             create_private_dir(dir)?;
         }
-        let sealed = self.key.seal(plaintext, &blob_aad(&self.tenant_id, &id));
+        let aad = blob_aad(&self.tenant_id, &id);
         let tmp = dir.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
         let result = (|| -> io::Result<()> {
             let mut f = OpenOptions::new()
@@ -131,7 +131,8 @@ impl TenantBlobs {
                 .open(&tmp)?;
             // Whatever the umask.
             f.set_permissions(fs::Permissions::from_mode(0o600))?;
-            f.write_all(&sealed)?;
+            // Sealed segment by segment straight into the file: no copy of the blob.
+            self.key.seal_segmented(plaintext, &aad, &mut f)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;
             File::open(dir)?.sync_all()?;

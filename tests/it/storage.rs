@@ -34,7 +34,11 @@ both_backends!(blobs_are_encrypted_at_rest, |app: TestApp| async move {
             .any(|w| w == marker.as_bytes()),
         "plaintext found on disk"
     );
-    assert_eq!(&on_disk[..4], b"DKT1");
+    assert_eq!(
+        &on_disk[..4],
+        b"DKT2",
+        "blobs are sealed segment by segment"
+    );
     // Two encryptions of the same content use different nonces (random 96-bit).
     let (key, _) = docket::storage::crypto::Key::generate();
     assert_ne!(key.seal(b"x", b"a")[4..16], key.seal(b"x", b"a")[4..16]);
