@@ -1350,12 +1350,17 @@ async fn run(cfg: Cfg) {
         cfg.query_reps
     );
     let reps = cfg.query_reps;
-    let gmail = &app.state.gmail;
+    let (gmail, budget) = (&app.state.gmail, &app.state.budget);
     let gmail_event_id = format!("msg-f:{OPEN_GMAIL_ID}");
     let gmail_event_id = gmail_event_id.as_str();
     let gmail_fetch = time_reps(reps, || async move {
         gmail
-            .get_raw("ya29.bench-user", "bench-message-token", gmail_event_id)
+            .get_raw(
+                "ya29.bench-user",
+                "bench-message-token",
+                gmail_event_id,
+                budget,
+            )
             .await
             .expect("Gmail fetch")
     })

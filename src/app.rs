@@ -124,6 +124,7 @@ impl Application {
         );
         let state = AppState::new(StateInner {
             gmail,
+            budget: crate::budget::Budget::new(config.limits.max_bytes_in_flight),
             config,
             catalog: Arc::new(catalog),
             verifier,

@@ -2,6 +2,7 @@
 //! (GOOGLE.md §2). A plain HTTP call: google-gmail1 cannot send `X-Goog-Gmail-Access-Token`
 //! and rejects unpadded base64 in `raw`.
 
+use crate::budget::{Budget, Reservation};
 use std::time::Duration;
 
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -57,6 +58,8 @@ pub enum GmailError {
     TooLarge(usize),
     #[error("the Gmail message id {0:?} is not valid")]
     BadId(String),
+    #[error("docket is handling as many messages as its memory budget allows; try again shortly")]
+    Busy,
 }
 
 #[derive(Deserialize)]
@@ -66,11 +69,21 @@ struct RawMessage {
     thread_id: Option<String>,
 }
 
-/// The message's raw RFC 822 bytes and its Gmail thread id.
+/// The message's raw RFC 822 bytes and its Gmail thread id, with the share of the message
+/// budget ([`crate::budget`]) it was read under: keep `held` as long as `raw` is in use.
 pub struct FetchedMessage {
     pub id: String,
     pub thread_id: Option<String>,
     pub raw: Vec<u8>,
+    pub held: Reservation,
+}
+
+/// A thread's message ids, listed through domain-wide delegation, and the delegated access
+/// token to read each one with ([`GmailClient::get_delegated`]).
+pub struct DelegatedThread {
+    token: String,
+    /// At most 100, in the thread's order.
+    pub ids: Vec<String>,
 }
 
 pub struct GmailClient {
@@ -102,13 +115,27 @@ impl GmailClient {
     }
 
     /// `users.messages.get?format=raw` with the user's OAuth token and the per-message token.
+    /// The answer is read under `budget`: [`GmailError::Busy`] when it cannot cover it.
     pub async fn get_raw(
         &self,
         user_oauth_token: &str,
         message_token: &str,
         message_id: &str,
+        budget: &Budget,
     ) -> Result<FetchedMessage, GmailError> {
-        self.get_raw_with(user_oauth_token, Some(message_token), message_id)
+        self.get_raw_with(user_oauth_token, Some(message_token), message_id, budget)
+            .await
+    }
+
+    /// One message of a thread listed by [`GmailClient::thread_as_user`], read like
+    /// [`GmailClient::get_raw`] with the delegated token.
+    pub async fn get_delegated(
+        &self,
+        thread: &DelegatedThread,
+        message_id: &str,
+        budget: &Budget,
+    ) -> Result<FetchedMessage, GmailError> {
+        self.get_raw_with(&thread.token, None, message_id, budget)
             .await
     }
 
@@ -117,6 +144,7 @@ impl GmailClient {
         oauth_token: &str,
         message_token: Option<&str>,
         message_id: &str,
+        budget: &Budget,
     ) -> Result<FetchedMessage, GmailError> {
         let id =
             normalise_id(message_id).ok_or_else(|| GmailError::BadId(message_id.to_string()))?;
@@ -145,7 +173,8 @@ impl GmailClient {
                 return Err(GmailError::Unavailable(s));
             }
         }
-        let body = self.read_bounded(resp).await?;
+        let mut held = budget.empty();
+        let body = self.read_bounded(resp, budget, &mut held).await?;
         let body: RawMessage = serde_json::from_slice(&body).map_err(|_| GmailError::Malformed)?;
         let raw = B64URL_ANY
             .decode(body.raw.trim_end())
@@ -154,17 +183,29 @@ impl GmailClient {
             id,
             thread_id: body.thread_id.and_then(|t| normalise_id(&t)),
             raw,
+            held,
         })
     }
 }
 
 impl GmailClient {
-    /// The answer's body, refused as soon as it is over `max_answer_bytes`.
-    async fn read_bounded(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, GmailError> {
+    /// The answer's body, refused as soon as it is over `max_answer_bytes`; `held` grows
+    /// with it, and the read stops with [`GmailError::Busy`] when `budget` cannot cover it.
+    async fn read_bounded(
+        &self,
+        mut resp: reqwest::Response,
+        budget: &Budget,
+        held: &mut Reservation,
+    ) -> Result<Vec<u8>, GmailError> {
         let max = self.max_answer_bytes;
         let too_large = || GmailError::TooLarge(max / 4 * 3);
         if resp.content_length().is_some_and(|n| n as usize > max) {
             return Err(too_large());
+        }
+        if let Some(n) = resp.content_length() {
+            if !budget.try_grow(held, n as usize) {
+                return Err(GmailError::Busy);
+            }
         }
         let mut body = Vec::new();
         loop {
@@ -177,6 +218,9 @@ impl GmailClient {
             };
             if body.len() + chunk.len() > max {
                 return Err(too_large());
+            }
+            if !budget.try_grow(held, body.len() + chunk.len()) {
+                return Err(GmailError::Busy);
             }
             body.extend_from_slice(&chunk);
         }
@@ -209,16 +253,16 @@ pub fn parse_delegation_key(
 }
 
 impl GmailClient {
-    /// Every message of a thread, read as `user` through a service account with
-    /// domain-wide delegation (google-gmail1 + yup-oauth2, `subject` = the user). The thread
-    /// listing goes through google-gmail1; each raw message is fetched like [`Self::get_raw`]
-    /// because google-gmail1 rejects unpadded `raw`.
+    /// The messages of a thread (the first 100), listed as `user` through a service account
+    /// with domain-wide delegation (google-gmail1 + yup-oauth2, `subject` = the user). Each
+    /// is then read with [`Self::get_delegated`], one at a time under the message budget
+    /// (google-gmail1 is not used for that: it rejects unpadded `raw`).
     pub async fn thread_as_user(
         &self,
         key_json: &str,
         user: &str,
         thread_id: &str,
-    ) -> Result<Vec<FetchedMessage>, GmailError> {
+    ) -> Result<DelegatedThread, GmailError> {
         use google_gmail1::{hyper_rustls, hyper_util, yup_oauth2, Gmail};
         let thread =
             normalise_id(thread_id).ok_or_else(|| GmailError::BadId(thread_id.to_string()))?;
@@ -285,17 +329,14 @@ impl GmailClient {
                     GmailError::Unavailable(0)
                 }
             })?;
-        let mut out = Vec::new();
-        for id in listed
+        let ids = listed
             .messages
             .unwrap_or_default()
             .into_iter()
             .filter_map(|m| m.id)
             .take(100)
-        {
-            out.push(self.get_raw_with(&token, None, &id).await?);
-        }
-        Ok(out)
+            .collect();
+        Ok(DelegatedThread { token, ids })
     }
 
     fn timeout(&self) -> Duration {

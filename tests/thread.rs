@@ -145,11 +145,72 @@ fn event(op: &str, targets: &[&str]) -> Value {
     })
 }
 
+/// The fake token endpoint and Gmail API on loopback, serving `messages` as one thread, and
+/// docket pointed at them (`configure` adjusts the rest). Returns the fake, its base URL and
+/// the app.
+async fn start(
+    sa_key: &rsa::RsaPrivateKey,
+    messages: Arc<Vec<(String, Vec<u8>)>>,
+    configure: impl FnOnce(&mut docket::config::Config) + Send + 'static,
+) -> (Fake, String, TestApp) {
+    let b64 = |b: Vec<u8>| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let fake = Fake {
+        seen: Default::default(),
+        key_n: b64(sa_key.n().to_bytes_be()),
+        key_e: b64(sa_key.e().to_bytes_be()),
+        token_uri: Default::default(),
+        messages,
+    };
+    let router = axum::Router::new()
+        .route("/token", post(token))
+        .route("/gmail/v1/users/me/threads/{id}", get(thread))
+        .route("/gmail/v1/users/me/messages/{id}", get(message))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    *fake.token_uri.lock().unwrap() = format!("{base}token");
+    let gmail_base = base.clone();
+    let app = TestApp::spawn_with(Backend::Sqlite, move |c| {
+        c.addon.public_url = Some("https://docket.test".into());
+        c.addon.service_account = Some(ADDON_SA.into());
+        c.addon.oauth_client_id = Some(ADDON_CLIENT.into());
+        c.addon.gmail_api_url = gmail_base;
+        configure(c);
+    })
+    .await
+    .unwrap();
+    (fake, base, app)
+}
+
+/// The service account's key file, as an admin would upload it.
+fn key_json(sa_key: &rsa::RsaPrivateKey, base: &str) -> String {
+    json!({
+        "type": "service_account", "project_id": "firm-a", "private_key_id": "k1",
+        "private_key": sa_key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+        "client_email": SA_EMAIL, "client_id": "1", "token_uri": format!("{base}token"),
+    })
+    .to_string()
+}
+
+/// An add-on event posted as Google posts it; the card JSON (always HTTP 200).
+async fn add_on_post(app: &TestApp, path: &'static str, body: Value) -> Value {
+    let r = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .bearer_auth(system_token(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn whole_thread_is_filed_through_delegation_and_idempotently() {
     // The service account's key, generated here.
     let sa_key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
-    let b64 = |b: Vec<u8>| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     let messages = Arc::new(vec![
         (
             "18c0000000000001".to_string(),
@@ -164,47 +225,8 @@ async fn whole_thread_is_filed_through_delegation_and_idempotently() {
             email("Re: Thread start", Some("<t2@acme.com>"), &[]),
         ),
     ]);
-    let fake = Fake {
-        seen: Default::default(),
-        key_n: b64(sa_key.n().to_bytes_be()),
-        key_e: b64(sa_key.e().to_bytes_be()),
-        token_uri: Default::default(),
-        messages: messages.clone(),
-    };
-    let router = axum::Router::new()
-        .route("/token", post(token))
-        .route("/gmail/v1/users/me/threads/{id}", get(thread))
-        .route("/gmail/v1/users/me/messages/{id}", get(message))
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    *fake.token_uri.lock().unwrap() = format!("{base}token");
-
-    let gmail_base = base.clone();
-    let app = TestApp::spawn_with(Backend::Sqlite, move |c| {
-        c.addon.public_url = Some("https://docket.test".into());
-        c.addon.service_account = Some(ADDON_SA.into());
-        c.addon.oauth_client_id = Some(ADDON_CLIENT.into());
-        c.addon.gmail_api_url = gmail_base;
-    })
-    .await
-    .unwrap();
-    let post = |path: &'static str, body: Value| {
-        let http = app.http.clone();
-        let url = format!("{}{path}", app.base);
-        async move {
-            let r = http
-                .post(url)
-                .bearer_auth(system_token(path))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.json::<Value>().await.unwrap()
-        }
-    };
+    let (fake, base, app) = start(&sa_key, messages.clone(), |_| {}).await;
+    let post = |path: &'static str, body: Value| add_on_post(&app, path, body);
 
     // Without a delegation key the action explains itself and files nothing.
     let out = post("/addon/action", event("file_thread", &["matter:M-1"])).await;
@@ -221,12 +243,7 @@ async fn whole_thread_is_filed_through_delegation_and_idempotently() {
         "{card}"
     );
 
-    let key_json = json!({
-        "type": "service_account", "project_id": "firm-a", "private_key_id": "k1",
-        "private_key": sa_key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
-        "client_email": SA_EMAIL, "client_id": "1", "token_uri": format!("{base}token"),
-    })
-    .to_string();
+    let key_json = key_json(&sa_key, &base);
     app.state
         .catalog
         .set_delegation_key(&app.firm_a.id, Some(&key_json))
@@ -321,4 +338,64 @@ async fn whole_thread_is_filed_through_delegation_and_idempotently() {
         "Thread filed to M-1: 0 new"
     );
     assert_eq!(counts(&t).await.1, 2);
+}
+
+/// Messages read from Gmail hold their share of the message budget: with the budget spent,
+/// opening a message gets a card saying so and a thread files nothing; and a thread is read
+/// one message at a time, so a thread larger than the budget files whole when each of its
+/// messages fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gmail_reads_hold_their_share_of_the_message_budget() {
+    let sa_key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    // 1 MiB of budget; each message is ~200 KB, ~270 KB as Gmail's base64url answer, whose
+    // share (3 ×) is ~790 KiB: one fits, two at once do not.
+    let messages: Vec<(String, Vec<u8>)> = (1..=4u8)
+        .map(|i| {
+            let id = format!("18c000000000000{i}");
+            let subject = format!("Budget thread {i}");
+            let mid = format!("<budget-thread-{i}@acme.com>");
+            let pdf = noise(200_000, i);
+            let raw = email(
+                &subject,
+                Some(mid.as_str()),
+                &[("big.pdf", "application/pdf", pdf)],
+            );
+            (id, raw)
+        })
+        .collect();
+    let (_fake, base, app) = start(&sa_key, Arc::new(messages), |c| {
+        c.limits.max_bytes_in_flight = 1 << 20;
+    })
+    .await;
+    let full = app.state.budget.available_kib();
+    assert_eq!(full, 1024);
+    app.state
+        .catalog
+        .set_delegation_key(&app.firm_a.id, Some(&key_json(&sa_key, &base)))
+        .await
+        .unwrap();
+    let t = app.tenant(&app.firm_a).await;
+
+    let spent = app.state.budget.try_reserve(usize::MAX).expect("all of it");
+    let card = add_on_post(&app, "/addon/message", event("open", &[])).await;
+    assert!(card.to_string().contains("memory budget"), "{card}");
+    let out = add_on_post(&app, "/addon/action", event("file_thread", &["matter:M-1"])).await;
+    assert!(out.to_string().contains("0 new"), "{out}");
+    assert!(out.to_string().contains("memory budget"), "{out}");
+    assert_eq!(counts(&t).await.1, 0);
+    drop(spent);
+
+    let card = add_on_post(&app, "/addon/message", event("open", &[])).await;
+    assert!(card.to_string().contains("Budget thread 1"), "{card}");
+    let out = add_on_post(&app, "/addon/action", event("file_thread", &["matter:M-1"])).await;
+    assert_eq!(
+        out["renderActions"]["action"]["notification"]["text"], "Thread filed to M-1: 4 new",
+        "{out}"
+    );
+    assert_eq!(counts(&t).await.1, 4);
+    assert_eq!(
+        app.state.budget.available_kib(),
+        full,
+        "every share given back"
+    );
 }

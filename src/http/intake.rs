@@ -2,9 +2,10 @@
 //! `POST /v1/addon/context`, the rules dry runs): a process-wide budget for bytes in
 //! flight, and a deadline for reading the body.
 //!
-//! - **Budget.** Before its body is read, a request reserves [`COST_FACTOR`] × its
-//!   `Content-Length` (the body, the decoded message and the parsed parts are in memory at
-//!   once), at most the whole budget, so one large message can still go through alone.
+//! - **Budget** ([`crate::budget`]). Before its body is read, a request reserves
+//!   [`crate::budget::COST_FACTOR`] × its `Content-Length` (the body, the decoded message
+//!   and the parsed parts are in memory at once), at most the whole budget, so one large
+//!   message can still go through alone. The dry runs hold theirs through [`within_budget`].
 //!   When the reservation cannot be had at once the answer is 503 `busy` with
 //!   `Retry-After`, instead of the process growing without bound under load (the refused
 //!   body is read and discarded first, unless the client sent `Expect: 100-continue`, so
@@ -26,26 +27,19 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use serde::de::{Deserializer, Visitor};
 
 use super::extract::json_rejection;
 use super::filings;
 
+use crate::budget::{Budget, Reservation, RETRY_AFTER_SECS};
 use crate::config::Limits;
 use crate::error::AppError;
 
-/// Bytes held in memory per byte of request body while a message is handled.
-pub const COST_FACTOR: usize = 3;
-/// Seconds a refused client is asked to wait.
-pub const RETRY_AFTER_SECS: u64 = 2;
-const KIB: usize = 1024;
-
 /// The shared budget and deadline.
 pub struct Intake {
-    budget: Arc<Semaphore>,
-    total_kib: usize,
+    budget: Budget,
     body_deadline: Duration,
     body_limit: usize,
     /// Largest decoded message (`limits.max_message_bytes`).
@@ -54,25 +48,56 @@ pub struct Intake {
 
 impl Intake {
     /// From the configured limits; `body_limit` is the largest body a message route takes.
-    pub fn new(limits: &Limits, body_limit: usize) -> Arc<Intake> {
-        let total_kib = (limits.max_bytes_in_flight / KIB).clamp(1, Semaphore::MAX_PERMITS);
+    pub fn new(limits: &Limits, budget: Budget, body_limit: usize) -> Arc<Intake> {
         Arc::new(Intake {
-            budget: Arc::new(Semaphore::new(total_kib)),
-            total_kib,
+            budget,
             body_deadline: Duration::from_secs(limits.body_read_timeout_secs),
             body_limit,
             max_message: limits.max_message_bytes,
         })
     }
 
-    /// KiB a request of `content_length` bytes reserves (the body limit when unknown).
-    fn cost_kib(&self, content_length: Option<usize>) -> u32 {
+    /// The share for a body of `content_length` bytes (the body limit when unknown).
+    fn try_reserve(&self, content_length: Option<usize>) -> Option<Reservation> {
         let bytes = content_length
             .unwrap_or(self.body_limit)
-            .min(self.body_limit)
-            .saturating_mul(COST_FACTOR);
-        (bytes.div_ceil(KIB)).clamp(1, self.total_kib) as u32
+            .min(self.body_limit);
+        self.budget.try_reserve(bytes)
     }
+}
+
+/// Middleware for routes that take a whole message in a body of their own making (the
+/// rules dry runs: JSON with any base64, or a console upload): the request holds its share
+/// of the budget, by `Content-Length` (the route's body limit when chunked), while its
+/// handler runs; 413 when the announced body is over `body_limit`, 503 `busy` when the
+/// budget cannot cover it now.
+pub async fn within_budget(req: Request, next: axum::middleware::Next) -> Response {
+    let Some(intake) = req.extensions().get::<Arc<Intake>>().cloned() else {
+        let e = anyhow::anyhow!("a budgeted route without an intake");
+        return AppError::internal(e).into_response();
+    };
+    let length = content_length(req.headers());
+    if let Some(n) = length.filter(|n| *n > intake.body_limit) {
+        return too_large(n, intake.body_limit);
+    }
+    let Some(share) = intake.try_reserve(length) else {
+        return refuse_busy(req, &intake).await;
+    };
+    let answer = next.run(req).await;
+    drop(share);
+    answer
+}
+
+fn content_length(headers: &axum::http::HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+fn too_large(length: usize, limit: usize) -> Response {
+    let detail = format!("the request body is {length} bytes; the limit is {limit}");
+    AppError::too_large(detail).into_response()
 }
 
 /// The JSON body of a request that carries a message, read under the intake's budget and
@@ -85,7 +110,7 @@ pub struct MessageJson<T> {
     pub value: T,
     /// The message, decoded from the body's `raw` (base64url, padded or not).
     pub raw: Vec<u8>,
-    _reserved: OwnedSemaphorePermit,
+    _reserved: Reservation,
 }
 
 /// A body type with a `raw` field of type [`RawField`], which the intake takes out.
@@ -151,23 +176,11 @@ where
             )
             .into_response());
         }
-        let length = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
+        let length = content_length(req.headers());
         if let Some(n) = length.filter(|n| *n > intake.body_limit) {
-            let detail = format!(
-                "the request body is {n} bytes; the limit is {}",
-                intake.body_limit
-            );
-            return Err(AppError::too_large(detail).into_response());
+            return Err(too_large(n, intake.body_limit));
         }
-        let Ok(reserved) = intake
-            .budget
-            .clone()
-            .try_acquire_many_owned(intake.cost_kib(length))
-        else {
+        let Some(reserved) = intake.try_reserve(length) else {
             return Err(refuse_busy(req, &intake).await);
         };
         let read = read_body(req.into_body(), length, intake.body_limit);

@@ -38,6 +38,9 @@ pub struct StateInner {
     pub verifier: GoogleVerifier,
     /// Reads the open message for the HTTP-runtime add-on.
     pub gmail: crate::gmail::GmailClient,
+    /// Bytes of messages in memory (`limits.max_bytes_in_flight`), shared by every route
+    /// that holds one and by the Gmail reads.
+    pub budget: crate::budget::Budget,
     /// Present only in `docket dev`.
     pub dev: Option<Arc<DevRuntime>>,
 }
@@ -60,14 +63,16 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     // base64 inflates by 4/3; leave room for the JSON around it.
     let body_limit = state.config.limits.max_message_bytes / 3 * 4 + 1024 * 1024;
-    let intake = intake::Intake::new(&state.config.limits, body_limit);
+    let intake = intake::Intake::new(&state.config.limits, state.budget.clone(), body_limit);
     let mut app = Router::new()
         .merge(health::router())
         .merge(addon::router(body_limit, intake.clone()))
         .merge(view::router())
         .merge(admin::router())
         .merge(console::router())
-        .merge(filings::router(intake).layer(DefaultBodyLimit::max(body_limit)));
+        .merge(filings::router(intake.clone()).layer(DefaultBodyLimit::max(body_limit)))
+        // For the routes that hold their share through `intake::within_budget`.
+        .layer(axum::Extension(intake));
     if state.dev.is_some() {
         app = app.merge(dev::router());
     }

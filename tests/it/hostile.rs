@@ -113,6 +113,48 @@ async fn console_dry_run_survives_deep_nesting() {
     }
 }
 
+/// The dry runs hold their share of the message budget while they run: with the budget
+/// spent both answer 503 `busy` (the console's form still loads), and run once it is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dry_runs_hold_their_share_of_the_message_budget() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let t = app.tenant(&app.firm_a).await;
+    let token = access_token(&t, "adam@a.test", &[Scope::Admin]).await;
+    let (cookie, csrf) = admin_session(&app, &t, "adam@a.test").await;
+    let raw = email("Budget", Some("<dry-run-budget@acme.com>"), &[]);
+    let api = || {
+        app.http
+            .post(format!("{}/v1/admin/rules/dry-run", app.base))
+            .bearer_auth(&token)
+            .json(&json!({ "raw": b64url(&raw) }))
+            .send()
+    };
+    let full = app.state.budget.available_kib();
+    let spent = app.state.budget.try_reserve(usize::MAX).expect("all of it");
+    let resp = api().await.unwrap();
+    assert_eq!(resp.headers()["retry-after"], "2");
+    let (status, p) = problem(resp).await;
+    assert_eq!(
+        (status, p["type"].as_str()),
+        (503, Some("urn:docket:problem:busy"))
+    );
+    let (status, page) = upload_eml(&app, &cookie, &csrf, &raw).await;
+    assert_eq!(status, 503, "{page}");
+    let form = app
+        .http
+        .get(format!("{}/console/rules/dry-run", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 200, "the form takes no share");
+    drop(spent);
+    assert_eq!(api().await.unwrap().status(), 200);
+    let (status, page) = upload_eml(&app, &cookie, &csrf, &raw).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(app.state.budget.available_kib(), full, "shares given back");
+}
+
 async fn upload_eml(app: &TestApp, cookie: &str, csrf: &str, eml: &[u8]) -> (u16, String) {
     let boundary = "----docket-hostile-upload-7MA4YWxk";
     let mut body = format!(

@@ -276,6 +276,8 @@ struct OpenMessage {
     parsed: ParsedMessage,
     gmail_id: Option<String>,
     thread_id: Option<String>,
+    /// The message's share of the message budget, held while it is in memory.
+    _held: crate::budget::Reservation,
 }
 
 async fn open_message(state: &AppState, ev: &AddonEvent) -> Result<OpenMessage, CardFailure> {
@@ -294,13 +296,16 @@ async fn open_message(state: &AppState, ev: &AddonEvent) -> Result<OpenMessage, 
         .user_o_auth_token
         .clone()
         .unwrap_or_default();
-    let fetched = state.gmail.get_raw(&oauth, &access, &id).await?;
+    let fetched = state
+        .gmail
+        .get_raw(&oauth, &access, &id, &state.budget)
+        .await?;
     let thread_id = fetched.thread_id.clone().or_else(|| {
         g.and_then(|g| g.thread_id.as_deref())
             .and_then(crate::gmail::normalise_id)
     });
     let limits = state.config.limits.clone();
-    let raw = fetched.raw;
+    let (raw, held) = (fetched.raw, fetched.held);
     let (raw, parsed) = mail::guard::isolated(move || {
         let parsed = mail::parse(&raw, &limits);
         Ok((raw, parsed))
@@ -311,6 +316,7 @@ async fn open_message(state: &AppState, ev: &AddonEvent) -> Result<OpenMessage, 
         parsed: parsed?,
         gmail_id: Some(fetched.id),
         thread_id,
+        _held: held,
     })
 }
 
@@ -656,16 +662,24 @@ async fn file_thread_action(
     let Some(thread) = ev.gmail.as_ref().and_then(|g| g.thread_id.as_deref()) else {
         return cards::notify("No thread is open.");
     };
-    let messages = match state
+    let listed = match state
         .gmail
         .thread_as_user(&key, &ctx.user.email, thread)
         .await
     {
-        Ok(m) => m,
+        Ok(t) => t,
         Err(e) => return cards::update(failure_card(s, e.into()), None),
     };
     let (mut created, mut existing, mut failed) = (0, 0, Vec::new());
-    for m in messages {
+    // One message in memory at a time, each under the message budget.
+    for id in &listed.ids {
+        let m = match state.gmail.get_delegated(&listed, id, &state.budget).await {
+            Ok(m) => m,
+            Err(e) => {
+                failed.push(e.to_string());
+                continue;
+            }
+        };
         let result = filing::file_message(
             &ctx.tenant,
             &state.config.limits,

@@ -145,6 +145,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(dry_run_rules))
+                .layer(axum::middleware::from_fn(
+                    crate::http::intake::within_budget,
+                ))
                 .layer(dry_run_body_limit()),
         )
 }

@@ -26,9 +26,13 @@ pub fn router() -> Router<AppState> {
         .route("/console/rules/new", get(new_form).post(create))
         .route(
             "/console/rules/dry-run",
-            get(dry_run_form)
-                .post(dry_run_post)
-                .layer(dry_run_body_limit()),
+            get(dry_run_form).merge(
+                post(dry_run_post)
+                    .layer::<_, std::convert::Infallible>(axum::middleware::from_fn(
+                        crate::http::intake::within_budget,
+                    ))
+                    .layer(dry_run_body_limit()),
+            ),
         )
         .route("/console/rules/{id}", get(edit_form).post(save))
         .route("/console/rules/{id}/delete", post(delete))
