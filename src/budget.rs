@@ -14,9 +14,10 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Bytes held in memory per byte of message text read: the text, the decoded message and
-/// the parsed parts are in memory at once.
-pub const COST_FACTOR: usize = 3;
+/// Bytes reserved per byte of message text read. Measured from outside, one filing peaks at
+/// about 1.05 × its request body (the body is decoded in place and blobs are sealed
+/// segment by segment); 2 leaves room for the parsed parts and the allocator's slack.
+pub const COST_FACTOR: usize = 2;
 /// Seconds a refused client is asked to wait (`Retry-After`).
 pub const RETRY_AFTER_SECS: u64 = 2;
 const KIB: usize = 1024;
@@ -97,16 +98,16 @@ mod tests {
     #[test]
     fn shares_are_counted_grown_capped_and_given_back() {
         let b = Budget::new(300 * KIB);
-        let first = b.try_reserve(50 * KIB).expect("150 KiB of 300");
+        let first = b.try_reserve(75 * KIB).expect("150 KiB of 300");
         assert_eq!(b.available_kib(), 150);
         let mut grown = b.empty();
-        assert!(b.try_grow(&mut grown, 40 * KIB));
-        assert!(b.try_grow(&mut grown, 50 * KIB));
+        assert!(b.try_grow(&mut grown, 60 * KIB));
+        assert!(b.try_grow(&mut grown, 75 * KIB));
         assert_eq!(b.available_kib(), 0);
-        assert!(!b.try_grow(&mut grown, 51 * KIB), "over the budget");
+        assert!(!b.try_grow(&mut grown, 76 * KIB), "over the budget");
         assert!(b.try_reserve(1).is_none());
         drop(first);
-        assert!(b.try_grow(&mut grown, 51 * KIB));
+        assert!(b.try_grow(&mut grown, 76 * KIB));
         drop(grown);
         assert_eq!(b.available_kib(), 300);
         // One share is at most the whole budget: a large message alone still fits.

@@ -347,8 +347,8 @@ async fn whole_thread_is_filed_through_delegation_and_idempotently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gmail_reads_hold_their_share_of_the_message_budget() {
     let sa_key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
-    // 1 MiB of budget; each message is ~200 KB, ~270 KB as Gmail's base64url answer, whose
-    // share (3 ×) is ~790 KiB: one fits, two at once do not.
+    // 1 MiB of budget; each message is ~275 KB (a 200 KB attachment in base64), ~365 KB as
+    // Gmail's base64url answer, whose share (2 ×) is ~715 KiB: one fits, two at once do not.
     let messages: Vec<(String, Vec<u8>)> = (1..=4u8)
         .map(|i| {
             let id = format!("18c000000000000{i}");

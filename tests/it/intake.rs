@@ -87,7 +87,7 @@ async fn a_body_that_does_not_arrive_is_a_408_and_an_oversize_one_a_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_budget_for_bytes_in_flight_answers_503_busy_then_frees() {
-    // 1 MiB in flight: one request announcing 400 KB reserves it all (3 × 400 KB, capped).
+    // 1 MiB in flight: one request announcing 600 KB reserves it all (2 × 600 KB, capped).
     let app = TestApp::spawn_with(Backend::Sqlite, |c| {
         c.limits.max_bytes_in_flight = 1 << 20;
         c.limits.body_read_timeout_secs = 30;
@@ -105,7 +105,7 @@ async fn the_budget_for_bytes_in_flight_answers_503_busy_then_frees() {
     let mut refused = None;
     let mut slow = None;
     for _ in 0..20 {
-        let s = start_request(&app, "/v1/filings", &token, 400_000, b"{\"raw\": \"").await;
+        let s = start_request(&app, "/v1/filings", &token, 600_000, b"{\"raw\": \"").await;
         // Let it be authenticated and reserve before filing beside it.
         let mut first = [0u8; 1];
         let answered = tokio::time::timeout(Duration::from_millis(300), s.peek(&mut first)).await;
