@@ -4,7 +4,8 @@
 //!
 //! - **Budget** ([`crate::budget`]). Before its body is read, a request reserves
 //!   [`crate::budget::COST_FACTOR`] × its `Content-Length` (the body, the decoded message
-//!   and the parsed parts are in memory at once), at most the whole budget, so one large
+//!   and the parsed parts are in memory at once; a chunked body, which announces no
+//!   length, grows its share as it arrives), at most the whole budget, so one large
 //!   message can still go through alone. The dry runs hold theirs through [`within_budget`].
 //!   When the reservation cannot be had at once the answer is 503 `busy` with
 //!   `Retry-After`, instead of the process growing without bound under load (the refused
@@ -180,10 +181,15 @@ where
         if let Some(n) = length.filter(|n| *n > intake.body_limit) {
             return Err(too_large(n, intake.body_limit));
         }
-        let Some(reserved) = intake.try_reserve(length) else {
+        // A chunked body announces no length: its share grows as it arrives.
+        let reserved = match length {
+            Some(n) => intake.budget.try_reserve(n),
+            None => Some(intake.budget.empty()),
+        };
+        let Some(mut reserved) = reserved else {
             return Err(refuse_busy(req, &intake).await);
         };
-        let read = read_body(req.into_body(), length, intake.body_limit);
+        let read = read_body(req.into_body(), length, &intake, &mut reserved);
         let mut body = match tokio::time::timeout(intake.body_deadline, read).await {
             Ok(read) => read?,
             Err(_) => return Err(body_timeout(intake.body_deadline)),
@@ -221,7 +227,6 @@ where
 /// closing the connection under an upload in progress shows the client a broken pipe
 /// instead of the 503 and its `Retry-After`.
 async fn refuse_busy(req: Request, intake: &Intake) -> Response {
-    use futures_util::StreamExt;
     let expects_continue = req
         .headers()
         .get(header::EXPECT)
@@ -229,16 +234,8 @@ async fn refuse_busy(req: Request, intake: &Intake) -> Response {
         .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     if !expects_continue {
         let mut stream = req.into_body().into_data_stream();
-        let mut seen = 0usize;
-        let drain = async {
-            while let Some(Ok(chunk)) = stream.next().await {
-                seen += chunk.len();
-                if seen > intake.body_limit {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(intake.body_deadline, drain).await;
+        let drained = drain(&mut stream, intake.body_limit);
+        let _ = tokio::time::timeout(intake.body_deadline, drained).await;
     }
     busy()
 }
@@ -262,9 +259,17 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
 }
 
 /// The whole body in one buffer sized by `Content-Length`; a 413 problem when it grows past
-/// `limit` (a chunked body announces no length), a 400 when it ends early.
-async fn read_body(body: Body, length: Option<usize>, limit: usize) -> Result<Vec<u8>, Response> {
+/// the body limit (a chunked body announces no length), a 400 when it ends early, and 503
+/// `busy` (the rest of the body read and thrown away) when `held` cannot grow to cover a
+/// chunked body as it arrives.
+async fn read_body(
+    body: Body,
+    length: Option<usize>,
+    intake: &Intake,
+    held: &mut Reservation,
+) -> Result<Vec<u8>, Response> {
     use futures_util::StreamExt;
+    let limit = intake.body_limit;
     let mut buf = Vec::with_capacity(length.unwrap_or(0).min(limit));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -273,12 +278,29 @@ async fn read_body(body: Body, length: Option<usize>, limit: usize) -> Result<Ve
             let detail = format!("the request body is over the limit of {limit} bytes");
             return Err(AppError::too_large(detail).into_response());
         }
+        if !intake.budget.try_grow(held, buf.len() + chunk.len()) {
+            drop(std::mem::take(&mut buf));
+            drain(&mut stream, limit).await;
+            return Err(busy());
+        }
         buf.extend_from_slice(&chunk);
     }
     if length.is_some_and(|n| n != buf.len()) {
         return Err(unreadable(limit));
     }
     Ok(buf)
+}
+
+/// Reads and throws away what is left of a body, up to `limit` bytes.
+async fn drain(stream: &mut axum::body::BodyDataStream, limit: usize) {
+    use futures_util::StreamExt;
+    let mut seen = 0usize;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len();
+        if seen > limit {
+            break;
+        }
+    }
 }
 
 /// Decodes the base64url text at `buf[start..start + len]` into `buf` itself, which then
@@ -383,20 +405,56 @@ mod tests {
     use super::*;
     use crate::http::filings::decode_raw;
 
+    fn intake(body_limit: usize, budget_bytes: usize) -> Arc<Intake> {
+        Intake::new(&Limits::default(), Budget::new(budget_bytes), body_limit)
+    }
+
+    fn chunks() -> Body {
+        let chunk = axum::body::Bytes::from(vec![b' '; 600]);
+        let three = (0..3).map(move |_| Ok::<_, std::io::Error>(chunk.clone()));
+        Body::from_stream(futures_util::stream::iter(three))
+    }
+
     /// A body without a length (chunked) that grows past the limit is a 413, like one that
     /// announces too much; one shorter than it announced is a 400.
     #[tokio::test]
     async fn a_chunked_body_over_the_limit_is_a_413() {
-        let chunks = || {
-            let chunk = axum::body::Bytes::from(vec![b' '; 600]);
-            futures_util::stream::iter((0..3).map(move |_| Ok::<_, std::io::Error>(chunk.clone())))
-        };
-        let over = read_body(Body::from_stream(chunks()), None, 1000).await;
+        let (small, large) = (intake(1000, 1 << 20), intake(10_000, 1 << 20));
+        let mut held = small.budget.empty();
+        let over = read_body(chunks(), None, &small, &mut held).await;
         assert_eq!(over.unwrap_err().status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let short = read_body(Body::from_stream(chunks()), Some(5000), 10_000).await;
+        let mut held = large.budget.empty();
+        let short = read_body(chunks(), Some(5000), &large, &mut held).await;
         assert_eq!(short.unwrap_err().status(), StatusCode::BAD_REQUEST);
-        let whole = read_body(Body::from_stream(chunks()), None, 10_000).await;
+        let mut held = large.budget.empty();
+        let whole = read_body(chunks(), None, &large, &mut held).await;
         assert_eq!(whole.unwrap().len(), 1800);
+    }
+
+    /// A chunked body's share grows as it arrives (2 × 1,800 bytes: 4 KiB), instead of
+    /// reserving the whole body limit up front; when the budget cannot cover the next chunk
+    /// the answer is 503 `busy`, and the share is given back.
+    #[tokio::test]
+    async fn a_chunked_body_takes_its_share_as_it_arrives() {
+        let roomy = intake(10_000_000, 1 << 20);
+        let mut held = roomy.budget.empty();
+        let whole = read_body(chunks(), None, &roomy, &mut held).await;
+        assert_eq!(whole.unwrap().len(), 1800);
+        assert_eq!(
+            roomy.budget.available_kib(),
+            1024 - 4,
+            "4 KiB, not 2 × 10 MB"
+        );
+        // 2 KiB of 4 taken by someone else: the first chunk's 2 KiB fit, the second's not.
+        let tight = intake(10_000_000, 4 * 1024);
+        let _other = tight.budget.try_reserve(1024).unwrap();
+        let mut held = tight.budget.empty();
+        let refused = read_body(chunks(), None, &tight, &mut held).await;
+        let refused = refused.unwrap_err();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()[header::RETRY_AFTER], "2");
+        drop(held);
+        assert_eq!(tight.budget.available_kib(), 2);
     }
 
     /// `raw` inside a JSON body, decoded in place, answers exactly as `decode_raw` does: the
