@@ -49,6 +49,10 @@ pub async fn open_catalog(config: &Config, key: Key) -> anyhow::Result<Catalog> 
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// With `tls.*`: the certificate, loaded at start (a bad pair stops the start).
+    tls: Option<http::tls::Tls>,
+    /// With `tls.redirect_http_listen`: the plain-HTTP listener that redirects to HTTPS.
+    redirect: Option<TcpListener>,
 }
 
 impl Application {
@@ -60,6 +64,16 @@ impl Application {
             bail!("invalid configuration: `google.client_ids` (DOCKET_GOOGLE__CLIENT_IDS) is required: the OAuth client id(s) your add-on's tokens are issued for");
         }
         let key = master_key(&config, mode, true)?;
+        let tls = match config.tls.enabled() {
+            true => Some(http::tls::load(&config.tls).context("invalid TLS configuration")?),
+            false => None,
+        };
+        let redirect = match config.tls.redirect_http_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} (`tls.redirect_http_listen`)")
+            })?),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(
                 "cannot listen on {} (`listen`, DOCKET_LISTEN)",
@@ -130,11 +144,20 @@ impl Application {
             verifier,
             dev,
         });
-        Ok(Application { listener, state })
+        Ok(Application {
+            listener,
+            state,
+            tls,
+            redirect,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener")
+    }
+    /// The plain-HTTP redirect listener's address (`tls.redirect_http_listen`), if any.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect.as_ref().and_then(|l| l.local_addr().ok())
     }
     pub fn port(&self) -> u16 {
         self.local_addr().port()
@@ -162,11 +185,27 @@ impl Application {
             );
         }
         let header_timeout = self.state.config.limits.header_read_timeout_secs;
+        let reload_every = self.state.config.tls.reload_interval_secs;
+        let acceptor = self.tls.map(|tls| {
+            tls.store
+                .spawn_reloader(std::time::Duration::from_secs(reload_every));
+            tls.acceptor
+        });
+        let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
+        if let Some(redirect) = self.redirect {
+            let https_port = self.listener.local_addr()?.port();
+            tokio::spawn(http::tls::redirect_http(
+                redirect,
+                https_port,
+                shutdown.clone(),
+            ));
+        }
         let app = http::router(self.state);
         http::serve::serve(
             self.listener,
             app,
             std::time::Duration::from_secs(header_timeout),
+            acceptor,
             shutdown,
         )
         .await?;

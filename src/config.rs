@@ -42,6 +42,48 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub maintenance: MaintenanceConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// Built-in TLS (`src/http/tls.rs`). Off unless both files are given.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the leaf (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Seconds between checks of the two files for a new certificate (SIGHUP checks at once).
+    #[serde(default = "default_tls_reload")]
+    pub reload_interval_secs: u64,
+    /// Also listen here for plain HTTP, answering every request with a 308 to HTTPS.
+    #[serde(default)]
+    pub redirect_http_listen: Option<SocketAddr>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            reload_interval_secs: default_tls_reload(),
+            redirect_http_listen: None,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether docket terminates TLS itself.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some() && self.key_file.is_some()
+    }
+}
+
+fn default_tls_reload() -> u64 {
+    10
 }
 
 /// The sweep that removes what failed filings leave behind.
@@ -85,7 +127,8 @@ pub struct AdminConfig {
     /// A session ends this long after sign-in, however active.
     #[serde(default = "default_absolute_hours")]
     pub session_absolute_hours: u64,
-    /// Mark cookies `Secure` (and name them `__Host-`). Default: when `addon.public_url` is https.
+    /// Mark cookies `Secure` (and name them `__Host-`). Default: when TLS is on (`tls.*`) or
+    /// `addon.public_url` is https.
     #[serde(default)]
     pub secure_cookies: Option<bool>,
     /// Send `Strict-Transport-Security` (TLS deployments). Default: same as secure cookies.
@@ -395,6 +438,7 @@ impl Default for Config {
             log: LogConfig::default(),
             admin: AdminConfig::default(),
             maintenance: MaintenanceConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -461,6 +505,15 @@ impl Config {
         if a.reset_link_minutes == 0 || a.reset_link_minutes > 24 * 60 {
             bail!("invalid configuration: `admin.reset_link_minutes` must be 1..=1440");
         }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            bail!("invalid configuration: `tls.cert_file` and `tls.key_file` (DOCKET_TLS__CERT_FILE, DOCKET_TLS__KEY_FILE) go together");
+        }
+        if self.tls.reload_interval_secs == 0 {
+            bail!("invalid configuration: `tls.reload_interval_secs` must be positive");
+        }
+        if self.tls.redirect_http_listen.is_some() && !self.tls.enabled() {
+            bail!("invalid configuration: `tls.redirect_http_listen` needs `tls.cert_file` and `tls.key_file`");
+        }
         if self.maintenance.sweep_grace_minutes < MIN_SWEEP_GRACE_MINUTES {
             bail!("invalid configuration: `maintenance.sweep_grace_minutes` must be at least {MIN_SWEEP_GRACE_MINUTES}");
         }
@@ -497,13 +550,16 @@ impl Config {
         Ok(None)
     }
 
-    /// Whether cookies are `Secure`: explicit, else when the public URL is https.
+    /// Whether cookies are `Secure`: explicit, else when docket serves TLS itself or the
+    /// public URL is https.
     pub fn secure_cookies(&self) -> bool {
         self.admin.secure_cookies.unwrap_or_else(|| {
-            self.addon
-                .public_url
-                .as_deref()
-                .is_some_and(|u| u.starts_with("https://"))
+            self.tls.enabled()
+                || self
+                    .addon
+                    .public_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("https://"))
         })
     }
 

@@ -9,6 +9,7 @@ pub mod filings;
 pub mod health;
 pub mod intake;
 pub mod serve;
+pub mod tls;
 pub mod view;
 
 use std::sync::Arc;

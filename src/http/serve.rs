@@ -34,10 +34,13 @@ use tower::ServiceExt;
 use crate::error::raw_problem_response;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests in flight finish.
+/// With `tls`, every connection is a TLS one (see [`crate::http::tls`]); its handshake must
+/// finish within `header_read_timeout` as well.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     header_read_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -56,9 +59,18 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        match connection(stream, peer, app.clone(), header_read_timeout, &graceful) {
-            Ok(conn) => drop(tokio::spawn(conn)),
-            Err(e) => tracing::warn!(error = %e, "cannot set up a connection"),
+        let conn = Conn {
+            peer,
+            app: app.clone(),
+            header_read_timeout,
+            watcher: graceful.watcher(),
+        };
+        match &tls {
+            None => match conn.plain(stream) {
+                Ok(conn) => drop(tokio::spawn(conn)),
+                Err(e) => tracing::warn!(error = %e, "cannot set up a connection"),
+            },
+            Some(acceptor) => drop(tokio::spawn(conn.tls(acceptor.clone(), stream))),
         }
     }
     drop(listener);
@@ -66,39 +78,67 @@ pub async fn serve(
     Ok(())
 }
 
-/// Drives one connection; answers a head that stalls with 408 before closing.
-fn connection(
-    stream: TcpStream,
+/// What one accepted connection is served with.
+struct Conn {
     peer: SocketAddr,
     app: Router,
     header_read_timeout: Duration,
-    graceful: &hyper_util::server::graceful::GracefulShutdown,
-) -> io::Result<impl Future<Output = ()> + Send + 'static> {
-    // A second handle on the socket, to answer 408 after hyper has given the connection up.
-    let std = stream.into_std()?;
-    let late = std.try_clone()?;
-    let stream = TcpStream::from_std(std)?;
-    let mid_request = Arc::new(AtomicBool::new(false));
-    let dispatched = Arc::new(AtomicBool::new(false));
-    let io = Guarded {
-        inner: stream,
-        mid_request: mid_request.clone(),
-        dispatched: dispatched.clone(),
-        replacing: None,
-    };
-    let service = hyper::service::service_fn(move |mut req: axum::http::Request<Incoming>| {
-        dispatched.store(true, Ordering::SeqCst);
-        req.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(req.map(axum::body::Body::new))
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .serve_connection(TokioIo::new(io), service);
-    let conn = graceful.watch(conn);
-    Ok(async move {
-        if let Err(e) = conn.await {
-            if e.is_timeout() && mid_request.load(Ordering::Relaxed) {
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Conn {
+    /// A plain-HTTP connection; a head that stalls is answered 408 before closing.
+    fn plain(self, stream: TcpStream) -> io::Result<impl Future<Output = ()> + Send + 'static> {
+        // A second handle on the socket, to answer 408 after hyper has given the connection up.
+        let std = stream.into_std()?;
+        let late = std.try_clone()?;
+        let stream = TcpStream::from_std(std)?;
+        Ok(self.drive(stream, Some(late)))
+    }
+
+    /// A TLS connection: the handshake, then HTTP. A head that stalls closes the connection
+    /// (the 408 would have to go through the TLS session hyper has given up).
+    async fn tls(self, acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream) {
+        let peer = self.peer;
+        match tokio::time::timeout(self.header_read_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => self.drive(tls, None).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time"),
+        }
+    }
+
+    async fn drive<IO>(self, io: IO, late: Option<std::net::TcpStream>)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            peer,
+            app,
+            header_read_timeout,
+            watcher,
+        } = self;
+        let mid_request = Arc::new(AtomicBool::new(false));
+        let dispatched = Arc::new(AtomicBool::new(false));
+        let io = Guarded {
+            inner: io,
+            mid_request: mid_request.clone(),
+            dispatched: dispatched.clone(),
+            replacing: None,
+        };
+        let service = hyper::service::service_fn(move |mut req: axum::http::Request<Incoming>| {
+            dispatched.store(true, Ordering::SeqCst);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .serve_connection(TokioIo::new(io), service);
+        let Err(e) = watcher.watch(conn).await else {
+            return;
+        };
+        match late {
+            Some(late) if e.is_timeout() && mid_request.load(Ordering::Relaxed) => {
                 tracing::info!(%peer, "request head not received in time: 408");
                 let answer = raw_problem_response(
                     StatusCode::REQUEST_TIMEOUT,
@@ -107,12 +147,10 @@ fn connection(
                 // The send buffer of a connection that is still reading its request has room;
                 // a client that has gone misses nothing.
                 let _ = std::io::Write::write_all(&mut &late, &answer);
-            } else {
-                tracing::debug!(%peer, error = %e, "connection ended");
             }
+            _ => tracing::debug!(%peer, error = %e, "connection ended"),
         }
-        drop(late);
-    })
+    }
 }
 
 /// The connection's socket, seen by hyper. It notes whether a request is partly received

@@ -189,6 +189,8 @@ impl Drop for PgDb {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The plain-HTTP redirect listener (`tls.redirect_http_listen`), when configured.
+    pub redirect_addr: Option<SocketAddr>,
     pub base: String,
     pub state: AppState,
     pub http: reqwest::Client,
@@ -260,6 +262,7 @@ impl TestApp {
             .await
             .expect("app builds");
         let addr = app.local_addr();
+        let redirect_addr = app.redirect_addr();
         let state = app.state();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -310,6 +313,7 @@ impl TestApp {
         Some(TestApp {
             base: format!("http://{addr}"),
             addr,
+            redirect_addr,
             state,
             http: reqwest::Client::new(),
             jwks,

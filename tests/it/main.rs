@@ -18,3 +18,4 @@ mod pg_faults;
 mod rules;
 mod storage;
 mod teams;
+mod tls;
