@@ -10,6 +10,20 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/static/docket-logo.png", get(logo))
+}
+
+/// The add-on's logo (`logoUrl` in `addon/http/deployment.json` and the Apps Script
+/// manifest): 96 × 96 PNG, cacheable for a day.
+async fn logo() -> impl axum::response::IntoResponse {
+    use axum::http::header;
+    (
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_bytes!("../../static/docket-logo.png").as_slice(),
+    )
 }
 
 /// Ready when the catalogue answers and every open tenant's database takes writes (probed

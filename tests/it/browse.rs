@@ -425,3 +425,32 @@ async fn a_walled_admin_sees_neither_the_filings_nor_their_export() {
         200
     );
 }
+
+/// The logo both add-on manifests name (`logoUrl`) is served, as a cacheable PNG.
+#[tokio::test]
+async fn the_add_on_logo_is_served() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    for manifest in [
+        "addon/http/deployment.json",
+        "addon/apps-script/appsscript.json",
+    ] {
+        let text = std::fs::read_to_string(format!("{root}/{manifest}")).unwrap();
+        assert!(text.contains("/static/docket-logo.png\""), "{manifest}");
+    }
+    let r = app
+        .http
+        .get(format!("{}/static/docket-logo.png", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert_eq!(r.headers()["cache-control"], "public, max-age=86400");
+    let png = r.bytes().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    assert_eq!(
+        png[..],
+        std::fs::read(format!("{root}/static/docket-logo.png")).unwrap()[..]
+    );
+}
