@@ -53,6 +53,8 @@ pub struct Application {
     tls: Option<http::tls::Tls>,
     /// With `tls.redirect_http_listen`: the plain-HTTP listener that redirects to HTTPS.
     redirect: Option<TcpListener>,
+    /// `GET /metrics` (`metrics.listen`), unless `off`.
+    metrics: Option<TcpListener>,
 }
 
 impl Application {
@@ -71,6 +73,18 @@ impl Application {
         let redirect = match config.tls.redirect_http_listen {
             Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
                 format!("cannot listen on {addr} (`tls.redirect_http_listen`)")
+            })?),
+            None => None,
+        };
+        let metrics = match config.metrics.address()? {
+            // `docket dev` must not collide with a server (or another dev) on the default.
+            Some(_) if mode == Mode::Dev
+                && config.metrics.listen == crate::config::DEFAULT_METRICS_LISTEN =>
+            {
+                Some(TcpListener::bind("127.0.0.1:0").await?)
+            }
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} for metrics (`metrics.listen`, DOCKET_METRICS__LISTEN; `off` turns metrics off)")
             })?),
             None => None,
         };
@@ -149,11 +163,16 @@ impl Application {
             state,
             tls,
             redirect,
+            metrics,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener")
+    }
+    /// The metrics listener's address (`metrics.listen`), unless `off`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
     /// The plain-HTTP redirect listener's address (`tls.redirect_http_listen`), if any.
     pub fn redirect_addr(&self) -> Option<SocketAddr> {
@@ -192,6 +211,11 @@ impl Application {
             tls.acceptor
         });
         let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
+        if let Some(metrics) = self.metrics {
+            tracing::info!(addr = %metrics.local_addr()?, "metrics at /metrics");
+            let state = self.state.clone();
+            tokio::spawn(crate::metrics::serve(metrics, state, shutdown.clone()));
+        }
         if let Some(redirect) = self.redirect {
             let https_port = self.listener.local_addr()?.port();
             tokio::spawn(http::tls::redirect_http(

@@ -44,6 +44,47 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     #[serde(default)]
     pub tls: TlsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `GET /metrics` (`src/metrics.rs`), on a listener of its own.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` of the metrics listener, or `off`. Keep it where only the monitoring
+    /// system reaches it; `docket dev` uses any free loopback port unless this is set.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+/// The default metrics address (the port OpenTelemetry's Prometheus exporter uses).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+fn default_metrics_listen() -> String {
+    DEFAULT_METRICS_LISTEN.to_string()
+}
+
+impl MetricsConfig {
+    /// The address to serve metrics on; `None` when `off`. Errors: not `host:port`.
+    pub fn address(&self) -> anyhow::Result<Option<SocketAddr>> {
+        match self.listen.trim() {
+            "off" => Ok(None),
+            a => a.parse().map(Some).map_err(|_| {
+                anyhow::anyhow!(
+                    "invalid configuration: `metrics.listen` (DOCKET_METRICS__LISTEN) must be host:port or off, not {a:?}"
+                )
+            }),
+        }
+    }
 }
 
 /// Built-in TLS (`src/http/tls.rs`). Off unless both files are given.
@@ -439,6 +480,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             maintenance: MaintenanceConfig::default(),
             tls: TlsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -508,6 +550,7 @@ impl Config {
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             bail!("invalid configuration: `tls.cert_file` and `tls.key_file` (DOCKET_TLS__CERT_FILE, DOCKET_TLS__KEY_FILE) go together");
         }
+        self.metrics.address()?;
         if self.tls.reload_interval_secs == 0 {
             bail!("invalid configuration: `tls.reload_interval_secs` must be positive");
         }

@@ -199,12 +199,16 @@ impl GmailClient {
     ) -> Result<Vec<u8>, GmailError> {
         let max = self.max_answer_bytes;
         let too_large = || GmailError::TooLarge(max / 4 * 3);
+        let busy = || {
+            crate::metrics::global().busy_refused();
+            GmailError::Busy
+        };
         if resp.content_length().is_some_and(|n| n as usize > max) {
             return Err(too_large());
         }
         if let Some(n) = resp.content_length() {
             if !budget.try_grow(held, n as usize) {
-                return Err(GmailError::Busy);
+                return Err(busy());
             }
         }
         let mut body = Vec::new();
@@ -220,7 +224,7 @@ impl GmailClient {
                 return Err(too_large());
             }
             if !budget.try_grow(held, body.len() + chunk.len()) {
-                return Err(GmailError::Busy);
+                return Err(busy());
             }
             body.extend_from_slice(&chunk);
         }

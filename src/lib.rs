@@ -17,6 +17,7 @@ pub mod gmail;
 pub mod http;
 pub mod mail;
 pub mod maintenance;
+pub mod metrics;
 pub mod rules;
 pub mod storage;
 pub mod suggest;

@@ -256,7 +256,9 @@ impl Site {
                 c.env_remove(&k);
             }
         }
-        c.envs(self.vars.iter().map(|(k, v)| (k, v)))
+        // Tests run side by side: no fixed metrics port (a site may still set one).
+        c.env("DOCKET_METRICS__LISTEN", "127.0.0.1:0")
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .args(args)
             .current_dir(self.root());
         c

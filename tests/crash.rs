@@ -32,6 +32,7 @@ fn docket(dir: &std::path::Path, key: &str, jwks: &str, port: u16) -> Command {
         .env("DOCKET_GOOGLE__JWKS_URL", jwks)
         .env("DOCKET_GOOGLE__CLIENT_IDS", CLIENT_ID)
         .env("DOCKET_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DOCKET_METRICS__LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null());
     c
 }

@@ -154,6 +154,7 @@ impl Rig {
             .env("DOCKET_GOOGLE__JWKS_URL", &self.jwks.url)
             .env("DOCKET_GOOGLE__CLIENT_IDS", CLIENT_ID)
             .env("DOCKET_LISTEN", format!("127.0.0.1:{port}"))
+            .env("DOCKET_METRICS__LISTEN", "127.0.0.1:0")
             .env(
                 "DOCKET_DATABASE__MAX_CONNECTIONS_PER_TENANT",
                 self.pool.to_string(),

@@ -283,6 +283,7 @@ async fn check_throttle(
             },
         )
         .await?;
+        crate::metrics::global().signin_throttled();
         return Err(throttle_error(secs));
     }
     Ok(())
@@ -392,6 +393,7 @@ async fn failure(
         }
     }
     tx.commit().await?;
+    crate::metrics::global().signin_failed(reason, locked);
     Ok(locked)
 }
 

@@ -27,6 +27,27 @@ pub enum TokenError {
     Invalid(String),
 }
 
+impl TokenError {
+    /// A fixed word for the reason, for metrics (`docket_token_verification_failures_total`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenError::Malformed => "malformed",
+            TokenError::Algorithm => "algorithm",
+            TokenError::UnknownKey => "unknown_key",
+            TokenError::KeysUnavailable => "keys_unavailable",
+            TokenError::Invalid(why) => match why.as_str() {
+                "token has expired" => "expired",
+                "token is not valid yet" => "not_yet_valid",
+                "token issuer is not accepted" => "issuer",
+                "token audience is not accepted" => "audience",
+                "token signature is invalid" => "signature",
+                "token lacks a required claim" => "missing_claim",
+                _ => "claims",
+            },
+        }
+    }
+}
+
 /// The cache key of a verified token: SHA-256 over each audience followed by a NUL, then a
 /// 0x01 and the token (a JWT is base64url and dots).
 fn verified_key(token: &str, audiences: &[String]) -> [u8; 32] {
@@ -231,7 +252,10 @@ impl GoogleVerifier {
         if let Some(claims) = self.remembered(&key) {
             return Ok(claims);
         }
-        let claims = self.verify_signature_and_claims(token, audiences).await?;
+        let claims = self
+            .verify_signature_and_claims(token, audiences)
+            .await
+            .inspect_err(|e| crate::metrics::global().token_refused(e.reason()))?;
         let mut verified = self.verified.lock().expect("verified tokens");
         if verified.len() >= MAX_VERIFIED {
             let now = unix_now();

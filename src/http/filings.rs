@@ -100,6 +100,7 @@ impl CarriesMessage for CreateFiling {
 async fn create(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    headers: axum::http::HeaderMap,
     body: MessageJson<CreateFiling>,
 ) -> AppResult<Response> {
     let (req, raw) = (body.value, body.raw);
@@ -122,7 +123,10 @@ async fn create(
             note: req.note,
         },
     )
-    .await?;
+    .await;
+    let client = crate::metrics::Client::of_api_caller(&headers);
+    crate::metrics::global().filed(client, outcome.as_ref());
+    let outcome = outcome?;
     let status = outcome.status();
     let mut resp = (status, Json(&outcome)).into_response();
     if status == StatusCode::CREATED {

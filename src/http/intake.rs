@@ -377,6 +377,7 @@ fn unreadable(limit: usize) -> Response {
 }
 
 fn busy() -> Response {
+    crate::metrics::global().busy_refused();
     let mut r = AppError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "busy",

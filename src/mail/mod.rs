@@ -340,6 +340,10 @@ fn attachments(raw: &[u8], msg: &Message) -> Vec<ParsedAttachment> {
 /// Parses `raw` under `limits`. Blocking and CPU-bound: run it through [`guard::isolated`]
 /// (or [`parse_isolated`]), never on an async worker or a small-stack thread.
 pub fn parse(raw: &[u8], limits: &Limits) -> Result<ParsedMessage, AppError> {
+    parse_unmetered(raw, limits).inspect_err(|e| crate::metrics::global().parse_rejected(e))
+}
+
+fn parse_unmetered(raw: &[u8], limits: &Limits) -> Result<ParsedMessage, AppError> {
     if raw.len() > limits.max_message_bytes {
         return Err(AppError::too_large(format!(
             "the message is {} bytes; the limit is {}",

@@ -134,6 +134,7 @@ impl TenantBlobs {
             // Sealed segment by segment straight into the file: no copy of the blob.
             self.key.seal_segmented(plaintext, &aad, &mut f)?;
             f.sync_all()?;
+            crate::metrics::global().blob_written(f.metadata()?.len());
             fs::rename(&tmp, &path)?;
             File::open(dir)?.sync_all()?;
             // A shard directory created just now must itself be durable in the root.

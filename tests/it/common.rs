@@ -191,6 +191,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The plain-HTTP redirect listener (`tls.redirect_http_listen`), when configured.
     pub redirect_addr: Option<SocketAddr>,
+    /// The metrics listener (`metrics.listen`).
+    pub metrics_addr: Option<SocketAddr>,
     pub base: String,
     pub state: AppState,
     pub http: reqwest::Client,
@@ -216,6 +218,9 @@ pub fn test_config(dir: &std::path::Path, jwks_url: &str, database_url: Option<S
             ..defaults.database.clone()
         },
         master_key: Some(hex::encode(rand_bytes::<32>()).into()),
+        metrics: docket::config::MetricsConfig {
+            listen: "127.0.0.1:0".into(),
+        },
         google: docket::config::GoogleConfig {
             jwks_url: Some(jwks_url.to_string()),
             client_ids: vec![CLIENT_ID.to_string()],
@@ -263,6 +268,7 @@ impl TestApp {
             .expect("app builds");
         let addr = app.local_addr();
         let redirect_addr = app.redirect_addr();
+        let metrics_addr = app.metrics_addr();
         let state = app.state();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -314,6 +320,7 @@ impl TestApp {
             base: format!("http://{addr}"),
             addr,
             redirect_addr,
+            metrics_addr,
             state,
             http: reqwest::Client::new(),
             jwks,

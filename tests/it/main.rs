@@ -14,6 +14,7 @@ mod filings;
 mod group_commit;
 mod hostile;
 mod intake;
+mod metrics;
 mod pg_faults;
 mod rules;
 mod storage;

@@ -694,6 +694,7 @@ async fn file_thread_action(
             },
         )
         .await;
+        crate::metrics::global().filed(crate::metrics::Client::AddonCard, result.as_ref());
         match result {
             Ok(o) if o.filings.iter().any(|f| f.created == Some(true)) => created += 1,
             Ok(_) => existing += 1,
@@ -758,6 +759,7 @@ async fn file_action(
         },
     )
     .await;
+    crate::metrics::global().filed(crate::metrics::Client::AddonCard, outcome.as_ref());
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
