@@ -66,6 +66,11 @@ impl Application {
             bail!("invalid configuration: `google.client_ids` (DOCKET_GOOGLE__CLIENT_IDS) is required: the OAuth client id(s) your add-on's tokens are issued for");
         }
         let key = master_key(&config, mode, true)?;
+        if mode == Mode::Dev && config.tls.enabled() {
+            bail!(
+                "`docket dev` serves plain HTTP on loopback; TLS (`tls.*`) is for `docket serve`"
+            );
+        }
         let tls = match config.tls.enabled() {
             true => Some(http::tls::load(&config.tls).context("invalid TLS configuration")?),
             false => None,
@@ -203,7 +208,11 @@ impl Application {
                 std::time::Duration::from_secs(m.sweep_grace_minutes * 60),
             );
         }
-        let header_timeout = self.state.config.limits.header_read_timeout_secs;
+        let limits = &self.state.config.limits;
+        let timeouts = http::serve::Timeouts {
+            header_read: std::time::Duration::from_secs(limits.header_read_timeout_secs),
+            send_stall: std::time::Duration::from_secs(limits.send_stall_timeout_secs),
+        };
         let reload_every = self.state.config.tls.reload_interval_secs;
         let acceptor = self.tls.map(|tls| {
             tls.store
@@ -221,18 +230,12 @@ impl Application {
             tokio::spawn(http::tls::redirect_http(
                 redirect,
                 https_port,
+                timeouts,
                 shutdown.clone(),
             ));
         }
         let app = http::router(self.state);
-        http::serve::serve(
-            self.listener,
-            app,
-            std::time::Duration::from_secs(header_timeout),
-            acceptor,
-            shutdown,
-        )
-        .await?;
+        http::serve::serve(self.listener, app, timeouts, acceptor, shutdown).await?;
         catalog.close().await;
         Ok(())
     }

@@ -337,6 +337,10 @@ pub struct Limits {
     /// (408 problem+json when a head was begun; an idle keep-alive connection just closes).
     #[serde(default = "default_header_read_timeout_secs")]
     pub header_read_timeout_secs: u64,
+    /// Seconds a client may take nothing of an answer that is waiting for it before the
+    /// connection is closed (a download nobody reads holds its memory until then).
+    #[serde(default = "default_send_stall_timeout_secs")]
+    pub send_stall_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -360,6 +364,7 @@ impl Default for Limits {
             max_bytes_in_flight: default_max_bytes_in_flight(),
             body_read_timeout_secs: default_body_read_timeout_secs(),
             header_read_timeout_secs: default_header_read_timeout_secs(),
+            send_stall_timeout_secs: default_send_stall_timeout_secs(),
         }
     }
 }
@@ -403,6 +408,9 @@ fn default_max_bytes_in_flight() -> usize {
     1024 * 1024 * 1024
 }
 fn default_body_read_timeout_secs() -> u64 {
+    60
+}
+fn default_send_stall_timeout_secs() -> u64 {
     60
 }
 fn default_header_read_timeout_secs() -> u64 {
@@ -530,6 +538,7 @@ impl Config {
             || self.limits.max_bytes_in_flight == 0
             || self.limits.body_read_timeout_secs == 0
             || self.limits.header_read_timeout_secs == 0
+            || self.limits.send_stall_timeout_secs == 0
         {
             bail!("invalid configuration: `limits.*` must be positive");
         }

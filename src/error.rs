@@ -46,6 +46,14 @@ impl AppError {
     pub fn too_large(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", detail)
     }
+    /// 503 `busy` (with `Retry-After`): the message budget cannot cover the work now.
+    pub fn busy() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "docket is handling as many messages as its memory budget allows; try again shortly",
+        )
+    }
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
         AppError::Internal(err.into())
     }
@@ -107,6 +115,12 @@ impl IntoResponse for AppError {
             headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"docket\""),
+            );
+        }
+        if self.slug() == "busy" {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::budget::RETRY_AFTER_SECS),
             );
         }
         resp

@@ -197,23 +197,57 @@ async fn show(ctx: TenantCtx, Path(id): Path<String>) -> AppResult<Response> {
     Ok(Json(view).into_response())
 }
 
-/// Reads and decrypts a tenant's blob off the async runtime; integrity failures are logged
-/// and answered as a 500 (never the bytes).
-pub(super) async fn read_blob(tenant: &Tenant, blob_id: String) -> AppResult<Vec<u8>> {
+/// A blob read into memory, with its share of the message budget ([`crate::budget`]).
+pub struct HeldBlob {
+    pub bytes: Vec<u8>,
+    pub held: crate::budget::Reservation,
+}
+
+/// Reads and decrypts a tenant's blob off the async runtime, under the message budget: its
+/// share (by the sealed file's size) is taken first, and a 503 `busy` answers when the
+/// budget cannot cover it. Integrity failures are logged and answered as a 500 (never the
+/// bytes).
+pub(crate) async fn read_blob(
+    state: &AppState,
+    tenant: &Tenant,
+    blob_id: String,
+) -> AppResult<HeldBlob> {
     let blobs = tenant.blobs.clone();
-    tokio::task::spawn_blocking(move || blobs.get(&blob_id))
+    let size = blobs.sealed_len(&blob_id).unwrap_or(0) as usize;
+    let held = state.budget.try_reserve(size).ok_or_else(|| {
+        crate::metrics::global().busy_refused();
+        AppError::busy()
+    })?;
+    let bytes = tokio::task::spawn_blocking(move || blobs.get(&blob_id))
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("blob task: {e}")))?
         .map_err(|e| {
             tracing::error!(tenant = %tenant.id, error = %e, "blob integrity failure");
             AppError::internal(anyhow::Error::new(e))
-        })
+        })?;
+    Ok(HeldBlob { bytes, held })
 }
 
-/// A download: `Content-Disposition: attachment` (RFC 6266), `nosniff`, not cached.
-pub(super) fn download(bytes: Vec<u8>, content_type: &'static str, name: &str) -> Response {
-    let mut resp = Response::new(Body::from(bytes));
+/// A download: `Content-Disposition: attachment` (RFC 6266), `nosniff`, not cached. The
+/// body goes out in 64 KiB pieces, and the blob and its budget share are held until the
+/// last piece is taken or the connection goes (a client that stops reading is cut off by
+/// `limits.send_stall_timeout_secs`).
+pub(crate) fn download(blob: HeldBlob, content_type: &'static str, name: &str) -> Response {
+    const PIECE: usize = 64 * 1024;
+    let HeldBlob { bytes, held } = blob;
+    let total = bytes.len();
+    let pieces =
+        futures_util::stream::unfold((bytes, 0usize, held), |(bytes, at, held)| async move {
+            if at >= bytes.len() {
+                return None;
+            }
+            let end = (at + PIECE).min(bytes.len());
+            let piece = axum::body::Bytes::copy_from_slice(&bytes[at..end]);
+            Some((Ok::<_, std::convert::Infallible>(piece), (bytes, end, held)))
+        });
+    let mut resp = Response::new(Body::from_stream(pieces));
     let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(&content_disposition(name)) {
         h.insert(header::CONTENT_DISPOSITION, v);
@@ -229,18 +263,26 @@ pub(super) fn download(bytes: Vec<u8>, content_type: &'static str, name: &str) -
     resp
 }
 
-async fn raw(ctx: TenantCtx, Path(id): Path<String>) -> AppResult<Response> {
+async fn raw(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
     let blob = if valid_id(&id) {
         filing::raw_blob_of(&ctx.tenant.db, &ctx.user.id, &id).await?
     } else {
         None
     };
     let blob = blob.ok_or_else(|| AppError::not_found("no such filing"))?;
-    let bytes = read_blob(&ctx.tenant, blob).await?;
-    Ok(download(bytes, "message/rfc822", "message.eml"))
+    let blob = read_blob(&state, &ctx.tenant, blob).await?;
+    Ok(download(blob, "message/rfc822", "message.eml"))
 }
 
-async fn attachment(ctx: TenantCtx, Path((id, n)): Path<(String, String)>) -> AppResult<Response> {
+async fn attachment(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path((id, n)): Path<(String, String)>,
+) -> AppResult<Response> {
     let n: i64 = n
         .parse()
         .map_err(|_| AppError::not_found("no such attachment"))?;
@@ -251,6 +293,6 @@ async fn attachment(ctx: TenantCtx, Path((id, n)): Path<(String, String)>) -> Ap
     };
     let (blob, name) =
         found.ok_or_else(|| AppError::not_found("no such attachment in this filing"))?;
-    let bytes = read_blob(&ctx.tenant, blob).await?;
-    Ok(download(bytes, "application/octet-stream", &name))
+    let blob = read_blob(&state, &ctx.tenant, blob).await?;
+    Ok(download(blob, "application/octet-stream", &name))
 }

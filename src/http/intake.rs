@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use serde::de::{Deserializer, Visitor};
@@ -34,7 +34,7 @@ use serde::de::{Deserializer, Visitor};
 use super::extract::json_rejection;
 use super::filings;
 
-use crate::budget::{Budget, Reservation, RETRY_AFTER_SECS};
+use crate::budget::{Budget, Reservation};
 use crate::config::Limits;
 use crate::error::AppError;
 
@@ -70,8 +70,9 @@ impl Intake {
 /// Middleware for routes that take a whole message in a body of their own making (the
 /// rules dry runs: JSON with any base64, or a console upload): the request holds its share
 /// of the budget, by `Content-Length` (the route's body limit when chunked), while its
-/// handler runs; 413 when the announced body is over `body_limit`, 503 `busy` when the
-/// budget cannot cover it now.
+/// handler runs, which must finish within the body deadline (408 `body-timeout` otherwise);
+/// 413 when the announced body is over `body_limit`, 503 `busy` when the budget cannot
+/// cover it now.
 pub async fn within_budget(req: Request, next: axum::middleware::Next) -> Response {
     let Some(intake) = req.extensions().get::<Arc<Intake>>().cloned() else {
         let e = anyhow::anyhow!("a budgeted route without an intake");
@@ -84,7 +85,11 @@ pub async fn within_budget(req: Request, next: axum::middleware::Next) -> Respon
     let Some(share) = intake.try_reserve(length) else {
         return refuse_busy(req, &intake).await;
     };
-    let answer = next.run(req).await;
+    // The share is held for at most the body deadline: a body that stalls gives it back.
+    let answer = match tokio::time::timeout(intake.body_deadline, next.run(req)).await {
+        Ok(answer) => answer,
+        Err(_) => body_timeout(intake.body_deadline),
+    };
     drop(share);
     answer
 }
@@ -378,15 +383,7 @@ fn unreadable(limit: usize) -> Response {
 
 fn busy() -> Response {
     crate::metrics::global().busy_refused();
-    let mut r = AppError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "busy",
-        "docket is handling as many messages as its memory budget allows; try again shortly",
-    )
-    .into_response();
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-    r
+    AppError::busy().into_response()
 }
 
 fn body_timeout(deadline: Duration) -> Response {

@@ -39,7 +39,7 @@ use crate::error::raw_problem_response;
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    header_read_timeout: Duration,
+    timeouts: Timeouts,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
@@ -62,7 +62,7 @@ pub async fn serve(
         let conn = Conn {
             peer,
             app: app.clone(),
-            header_read_timeout,
+            timeouts,
             watcher: graceful.watcher(),
         };
         match &tls {
@@ -78,11 +78,20 @@ pub async fn serve(
     Ok(())
 }
 
+/// The connection timeouts (`limits.header_read_timeout_secs`, `limits.send_stall_timeout_secs`).
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// A request head (and a TLS handshake) must arrive within this.
+    pub header_read: Duration,
+    /// A client must take some of an answer within this whenever one is waiting.
+    pub send_stall: Duration,
+}
+
 /// What one accepted connection is served with.
 struct Conn {
     peer: SocketAddr,
     app: Router,
-    header_read_timeout: Duration,
+    timeouts: Timeouts,
     watcher: hyper_util::server::graceful::Watcher,
 }
 
@@ -100,7 +109,7 @@ impl Conn {
     /// (the 408 would have to go through the TLS session hyper has given up).
     async fn tls(self, acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream) {
         let peer = self.peer;
-        match tokio::time::timeout(self.header_read_timeout, acceptor.accept(stream)).await {
+        match tokio::time::timeout(self.timeouts.header_read, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => self.drive(tls, None).await,
             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time"),
@@ -114,17 +123,13 @@ impl Conn {
         let Conn {
             peer,
             app,
-            header_read_timeout,
+            timeouts,
             watcher,
         } = self;
+        let (header_read_timeout, send_stall) = (timeouts.header_read, timeouts.send_stall);
         let mid_request = Arc::new(AtomicBool::new(false));
         let dispatched = Arc::new(AtomicBool::new(false));
-        let io = Guarded {
-            inner: io,
-            mid_request: mid_request.clone(),
-            dispatched: dispatched.clone(),
-            replacing: None,
-        };
+        let io = Guarded::new(io, mid_request.clone(), dispatched.clone(), send_stall);
         let service = hyper::service::service_fn(move |mut req: axum::http::Request<Incoming>| {
             dispatched.store(true, Ordering::SeqCst);
             req.extensions_mut().insert(ConnectInfo(peer));
@@ -164,6 +169,54 @@ struct Guarded<IO> {
     dispatched: Arc<AtomicBool>,
     /// A replacement being written: (bytes, written so far, length of hyper's head it stands for).
     replacing: Option<(Vec<u8>, usize, usize)>,
+    /// A client that takes no bytes for this long while docket has some to send is cut off
+    /// (`limits.send_stall_timeout_secs`): a reader that stops would otherwise hold its
+    /// answer, and the memory behind it, for as long as it keeps the connection open.
+    stall_after: Duration,
+    /// Running since the current write or flush has been waiting.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<IO> Guarded<IO> {
+    fn new(
+        inner: IO,
+        mid_request: Arc<AtomicBool>,
+        dispatched: Arc<AtomicBool>,
+        stall_after: Duration,
+    ) -> Self {
+        Guarded {
+            inner,
+            mid_request,
+            dispatched,
+            replacing: None,
+            stall_after,
+            stalled: None,
+        }
+    }
+
+    /// A write or flush that waits longer than `stall_after` without progress fails with
+    /// `TimedOut`, and hyper closes the connection; any progress restarts the clock.
+    fn unless_stalled<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let after = self.stall_after;
+        let clock = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+        match clock.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took nothing within the send stall timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// The status of a head hyper writes for a request it could not read (its `on_error`): one
@@ -191,7 +244,7 @@ impl<IO: AsyncWrite + Unpin> Guarded<IO> {
             match Pin::new(&mut self.inner).poll_write(cx, &bytes[*done..]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => *done += n,
-                other => return other,
+                other => return self.unless_stalled(cx, other),
             }
         }
         Poll::Ready(Ok(0))
@@ -230,11 +283,13 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         if self.replacing.is_some() {
             return self.poll_replacement(cx);
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.unless_stalled(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.unless_stalled(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -273,12 +328,12 @@ mod tests {
         let lookalike = b"HTTP/1.1 400 X\r\ncontent-length: 0\r\n\r\n".repeat(3);
         for dispatched in [false, true] {
             let (ours, mut theirs) = tokio::io::duplex(1 << 16);
-            let mut io = Guarded {
-                inner: ours,
-                mid_request: Arc::new(AtomicBool::new(false)),
-                dispatched: Arc::new(AtomicBool::new(dispatched)),
-                replacing: None,
-            };
+            let mut io = Guarded::new(
+                ours,
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(dispatched)),
+                Duration::from_secs(60),
+            );
             let mut written = 0;
             while written < lookalike.len() {
                 written += io.write(&lookalike[written..]).await.unwrap();
@@ -294,5 +349,47 @@ mod tests {
                 assert!(text.contains("urn:docket:problem:bad-request"), "{text}");
             }
         }
+    }
+
+    /// A client that takes nothing while an answer waits is cut off after the stall
+    /// timeout; one that keeps taking bytes, however slowly, is not.
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_cut_off() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let mut io = Guarded::new(
+            ours,
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(true)),
+            Duration::from_millis(200),
+        );
+        let answer = vec![b'x'; 64 * 1024];
+        // A slow reader: 512 bytes every 50 ms keeps the connection.
+        let slow = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                theirs.read_exact(&mut buf).await.unwrap();
+            }
+            theirs // then it stops reading, and keeps the connection open
+        });
+        let started = std::time::Instant::now();
+        let mut written = 0;
+        let err = loop {
+            match io.write(&answer[written..]).await {
+                Ok(n) => written += n,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            written >= 10 * 512,
+            "the slow reader got its bytes: {written}"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(500),
+            "not cut off while reading"
+        );
+        drop(slow.await.unwrap());
     }
 }

@@ -173,34 +173,53 @@ fn certified_key(
     })
 }
 
-/// Serves 308 redirects to `https://<host><path>` on `listener` until `shutdown`.
+/// Serves 308 redirects to `https://<host><path>` on `listener` until `shutdown`, through
+/// docket's own accept loop (its head timeout and problem answers). The `Host` must be a
+/// plain host name or address (no user info, not empty); anything else is a 400.
 pub async fn redirect_http(
     listener: tokio::net::TcpListener,
     https_port: u16,
+    timeouts: crate::http::serve::Timeouts,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::http::{header, HeaderMap, StatusCode, Uri};
     use axum::response::IntoResponse;
     let app = axum::Router::new().fallback(move |headers: HeaderMap, uri: Uri| async move {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.parse::<axum::http::uri::Authority>().ok());
-        let Some(host) = host else {
-            let e = crate::error::AppError::bad_request("no-host", "a Host header is required");
+        let Some(host) = redirect_host(&headers) else {
+            let e = crate::error::AppError::bad_request(
+                "invalid-host",
+                "a Host header naming this server is required",
+            );
             return e.into_response();
         };
         let port = match https_port {
             443 => String::new(),
             p => format!(":{p}"),
         };
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let target = format!("https://{}{port}{path}", host.host());
+        let path = uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .filter(|p| p.starts_with('/'))
+            .unwrap_or("/");
+        let target = format!("https://{host}{port}{path}");
         (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, target)]).into_response()
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::http::serve::serve(listener, app, timeouts, None, shutdown).await
+}
+
+/// The host part of `Host` when it is a plain DNS name or IP address (RFC 9110 §7.2).
+fn redirect_host(headers: &axum::http::HeaderMap) -> Option<String> {
+    let raw = headers.get(axum::http::header::HOST)?.to_str().ok()?;
+    let authority: axum::http::uri::Authority = raw.parse().ok()?;
+    let host = authority.host();
+    let plain = !raw.contains('@')
+        && !host.is_empty()
+        && host.len() <= 253
+        && (host.starts_with('[')
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+    plain.then(|| host.to_ascii_lowercase())
 }
 
 #[cfg(test)]

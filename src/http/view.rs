@@ -188,8 +188,8 @@ async fn raw(
     q: LinkQ,
 ) -> AppResult<Response> {
     let (tenant, _, f) = authorise(&state, &id, &link_token(q)?).await?;
-    let bytes = read_blob(&tenant, f.message.sha256.clone()).await?;
-    Ok(download(bytes, "message/rfc822", "message.eml"))
+    let blob = read_blob(&state, &tenant, f.message.sha256.clone()).await?;
+    Ok(download(blob, "message/rfc822", "message.eml"))
 }
 
 async fn attachment(
@@ -201,6 +201,6 @@ async fn attachment(
     let (blob, name) = filing::attachment_of(&tenant.db, &user, &id, n)
         .await?
         .ok_or_else(|| AppError::not_found("no such attachment in this filing"))?;
-    let bytes = read_blob(&tenant, blob).await?;
-    Ok(download(bytes, "application/octet-stream", &name))
+    let blob = read_blob(&state, &tenant, blob).await?;
+    Ok(download(blob, "application/octet-stream", &name))
 }

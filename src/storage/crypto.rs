@@ -100,6 +100,15 @@ impl Key {
         }
     }
 
+    /// The size of `plaintext_len` bytes sealed in either format: (`DKT2`, `DKT1`).
+    pub fn sealed_lens(plaintext_len: u64) -> (u64, u64) {
+        let segments = plaintext_len.div_ceil(SEGMENT as u64).max(1);
+        let segmented =
+            (MAGIC_STREAM.len() + PREFIX_LEN) as u64 + plaintext_len + segments * TAG_LEN as u64;
+        let whole = (MAGIC.len() + NONCE_LEN + TAG_LEN) as u64 + plaintext_len;
+        (segmented, whole)
+    }
+
     /// Opens either format (module docs). Errors: wrong key or AAD, or altered, truncated
     /// or extended data.
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, DecryptError> {
@@ -217,6 +226,9 @@ mod tests {
                 4 + PREFIX_LEN + len + segments * TAG_LEN,
                 "len {len}"
             );
+            let (segmented_len, whole_len) = Key::sealed_lens(len as u64);
+            assert_eq!(segmented_len, sealed.len() as u64);
+            assert_eq!(whole_len, k.seal(&plain, b"a").len() as u64);
             assert_eq!(k.open(&sealed, b"a").unwrap(), plain, "len {len}");
             assert!(k.open(&sealed, b"b").is_err(), "other AAD, len {len}");
         }

@@ -99,6 +99,13 @@ impl TenantBlobs {
         Ok(self.root.join(&blob_id[..2]).join(blob_id))
     }
 
+    /// The size of a blob's sealed file in bytes, if it is there.
+    pub fn sealed_len(&self, blob_id: &str) -> Option<u64> {
+        fs::metadata(self.path_of(blob_id).ok()?)
+            .ok()
+            .map(|m| m.len())
+    }
+
     pub fn exists(&self, blob_id: &str) -> bool {
         self.path_of(blob_id).map(|p| p.exists()).unwrap_or(false)
     }
@@ -112,7 +119,11 @@ impl TenantBlobs {
         // Reused: fresh again, so a sweep in another process leaves it to this filing; and
         // its directory entry made durable again, since the put that created it may have
         // failed at exactly that step (a blob is only acknowledged once that fsync held).
-        if touch(&path).is_ok() {
+        // A file whose size cannot be this content's, sealed (cut short, or grown), is damage:
+        // it is written again, in place, rather than trusted.
+        let (segmented, whole) = Key::sealed_lens(plaintext.len() as u64);
+        let intact = |len| len == segmented || len == whole;
+        if fs::metadata(&path).is_ok_and(|m| intact(m.len())) && touch(&path).is_ok() {
             File::open(dir)?.sync_all()?;
             return Ok(id);
         }

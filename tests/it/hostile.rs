@@ -155,6 +155,37 @@ async fn dry_runs_hold_their_share_of_the_message_budget() {
     assert_eq!(app.state.budget.available_kib(), full, "shares given back");
 }
 
+/// A dry run whose body stalls gives its share back at the body deadline (408), as a
+/// filing does, instead of holding it until the request timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_dry_run_gives_its_share_back_at_the_body_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.limits.body_read_timeout_secs = 1)
+        .await
+        .unwrap();
+    let t = app.tenant(&app.firm_a).await;
+    let token = access_token(&t, "adam@a.test", &[Scope::Admin]).await;
+    let full = app.state.budget.available_kib();
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/admin/rules/dry-run HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 500000\r\n\r\n{{\"raw\": \"",
+        app.addr
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), s.read(&mut answer))
+        .await
+        .expect("answered within the body deadline, not the request timeout")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body-timeout"), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(app.state.budget.available_kib(), full, "the share is back");
+}
+
 async fn upload_eml(app: &TestApp, cookie: &str, csrf: &str, eml: &[u8]) -> (u16, String) {
     let boundary = "----docket-hostile-upload-7MA4YWxk";
     let mut body = format!(

@@ -310,3 +310,94 @@ both_backends!(
         assert!(!blob_path(&root, &orphan).exists());
     }
 );
+
+/// Downloads take their share of the message budget: with it spent, a download is a 503
+/// `busy` (with `Retry-After`); once free it is served whole, and the share comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn downloads_hold_their_share_of_the_message_budget() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let tok = app.token("alice@a.test");
+    let raw = email(
+        "Download budget",
+        Some("<download-budget@acme.com>"),
+        &[("d.pdf", "application/pdf", noise(200_000, 9))],
+    );
+    let v: Value = app
+        .post_filing(&tok, &filing_body(&raw, &["matter:M-1"]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = v["filings"][0]["id"].as_str().unwrap().to_string();
+    let full = app.state.budget.available_kib();
+    let spent = app.state.budget.try_reserve(usize::MAX).unwrap();
+    for path in [
+        format!("/v1/filings/{id}/raw"),
+        format!("/v1/filings/{id}/attachments/0"),
+    ] {
+        let r = app.get(&tok, &path).await;
+        assert_eq!(r.headers()["retry-after"], "2", "{path}");
+        let (status, p) = problem(r).await;
+        assert_eq!(
+            (status, p["type"].as_str()),
+            (503, Some("urn:docket:problem:busy"))
+        );
+    }
+    drop(spent);
+    let r = app.get(&tok, &format!("/v1/filings/{id}/raw")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], raw.len().to_string());
+    assert_eq!(r.bytes().await.unwrap()[..], raw[..]);
+    let att = app
+        .get(&tok, &format!("/v1/filings/{id}/attachments/0"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(att[..], noise(200_000, 9)[..]);
+    assert_eq!(app.state.budget.available_kib(), full, "shares given back");
+}
+
+/// A blob file damaged on disk (cut short) is written again when the same content is
+/// stored again, instead of being trusted: the earlier filing reads back whole afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_damaged_blob_is_written_again_when_its_content_comes_again() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let tok = app.token("alice@a.test");
+    let pdf = noise(131_073, 4);
+    let first = email(
+        "First",
+        Some("<damaged-first@acme.com>"),
+        &[("same.pdf", "application/pdf", pdf.clone())],
+    );
+    let v: Value = app
+        .post_filing(&tok, &filing_body(&first, &["matter:M-1"]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = v["filings"][0]["id"].as_str().unwrap().to_string();
+    let att = v["filings"][0]["attachments"][0]["sha256"]
+        .as_str()
+        .unwrap();
+    let t = app.tenant(&app.firm_a).await;
+    let path = blob_path(t.blobs.root(), att);
+    let sealed = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &sealed[..100]).unwrap();
+    let path_of = format!("/v1/filings/{id}/attachments/0");
+    assert_eq!(app.get(&tok, &path_of).await.status(), 500);
+    // Another message carrying the same attachment.
+    let second = email(
+        "Second",
+        Some("<damaged-second@acme.com>"),
+        &[("same.pdf", "application/pdf", pdf.clone())],
+    );
+    let r = app
+        .post_filing(&tok, &filing_body(&second, &["matter:M-1"]))
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), sealed.len() as u64);
+    let back = app.get(&tok, &path_of).await;
+    assert_eq!(back.status(), 200);
+    assert_eq!(back.bytes().await.unwrap()[..], pdf[..]);
+}

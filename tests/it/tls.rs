@@ -276,3 +276,62 @@ async fn an_unreadable_certificate_stops_the_start_and_says_why() {
     assert!(err.contains("invalid TLS configuration"), "{err}");
     assert!(err.contains("cert.pem"), "{err}");
 }
+
+/// `docket dev` is plain HTTP on loopback: asked for TLS it says so instead of starting
+/// with a JWKS URL it cannot reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_refuses_tls_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = docket::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        tls: docket::config::TlsConfig {
+            cert_file: Some(dir.path().join("cert.pem")),
+            key_file: Some(dir.path().join("key.pem")),
+            ..Default::default()
+        },
+        ..docket::Config::default()
+    };
+    let err = match docket::Application::build(config, docket::Mode::Dev).await {
+        Ok(_) => panic!("dev started with TLS"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("docket serve"), "{err}");
+}
+
+/// The redirect takes only a plain host from `Host`: user info, an empty host or no
+/// `Host` at all is a 400 problem, never a redirect elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_redirect_takes_only_a_plain_host() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new();
+    let certs = tempfile::tempdir().unwrap();
+    let app = tls_app(&ca, certs.path()).await;
+    let redirect = app.redirect_addr.unwrap();
+    let ask = |head: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(redirect).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).to_string()
+    };
+    for head in [
+        "GET /x HTTP/1.1\r\nHost: good.com@evil.com\r\nConnection: close\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: :80\r\nConnection: close\r\n\r\n",
+        "GET /x HTTP/1.0\r\n\r\n",
+    ] {
+        let answer = ask(head).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.0 400"),
+            "{head:?}: {answer}"
+        );
+        assert!(answer.contains("application/problem+json"), "{answer}");
+    }
+    let answer =
+        ask("OPTIONS * HTTP/1.1\r\nHost: Docket.Example:80\r\nConnection: close\r\n\r\n").await;
+    let port = app.addr.port();
+    assert!(
+        answer.contains(&format!("location: https://docket.example:{port}/\r\n")),
+        "{answer}"
+    );
+}

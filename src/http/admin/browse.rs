@@ -2,7 +2,7 @@
 //! CSV export) and the audit log (filters, chain verification). Filings of records the
 //! admin is walled off from (see `crate::access`) are invisible here too.
 
-use axum::extract::{Path, Query};
+use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -296,12 +296,16 @@ async fn show_filing(ctx: AdminCtx, Path(id): Path<String>) -> AppResult<Respons
 /// The filed message exactly as received (`message/rfc822` download).
 #[utoipa::path(get, path = "/v1/admin/filings/{id}/raw", params(("id" = String, Path, description = "Filing id")),
     responses((status = 200, description = "The raw message", content_type = "message/rfc822")), tag = "filings")]
-async fn raw_filing(ctx: AdminCtx, Path(id): Path<String>) -> AppResult<Response> {
+async fn raw_filing(
+    State(state): State<AppState>,
+    ctx: AdminCtx,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
     let view = visible_filing(&ctx.tenant.db, &ctx.user.id, &id)
         .await?
         .ok_or_else(no_filing)?;
-    let bytes = read_blob(&ctx.tenant, view.message.sha256).await?;
-    Ok(download(bytes, "message/rfc822", "message.eml"))
+    let blob = read_blob(&state, &ctx.tenant, view.message.sha256).await?;
+    Ok(download(blob, "message/rfc822", "message.eml"))
 }
 
 /// A kept attachment (`application/octet-stream`, `Content-Disposition: attachment`).
@@ -309,13 +313,19 @@ async fn raw_filing(ctx: AdminCtx, Path(id): Path<String>) -> AppResult<Response
     params(("id" = String, Path, description = "Filing id"), ("index" = i64, Path, description = "Attachment index")),
     responses((status = 200, description = "The attachment", content_type = "application/octet-stream")), tag = "filings")]
 async fn filing_attachment(
+    State(state): State<AppState>,
     ctx: AdminCtx,
     Path((id, index)): Path<(String, String)>,
 ) -> AppResult<Response> {
-    attachment_download(&ctx, &id, &index).await
+    attachment_download(&state, &ctx, &id, &index).await
 }
 
-pub async fn attachment_download(ctx: &AdminCtx, id: &str, index: &str) -> AppResult<Response> {
+pub async fn attachment_download(
+    state: &AppState,
+    ctx: &AdminCtx,
+    id: &str,
+    index: &str,
+) -> AppResult<Response> {
     let none = || AppError::not_found("no such attachment in this filing");
     let index: i64 = index.parse().map_err(|_| none())?;
     visible_filing(&ctx.tenant.db, &ctx.user.id, id)
@@ -324,8 +334,8 @@ pub async fn attachment_download(ctx: &AdminCtx, id: &str, index: &str) -> AppRe
     let (blob, name) = filing::attachment_of(&ctx.tenant.db, &ctx.user.id, id, index)
         .await?
         .ok_or_else(none)?;
-    let bytes = read_blob(&ctx.tenant, blob).await?;
-    Ok(download(bytes, "application/octet-stream", &name))
+    let blob = read_blob(state, &ctx.tenant, blob).await?;
+    Ok(download(blob, "application/octet-stream", &name))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

@@ -104,6 +104,8 @@ pub async fn dry_run(
     user_id: &str,
     source: DryRunSource,
 ) -> AppResult<DryRun> {
+    // A filed message read for the dry run holds its share of the budget until the end.
+    let mut held_blob = None;
     let raw = match source {
         DryRunSource::Raw(raw) => raw,
         DryRunSource::Filing(id) => {
@@ -115,7 +117,10 @@ pub async fn dry_run(
                 None
             };
             let blob = blob.ok_or_else(|| AppError::not_found("no such filing"))?;
-            read_blob(tenant, blob).await?
+            let crate::http::filings::HeldBlob { bytes, held } =
+                read_blob(state, tenant, blob).await?;
+            held_blob = Some(held);
+            bytes
         }
     };
     let limits = state.config.limits.clone();
@@ -126,6 +131,7 @@ pub async fn dry_run(
     .await?;
     let parsed = parsed?;
     let decision = rules::evaluate(&tenant.db, &parsed, &raw).await?;
+    drop(held_blob);
     Ok(DryRun {
         message: summary(&parsed),
         decision,

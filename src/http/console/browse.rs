@@ -1,8 +1,9 @@
 //! Console pages: the filings browser (with the message body sanitised by ammonia and shown
 //! in a sandboxed iframe under its own strict CSP) and the audit log.
 
+use crate::http::filings::HeldBlob;
 use askama::Template;
-use axum::extract::{Path, Query};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -138,12 +139,17 @@ fn body_html(raw: &[u8], msg: &mail_parser::Message) -> String {
     }
 }
 
-async fn filing_body(ctx: ConsoleCtx, Path(id): Path<String>) -> AppResult<Response> {
+async fn filing_body(
+    State(state): State<AppState>,
+    ctx: ConsoleCtx,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
     let f = visible_filing(&ctx.tenant.db, &ctx.user.id, &id)
         .await?
         .ok_or_else(|| AppError::not_found("no such filing"))?;
-    let raw = read_blob(&ctx.tenant, f.message.sha256).await?;
+    let HeldBlob { bytes: raw, held } = read_blob(&state, &ctx.tenant, f.message.sha256).await?;
     let body = crate::mail::guard::isolated(move || Ok(sanitised_body(&raw))).await?;
+    drop(held);
     let mut r = Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"></head><body>{body}</body></html>"
     ))
@@ -155,19 +161,24 @@ async fn filing_body(ctx: ConsoleCtx, Path(id): Path<String>) -> AppResult<Respo
     Ok(r)
 }
 
-async fn filing_raw(ctx: ConsoleCtx, Path(id): Path<String>) -> AppResult<Response> {
+async fn filing_raw(
+    State(state): State<AppState>,
+    ctx: ConsoleCtx,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
     let f = visible_filing(&ctx.tenant.db, &ctx.user.id, &id)
         .await?
         .ok_or_else(|| AppError::not_found("no such filing"))?;
-    let bytes = read_blob(&ctx.tenant, f.message.sha256).await?;
-    Ok(download(bytes, "message/rfc822", "message.eml"))
+    let blob = read_blob(&state, &ctx.tenant, f.message.sha256).await?;
+    Ok(download(blob, "message/rfc822", "message.eml"))
 }
 
 async fn filing_attachment(
+    State(state): State<AppState>,
     ctx: ConsoleCtx,
     Path((id, index)): Path<(String, String)>,
 ) -> AppResult<Response> {
-    attachment_download(&ctx, &id, &index).await
+    attachment_download(&state, &ctx, &id, &index).await
 }
 
 #[derive(Template)]
