@@ -64,7 +64,8 @@ impl Budget {
     }
 
     /// Grows `r` to the share for `bytes` of message text in all; `false` (and `r` as it
-    /// was) when the budget cannot cover the difference now.
+    /// was, and `docket_busy_refusals_total` counted) when the budget cannot cover the
+    /// difference now.
     pub fn try_grow(&self, r: &mut Reservation, bytes: usize) -> bool {
         let want = self.cost_kib(bytes);
         let have = r.permit.as_ref().map_or(0, |p| p.num_permits());
@@ -76,6 +77,8 @@ impl Budget {
             .clone()
             .try_acquire_many_owned((want - have) as u32)
         else {
+            // Every refusal for lack of budget comes through here.
+            crate::metrics::global().busy_refused();
             return false;
         };
         match &mut r.permit {

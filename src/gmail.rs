@@ -199,16 +199,12 @@ impl GmailClient {
     ) -> Result<Vec<u8>, GmailError> {
         let max = self.max_answer_bytes;
         let too_large = || GmailError::TooLarge(max / 4 * 3);
-        let busy = || {
-            crate::metrics::global().busy_refused();
-            GmailError::Busy
-        };
         if resp.content_length().is_some_and(|n| n as usize > max) {
             return Err(too_large());
         }
         if let Some(n) = resp.content_length() {
             if !budget.try_grow(held, n as usize) {
-                return Err(busy());
+                return Err(GmailError::Busy);
             }
         }
         let mut body = Vec::new();
@@ -224,7 +220,7 @@ impl GmailClient {
                 return Err(too_large());
             }
             if !budget.try_grow(held, body.len() + chunk.len()) {
-                return Err(busy());
+                return Err(GmailError::Busy);
             }
             body.extend_from_slice(&chunk);
         }

@@ -214,10 +214,7 @@ pub(crate) async fn read_blob(
 ) -> AppResult<HeldBlob> {
     let blobs = tenant.blobs.clone();
     let size = blobs.sealed_len(&blob_id).unwrap_or(0) as usize;
-    let held = state.budget.try_reserve(size).ok_or_else(|| {
-        crate::metrics::global().busy_refused();
-        AppError::busy()
-    })?;
+    let held = state.budget.try_reserve(size).ok_or_else(AppError::busy)?;
     let bytes = tokio::task::spawn_blocking(move || blobs.get(&blob_id))
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("blob task: {e}")))?

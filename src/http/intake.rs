@@ -382,7 +382,6 @@ fn unreadable(limit: usize) -> Response {
 }
 
 fn busy() -> Response {
-    crate::metrics::global().busy_refused();
     AppError::busy().into_response()
 }
 

@@ -80,6 +80,13 @@ async fn counters_move_with_real_requests_and_name_no_customer() {
         .await
         .unwrap();
     assert_eq!(signin.status(), 401);
+    let spent = app.state.budget.try_reserve(usize::MAX).unwrap();
+    let other = filing_body(
+        &email("Busy", Some("<busy@acme.com>"), &[]),
+        &["matter:M-1"],
+    );
+    assert_eq!(app.post_filing(&token, &other).await.status(), 503);
+    drop(spent);
 
     let (text, after) = scrape(&app).await;
     let m = |s: &str| moved(&before, &after, s);
@@ -127,6 +134,7 @@ async fn counters_move_with_real_requests_and_name_no_customer() {
     let signin = m(r#"docket_signin_failures_total{reason="wrong-password"}"#)
         + m(r#"docket_signin_failures_total{reason="no-password"}"#);
     assert_eq!(signin, 1.0, "{text}");
+    assert_eq!(m("docket_busy_refusals_total"), 1.0, "{text}");
     assert!(after[r#"docket_message_budget_bytes{state="free"}"#] > 0.0);
     assert!(after["docket_open_tenants"] >= 1.0);
     // No label names a customer: no tenant id, name or domain, no user.
