@@ -10,6 +10,18 @@ fn blob_path(root: &std::path::Path, id: &str) -> std::path::PathBuf {
     root.join(&id[..2]).join(id)
 }
 
+/// Files a message with one PDF attachment to `matter:M-1` as alice (201 expected): the
+/// raw message and the answer.
+async fn file_with_pdf(app: &TestApp, subject: &str, mid: &str, pdf: Vec<u8>) -> (Vec<u8>, Value) {
+    let raw = email(subject, Some(mid), &[("a.pdf", "application/pdf", pdf)]);
+    let tok = app.token("alice@a.test");
+    let r = app
+        .post_filing(&tok, &filing_body(&raw, &["matter:M-1"]))
+        .await;
+    assert_eq!(r.status(), 201);
+    (raw, r.json().await.unwrap())
+}
+
 both_backends!(blobs_are_encrypted_at_rest, |app: TestApp| async move {
     let tok = app.token("alice@a.test");
     let marker = "PLAINTEXT-MARKER-7f3a";
@@ -317,17 +329,13 @@ both_backends!(
 async fn downloads_hold_their_share_of_the_message_budget() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
     let tok = app.token("alice@a.test");
-    let raw = email(
+    let (raw, v) = file_with_pdf(
+        &app,
         "Download budget",
-        Some("<download-budget@acme.com>"),
-        &[("d.pdf", "application/pdf", noise(200_000, 9))],
-    );
-    let v: Value = app
-        .post_filing(&tok, &filing_body(&raw, &["matter:M-1"]))
-        .await
-        .json()
-        .await
-        .unwrap();
+        "<download-budget@acme.com>",
+        noise(200_000, 9),
+    )
+    .await;
     let id = v["filings"][0]["id"].as_str().unwrap().to_string();
     let full = app.state.budget.available_kib();
     let spent = app.state.budget.try_reserve(usize::MAX).unwrap();
@@ -365,17 +373,7 @@ async fn a_damaged_blob_is_written_again_when_its_content_comes_again() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
     let tok = app.token("alice@a.test");
     let pdf = noise(131_073, 4);
-    let first = email(
-        "First",
-        Some("<damaged-first@acme.com>"),
-        &[("same.pdf", "application/pdf", pdf.clone())],
-    );
-    let v: Value = app
-        .post_filing(&tok, &filing_body(&first, &["matter:M-1"]))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, v) = file_with_pdf(&app, "First", "<damaged-first@acme.com>", pdf.clone()).await;
     let id = v["filings"][0]["id"].as_str().unwrap().to_string();
     let att = v["filings"][0]["attachments"][0]["sha256"]
         .as_str()
@@ -387,15 +385,7 @@ async fn a_damaged_blob_is_written_again_when_its_content_comes_again() {
     let path_of = format!("/v1/filings/{id}/attachments/0");
     assert_eq!(app.get(&tok, &path_of).await.status(), 500);
     // Another message carrying the same attachment.
-    let second = email(
-        "Second",
-        Some("<damaged-second@acme.com>"),
-        &[("same.pdf", "application/pdf", pdf.clone())],
-    );
-    let r = app
-        .post_filing(&tok, &filing_body(&second, &["matter:M-1"]))
-        .await;
-    assert_eq!(r.status(), 201);
+    file_with_pdf(&app, "Second", "<damaged-second@acme.com>", pdf.clone()).await;
     assert_eq!(std::fs::metadata(&path).unwrap().len(), sealed.len() as u64);
     let back = app.get(&tok, &path_of).await;
     assert_eq!(back.status(), 200);
