@@ -43,7 +43,10 @@ pub fn master_key(config: &Config, mode: Mode, generate: bool) -> anyhow::Result
 }
 
 pub async fn open_catalog(config: &Config, key: Key) -> anyhow::Result<Catalog> {
-    Catalog::open(&config.data_dir, &config.database, key).await
+    let storage = crate::storage::Storage::from_config(&config.storage)?;
+    Ok(Catalog::open(&config.data_dir, &config.database, key)
+        .await?
+        .with_storage(storage))
 }
 
 pub struct Application {

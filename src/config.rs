@@ -46,6 +46,81 @@ pub struct Config {
     pub tls: TlsConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// Where tenants' blobs are kept (`src/storage`): the data dir (default) or an
+/// S3-compatible bucket. Either way they are sealed with the tenant's key before they are
+/// written, so the store never sees plaintext.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `local` (under `data_dir/tenants/<id>/blobs`) or `s3`.
+    #[serde(default)]
+    pub backend: StorageBackend,
+    #[serde(default)]
+    pub s3: S3Config,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    #[default]
+    Local,
+    S3,
+}
+
+/// An S3-compatible bucket (AWS S3, MinIO, Ceph RGW, …). Objects are named
+/// `<prefix>/tenants/<tenant id>/blobs/<aa>/<sha-256>`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// Endpoint URL for S3-compatible stores (path-style requests); absent = AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Default `us-east-1`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Static credentials; absent = the usual AWS environment/instance credentials.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub secret_access_key: Option<SecretString>,
+    /// File holding the secret access key (e.g. a systemd credential, a Kubernetes secret).
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Key prefix inside the bucket, for sharing a bucket between deployments.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Allow a plain-HTTP endpoint (local test stores only).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Seconds one request to the store may take (a part of a multipart upload included).
+    #[serde(default = "default_s3_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_s3_timeout() -> u64 {
+    30
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: None,
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            secret_access_key_file: None,
+            prefix: None,
+            allow_http: false,
+            timeout_secs: default_s3_timeout(),
+        }
+    }
 }
 
 /// `GET /metrics` (`src/metrics.rs`), on a listener of its own.
@@ -483,6 +558,7 @@ impl Default for Config {
                 ..Default::default()
             },
             limits: Limits::default(),
+            storage: StorageConfig::default(),
             addon: AddonConfig::default(),
             log: LogConfig::default(),
             admin: AdminConfig::default(),
@@ -565,6 +641,15 @@ impl Config {
         }
         if self.tls.redirect_http_listen.is_some() && !self.tls.enabled() {
             bail!("invalid configuration: `tls.redirect_http_listen` needs `tls.cert_file` and `tls.key_file`");
+        }
+        if self.storage.backend == StorageBackend::S3 {
+            let s3 = &self.storage.s3;
+            if s3.bucket.as_deref().is_none_or(|b| b.trim().is_empty()) {
+                bail!("invalid configuration: `storage.backend = \"s3\"` needs `storage.s3.bucket` (DOCKET_STORAGE__S3__BUCKET)");
+            }
+            if s3.timeout_secs == 0 {
+                bail!("invalid configuration: `storage.s3.timeout_secs` must be positive");
+            }
         }
         if self.maintenance.sweep_grace_minutes < MIN_SWEEP_GRACE_MINUTES {
             bail!("invalid configuration: `maintenance.sweep_grace_minutes` must be at least {MIN_SWEEP_GRACE_MINUTES}");

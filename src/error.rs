@@ -57,6 +57,20 @@ impl AppError {
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
         AppError::Internal(err.into())
     }
+    /// A blob store failure while `doing` something: 503 `storage-unavailable` (with
+    /// `Retry-After`, logged) when the object store cannot be reached or refuses; otherwise
+    /// (a missing or damaged blob, a local disk fault) an internal error.
+    pub fn storage(err: crate::storage::BlobError, doing: &'static str) -> Self {
+        if err.is_unavailable() {
+            tracing::error!(error = %err, "{doing}: the blob store is unavailable");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage-unavailable",
+                "docket cannot reach its blob store right now; nothing was changed, try again shortly",
+            );
+        }
+        AppError::Internal(anyhow::Error::new(err).context(doing))
+    }
 
     pub fn status(&self) -> StatusCode {
         match self {
@@ -71,6 +85,12 @@ impl AppError {
             AppError::Problem { slug, .. } => slug,
             AppError::Internal(_) => "internal",
         }
+    }
+}
+
+impl From<crate::storage::BlobError> for AppError {
+    fn from(e: crate::storage::BlobError) -> Self {
+        AppError::storage(e, "blob store")
     }
 }
 
@@ -117,7 +137,7 @@ impl IntoResponse for AppError {
                 HeaderValue::from_static("Bearer realm=\"docket\""),
             );
         }
-        if self.slug() == "busy" {
+        if matches!(self.slug(), "busy" | "storage-unavailable") {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(crate::budget::RETRY_AFTER_SECS),

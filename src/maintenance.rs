@@ -3,18 +3,17 @@
 //!
 //! It never races a filing: in this process it holds the tenant's blob lease exclusively,
 //! which a filing holds shared from its first blob write to its commit; and it only touches
-//! files older than the grace period, which a filing reusing a blob refreshes (for other
-//! processes on the same data).
+//! blobs older than the grace period, which a filing reusing a blob refreshes (a local file
+//! is touched, an object is written again) for other processes on the same data.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use sqlx::Row;
 
-use crate::storage::TMP_PREFIX;
+use crate::storage::{Leftover, Store};
 use crate::tenancy::{Catalog, Tenant};
 
 /// What a sweep removed.
@@ -34,10 +33,10 @@ pub async fn sweep(catalog: &Catalog, grace: Duration) -> anyhow::Result<SweepRe
         if info.status != "active" {
             continue;
         }
-        let root = catalog.blob_root(&info.id);
+        let store = catalog.blob_store(&info.id);
         let result = async {
-            // Tenants with nothing old on disk are not even opened.
-            if !has_old_files(root, grace).await? {
+            // Tenants with nothing old in their store are not even opened.
+            if list_old(store, cutoff(grace)?).await?.is_empty() {
                 return Ok(SweepReport {
                     tenants: 1,
                     ..Default::default()
@@ -68,30 +67,25 @@ pub async fn sweep(catalog: &Catalog, grace: Duration) -> anyhow::Result<SweepRe
     Ok(total)
 }
 
-async fn has_old_files(root: PathBuf, grace: Duration) -> anyhow::Result<bool> {
-    let cutoff = SystemTime::now()
+fn cutoff(grace: Duration) -> anyhow::Result<SystemTime> {
+    SystemTime::now()
         .checked_sub(grace)
-        .context("grace period too long")?;
-    let listed = tokio::task::spawn_blocking(move || old_files(&root, cutoff))
-        .await
-        .context("sweep task failed")??;
-    Ok(!listed.is_empty())
+        .context("grace period too long")
 }
 
-enum Candidate {
-    Temp(PathBuf),
-    Blob(String, PathBuf),
+async fn list_old(store: Store, cutoff: SystemTime) -> anyhow::Result<Vec<Leftover>> {
+    let listed = tokio::task::spawn_blocking(move || store.list_old(cutoff))
+        .await
+        .context("sweep task failed")?
+        .with_context(|| "listing blobs")?;
+    Ok(listed)
 }
 
 /// Sweeps one tenant's blob store.
 pub async fn sweep_tenant(tenant: &Arc<Tenant>, grace: Duration) -> anyhow::Result<SweepReport> {
-    let cutoff = SystemTime::now()
-        .checked_sub(grace)
-        .context("grace period too long")?;
-    let root = tenant.blobs.root().to_path_buf();
-    let listed = tokio::task::spawn_blocking(move || old_files(&root, cutoff))
-        .await
-        .context("sweep task failed")??;
+    let cutoff = cutoff(grace)?;
+    let store = tenant.blobs.store().clone();
+    let listed = list_old(store.clone(), cutoff).await?;
     let mut report = SweepReport {
         tenants: 1,
         ..Default::default()
@@ -102,23 +96,29 @@ pub async fn sweep_tenant(tenant: &Arc<Tenant>, grace: Duration) -> anyhow::Resu
     // From here no filing of this process is between its blob writes and its commit.
     let _lease = tenant.blob_lease.write().await;
     let referenced = referenced_blobs(tenant).await?;
-    for c in listed {
-        let (path, is_temp) = match c {
-            Candidate::Temp(p) => (p, true),
-            Candidate::Blob(id, _) if referenced.contains(&id) => continue,
-            Candidate::Blob(_, p) => (p, false),
-        };
-        // Looked at again: a filing elsewhere may have reused the blob since the listing.
-        if !older_than(&path, cutoff) {
-            continue;
+    let doomed: Vec<Leftover> = listed
+        .into_iter()
+        .filter(|c| !matches!(c, Leftover::Blob(id) if referenced.contains(id)))
+        .collect();
+    let removed = tokio::task::spawn_blocking(move || -> anyhow::Result<(usize, usize)> {
+        let (mut temp, mut blobs) = (0, 0);
+        for c in &doomed {
+            // Looked at again: a filing elsewhere may have reused the blob since the listing.
+            if store
+                .remove_if_older(c, cutoff)
+                .with_context(|| format!("removing {c:?}"))?
+            {
+                match c {
+                    Leftover::Temp(_) => temp += 1,
+                    Leftover::Blob(_) => blobs += 1,
+                }
+            }
         }
-        match std::fs::remove_file(&path) {
-            Ok(()) if is_temp => report.temp_files += 1,
-            Ok(()) => report.orphan_blobs += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
-        }
-    }
+        Ok((temp, blobs))
+    })
+    .await
+    .context("sweep task failed")??;
+    (report.temp_files, report.orphan_blobs) = removed;
     if report.temp_files + report.orphan_blobs > 0 {
         tracing::info!(tenant = %tenant.id, temp_files = report.temp_files,
             orphan_blobs = report.orphan_blobs, "swept");
@@ -132,46 +132,6 @@ async fn referenced_blobs(tenant: &Tenant) -> anyhow::Result<HashSet<String>> {
             .fetch_all(&tenant.db)
             .await?;
     Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
-}
-
-fn older_than(path: &Path, cutoff: SystemTime) -> bool {
-    std::fs::symlink_metadata(path)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t < cutoff)
-}
-
-/// Temp files and blobs (by their content-address name) modified before `cutoff`.
-fn old_files(root: &Path, cutoff: SystemTime) -> anyhow::Result<Vec<Candidate>> {
-    let mut out = Vec::new();
-    let shards = match std::fs::read_dir(root) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", root.display())),
-    };
-    for shard in shards {
-        let shard = shard?;
-        if !shard.file_type()?.is_dir() {
-            continue;
-        }
-        for entry in std::fs::read_dir(shard.path())? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
-            if !entry.file_type()?.is_file() || !older_than(&path, cutoff) {
-                continue;
-            }
-            if name.starts_with(TMP_PREFIX) {
-                out.push(Candidate::Temp(path));
-            } else if is_blob_id(&name) {
-                out.push(Candidate::Blob(name, path));
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn is_blob_id(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// `docket serve`'s schedule: a sweep at start-up, then one every `interval`.

@@ -1170,7 +1170,7 @@ both_backends!(cross_tenant_isolation, |app: TestApp| async move {
     assert!(files_a.iter().all(|p| p.starts_with(&root_a)));
     assert!(files_b.iter().all(|p| p.starts_with(&root_b)));
     assert!(
-        !b.blobs.exists(&raw_sha_a),
+        !b.blobs.exists(&raw_sha_a).unwrap(),
         "A's message is in B's blob store"
     );
     // And A's content is not readable as plaintext from any file of B (or of A).

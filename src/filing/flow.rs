@@ -256,7 +256,7 @@ async fn store_blobs(
     })
     .await
     .map_err(|e| AppError::internal(anyhow::anyhow!("blob task failed: {e}")))?
-    .map_err(|e| AppError::internal(anyhow::Error::new(e).context("storing blobs")))
+    .map_err(|e| AppError::storage(e, "storing blobs"))
 }
 
 /// Everything the transaction writes for one filing, owned, so that whichever filing's task
@@ -366,16 +366,23 @@ impl Job {
         if let Some(id) = stored {
             return Ok((MessageRow { id, new: false }, taken));
         }
-        if !self.blobs.exists(&parsed.raw_sha256) {
-            // A concurrent first filing saw the message as new, then we saw it as existing
-            // and skipped the raw blob, and it rolled back: store it now.
-            let (blobs, raw) = (self.blobs.clone(), self.raw.clone());
-            tokio::task::spawn_blocking(move || blobs.put(&raw))
-                .await
-                .map_err(|e| AppError::internal(anyhow::anyhow!("blob task failed: {e}")))?
-                .map_err(|e| {
-                    AppError::internal(anyhow::Error::new(e).context("storing raw blob"))
-                })?;
+        // A concurrent first filing saw the message as new, then we saw it as existing and
+        // skipped the raw blob, and it rolled back: store it now.
+        // (A local stat is answered inline: this runs inside the shared transaction.)
+        let (blobs, raw, id) = (
+            self.blobs.clone(),
+            self.raw.clone(),
+            parsed.raw_sha256.clone(),
+        );
+        let local_and_present = blobs.store().local_root().is_some() && blobs.exists(&id)?;
+        if !local_and_present {
+            tokio::task::spawn_blocking(move || match blobs.exists(&id)? {
+                true => Ok(()),
+                false => blobs.put(&raw).map(drop),
+            })
+            .await
+            .map_err(|e| AppError::internal(anyhow::anyhow!("blob task failed: {e}")))?
+            .map_err(|e| AppError::storage(e, "storing the raw blob"))?;
         }
         let (gmail_message, gmail_thread) = (self.gmail.0.as_deref(), self.gmail.1.as_deref());
         let id = insert_message(tx, parsed, &key, gmail_message, gmail_thread, now).await?;

@@ -213,16 +213,26 @@ pub(crate) async fn read_blob(
     blob_id: String,
 ) -> AppResult<HeldBlob> {
     let blobs = tenant.blobs.clone();
-    let size = blobs.sealed_len(&blob_id).unwrap_or(0) as usize;
+    let (b, id) = (blobs.clone(), blob_id.clone());
+    let size = blocking(move || b.sealed_len(&id)).await?.unwrap_or(0) as usize;
     let held = state.budget.try_reserve(size).ok_or_else(AppError::busy)?;
-    let bytes = tokio::task::spawn_blocking(move || blobs.get(&blob_id))
+    let bytes = blocking(move || blobs.get(&blob_id)).await.map_err(|e| {
+        if !matches!(&e, AppError::Problem { .. }) {
+            tracing::error!(tenant = %tenant.id, error = %e, "blob integrity failure");
+        }
+        e
+    })?;
+    Ok(HeldBlob { bytes, held })
+}
+
+/// Runs a blob store call off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::storage::BlobError> + Send + 'static,
+) -> AppResult<T> {
+    tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("blob task: {e}")))?
-        .map_err(|e| {
-            tracing::error!(tenant = %tenant.id, error = %e, "blob integrity failure");
-            AppError::internal(anyhow::Error::new(e))
-        })?;
-    Ok(HeldBlob { bytes, held })
+        .map_err(|e| AppError::storage(e, "reading a blob"))
 }
 
 /// A download: `Content-Disposition: attachment` (RFC 6266), `nosniff`, not cached. The

@@ -1,12 +1,17 @@
-//! Per-tenant blob storage: content-addressed by SHA-256 within one tenant, encrypted, and
-//! written durably (temp file → fsync → rename → fsync directory) before anything refers to it.
+//! Per-tenant blob storage: content-addressed by SHA-256 within one tenant, sealed with the
+//! tenant's data key, and durable before anything refers to it. Where the sealed blobs are
+//! kept is a [`Store`]: a local directory ([`local`]: temp file → fsync → rename → fsync
+//! directory) or an S3-compatible bucket ([`object`]: acknowledged by the store).
 
 pub mod crypto;
+pub mod local;
+pub mod object;
 
-use std::fs::{self, File, OpenOptions};
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+pub use local::TMP_PREFIX;
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
@@ -30,24 +35,150 @@ pub enum BlobError {
     HashMismatch(String),
     #[error("blob i/o: {0}")]
     Io(#[from] io::Error),
+    /// The object store failed or could not be reached (retried already).
+    #[error("object store: {0}")]
+    Unavailable(String),
 }
 
-/// Names of blob files still being written (or left half-written by a crash).
-pub const TMP_PREFIX: &str = ".tmp-";
-
-/// Sets a file's modification time to now, if it exists.
-fn touch(path: &Path) -> io::Result<()> {
-    File::options()
-        .append(true)
-        .open(path)?
-        .set_modified(std::time::SystemTime::now())
+impl BlobError {
+    /// Whether the store (not the blob) is at fault: worth a 503 and a retry later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, BlobError::Unavailable(_))
+    }
 }
 
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    match fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(0o700)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
+/// Blob ids are lowercase hex SHA-256 of the plaintext; nothing else becomes a name.
+pub fn is_blob_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn check_id(id: &str) -> Result<(), BlobError> {
+    match is_blob_id(id) {
+        true => Ok(()),
+        false => Err(io::Error::new(io::ErrorKind::InvalidInput, "bad blob id").into()),
+    }
+}
+
+/// Something a sweep may remove: a half-written local temp file, or a blob.
+#[derive(Debug, Clone)]
+pub enum Leftover {
+    Temp(PathBuf),
+    Blob(String),
+}
+
+/// Where every tenant's blobs go (`storage.backend`).
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// `<data dir>/tenants/<id>/blobs`.
+    Local,
+    Object(object::ObjectStorage),
+}
+
+impl Storage {
+    /// Opens the configured storage (on the runtime: the object store blocks on it).
+    pub fn from_config(c: &crate::config::StorageConfig) -> anyhow::Result<Storage> {
+        Ok(match c.backend {
+            crate::config::StorageBackend::Local => Storage::Local,
+            crate::config::StorageBackend::S3 => {
+                Storage::Object(object::ObjectStorage::from_config(&c.s3)?)
+            }
+        })
+    }
+}
+
+/// Where one tenant's sealed blobs are kept. Its operations block: call them from
+/// `spawn_blocking` (the object store's run on the runtime it was opened on).
+#[derive(Clone, Debug)]
+pub enum Store {
+    Local(local::LocalBlobs),
+    Object(object::ObjectBlobs),
+}
+
+impl Store {
+    /// The sealed size of a blob in bytes, or `None` when it is not there.
+    pub fn sealed_len(&self, id: &str) -> Result<Option<u64>, BlobError> {
+        check_id(id)?;
+        match self {
+            Store::Local(l) => Ok(l.sealed_len(id)),
+            Store::Object(o) => o.sealed_len(id),
+        }
+    }
+
+    /// The sealed bytes of a blob, as stored (never decrypted).
+    pub fn read_sealed(&self, id: &str) -> Result<Vec<u8>, BlobError> {
+        check_id(id)?;
+        match self {
+            Store::Local(l) => l.read_sealed(id),
+            Store::Object(o) => o.read_sealed(id),
+        }
+    }
+
+    /// Writes a blob of `sealed_len` bytes that `write` produces, durably: it returns only
+    /// once the store holds the whole blob (a local file fsynced and renamed into place, its
+    /// directory fsynced; an object acknowledged). Nothing partial is ever visible.
+    pub fn write_sealed(
+        &self,
+        id: &str,
+        sealed_len: u64,
+        write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<(), BlobError> {
+        check_id(id)?;
+        match self {
+            Store::Local(l) => l.write_sealed(id, write),
+            Store::Object(o) => o.write_sealed(id, sealed_len, write),
+        }
+    }
+
+    /// Whether a stored blob whose size passes `intact` can be reused as it is. A local
+    /// blob is refreshed (so a sweep elsewhere leaves it) and its entry made durable again;
+    /// an object cannot be refreshed in place, so it is never reused but written again.
+    fn reuse(&self, id: &str, intact: impl Fn(u64) -> bool) -> Result<bool, BlobError> {
+        match self {
+            Store::Local(l) => l.reuse(id, intact),
+            Store::Object(_) => Ok(false),
+        }
+    }
+
+    /// Removes a blob; `false` when it was not there.
+    pub fn delete(&self, id: &str) -> Result<bool, BlobError> {
+        check_id(id)?;
+        match self {
+            Store::Local(l) => l.delete(id),
+            Store::Object(o) => o.delete(id),
+        }
+    }
+
+    /// Temp files and blobs last written before `cutoff`.
+    pub fn list_old(&self, cutoff: SystemTime) -> Result<Vec<Leftover>, BlobError> {
+        match self {
+            Store::Local(l) => l.list_old(cutoff),
+            Store::Object(o) => o.list_old(cutoff),
+        }
+    }
+
+    /// Removes `what` if it is still older than `cutoff` (looked at again: a filing
+    /// elsewhere may have written it since the listing); whether it was removed.
+    pub fn remove_if_older(&self, what: &Leftover, cutoff: SystemTime) -> Result<bool, BlobError> {
+        match self {
+            Store::Local(l) => l.remove_if_older(what, cutoff),
+            Store::Object(o) => o.remove_if_older(what, cutoff),
+        }
+    }
+
+    /// The directory (local) or `s3://bucket/prefix` (object) of this tenant's blobs.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Local(l) => l.root().display().to_string(),
+            Store::Object(o) => o.describe(),
+        }
+    }
+
+    /// The local directory, for a local store.
+    pub fn local_root(&self) -> Option<&Path> {
+        match self {
+            Store::Local(l) => Some(l.root()),
+            Store::Object(_) => None,
+        }
     }
 }
 
@@ -55,21 +186,29 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 #[derive(Clone)]
 pub struct TenantBlobs {
     tenant_id: String,
-    root: PathBuf,
+    store: Store,
     key: Key,
 }
 
 impl TenantBlobs {
-    pub fn new(tenant_id: &str, root: PathBuf, key: Key) -> Self {
+    pub fn new(tenant_id: &str, store: Store, key: Key) -> Self {
         TenantBlobs {
             tenant_id: tenant_id.to_string(),
-            root,
+            store,
             key,
         }
     }
 
+    /// Where the sealed blobs are kept.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The local blob directory. Panics on an object store (tests of local files only).
     pub fn root(&self) -> &Path {
-        &self.root
+        self.store
+            .local_root()
+            .expect("a local blob store (this tenant's blobs are in an object store)")
     }
 
     /// Seals a small secret (e.g. a TOTP seed) with the tenant's data key; the AAD binds the
@@ -87,90 +226,40 @@ impl TenantBlobs {
         self.key.open(sealed, &secret_aad(&self.tenant_id, purpose))
     }
 
-    /// Blob ids are lowercase hex SHA-256 of the plaintext; nothing else becomes a path.
-    fn path_of(&self, blob_id: &str) -> io::Result<PathBuf> {
-        if blob_id.len() != 64
-            || !blob_id
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad blob id"));
-        }
-        Ok(self.root.join(&blob_id[..2]).join(blob_id))
+    /// The size of a blob's sealed form in bytes, if it is there.
+    pub fn sealed_len(&self, blob_id: &str) -> Result<Option<u64>, BlobError> {
+        self.store.sealed_len(blob_id)
     }
 
-    /// The size of a blob's sealed file in bytes, if it is there.
-    pub fn sealed_len(&self, blob_id: &str) -> Option<u64> {
-        fs::metadata(self.path_of(blob_id).ok()?)
-            .ok()
-            .map(|m| m.len())
-    }
-
-    pub fn exists(&self, blob_id: &str) -> bool {
-        self.path_of(blob_id).map(|p| p.exists()).unwrap_or(false)
+    pub fn exists(&self, blob_id: &str) -> Result<bool, BlobError> {
+        Ok(self.sealed_len(blob_id)?.is_some())
     }
 
     /// Stores `plaintext` under its SHA-256 and returns the id. Blocking: call from
-    /// `spawn_blocking`. Returns only once the file and its directory entry are durable.
+    /// `spawn_blocking`. Returns only once the blob is durable ([`Store::write_sealed`]).
+    /// A stored blob whose size cannot be this content's, sealed (cut short, or grown), is
+    /// damage: it is written again rather than trusted.
     pub fn put(&self, plaintext: &[u8]) -> Result<String, BlobError> {
         let id = sha256_hex(plaintext);
-        let path = self.path_of(&id)?;
-        let dir = path.parent().expect("blob path has a parent");
-        // Reused: fresh again, so a sweep in another process leaves it to this filing; and
-        // its directory entry made durable again, since the put that created it may have
-        // failed at exactly that step (a blob is only acknowledged once that fsync held).
-        // A file whose size cannot be this content's, sealed (cut short, or grown), is damage:
-        // it is written again, in place, rather than trusted.
         let (segmented, whole) = Key::sealed_lens(plaintext.len() as u64);
-        let intact = |len| len == segmented || len == whole;
-        if fs::metadata(&path).is_ok_and(|m| intact(m.len())) && touch(&path).is_ok() {
-            File::open(dir)?.sync_all()?;
+        if self
+            .store
+            .reuse(&id, |len| len == segmented || len == whole)?
+        {
             return Ok(id);
         }
-        let new_shard = !dir.exists();
-        if new_shard {
-            create_private_dir(&self.root)?;
-            create_private_dir(dir)?;
-        }
         let aad = blob_aad(&self.tenant_id, &id);
-        let tmp = dir.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
-        let result = (|| -> io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            // Whatever the umask.
-            f.set_permissions(fs::Permissions::from_mode(0o600))?;
-            // Sealed segment by segment straight into the file: no copy of the blob.
-            self.key.seal_segmented(plaintext, &aad, &mut f)?;
-            f.sync_all()?;
-            crate::metrics::global().blob_written(f.metadata()?.len());
-            fs::rename(&tmp, &path)?;
-            File::open(dir)?.sync_all()?;
-            // A shard directory created just now must itself be durable in the root.
-            if new_shard {
-                File::open(&self.root)?.sync_all()?;
-            }
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result?;
+        // Sealed segment by segment straight into the store: no copy of the blob.
+        self.store.write_sealed(&id, segmented, &mut |out| {
+            self.key.seal_segmented(plaintext, &aad, &mut &mut *out)
+        })?;
+        crate::metrics::global().blob_written(segmented);
         Ok(id)
     }
 
     /// Reads and decrypts a blob, checking it against its content address.
     pub fn get(&self, blob_id: &str) -> Result<Vec<u8>, BlobError> {
-        let path = self.path_of(blob_id)?;
-        let sealed = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(BlobError::Missing(blob_id.to_string()))
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let sealed = self.store.read_sealed(blob_id)?;
         let plain = self
             .key
             .open(&sealed, &blob_aad(&self.tenant_id, blob_id))

@@ -38,11 +38,19 @@ pub struct Closure {
     pub purge_after: String,
 }
 
+/// How long a process trusts the tenant status it read from the catalogue: a tenant
+/// suspended or terminated elsewhere (another replica, the CLI) is refused here at most this
+/// long after. One small catalogue read per tenant per period.
+pub const TENANT_STATUS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// An open tenant: its own database and its own blob store.
 pub struct Tenant {
     pub id: String,
     pub name: String,
-    pub status: String,
+    /// `active`, `suspended` or `terminated`, as last read from the catalogue, and when:
+    /// re-read at most [`TENANT_STATUS_TTL`] after (another replica, or the CLI, may have
+    /// changed it).
+    status: std::sync::RwLock<(String, std::time::Instant)>,
     pub db: AnyPool,
     pub backend: Backend,
     pub blobs: TenantBlobs,
@@ -69,7 +77,13 @@ impl Tenant {
     }
 
     pub fn is_active(&self) -> bool {
-        self.status == "active"
+        self.status() == "active"
+    }
+
+    /// The tenant's status as last read from the catalogue (at most [`TENANT_STATUS_TTL`]
+    /// old when the tenant came from [`Catalog::tenant`]).
+    pub fn status(&self) -> String {
+        self.status.read().expect("status lock").0.clone()
     }
 
     /// A transaction on the tenant's database whose outcome feeds [`Tenant::health`].
@@ -117,6 +131,7 @@ pub struct Catalog {
     tenant_pool_size: u32,
     /// SQLite: `PRAGMA wal_autocheckpoint` of every connection, in pages.
     wal_autocheckpoint: u32,
+    storage: crate::storage::Storage,
     open: RwLock<HashMap<String, Arc<Tenant>>>,
 }
 
@@ -175,8 +190,24 @@ impl Catalog {
             pg_url,
             tenant_pool_size: database.max_connections_per_tenant,
             wal_autocheckpoint,
+            storage: crate::storage::Storage::Local,
             open: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// Keeps tenants' blobs in `storage` instead of the data dir.
+    pub fn with_storage(mut self, storage: crate::storage::Storage) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Where a tenant's sealed blobs are kept (whether or not the tenant is open).
+    pub fn blob_store(&self, id: &str) -> crate::storage::Store {
+        use crate::storage::{local::LocalBlobs, Storage, Store};
+        match &self.storage {
+            Storage::Local => Store::Local(LocalBlobs::new(self.blob_root(id))),
+            Storage::Object(o) => Store::Object(o.tenant(id)),
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -433,8 +464,10 @@ impl Catalog {
 
     /// The open tenant (pool + blobs), opening it on first use.
     pub async fn tenant(&self, id: &str) -> anyhow::Result<Arc<Tenant>> {
-        if let Some(t) = self.open.read().await.get(id) {
-            return Ok(t.clone());
+        let cached = self.open.read().await.get(id).cloned();
+        if let Some(t) = cached {
+            self.refresh_status(&t).await?;
+            return Ok(t);
         }
         let mut open = self.open.write().await;
         if let Some(t) = open.get(id) {
@@ -461,10 +494,10 @@ impl Catalog {
         let tenant = Arc::new(Tenant {
             id: id.to_string(),
             name: row.get("name"),
-            status: row.get("status"),
+            status: std::sync::RwLock::new((row.get("status"), std::time::Instant::now())),
             db: pool,
             backend: self.backend,
-            blobs: TenantBlobs::new(id, self.blob_root(id), Key::from_bytes(&dek)),
+            blobs: TenantBlobs::new(id, self.blob_store(id), Key::from_bytes(&dek)),
             write_lock: tokio::sync::Mutex::new(()),
             health: Default::default(),
             blob_lease: Default::default(),
@@ -537,6 +570,22 @@ impl Catalog {
     /// The tenants this process has open.
     pub async fn open_tenants(&self) -> Vec<Arc<Tenant>> {
         self.open.read().await.values().cloned().collect()
+    }
+
+    /// Re-reads an open tenant's status once the one it holds is [`TENANT_STATUS_TTL`] old.
+    async fn refresh_status(&self, t: &Tenant) -> anyhow::Result<()> {
+        let read_at = t.status.read().expect("status lock").1;
+        if read_at.elapsed() < TENANT_STATUS_TTL {
+            return Ok(());
+        }
+        let status: String = sqlx::query("SELECT status FROM tenants WHERE id = $1")
+            .bind(&t.id)
+            .fetch_optional(&self.pool)
+            .await?
+            .with_context(|| format!("no tenant {}", t.id))?
+            .get(0);
+        *t.status.write().expect("status lock") = (status, std::time::Instant::now());
+        Ok(())
     }
 
     /// Forgets the open tenant so the next use re-reads its catalogue row (status changes).

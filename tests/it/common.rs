@@ -53,6 +53,120 @@ macro_rules! both_backends {
     };
 }
 
+/// Like [`both_backends!`], plus a third variant with the blobs in a bucket of the S3
+/// test server (SQLite catalogue): `all_stores!(name, |app| async move { ... })`.
+#[macro_export]
+macro_rules! all_stores {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let app = $crate::common::TestApp::spawn($crate::common::Backend::Sqlite)
+                    .await
+                    .unwrap();
+                ($body)(app).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let Some(app) =
+                    $crate::common::TestApp::spawn($crate::common::Backend::Postgres).await
+                else {
+                    return;
+                };
+                ($body)(app).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn s3() {
+                let Some(app) =
+                    $crate::common::TestApp::spawn_s3($crate::common::Backend::Sqlite).await
+                else {
+                    return;
+                };
+                ($body)(app).await;
+            }
+        }
+    };
+}
+
+/// The S3-compatible test server's URL (`DOCKET_TEST_S3`; `scripts/test` starts moto's
+/// server mode), or None (skip) outside CI. In CI (`CI` set) a missing server fails.
+pub fn s3_endpoint() -> Option<String> {
+    match std::env::var("DOCKET_TEST_S3") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("an S3-compatible server is required in CI: DOCKET_TEST_S3 is not set (scripts/test starts one)")
+        }
+        _ => {
+            eprintln!("SKIP: DOCKET_TEST_S3 is not set (scripts/test starts moto's S3 server); object-storage variants are skipped locally");
+            None
+        }
+    }
+}
+
+/// Creates a fresh bucket on the S3 test server and points `config` at it.
+pub async fn fresh_bucket(config: &mut Config, endpoint: &str) -> String {
+    let bucket = format!("docket-test-{}", hex::encode(rand_bytes::<6>()));
+    let r = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("the S3 test server answers");
+    assert!(
+        r.status().is_success(),
+        "creating bucket {bucket}: {}",
+        r.status()
+    );
+    config.storage = s3_storage(endpoint, &bucket);
+    bucket
+}
+
+/// Storage configuration for `bucket` on an S3-compatible server at `endpoint`.
+pub fn s3_storage(endpoint: &str, bucket: &str) -> docket::config::StorageConfig {
+    docket::config::StorageConfig {
+        backend: docket::config::StorageBackend::S3,
+        s3: docket::config::S3Config {
+            bucket: Some(bucket.into()),
+            endpoint: Some(endpoint.into()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("testing".into()),
+            secret_access_key: Some("testing".to_string().into()),
+            allow_http: true,
+            ..Default::default()
+        },
+    }
+}
+
+/// The sealed bytes of a tenant's blob, as its store holds them.
+pub async fn sealed_blob(t: &Tenant, id: &str) -> Vec<u8> {
+    let (store, id) = (t.blobs.store().clone(), id.to_string());
+    tokio::task::spawn_blocking(move || store.read_sealed(&id))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Replaces a tenant's blob in its store with `bytes` (damage, as a disk or a person could).
+pub async fn overwrite_blob(t: &Tenant, id: &str, bytes: Vec<u8>) {
+    let (store, id) = (t.blobs.store().clone(), id.to_string());
+    tokio::task::spawn_blocking(move || {
+        store.write_sealed(&id, bytes.len() as u64, &mut |w| w.write_all(&bytes))
+    })
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+/// Stores `plaintext` as a blob of tenant `t` (off the runtime: stores block).
+pub async fn put_blob(t: &Tenant, plaintext: &[u8]) -> String {
+    let (blobs, bytes) = (t.blobs.clone(), plaintext.to_vec());
+    tokio::task::spawn_blocking(move || blobs.put(&bytes))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// The test stand-in for Google's signing key (one per test binary; RSA keygen is slow).
 pub fn google() -> &'static TokenIssuer {
     static ISSUER: OnceLock<TokenIssuer> = OnceLock::new();
@@ -240,6 +354,15 @@ pub fn rand_bytes<const N: usize>() -> [u8; N] {
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Option<TestApp> {
         Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Like [`TestApp::spawn`], with the blobs in a fresh bucket of the S3 test server;
+    /// None (skip) when there is none outside CI.
+    pub async fn spawn_s3(backend: Backend) -> Option<TestApp> {
+        let endpoint = s3_endpoint()?;
+        let mut storage = docket::config::Config::default();
+        fresh_bucket(&mut storage, &endpoint).await;
+        Self::spawn_with(backend, move |c| c.storage = storage.storage).await
     }
 
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {

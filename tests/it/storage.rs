@@ -1,8 +1,8 @@
 //! Blobs at rest: encrypted, content-addressed per tenant, tamper and cross-tenant swaps
 //! detected, and a failed blob write leaves nothing behind.
 
-use crate::both_backends;
 use crate::common::*;
+use crate::{all_stores, both_backends};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -22,7 +22,7 @@ async fn file_with_pdf(app: &TestApp, subject: &str, mid: &str, pdf: Vec<u8>) ->
     (raw, r.json().await.unwrap())
 }
 
-both_backends!(blobs_are_encrypted_at_rest, |app: TestApp| async move {
+all_stores!(blobs_are_encrypted_at_rest, |app: TestApp| async move {
     let tok = app.token("alice@a.test");
     let marker = "PLAINTEXT-MARKER-7f3a";
     let raw = email(
@@ -38,7 +38,7 @@ both_backends!(blobs_are_encrypted_at_rest, |app: TestApp| async move {
         .unwrap();
     let t = app.tenant(&app.firm_a).await;
     let raw_id = v["filings"][0]["message"]["sha256"].as_str().unwrap();
-    let on_disk = std::fs::read(blob_path(t.blobs.root(), raw_id)).unwrap();
+    let on_disk = sealed_blob(&t, raw_id).await;
     assert_ne!(on_disk, raw);
     assert!(
         !on_disk
@@ -56,7 +56,7 @@ both_backends!(blobs_are_encrypted_at_rest, |app: TestApp| async move {
     assert_ne!(key.seal(b"x", b"a")[4..16], key.seal(b"x", b"a")[4..16]);
 });
 
-both_backends!(
+all_stores!(
     tampered_blob_is_detected_not_served,
     |app: TestApp| async move {
         let tok = app.token("alice@a.test");
@@ -76,11 +76,10 @@ both_backends!(
         let att_id = v["filings"][0]["attachments"][0]["sha256"]
             .as_str()
             .unwrap();
-        let path = blob_path(t.blobs.root(), att_id);
-        let mut bytes = std::fs::read(&path).unwrap();
+        let mut bytes = sealed_blob(&t, att_id).await;
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x01;
-        std::fs::write(&path, &bytes).unwrap();
+        overwrite_blob(&t, att_id, bytes.clone()).await;
         let r = app
             .get(&tok, &format!("/v1/filings/{id}/attachments/0"))
             .await;
@@ -88,7 +87,7 @@ both_backends!(
         assert_eq!(status, 500);
         assert!(!p.to_string().contains("decrypt"), "no internals leak: {p}");
         // Truncation is caught as well.
-        std::fs::write(&path, &bytes[..10]).unwrap();
+        overwrite_blob(&t, att_id, bytes[..10].to_vec()).await;
         assert_eq!(
             app.get(&tok, &format!("/v1/filings/{id}/attachments/0"))
                 .await
@@ -99,10 +98,20 @@ both_backends!(
         let back = app.get(&tok, &format!("/v1/filings/{id}/raw")).await;
         assert_eq!(back.status(), 200);
         assert_eq!(&back.bytes().await.unwrap()[..], &raw[..]);
+        // A blob gone from the store is a 500 too, and the rest still reads.
+        let (store, gone) = (t.blobs.store().clone(), att_id.to_string());
+        let deleted = tokio::task::spawn_blocking(move || store.delete(&gone).unwrap());
+        assert!(deleted.await.unwrap());
+        let r = app
+            .get(&tok, &format!("/v1/filings/{id}/attachments/0"))
+            .await;
+        assert_eq!(problem(r).await.0, 500);
+        let back = app.get(&tok, &format!("/v1/filings/{id}/raw")).await;
+        assert_eq!(back.status(), 200);
     }
 );
 
-both_backends!(
+all_stores!(
     blob_swapped_in_from_another_tenant_fails_to_decrypt,
     |app: TestApp| async move {
         // The same message filed in both tenants: same content address, separate blobs and keys.
@@ -134,21 +143,12 @@ both_backends!(
             vb["filings"][0]["message"]["sha256"].as_str().unwrap()
         );
         let (a, b) = (app.tenant(&app.firm_a).await, app.tenant(&app.firm_b).await);
-        assert_ne!(a.blobs.root(), b.blobs.root());
-        assert!(
-            !a.blobs.root().starts_with(b.blobs.root())
-                && !b.blobs.root().starts_with(a.blobs.root())
-        );
-        let (pa, pb) = (
-            blob_path(a.blobs.root(), &blob),
-            blob_path(b.blobs.root(), &blob),
-        );
-        assert_ne!(
-            std::fs::read(&pa).unwrap(),
-            std::fs::read(&pb).unwrap(),
-            "each tenant encrypts its own copy"
-        );
-        std::fs::copy(&pa, &pb).unwrap();
+        let (da, db) = (a.blobs.store().describe(), b.blobs.store().describe());
+        assert_ne!(da, db);
+        assert!(!da.starts_with(&db) && !db.starts_with(&da), "{da} / {db}");
+        let (sa, sb) = (sealed_blob(&a, &blob).await, sealed_blob(&b, &blob).await);
+        assert_ne!(sa, sb, "each tenant encrypts its own copy");
+        overwrite_blob(&b, &blob, sa).await;
         let bid = vb["filings"][0]["id"].as_str().unwrap();
         let r = app
             .get(&app.token("bob@b.test"), &format!("/v1/filings/{bid}/raw"))
@@ -159,7 +159,10 @@ both_backends!(
             "a blob from tenant A must not decrypt in tenant B"
         );
         // Directly: the AAD binds tenant and blob id, so even the right key fails under another id.
-        assert!(b.blobs.get(&blob).is_err());
+        let bb = b.blobs.clone();
+        assert!(tokio::task::spawn_blocking(move || bb.get(&blob).is_err())
+            .await
+            .unwrap());
     }
 );
 
@@ -257,13 +260,13 @@ both_backends!(
         for p in every_blob(&root) {
             age(&p, 7200);
         }
-        let orphan = t.blobs.put(b"never committed").unwrap();
-        let young = t.blobs.put(b"committing right now").unwrap();
-        let reused = t.blobs.put(b"reused by a filing").unwrap();
+        let orphan = put_blob(&t, b"never committed").await;
+        let young = put_blob(&t, b"committing right now").await;
+        let reused = put_blob(&t, b"reused by a filing").await;
         age(&blob_path(&root, &orphan), 7200);
         age(&blob_path(&root, &reused), 7200);
         // A filing storing the same content again makes the old blob fresh.
-        t.blobs.put(b"reused by a filing").unwrap();
+        put_blob(&t, b"reused by a filing").await;
         let shard = blob_path(&root, &orphan).parent().unwrap().to_path_buf();
         let old_tmp = shard.join(".tmp-half-written");
         let young_tmp = shard.join(".tmp-being-written");
@@ -300,10 +303,7 @@ both_backends!(
         let hour = std::time::Duration::from_secs(3600);
         let t = app.tenant(&app.firm_a).await;
         let root = t.blobs.root().to_path_buf();
-        let orphan = t
-            .blobs
-            .put(b"written by a filing not yet committed")
-            .unwrap();
+        let orphan = put_blob(&t, b"written by a filing not yet committed").await;
         age(&blob_path(&root, &orphan), 7200);
         // A filing between its blob writes and its commit holds the lease.
         let lease = t.blob_lease.read().await;
@@ -366,28 +366,28 @@ async fn downloads_hold_their_share_of_the_message_budget() {
     assert_eq!(app.state.budget.available_kib(), full, "shares given back");
 }
 
-/// A blob file damaged on disk (cut short) is written again when the same content is
-/// stored again, instead of being trusted: the earlier filing reads back whole afterwards.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_damaged_blob_is_written_again_when_its_content_comes_again() {
-    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
-    let tok = app.token("alice@a.test");
-    let pdf = noise(131_073, 4);
-    let (_, v) = file_with_pdf(&app, "First", "<damaged-first@acme.com>", pdf.clone()).await;
-    let id = v["filings"][0]["id"].as_str().unwrap().to_string();
-    let att = v["filings"][0]["attachments"][0]["sha256"]
-        .as_str()
-        .unwrap();
-    let t = app.tenant(&app.firm_a).await;
-    let path = blob_path(t.blobs.root(), att);
-    let sealed = std::fs::read(&path).unwrap();
-    std::fs::write(&path, &sealed[..100]).unwrap();
-    let path_of = format!("/v1/filings/{id}/attachments/0");
-    assert_eq!(app.get(&tok, &path_of).await.status(), 500);
-    // Another message carrying the same attachment.
-    file_with_pdf(&app, "Second", "<damaged-second@acme.com>", pdf.clone()).await;
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), sealed.len() as u64);
-    let back = app.get(&tok, &path_of).await;
-    assert_eq!(back.status(), 200);
-    assert_eq!(back.bytes().await.unwrap()[..], pdf[..]);
-}
+// A stored blob damaged (cut short) is written again when the same content is stored
+// again, instead of being trusted: the earlier filing reads back whole afterwards.
+all_stores!(
+    a_damaged_blob_is_written_again_when_its_content_comes_again,
+    |app: TestApp| async move {
+        let tok = app.token("alice@a.test");
+        let pdf = noise(131_073, 4);
+        let (_, v) = file_with_pdf(&app, "First", "<damaged-first@acme.com>", pdf.clone()).await;
+        let id = v["filings"][0]["id"].as_str().unwrap().to_string();
+        let att = v["filings"][0]["attachments"][0]["sha256"]
+            .as_str()
+            .unwrap();
+        let t = app.tenant(&app.firm_a).await;
+        let sealed = sealed_blob(&t, att).await;
+        overwrite_blob(&t, att, sealed[..100].to_vec()).await;
+        let path_of = format!("/v1/filings/{id}/attachments/0");
+        assert_eq!(app.get(&tok, &path_of).await.status(), 500);
+        // Another message carrying the same attachment.
+        file_with_pdf(&app, "Second", "<damaged-second@acme.com>", pdf.clone()).await;
+        assert_eq!(sealed_blob(&t, att).await.len(), sealed.len());
+        let back = app.get(&tok, &path_of).await;
+        assert_eq!(back.status(), 200);
+        assert_eq!(back.bytes().await.unwrap()[..], pdf[..]);
+    }
+);
