@@ -18,6 +18,7 @@ mod intake;
 mod metrics;
 mod object_store;
 mod pg_faults;
+mod replicas;
 mod rules;
 mod storage;
 mod teams;
