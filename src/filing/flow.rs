@@ -61,8 +61,8 @@ pub async fn file_message(
     // The lease keeps the sweep off this tenant's blobs from the first write to the commit.
     let lease = tenant.blob_lease.read().await;
     let parsed = Arc::new(parsed);
-    store_blobs(tenant, &parsed, &req.raw, &selected).await?;
-    let recorded = record(tenant, user, &req, &parsed, &records, &auto, &selected).await?;
+    let stored = store_blobs(tenant, &parsed, &req.raw, selected).await?;
+    let recorded = record(tenant, user, &req, &parsed, &records, &auto, &stored).await?;
     drop(lease);
     answer(tenant, user, recorded, &parsed, message_id_reused).await
 }
@@ -228,31 +228,37 @@ fn select_attachments(
     }
 }
 
+/// The blobs a filing stored before its transaction.
+struct Stored {
+    /// The selected attachments (indices into the parsed message's).
+    selected: Vec<usize>,
+    /// Whether the raw message was stored too (it looked new).
+    raw: bool,
+}
+
 /// Blobs first, durably (written, fsynced, renamed, directory fsynced). Content-addressed,
 /// so a retry or a concurrent copy is harmless. The raw message only when it is new.
 async fn store_blobs(
     tenant: &Tenant,
     parsed: &Arc<ParsedMessage>,
     raw: &Arc<Vec<u8>>,
-    selected: &[usize],
-) -> AppResult<()> {
+    selected: Vec<usize>,
+) -> AppResult<Stored> {
     let store_raw = message_id_by_key(&tenant.db, &parsed.dedup_key)
         .await?
         .is_none();
-    let (blobs, parsed, raw, selected) = (
-        tenant.blobs.clone(),
-        parsed.clone(),
-        raw.clone(),
-        selected.to_vec(),
-    );
-    tokio::task::spawn_blocking(move || -> Result<(), crate::storage::BlobError> {
+    let (blobs, parsed, raw) = (tenant.blobs.clone(), parsed.clone(), raw.clone());
+    tokio::task::spawn_blocking(move || -> Result<Stored, crate::storage::BlobError> {
         if store_raw {
             blobs.put(&raw)?;
         }
         for i in &selected {
             blobs.put(&parsed.attachments[*i].bytes(&raw))?;
         }
-        Ok(())
+        Ok(Stored {
+            selected,
+            raw: store_raw,
+        })
     })
     .await
     .map_err(|e| AppError::internal(anyhow::anyhow!("blob task failed: {e}")))?
@@ -273,6 +279,8 @@ struct Job {
     records: Vec<Record>,
     auto: AutoTargets,
     selected: Vec<usize>,
+    /// The raw message's blob was stored before the transaction.
+    raw_stored: bool,
 }
 
 /// The message (once), a filing per target (or the existing one), the kept attachments and
@@ -285,7 +293,7 @@ async fn record(
     parsed: &Arc<ParsedMessage>,
     records: &[Record],
     auto: &AutoTargets,
-    selected: &[usize],
+    stored: &Stored,
 ) -> AppResult<Recorded> {
     // Looked up before the transaction: inside it, a second pool connection could wait on
     // the writers queued behind this one's audit lock.
@@ -303,7 +311,8 @@ async fn record(
         parsed: parsed.clone(),
         records: records.to_vec(),
         auto: auto.clone(),
-        selected: selected.to_vec(),
+        selected: stored.selected.clone(),
+        raw_stored: stored.raw,
     };
     tenant
         .group_commit::<Recorded>(Box::new(move |tx| {
@@ -366,27 +375,28 @@ impl Job {
         if let Some(id) = stored {
             return Ok((MessageRow { id, new: false }, taken));
         }
-        // A concurrent first filing saw the message as new, then we saw it as existing and
-        // skipped the raw blob, and it rolled back: store it now.
-        // (A local stat is answered inline: this runs inside the shared transaction.)
-        let (blobs, raw, id) = (
-            self.blobs.clone(),
-            self.raw.clone(),
-            parsed.raw_sha256.clone(),
-        );
-        let local_and_present = blobs.store().local_root().is_some() && blobs.exists(&id)?;
-        if !local_and_present {
-            tokio::task::spawn_blocking(move || match blobs.exists(&id)? {
-                true => Ok(()),
-                false => blobs.put(&raw).map(drop),
-            })
-            .await
-            .map_err(|e| AppError::internal(anyhow::anyhow!("blob task failed: {e}")))?
-            .map_err(|e| AppError::storage(e, "storing the raw blob"))?;
+        if !self.raw_stored {
+            self.store_raw().await?;
         }
         let (gmail_message, gmail_thread) = (self.gmail.0.as_deref(), self.gmail.1.as_deref());
         let id = insert_message(tx, parsed, &key, gmail_message, gmail_thread, now).await?;
         Ok((MessageRow { id, new: true }, taken))
+    }
+}
+
+impl Job {
+    /// The raw blob, for a message that looked stored when its blobs were written and is new
+    /// now (a concurrent first filing of it rolled back): stored unless it is there.
+    async fn store_raw(&self) -> AppResult<()> {
+        let (blobs, raw) = (self.blobs.clone(), self.raw.clone());
+        let id = self.parsed.raw_sha256.clone();
+        tokio::task::spawn_blocking(move || match blobs.exists(&id)? {
+            true => Ok(()),
+            false => blobs.put(&raw).map(drop),
+        })
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("blob task failed: {e}")))?
+        .map_err(|e| AppError::storage(e, "storing the raw blob"))
     }
 }
 

@@ -437,3 +437,65 @@ async fn two_replicas_on_one_database_and_bucket_act_as_one() {
     }
     assert_eq!(count(&t, "SELECT COUNT(*) FROM filings").await, filings);
 }
+
+/// Filings per second through 1 and then 2 replicas on PostgreSQL (a benchmark, not a
+/// check; run by hand, ideally against a release binary):
+///
+/// `DOCKET_BIN=target/release/docket cargo test --test it replicas::throughput -- --ignored --nocapture`
+///
+/// `DOCKET_BENCH_FILINGS` (default 2000) messages of ~4 KiB with one attachment, from 32
+/// concurrent clients spread over the replicas. Blobs go to the S3 test server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: run by hand"]
+async fn throughput() {
+    let n: usize = std::env::var("DOCKET_BENCH_FILINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    for replicas in [1, 2] {
+        let Some(cluster) = Cluster::new(&[("DOCKET_LOG__FILTER", "warn")]).await else {
+            return;
+        };
+        let started: Vec<Replica> = (0..replicas).map(|_| cluster.replica()).collect();
+        let bases: Vec<String> = started.iter().map(|r| r.base.clone()).collect();
+        let http = reqwest::Client::new();
+        let token = google().user_token("alice@a.test", CLIENT_ID, 3600);
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let t0 = Instant::now();
+        let workers: Vec<_> = (0..32)
+            .map(|w| {
+                let (http, token, next, bases) =
+                    (http.clone(), token.clone(), next.clone(), bases.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= n {
+                            return;
+                        }
+                        let raw = email(
+                            &format!("Bench {i}"),
+                            Some(&format!("<bench-{i}@acme.com>")),
+                            &[("a.pdf", "application/pdf", noise(3000, (i % 251) as u8))],
+                        );
+                        let r = http
+                            .post(format!("{}/v1/filings", bases[(w + i) % bases.len()]))
+                            .bearer_auth(&token)
+                            .json(&filing_body(&raw, &["matter:M-1"]))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), 201);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await.unwrap();
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "{replicas} replica(s): {n} filings in {secs:.2} s = {:.0} filings/s",
+            n as f64 / secs
+        );
+    }
+}
