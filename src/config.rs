@@ -107,6 +107,41 @@ fn default_s3_timeout() -> u64 {
     30
 }
 
+impl S3Config {
+    /// What the settings alone show is wrong: the endpoint's form, a prefix that would not be
+    /// used as written, the secret given twice. (An unreadable or empty secret file stops the
+    /// start when the store is opened.)
+    fn check(&self) -> anyhow::Result<()> {
+        if let Some(e) = &self.endpoint {
+            let url = url::Url::parse(e).map_err(|_| {
+                anyhow::anyhow!("invalid configuration: `storage.s3.endpoint` (DOCKET_STORAGE__S3__ENDPOINT) is not a URL: {e:?}")
+            })?;
+            match url.scheme() {
+                "https" => {}
+                "http" if self.allow_http => {}
+                "http" => bail!("invalid configuration: `storage.s3.endpoint` is plain http: set `storage.s3.allow_http = true` (DOCKET_STORAGE__S3__ALLOW_HTTP) to allow it"),
+                other => bail!("invalid configuration: `storage.s3.endpoint` must be an http(s) URL, not {other}:"),
+            }
+        }
+        if let Some(p) = &self.prefix {
+            let ok = p.split('/').filter(|seg| !seg.is_empty()).all(|seg| {
+                seg != "."
+                    && seg != ".."
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            });
+            if !ok {
+                bail!("invalid configuration: `storage.s3.prefix` may hold only letters, digits, `-`, `_`, `.` and `/`-separated segments other than `.` and `..`");
+            }
+        }
+        if self.secret_access_key.is_some() && self.secret_access_key_file.is_some() {
+            bail!("invalid configuration: give `storage.s3.secret_access_key` or `storage.s3.secret_access_key_file`, not both");
+        }
+        Ok(())
+    }
+}
+
 impl Default for S3Config {
     fn default() -> Self {
         S3Config {
@@ -650,6 +685,7 @@ impl Config {
             if s3.timeout_secs == 0 {
                 bail!("invalid configuration: `storage.s3.timeout_secs` must be positive");
             }
+            s3.check()?;
         }
         if self.maintenance.sweep_grace_minutes < MIN_SWEEP_GRACE_MINUTES {
             bail!("invalid configuration: `maintenance.sweep_grace_minutes` must be at least {MIN_SWEEP_GRACE_MINUTES}");
@@ -754,5 +790,42 @@ mod admin_tests {
             .merge(("admin.trusted_proxies", "proxy.example"))
             .extract::<Config>();
         assert!(bad.unwrap_err().to_string().contains("not an IP address"));
+    }
+}
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+
+    fn s3(tweak: impl FnOnce(&mut S3Config)) -> anyhow::Result<()> {
+        let mut c = Config::default();
+        c.storage.backend = StorageBackend::S3;
+        c.storage.s3.bucket = Some("docket".into());
+        tweak(&mut c.storage.s3);
+        c.validate()
+    }
+
+    #[test]
+    fn s3_mistakes_are_refused_at_startup_naming_the_key() {
+        assert!(s3(|_| {}).is_ok());
+        assert!(s3(|c| c.endpoint = Some("https://s3.example.net".into())).is_ok());
+        let err = |t: fn(&mut S3Config)| s3(t).unwrap_err().to_string();
+        assert!(err(|c| c.bucket = None).contains("storage.s3.bucket"));
+        assert!(err(|c| c.endpoint = Some("not a url".into())).contains("not a URL"));
+        assert!(err(|c| c.endpoint = Some("ftp://h".into())).contains("http(s)"));
+        assert!(err(|c| c.endpoint = Some("http://127.0.0.1:9000".into())).contains("allow_http"));
+        assert!(s3(|c| {
+            c.endpoint = Some("http://127.0.0.1:9000".into());
+            c.allow_http = true;
+        })
+        .is_ok());
+        assert!(err(|c| c.prefix = Some("../evil".into())).contains("prefix"));
+        assert!(err(|c| c.prefix = Some("a b".into())).contains("prefix"));
+        assert!(s3(|c| c.prefix = Some("/prod/docket-1/".into())).is_ok());
+        assert!(err(|c| {
+            c.secret_access_key = Some("x".to_string().into());
+            c.secret_access_key_file = Some("/etc/hostname".into());
+        })
+        .contains("not both"));
     }
 }

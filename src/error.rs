@@ -20,6 +20,9 @@ pub enum AppError {
 
 pub type AppResult<T> = Result<T, AppError>;
 
+/// `Retry-After` of a 503 `storage-unavailable`, in seconds.
+pub const STORAGE_RETRY_AFTER_SECS: u64 = 30;
+
 impl AppError {
     pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
         AppError::Problem {
@@ -137,11 +140,14 @@ impl IntoResponse for AppError {
                 HeaderValue::from_static("Bearer realm=\"docket\""),
             );
         }
-        if matches!(self.slug(), "busy" | "storage-unavailable") {
-            headers.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(crate::budget::RETRY_AFTER_SECS),
-            );
+        let retry_after = match self.slug() {
+            "busy" => Some(crate::budget::RETRY_AFTER_SECS),
+            // A store outage outlasts a busy moment.
+            "storage-unavailable" => Some(STORAGE_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

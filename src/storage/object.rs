@@ -79,10 +79,16 @@ impl ObjectStorage {
         } else if let Some(file) = &c.secret_access_key_file {
             let secret = std::fs::read_to_string(file).with_context(|| {
                 format!(
-                    "`storage.s3.secret_access_key_file`: cannot read {}",
+                    "invalid configuration: `storage.s3.secret_access_key_file`: cannot read {}",
                     file.display()
                 )
             })?;
+            if secret.trim().is_empty() {
+                anyhow::bail!(
+                    "invalid configuration: `storage.s3.secret_access_key_file` ({}) is empty",
+                    file.display()
+                );
+            }
             b = b.with_secret_access_key(secret.trim());
         }
         let store = b.build().context("invalid `storage.s3` configuration")?;
@@ -235,7 +241,12 @@ impl ObjectBlobs {
             return Ok(false);
         };
         match self.head(id)? {
-            Some(m) if SystemTime::from(m.last_modified) < cutoff => self.delete(id),
+            // One request more, not two: S3's DELETE succeeds whether or not it is there.
+            Some(m) if SystemTime::from(m.last_modified) < cutoff => {
+                self.block(self.store.delete(&self.location(id)))
+                    .map_err(unavailable)?;
+                Ok(true)
+            }
             _ => Ok(false),
         }
     }
@@ -258,5 +269,30 @@ impl Write for Parts<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_or_empty_secret_file_stops_the_start() {
+        let dir = std::env::temp_dir().join(format!("docket-s3-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = |file: &std::path::Path| S3Config {
+            bucket: Some("docket".into()),
+            access_key_id: Some("id".into()),
+            secret_access_key_file: Some(file.to_path_buf()),
+            ..Default::default()
+        };
+        let e = ObjectStorage::from_config(&config(&dir.join("absent"))).unwrap_err();
+        assert!(format!("{e:#}").contains("cannot read"), "{e:#}");
+        std::fs::write(dir.join("empty"), "\n").unwrap();
+        let e = ObjectStorage::from_config(&config(&dir.join("empty"))).unwrap_err();
+        assert!(format!("{e:#}").contains("is empty"), "{e:#}");
+        std::fs::write(dir.join("secret"), "s3cr3t\n").unwrap();
+        assert!(ObjectStorage::from_config(&config(&dir.join("secret"))).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -111,7 +111,7 @@ async fn an_unreachable_store_is_a_503_and_nothing_is_filed() {
     let r = app
         .post_filing(&tok, &filing_body(&raw, &["matter:M-1"]))
         .await;
-    assert_eq!(r.headers()["retry-after"], "2");
+    assert_eq!(r.headers()["retry-after"], "30");
     let (status, p) = problem(r).await;
     assert_eq!(
         (status, p["type"].as_str()),

@@ -124,6 +124,13 @@ impl Cluster {
         let bin =
             std::env::var("DOCKET_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_docket").into());
         let data = tempfile::tempdir().unwrap();
+        // A data dir the cluster's settings name is shared by every replica.
+        let data_dir = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "DOCKET_DATA_DIR")
+            .map(|(_, v)| std::path::PathBuf::from(v))
+            .unwrap_or_else(|| data.path().to_path_buf());
         let mut cmd = Command::new(bin);
         // docket refuses DOCKET_* names it does not know, such as the tests' own.
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("DOCKET_")) {
@@ -132,7 +139,7 @@ impl Cluster {
         let mut child = cmd
             .arg("serve")
             .envs(self.env.iter().cloned())
-            .env("DOCKET_DATA_DIR", data.path())
+            .env("DOCKET_DATA_DIR", data_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -153,10 +160,15 @@ impl Cluster {
             }
             let _ = tx.send(Err("docket serve exited before listening"));
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("docket serve reports its address")
-            .unwrap();
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(addr)) => addr,
+            other => {
+                // Not left running behind a failed test.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("docket serve did not report its address: {other:?}");
+            }
+        };
         Replica {
             child,
             base: format!("http://{addr}"),
@@ -444,7 +456,8 @@ async fn two_replicas_on_one_database_and_bucket_act_as_one() {
 /// `DOCKET_BIN=target/release/docket cargo test --test it replicas::throughput -- --ignored --nocapture`
 ///
 /// `DOCKET_BENCH_FILINGS` (default 2000) messages of ~4 KiB with one attachment, from 32
-/// concurrent clients spread over the replicas. Blobs go to the S3 test server.
+/// concurrent clients spread over the replicas. Blobs go to the S3 test server, or with
+/// `DOCKET_BENCH_SHARED_DIR=1` to one local data dir all replicas share (as on NFS).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: run by hand"]
 async fn throughput() {
@@ -453,9 +466,19 @@ async fn throughput() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
     for replicas in [1, 2] {
-        let Some(cluster) = Cluster::new(&[("DOCKET_LOG__FILTER", "warn")]).await else {
+        let mut env = vec![("DOCKET_LOG__FILTER", "warn,docket::cli=info")];
+        let shared = std::env::var_os("DOCKET_BENCH_SHARED_DIR").is_some();
+        if shared {
+            env.push(("DOCKET_STORAGE__BACKEND", "local"));
+        }
+        let Some(mut cluster) = Cluster::new(&env).await else {
             return;
         };
+        if shared {
+            // The replicas share the data dir the firm was created in.
+            let dir = cluster._dir.path().to_str().unwrap().to_string();
+            cluster.env.push(("DOCKET_DATA_DIR".into(), dir));
+        }
         let started: Vec<Replica> = (0..replicas).map(|_| cluster.replica()).collect();
         let bases: Vec<String> = started.iter().map(|r| r.base.clone()).collect();
         let http = reqwest::Client::new();
