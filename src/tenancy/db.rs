@@ -257,18 +257,23 @@ fn sqlite_connection_is_clean(
     })
 }
 
-/// The PostgreSQL version: the first statement of a transaction has
+/// The PostgreSQL version: a statement that begins its own transaction has
 /// `statement_timestamp() = transaction_timestamp()`, so outside a transaction it is true.
+/// Sent as a simple query (one protocol message): under the extended protocol PostgreSQL
+/// starts the transaction at Parse and restamps the statement at Bind and Execute, so the two
+/// differ even outside a transaction, and every connection was closed after one use.
 fn pg_connection_is_clean(
     conn: &mut AnyConnection,
     _: PoolConnectionMetadata,
 ) -> BoxFuture<'_, sqlx::Result<bool>> {
     Box::pin(async move {
-        let outside: bool =
-            sqlx::query_scalar("SELECT statement_timestamp() = transaction_timestamp()")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap_or(false);
+        use sqlx::Row;
+        // A bare string with no arguments: sqlx sends it as a simple query.
+        let outside = conn
+            .fetch_one("SELECT statement_timestamp() = transaction_timestamp()")
+            .await
+            .and_then(|row| row.try_get::<bool, _>(0))
+            .unwrap_or(false);
         let clean = outside && !conn.is_in_transaction();
         if !clean {
             tracing::warn!("closing a database connection left inside a transaction");

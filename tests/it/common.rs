@@ -225,7 +225,7 @@ pub struct PgDb {
     pub catalog_name: String,
 }
 
-fn pg_admin_url() -> String {
+pub fn pg_admin_url() -> String {
     std::env::var("DOCKET_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }

@@ -455,8 +455,9 @@ async fn two_replicas_on_one_database_and_bucket_act_as_one() {
 ///
 /// `DOCKET_BIN=target/release/docket cargo test --test it replicas::throughput -- --ignored --nocapture`
 ///
-/// `DOCKET_BENCH_FILINGS` (default 2000) messages of ~4 KiB with one attachment, from 32
-/// concurrent clients spread over the replicas. Blobs go to the S3 test server, or with
+/// `DOCKET_BENCH_FILINGS` (default 2000) messages of ~4 KiB with one attachment, from
+/// `DOCKET_BENCH_CLIENTS` (32) concurrent clients spread over the replicas, each replica with
+/// `DOCKET_BENCH_POOL` (8) connections per tenant. Blobs go to the S3 test server, or with
 /// `DOCKET_BENCH_SHARED_DIR=1` to one local data dir all replicas share (as on NFS).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: run by hand"]
@@ -466,7 +467,11 @@ async fn throughput() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
     for replicas in [1, 2] {
-        let mut env = vec![("DOCKET_LOG__FILTER", "warn,docket::cli=info")];
+        let pool = std::env::var("DOCKET_BENCH_POOL").unwrap_or_else(|_| "8".into());
+        let mut env = vec![
+            ("DOCKET_LOG__FILTER", "warn,docket::cli=info"),
+            ("DOCKET_DATABASE__MAX_CONNECTIONS_PER_TENANT", pool.as_str()),
+        ];
         let shared = std::env::var_os("DOCKET_BENCH_SHARED_DIR").is_some();
         if shared {
             env.push(("DOCKET_STORAGE__BACKEND", "local"));
@@ -485,7 +490,11 @@ async fn throughput() {
         let token = google().user_token("alice@a.test", CLIENT_ID, 3600);
         let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let t0 = Instant::now();
-        let workers: Vec<_> = (0..32)
+        let clients: usize = std::env::var("DOCKET_BENCH_CLIENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(32);
+        let workers: Vec<_> = (0..clients)
             .map(|w| {
                 let (http, token, next, bases) =
                     (http.clone(), token.clone(), next.clone(), bases.clone());
