@@ -9,9 +9,9 @@ pub mod object;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 pub use local::TMP_PREFIX;
-use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 

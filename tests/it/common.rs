@@ -27,9 +27,13 @@ pub enum Backend {
 }
 
 /// Runs an async test body on both backends: `both_backends!(name, |app| async move { ... })`.
+/// (`@variants` is the shared expansion; `$extra` holds further test functions.)
 #[macro_export]
 macro_rules! both_backends {
     ($name:ident, $body:expr) => {
+        $crate::both_backends!(@variants $name, $body, {});
+    };
+    (@variants $name:ident, $body:expr, { $($extra:tt)* }) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
@@ -49,6 +53,7 @@ macro_rules! both_backends {
                 };
                 ($body)(app).await;
             }
+            $($extra)*
         }
     };
 }
@@ -58,25 +63,7 @@ macro_rules! both_backends {
 #[macro_export]
 macro_rules! all_stores {
     ($name:ident, $body:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                let app = $crate::common::TestApp::spawn($crate::common::Backend::Sqlite)
-                    .await
-                    .unwrap();
-                ($body)(app).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                let Some(app) =
-                    $crate::common::TestApp::spawn($crate::common::Backend::Postgres).await
-                else {
-                    return;
-                };
-                ($body)(app).await;
-            }
+        $crate::both_backends!(@variants $name, $body, {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn s3() {
                 let Some(app) =
@@ -86,7 +73,7 @@ macro_rules! all_stores {
                 };
                 ($body)(app).await;
             }
-        }
+        });
     };
 }
 
