@@ -103,6 +103,9 @@ pub struct S3Config {
     pub timeout_secs: u64,
 }
 
+/// The longest `storage.s3.timeout_secs` allowed.
+pub const MAX_S3_TIMEOUT_SECS: u64 = 120;
+
 fn default_s3_timeout() -> u64 {
     30
 }
@@ -134,6 +137,9 @@ impl S3Config {
             if !ok {
                 bail!("invalid configuration: `storage.s3.prefix` may hold only letters, digits, `-`, `_`, `.` and `/`-separated segments other than `.` and `..`");
             }
+        }
+        if !(1..=MAX_S3_TIMEOUT_SECS).contains(&self.timeout_secs) {
+            bail!("invalid configuration: `storage.s3.timeout_secs` must be 1 to {MAX_S3_TIMEOUT_SECS}: a sweep's deletes must end well within its lease (src/sweep_epoch.rs)");
         }
         if self.secret_access_key.is_some() && self.secret_access_key_file.is_some() {
             bail!("invalid configuration: give `storage.s3.secret_access_key` or `storage.s3.secret_access_key_file`, not both");
@@ -827,5 +833,8 @@ mod storage_tests {
             c.secret_access_key_file = Some("/etc/hostname".into());
         })
         .contains("not both"));
+        assert!(err(|c| c.timeout_secs = 0).contains("storage.s3.timeout_secs"));
+        assert!(err(|c| c.timeout_secs = 121).contains("storage.s3.timeout_secs"));
+        assert!(s3(|c| c.timeout_secs = 120).is_ok());
     }
 }

@@ -144,6 +144,7 @@ impl IntoResponse for AppError {
             "busy" => Some(crate::budget::RETRY_AFTER_SECS),
             // A store outage outlasts a busy moment.
             "storage-unavailable" => Some(STORAGE_RETRY_AFTER_SECS),
+            "sweep-in-progress" => Some(crate::sweep_epoch::RETRY_AFTER_SECS),
             _ => None,
         };
         if let Some(secs) = retry_after {

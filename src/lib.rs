@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod rules;
 pub mod storage;
 pub mod suggest;
+pub mod sweep_epoch;
 pub mod tenancy;
 pub mod time_fmt;
 

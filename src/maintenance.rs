@@ -2,9 +2,10 @@
 //! `.tmp-*` blob files and blobs that no row refers to (their filing never committed).
 //!
 //! It never races a filing: in this process it holds the tenant's blob lease exclusively,
-//! which a filing holds shared from its first blob write to its commit; and it only touches
-//! blobs older than the grace period, which a filing reusing a blob refreshes (a local file
-//! is touched, an object is written again) for other processes on the same data.
+//! which a filing holds shared from its first blob write to its commit; other processes'
+//! filings it keeps off through the tenant's sweep epoch ([`crate::sweep_epoch`]). And it
+//! only touches blobs older than the grace period, which a filing reusing a blob refreshes
+//! (a local file is touched, an object is written again).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use anyhow::Context;
 use sqlx::Row;
 
 use crate::storage::{Leftover, Store};
+use crate::sweep_epoch::SweepPhase;
 use crate::tenancy::{Catalog, Tenant};
 
 /// What a sweep removed.
@@ -85,45 +87,95 @@ async fn list_old(store: Store, cutoff: SystemTime) -> anyhow::Result<Vec<Leftov
 pub async fn sweep_tenant(tenant: &Arc<Tenant>, grace: Duration) -> anyhow::Result<SweepReport> {
     let cutoff = cutoff(grace)?;
     let store = tenant.blobs.store().clone();
-    let listed = list_old(store.clone(), cutoff).await?;
     let mut report = SweepReport {
         tenants: 1,
         ..Default::default()
     };
-    if listed.is_empty() {
-        return Ok(report);
-    }
     // From here no filing of this process is between its blob writes and its commit.
     let _lease = tenant.blob_lease.write().await;
-    let referenced = referenced_blobs(tenant).await?;
-    let doomed: Vec<Leftover> = listed
-        .into_iter()
-        .filter(|c| !matches!(c, Leftover::Blob(id) if referenced.contains(id)))
-        .collect();
-    let removed = tokio::task::spawn_blocking(move || -> anyhow::Result<(usize, usize)> {
-        let (mut temp, mut blobs) = (0, 0);
-        for c in &doomed {
-            // Looked at again: a filing elsewhere may have reused the blob since the listing.
-            if store
-                .remove_if_older(c, cutoff)
-                .with_context(|| format!("removing {c:?}"))?
-            {
-                match c {
-                    Leftover::Temp(_) => temp += 1,
-                    Leftover::Blob(_) => blobs += 1,
-                }
-            }
-        }
-        Ok((temp, blobs))
-    })
-    .await
-    .context("sweep task failed")??;
-    (report.temp_files, report.orphan_blobs) = removed;
+    let candidates = unreferenced(tenant, list_old(store.clone(), cutoff).await?).await?;
+    if candidates.is_empty() {
+        return Ok(report);
+    }
+    // Other processes' filings: see `sweep_epoch`. Deleted in short phases (filings
+    // elsewhere wait while one is open), the references read again at the start of each.
+    let mut left = candidates;
+    while !left.is_empty() {
+        let Some(phase) = SweepPhase::begin(tenant).await? else {
+            tracing::info!(tenant = %tenant.id, "another process is sweeping this tenant");
+            break;
+        };
+        let removed = match unreferenced(tenant, left).await {
+            Ok(doomed) => remove(store.clone(), doomed, cutoff, &phase).await,
+            Err(e) => Err(e),
+        };
+        phase.end(tenant).await?;
+        let removed = removed?;
+        report.temp_files += removed.temp_files;
+        report.orphan_blobs += removed.blobs;
+        left = removed.left;
+    }
     if report.temp_files + report.orphan_blobs > 0 {
         tracing::info!(tenant = %tenant.id, temp_files = report.temp_files,
             orphan_blobs = report.orphan_blobs, "swept");
     }
     Ok(report)
+}
+
+/// The leftovers no row refers to (temp files never are).
+async fn unreferenced(tenant: &Tenant, listed: Vec<Leftover>) -> anyhow::Result<Vec<Leftover>> {
+    if listed.is_empty() {
+        return Ok(listed);
+    }
+    let referenced = referenced_blobs(tenant).await?;
+    Ok(listed
+        .into_iter()
+        .filter(|c| !matches!(c, Leftover::Blob(id) if referenced.contains(id)))
+        .collect())
+}
+
+/// What one phase of a sweep removed, and what it had no time for.
+struct Removed {
+    temp_files: usize,
+    blobs: usize,
+    left: Vec<Leftover>,
+}
+
+/// Deletes what is still older than `cutoff` until `phase`'s deadline.
+async fn remove(
+    store: Store,
+    doomed: Vec<Leftover>,
+    cutoff: SystemTime,
+    phase: &SweepPhase,
+) -> anyhow::Result<Removed> {
+    let deadline = phase.deadline();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Removed> {
+        let mut out = Removed {
+            temp_files: 0,
+            blobs: 0,
+            left: Vec::new(),
+        };
+        let mut doomed = doomed.into_iter();
+        for c in doomed.by_ref() {
+            // Looked at again: a filing elsewhere may have reused the blob since the listing.
+            if store
+                .remove_if_older(&c, cutoff)
+                .with_context(|| format!("removing {c:?}"))?
+            {
+                match c {
+                    Leftover::Temp(_) => out.temp_files += 1,
+                    Leftover::Blob(_) => out.blobs += 1,
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+        out.left = doomed.collect();
+        Ok(out)
+    })
+    .await
+    .context("sweep task failed")?
 }
 
 async fn referenced_blobs(tenant: &Tenant) -> anyhow::Result<HashSet<String>> {

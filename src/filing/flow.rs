@@ -19,6 +19,7 @@ use crate::config::Limits;
 use crate::directory::{self, Record, RecordKind, User};
 use crate::error::{AppError, AppResult};
 use crate::mail::{self, ParsedMessage};
+use crate::sweep_epoch;
 use crate::tenancy::{db::Tx, group, Tenant};
 use crate::time_fmt::now_rfc3339;
 
@@ -58,14 +59,25 @@ pub async fn file_message(
     let message_id_reused = dedup::resolve(tenant, &mut parsed).await?;
     let auto = route_by_rules(tenant, user, &parsed, &req.raw, &records).await?;
     let selected = select_attachments(&parsed, &req.attachments)?;
-    // The lease keeps the sweep off this tenant's blobs from the first write to the commit.
-    let lease = tenant.blob_lease.read().await;
     let parsed = Arc::new(parsed);
-    let stored = store_blobs(tenant, &parsed, &req.raw, selected).await?;
-    let recorded = record(tenant, user, &req, &parsed, &records, &auto, &stored).await?;
-    drop(lease);
+    let mut attempt = 1;
+    let recorded = loop {
+        // This process's sweep waits on the lease from the first blob write to the commit;
+        // other processes' sweeps are kept off through the epoch (`sweep_epoch`).
+        let _lease = tenant.blob_lease.read().await;
+        let stored = store_blobs(tenant, &parsed, &req.raw, &selected).await?;
+        match record(tenant, user, &req, &parsed, &records, &auto, &stored).await {
+            // A sweep elsewhere may have deleted a blob just written: write them again.
+            Err(e) if sweep_epoch::raced(&e) && attempt < MAX_SWEEP_RACES => attempt += 1,
+            Err(e) if sweep_epoch::raced(&e) => return Err(sweep_epoch::in_progress()),
+            other => break other?,
+        }
+    };
     answer(tenant, user, recorded, &parsed, message_id_reused).await
 }
+
+/// Attempts a filing makes at its blobs and transaction while sweeps elsewhere race it.
+const MAX_SWEEP_RACES: u32 = 3;
 
 /// Targets, note and Gmail ids, checked before anything is read or written.
 fn check_request(input: FilingInput) -> AppResult<Checked> {
@@ -230,6 +242,8 @@ fn select_attachments(
 
 /// The blobs a filing stored before its transaction.
 struct Stored {
+    /// The sweep epoch read before the first write, checked again in the transaction.
+    epoch: sweep_epoch::Epoch,
     /// The selected attachments (indices into the parsed message's).
     selected: Vec<usize>,
     /// Whether the raw message was stored too (it looked new).
@@ -242,8 +256,10 @@ async fn store_blobs(
     tenant: &Tenant,
     parsed: &Arc<ParsedMessage>,
     raw: &Arc<Vec<u8>>,
-    selected: Vec<usize>,
+    selected: &[usize],
 ) -> AppResult<Stored> {
+    let epoch = sweep_epoch::settled(tenant).await?;
+    let selected = selected.to_vec();
     let store_raw = message_id_by_key(&tenant.db, &parsed.dedup_key)
         .await?
         .is_none();
@@ -256,6 +272,7 @@ async fn store_blobs(
             blobs.put(&parsed.attachments[*i].bytes(&raw))?;
         }
         Ok(Stored {
+            epoch,
             selected,
             raw: store_raw,
         })
@@ -281,6 +298,7 @@ struct Job {
     selected: Vec<usize>,
     /// The raw message's blob was stored before the transaction.
     raw_stored: bool,
+    epoch: sweep_epoch::Epoch,
 }
 
 /// The message (once), a filing per target (or the existing one), the kept attachments and
@@ -313,6 +331,7 @@ async fn record(
         auto: auto.clone(),
         selected: stored.selected.clone(),
         raw_stored: stored.raw,
+        epoch: stored.epoch,
     };
     tenant
         .group_commit::<Recorded>(Box::new(move |tx| {
@@ -323,6 +342,7 @@ async fn record(
 
 impl Job {
     async fn write(&self, tx: &mut Tx) -> AppResult<Recorded> {
+        sweep_epoch::check(tx, self.epoch).await?;
         let now = now_rfc3339();
         let (row, message_id_taken) = self.message_row(tx, &now).await?;
         // A message inserted just now keeps every selected attachment and has no filings.

@@ -21,5 +21,6 @@ mod pg_faults;
 mod replicas;
 mod rules;
 mod storage;
+mod sweep_epoch;
 mod teams;
 mod tls;
