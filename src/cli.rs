@@ -63,11 +63,39 @@ pub enum Command {
     },
     /// File an .eml from a script, as a registered user.
     File(FileArgs),
+    /// Backups of tenants: take them, check them, see their state.
+    Backup {
+        #[command(subcommand)]
+        action: BackupAction,
+    },
     /// Housekeeping (`docket serve` also runs it on a schedule).
     Maintenance {
         #[command(subcommand)]
         action: MaintenanceAction,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupAction {
+    /// Back up one tenant, or every active one, while docket serves: into
+    /// `DIR/<tenant id>/<backup id>/`, copying only blobs not already in `DIR/<tenant id>/blobs`.
+    Create {
+        /// Tenant id, name or domain.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        tenant: Option<String>,
+        /// Every active tenant.
+        #[arg(long)]
+        all: bool,
+        /// The backup directory.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore backups into a scratch place and check everything; exit 0 only if all pass,
+    /// otherwise name the first failure. PATH: one backup, a tenant's backup directory (its
+    /// newest backup) or a whole backup directory (each tenant's newest).
+    Verify { path: PathBuf },
+    /// Each tenant's last successful backup and check, and whether the latest failed.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -620,6 +648,12 @@ async fn run(
             catalog.close().await;
             return Ok(code);
         }
+        Command::Backup { action } => {
+            let catalog = catalog_for_cli(&config).await?;
+            let code = backup_command(&catalog, action).await;
+            catalog.close().await;
+            return code;
+        }
         Command::Maintenance {
             action: MaintenanceAction::Sweep { grace_minutes },
         } => {
@@ -700,6 +734,84 @@ async fn run(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `docket backup …`: exit 1 when any backup or check failed.
+async fn backup_command(catalog: &Catalog, action: BackupAction) -> anyhow::Result<ExitCode> {
+    use crate::backup;
+    let mut failed = 0;
+    match action {
+        BackupAction::Create { tenant, all, to } => {
+            let ids = match (tenant, all) {
+                (Some(t), _) => vec![catalog.find_tenant(&t).await?.id],
+                (None, _) => catalog
+                    .list_tenants()
+                    .await?
+                    .into_iter()
+                    .filter(|t| t.status == "active")
+                    .map(|t| t.id)
+                    .collect(),
+            };
+            crate::tenancy::create_private_dir(&to)?;
+            for id in ids {
+                match backup::create(catalog, &id, &to).await {
+                    Ok(c) => println!(
+                        "backed up {id} to {}: {} messages, {} filings, {} audit entries; {} of {} blobs copied, {} bytes, {:.1} s",
+                        c.location.display(), c.facts.messages, c.facts.filings,
+                        c.facts.audit_entries, c.blobs_copied, c.blobs_total, c.bytes, c.seconds
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        println!("backup of {id} FAILED: {e:#}");
+                    }
+                }
+            }
+        }
+        BackupAction::Verify { path } => {
+            let found = backup::resolve(&path);
+            anyhow::ensure!(
+                !found.is_empty(),
+                "no finished backup in {}",
+                path.display()
+            );
+            for snapshot in found {
+                match backup::verify(catalog, &snapshot).await {
+                    Ok(v) => println!(
+                        "backup {} verified: {} files, {} messages, {} filings, audit chain of {} entries intact, {:.1} s",
+                        v.location.display(), v.files, v.facts.messages, v.facts.filings,
+                        v.facts.audit_entries, v.seconds
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        println!("backup {} FAILED verification: {e:#}", snapshot.display());
+                    }
+                }
+            }
+        }
+        BackupAction::Status => {
+            println!("tenant\tname\tstatus\tlast backup\tlast verify\tlatest failed");
+            for s in backup::status(catalog).await? {
+                let failing = match (s.backup_failing, s.verify_failing) {
+                    (true, true) => "backup, verify",
+                    (true, false) => "backup",
+                    (false, true) => "verify",
+                    (false, false) => "-",
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{failing}",
+                    s.tenant_id,
+                    s.tenant_name,
+                    s.tenant_status,
+                    s.last_backup.as_deref().unwrap_or("never"),
+                    s.last_verify.as_deref().unwrap_or("never"),
+                );
+            }
+        }
+    }
+    Ok(match failed {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
 }
 
 /// The open tenant named by `tenant` (id, name or domain) and its user `email`.

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod budget;
 pub mod cli;
 pub mod config;

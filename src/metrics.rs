@@ -22,6 +22,8 @@
 //! | `docket_message_budget_bytes` | `state` (`in_use`, `free`) | the message budget (`limits.max_bytes_in_flight`) |
 //! | `docket_db_connections` | `state` (`in_use`, `idle`) | database pool connections, catalogue and open tenants together |
 //! | `docket_open_tenants` | — | tenants whose database is open in this process |
+//! | `docket_backup_last_success_timestamp_seconds` | `kind` (`create`, `verify`) | the oldest, over active tenants, of each one's last successful backup (or backup check): Unix seconds, 0 when one never had any. Read from the catalogue, so every replica reports the runs of `docket backup` wherever it ran |
+//! | `docket_backup_failing_tenants` | `kind` | active tenants whose latest backup (or check) failed |
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -66,6 +68,11 @@ pub struct ReasonLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
 }
 
 type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
@@ -120,6 +127,8 @@ pub struct Metrics {
     budget: Family<StateLabels, Gauge>,
     connections: Family<StateLabels, Gauge>,
     open_tenants: Gauge,
+    backup_last_success: Family<KindLabels, Gauge>,
+    backup_failing: Family<KindLabels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -144,6 +153,8 @@ impl Metrics {
             budget: Family::default(),
             connections: Family::default(),
             open_tenants: Gauge::default(),
+            backup_last_success: Family::default(),
+            backup_failing: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -211,6 +222,16 @@ impl Metrics {
             "open_tenants",
             "Tenants open in this process",
             m.open_tenants.clone(),
+        );
+        r.register(
+            "backup_last_success_timestamp_seconds",
+            "Oldest last successful backup (or check) over active tenants, Unix seconds",
+            m.backup_last_success.clone(),
+        );
+        r.register(
+            "backup_failing_tenants",
+            "Active tenants whose latest backup (or check) failed",
+            m.backup_failing.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -300,6 +321,43 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Backup gauges from the catalogue's backup state (active tenants only).
+    pub fn set_backups(&self, tenants: &[crate::backup::Status]) {
+        let active: Vec<_> = tenants
+            .iter()
+            .filter(|t| t.tenant_status == "active")
+            .collect();
+        let unix = |at: &Option<String>| {
+            at.as_deref()
+                .and_then(|a| {
+                    time::OffsetDateTime::parse(a, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .map_or(0, |t| t.unix_timestamp())
+        };
+        for kind in ["create", "verify"] {
+            let (last, failing): (Vec<i64>, usize) = match kind {
+                "create" => (
+                    active.iter().map(|t| unix(&t.last_backup)).collect(),
+                    active.iter().filter(|t| t.backup_failing).count(),
+                ),
+                _ => (
+                    active.iter().map(|t| unix(&t.last_verify)).collect(),
+                    active.iter().filter(|t| t.verify_failing).count(),
+                ),
+            };
+            let labels = KindLabels { kind };
+            self.backup_last_success
+                .get_or_create(&labels)
+                .set(last.into_iter().min().unwrap_or(0));
+            self.backup_failing
+                .get_or_create(&labels)
+                .set(failing as i64);
+        }
+    }
+}
+
 /// The process's metrics.
 pub fn global() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -380,4 +438,8 @@ async fn refresh_gauges(state: &crate::http::AppState) {
         idle += free;
     }
     m.set_connections(in_use, idle, tenants.len() as u64);
+    match crate::backup::status(&state.catalog).await {
+        Ok(s) => m.set_backups(&s),
+        Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot read the backup state"),
+    }
 }

@@ -176,6 +176,11 @@ pub fn db_password_aad(tenant_id: &str) -> Vec<u8> {
 pub fn delegation_aad(tenant_id: &str) -> Vec<u8> {
     format!("docket/delegation/v1\0{tenant_id}").into_bytes()
 }
+/// AAD for one sealed part of a backup (`data-key`, `tenant`, `database`): binds the
+/// tenant, the backup and the part, so no part can be swapped for another's.
+pub fn backup_aad(tenant_id: &str, backup_id: &str, part: &str) -> Vec<u8> {
+    format!("docket/backup/v1\0{tenant_id}\0{backup_id}\0{part}").into_bytes()
+}
 /// AAD for one blob: binds tenant and blob id.
 pub fn blob_aad(tenant_id: &str, blob_id: &str) -> Vec<u8> {
     format!("docket/blob/v1\0{tenant_id}\0{blob_id}").into_bytes()

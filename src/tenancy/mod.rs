@@ -367,23 +367,106 @@ impl Catalog {
                 .await
             }
             Backend::Postgres => {
-                let db_name = db_name.context("tenant has no database name")?;
-                let pw = self
-                    .kek
-                    .open(
-                        pw_enc.context("tenant has no database password")?,
-                        &db_password_aad(id),
-                    )
-                    .context("cannot unwrap the tenant's database password (wrong master key?)")?;
-                let mut url = self.pg_url.clone().expect("pg");
-                url.set_username(db_name)
-                    .map_err(|_| anyhow::anyhow!("bad url"))?;
-                url.set_password(Some(std::str::from_utf8(&pw)?))
-                    .map_err(|_| anyhow::anyhow!("bad url"))?;
-                url.set_path(&format!("/{db_name}"));
+                let url = self.pg_tenant_url(id, db_name, pw_enc)?;
                 db::open_pg(&url, self.tenant_pool_size).await
             }
         }
+    }
+
+    /// The URL of a tenant's PostgreSQL database, as its own role (password included).
+    fn pg_tenant_url(
+        &self,
+        id: &str,
+        db_name: Option<&str>,
+        pw_enc: Option<&[u8]>,
+    ) -> anyhow::Result<url::Url> {
+        let db_name = db_name.context("tenant has no database name")?;
+        let pw = self
+            .kek
+            .open(
+                pw_enc.context("tenant has no database password")?,
+                &db_password_aad(id),
+            )
+            .context("cannot unwrap the tenant's database password (wrong master key?)")?;
+        let mut url = self.pg_url.clone().context("not on PostgreSQL")?;
+        url.set_username(db_name)
+            .map_err(|_| anyhow::anyhow!("bad url"))?;
+        url.set_password(Some(std::str::from_utf8(&pw)?))
+            .map_err(|_| anyhow::anyhow!("bad url"))?;
+        url.set_path(&format!("/{db_name}"));
+        Ok(url)
+    }
+
+    /// PostgreSQL: the URL of tenant `id`'s own database, as its own role (for `pg_dump`).
+    pub async fn tenant_database_url(&self, id: &str) -> anyhow::Result<url::Url> {
+        let row = sqlx::query("SELECT db_name, db_password_enc FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .with_context(|| format!("no tenant {id}"))?;
+        let (name, pw): (Option<String>, Option<Vec<u8>>) = (row.get(0), row.get(1));
+        self.pg_tenant_url(id, name.as_deref(), pw.as_deref())
+    }
+
+    /// PostgreSQL: the catalogue's URL (its role may create databases).
+    pub fn pg_admin_url(&self) -> Option<&url::Url> {
+        self.pg_url.as_ref()
+    }
+
+    /// The tenant's data key, unwrapped (for sealing it into a backup).
+    pub async fn data_key(&self, id: &str) -> anyhow::Result<zeroize::Zeroizing<[u8; 32]>> {
+        let dek_enc: Vec<u8> = sqlx::query("SELECT dek_enc FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .with_context(|| format!("no tenant {id}"))?
+            .get(0);
+        self.kek
+            .open_key(&dek_enc, &dek_aad(id))
+            .map_err(|_| anyhow::anyhow!("cannot unwrap the tenant's data key (wrong master key?)"))
+    }
+
+    /// The tenant's backup key (`src/backup.rs`), created on first use. `None` when the
+    /// tenant is not in the catalogue (its backups cannot be opened).
+    pub async fn backup_key(&self, id: &str, create: bool) -> anyhow::Result<Option<Key>> {
+        let aad = format!("docket/backup-key/v1\0{id}").into_bytes();
+        let row = sqlx::query("SELECT backup_key_enc FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: Option<Vec<u8>> = match (row.get::<Option<Vec<u8>>, _>(0), create) {
+            (Some(s), _) => Some(s),
+            (None, false) => None,
+            (None, true) => {
+                let (_, raw) = Key::generate();
+                let sealed = self.kek.seal(raw.as_ref(), &aad);
+                // Whoever stores first wins; everyone then reads the stored one.
+                sqlx::query("UPDATE tenants SET backup_key_enc = $1 WHERE id = $2 AND backup_key_enc IS NULL")
+                    .bind(sealed)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                return Box::pin(self.backup_key(id, false)).await;
+            }
+        };
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let raw = self.kek.open_key(&sealed, &aad).map_err(|_| {
+            anyhow::anyhow!("cannot unwrap the tenant's backup key (wrong master key?)")
+        })?;
+        Ok(Some(Key::from_bytes(&raw)))
+    }
+
+    /// One address mapped to a tenant, for each of its explicit mappings.
+    pub async fn tenant_addresses(&self, id: &str) -> anyhow::Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT email FROM tenant_addresses WHERE tenant_id = $1 ORDER BY email")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     pub async fn tenant_id_for_domain(&self, domain: &str) -> anyhow::Result<Option<String>> {

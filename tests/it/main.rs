@@ -6,6 +6,7 @@ mod common;
 mod admin_auth;
 mod admin_security;
 mod audit;
+mod backup;
 mod bad_input;
 mod browse;
 mod dedup;

@@ -1,0 +1,275 @@
+//! Backups (`src/backup/`): taken while docket serves, checked by restoring them into a
+//! scratch place, incremental for blobs; damage of every kind is named by the check; a
+//! backup taken during a filing load is consistent; the results reach `/metrics`.
+
+use std::path::{Path, PathBuf};
+
+use docket::backup;
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::both_backends;
+use crate::common::*;
+
+/// Files `n` messages (each with an attachment of its own) as alice; returns their bodies.
+async fn file_some(app: &TestApp, tag: &str, n: usize) -> Vec<Value> {
+    let tok = app.token("alice@a.test");
+    let mut out = Vec::new();
+    for i in 0..n {
+        let raw = email(
+            &format!("{tag} {i}"),
+            Some(&format!("<{tag}-{i}@acme.com>")),
+            &[("a.pdf", "application/pdf", noise(5000 + i, seed(tag, i)))],
+        );
+        let r = app
+            .post_filing(&tok, &filing_body(&raw, &["matter:M-1"]))
+            .await;
+        assert_eq!(r.status(), 201);
+        out.push(r.json().await.unwrap());
+    }
+    out
+}
+
+/// A noise seed of its own for each (tag, index).
+fn seed(tag: &str, i: usize) -> u8 {
+    tag.bytes()
+        .fold(i as u8, |a, b| a.wrapping_mul(31).wrapping_add(b))
+}
+
+async fn back_up(app: &TestApp, dir: &Path) -> backup::Created {
+    backup::create(&app.state.catalog, &app.firm_a.id, dir)
+        .await
+        .unwrap()
+}
+
+async fn verify_err(app: &TestApp, snapshot: &Path) -> String {
+    let e = backup::verify(&app.state.catalog, snapshot)
+        .await
+        .expect_err("the check must fail");
+    format!("{e:#}")
+}
+
+both_backends!(
+    a_backup_taken_while_serving_verifies_and_copies_only_new_blobs,
+    |app: TestApp| async move {
+        let dir = tempfile::tempdir().unwrap();
+        file_some(&app, "first", 3).await;
+        let one = back_up(&app, dir.path()).await;
+        assert_eq!((one.facts.messages, one.facts.filings), (3, 3));
+        assert_eq!(one.blobs_total, 6, "3 raw messages and 3 attachments");
+        assert_eq!(one.blobs_copied, 6);
+        let v = backup::verify(&app.state.catalog, &one.location)
+            .await
+            .unwrap();
+        assert_eq!(v.facts, one.facts);
+        // Nothing new: nothing copied. Two more filings: only their blobs.
+        assert_eq!(back_up(&app, dir.path()).await.blobs_copied, 0);
+        file_some(&app, "second", 2).await;
+        let three = back_up(&app, dir.path()).await;
+        assert_eq!((three.blobs_copied, three.blobs_total), (4, 10));
+        assert_eq!(three.facts.messages, 5);
+        // The whole directory: each tenant's newest backup, which is the third.
+        let newest = backup::resolve(dir.path());
+        assert_eq!(newest, vec![three.location.clone()]);
+        backup::verify(&app.state.catalog, &newest[0])
+            .await
+            .unwrap();
+        // Nothing in the backup is plaintext: no attachment's bytes appear in any file.
+        let needle = &noise(5000, seed("first", 0))[..64];
+        for f in files_under(dir.path()) {
+            let bytes = std::fs::read(&f).unwrap();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds plaintext",
+                f.display()
+            );
+        }
+        // The catalogue knows.
+        let s = backup::status(&app.state.catalog).await.unwrap();
+        let a = s.iter().find(|s| s.tenant_id == app.firm_a.id).unwrap();
+        assert!(a.last_backup.is_some() && a.last_verify.is_some());
+        assert!(!a.backup_failing && !a.verify_failing);
+        let b = s.iter().find(|s| s.tenant_id == app.firm_b.id).unwrap();
+        assert!(b.last_backup.is_none());
+    }
+);
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        match e.path().is_dir() {
+            true => out.extend(files_under(&e.path())),
+            false => out.push(e.path()),
+        }
+    }
+    out
+}
+
+both_backends!(
+    verify_names_a_damaged_file_a_missing_blob_and_an_edited_audit_row,
+    |app: TestApp| async move {
+        let dir = tempfile::tempdir().unwrap();
+        file_some(&app, "damage", 2).await;
+        // A damaged file.
+        let b = back_up(&app, dir.path()).await;
+        let db = b.location.join("database.sealed");
+        let mut bytes = std::fs::read(&db).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        std::fs::write(&db, &bytes).unwrap();
+        let e = verify_err(&app, &b.location).await;
+        assert!(
+            e.contains("database.sealed") && e.contains("SHA-256"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(dir.path().join(&app.firm_a.id)).unwrap();
+        // A missing blob.
+        let b = back_up(&app, dir.path()).await;
+        let m = backup::read_manifest(&b.location).unwrap();
+        let blob = m.blobs.iter().next().unwrap().clone();
+        let rel = format!("blobs/{}/{blob}", &blob[..2]);
+        std::fs::remove_file(dir.path().join(&app.firm_a.id).join(&rel)).unwrap();
+        let e = verify_err(&app, &b.location).await;
+        assert!(e.contains(&format!("file {rel} is missing")), "{e}");
+        std::fs::remove_dir_all(dir.path().join(&app.firm_a.id)).unwrap();
+        // An audit row edited in the database before the backup: every hash in the
+        // manifest is right, and the chain still gives it away.
+        let t = app.tenant(&app.firm_a).await;
+        sqlx::query("UPDATE audit_log SET actor = 'mallory@a.test' WHERE seq = 2")
+            .execute(&t.db)
+            .await
+            .unwrap();
+        let b = back_up(&app, dir.path()).await;
+        let e = verify_err(&app, &b.location).await;
+        assert!(e.contains("audit chain broken at entry 2"), "{e}");
+        // A backup without its manifest is not a backup.
+        std::fs::remove_file(b.location.join("manifest.json")).unwrap();
+        let e = verify_err(&app, &b.location).await;
+        assert!(e.contains("manifest.json"), "{e}");
+        // Each failure is recorded: the tenant's latest check failed.
+        let s = backup::status(&app.state.catalog).await.unwrap();
+        let a = s.iter().find(|s| s.tenant_id == app.firm_a.id).unwrap();
+        assert!(a.verify_failing && a.last_verify.is_none());
+        let runs: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM backup_runs WHERE tenant_id = $1 AND kind = 'verify' AND ok = 0",
+        )
+        .bind(&app.firm_a.id)
+        .fetch_one(app.state.catalog.pool())
+        .await
+        .unwrap()
+        .get(0);
+        assert_eq!(runs, 4);
+    }
+);
+
+both_backends!(
+    a_backup_taken_during_a_filing_load_is_consistent,
+    |app: TestApp| async move {
+        let dir = tempfile::tempdir().unwrap();
+        file_some(&app, "before", 2).await;
+        let tok = app.token("alice@a.test");
+        let load = async {
+            let mut filed = 0;
+            for i in 0..24u8 {
+                let raw = email(
+                    &format!("load {i}"),
+                    Some(&format!("<load-{i}@acme.com>")),
+                    &[("l.bin", "application/octet-stream", noise(20_000, i))],
+                );
+                let r = app
+                    .post_filing(&tok, &filing_body(&raw, &["matter:M-1", "case:C-1"]))
+                    .await;
+                assert_eq!(r.status(), 201);
+                filed += 1;
+            }
+            filed
+        };
+        let taking = async {
+            let mut taken = Vec::new();
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+                taken.push(back_up(&app, dir.path()).await);
+            }
+            taken
+        };
+        let (filed, taken) = tokio::join!(load, taking);
+        assert_eq!(filed, 24);
+        for b in &taken {
+            // Two filings per message: a snapshot never holds half of one.
+            assert_eq!(
+                b.facts.filings,
+                2 + 2 * (b.facts.messages - 2),
+                "{:?}",
+                b.facts
+            );
+            backup::verify(&app.state.catalog, &b.location)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e:#}", b.location.display()));
+        }
+        let last = back_up(&app, dir.path()).await;
+        assert_eq!(last.facts.messages, 26);
+        backup::verify(&app.state.catalog, &last.location)
+            .await
+            .unwrap();
+    }
+);
+
+/// The scraped value of `series` (exactly as written, labels included).
+async fn scraped(app: &TestApp, series: &str) -> f64 {
+    let addr = app.metrics_addr.expect("a metrics listener");
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backup_results_reach_the_metrics_without_naming_a_tenant() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let last = r#"docket_backup_last_success_timestamp_seconds{kind="create"}"#;
+    let checked = r#"docket_backup_last_success_timestamp_seconds{kind="verify"}"#;
+    let failing = r#"docket_backup_failing_tenants{kind="verify"}"#;
+    // Never backed up: the oldest last backup is "never".
+    assert_eq!(scraped(&app, last).await, 0.0);
+    let dir = tempfile::tempdir().unwrap();
+    let a = back_up(&app, dir.path()).await;
+    assert_eq!(scraped(&app, last).await, 0.0, "firm B has none yet");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
+    let b = backup::create(&app.state.catalog, &app.firm_b.id, dir.path())
+        .await
+        .unwrap();
+    let at = scraped(&app, last).await;
+    assert!((now - 60.0..=now + 60.0).contains(&at), "{at} vs {now}");
+    // A failed check shows; a good one for every tenant clears it.
+    std::fs::remove_file(a.location.join("tenant.sealed")).unwrap();
+    assert!(backup::verify(&app.state.catalog, &a.location)
+        .await
+        .is_err());
+    assert_eq!(scraped(&app, failing).await, 1.0);
+    assert_eq!(scraped(&app, checked).await, 0.0);
+    backup::verify(&app.state.catalog, &b.location)
+        .await
+        .unwrap();
+    let a2 = back_up(&app, dir.path()).await;
+    backup::verify(&app.state.catalog, &a2.location)
+        .await
+        .unwrap();
+    assert_eq!(scraped(&app, failing).await, 0.0);
+    assert!(scraped(&app, checked).await > 0.0);
+    // No tenant id, name or domain anywhere in the scrape.
+    let addr = app.metrics_addr.unwrap();
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for secret in [app.firm_a.id.as_str(), &app.firm_b.id, "Firm A", "a.test"] {
+        assert!(!text.contains(secret), "{secret} in the scrape");
+    }
+}
