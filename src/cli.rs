@@ -94,6 +94,18 @@ pub enum BackupAction {
     /// otherwise name the first failure. PATH: one backup, a tenant's backup directory (its
     /// newest backup) or a whole backup directory (each tenant's newest).
     Verify { path: PathBuf },
+    /// Restore a backup after checking it, into an empty place only: in place (the tenant
+    /// suspended, its database gone), or `--as NAME` into a new tenant (new id, no domains).
+    /// PATH: one backup, or a tenant's backup directory (its newest backup).
+    Restore {
+        path: PathBuf,
+        /// The tenant the backup is of (id, name or domain).
+        #[arg(long)]
+        tenant: String,
+        /// Restore into a new tenant of this name instead.
+        #[arg(long = "as")]
+        as_name: Option<String>,
+    },
     /// Each tenant's last successful backup and check, and whether the latest failed.
     Status,
 }
@@ -135,6 +147,17 @@ pub enum TenantAction {
         domains: Vec<String>,
     },
     List,
+    /// Suspend a tenant: every request of its users is refused (within 5 s on every docket
+    /// process) until it is resumed; its data is kept. Needed before a restore in place.
+    Suspend {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Resume a suspended tenant.
+    Resume {
+        #[arg(long)]
+        tenant: String,
+    },
     /// Set the tenant's Google service-account key (domain-wide delegation, scope
     /// gmail.readonly) used to file whole threads; `--clear` removes it.
     SetDelegation {
@@ -406,6 +429,15 @@ async fn run(
                         t.id,
                         t.domains.join(", ")
                     );
+                }
+                TenantAction::Suspend { ref tenant } | TenantAction::Resume { ref tenant } => {
+                    let (status, done) = match &action {
+                        TenantAction::Suspend { .. } => ("suspended", "suspended"),
+                        _ => ("active", "resumed"),
+                    };
+                    let t = catalog.find_tenant(tenant).await?;
+                    catalog.set_status(&t.id, status).await?;
+                    println!("{} ({}) {done}", t.name, t.id);
                 }
                 TenantAction::List => {
                     for t in catalog.list_tenants().await? {
@@ -786,6 +818,25 @@ async fn backup_command(catalog: &Catalog, action: BackupAction) -> anyhow::Resu
                         println!("backup {} FAILED verification: {e:#}", snapshot.display());
                     }
                 }
+            }
+        }
+        BackupAction::Restore {
+            path,
+            tenant,
+            as_name,
+        } => {
+            let id = catalog.find_tenant(&tenant).await?.id;
+            let snapshot = backup::resolve(&path)
+                .pop()
+                .with_context(|| format!("no finished backup in {}", path.display()))?;
+            let r = backup::restore(catalog, &snapshot, &id, as_name.as_deref()).await?;
+            println!(
+                "restored backup {} into tenant {}: {} messages, {} filings, {} audit entries, {} blobs written, {:.1} s",
+                r.backup_id, r.tenant_id, r.facts.messages, r.facts.filings,
+                r.facts.audit_entries, r.blobs_written, r.seconds
+            );
+            if as_name.is_none() {
+                println!("the tenant is still suspended: resume it with `docket tenant resume --tenant {id}`");
             }
         }
         BackupAction::Status => {

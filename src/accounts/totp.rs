@@ -40,7 +40,8 @@ pub enum Factor {
     RecoveryCode,
 }
 
-fn purpose(user_id: &str) -> String {
+/// What a user's TOTP secrets are sealed for (the AAD's purpose).
+pub fn purpose(user_id: &str) -> String {
     format!("totp:{user_id}")
 }
 

@@ -27,6 +27,7 @@
 //! transaction that also reads the counts and the referenced blobs. Blobs are copied after
 //! the snapshot; a referenced blob is never deleted, so every one is still there.
 
+mod restore;
 mod snapshot;
 mod verify;
 
@@ -41,6 +42,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
+pub use restore::{restore, Restored};
 pub use snapshot::Facts;
 pub use verify::{verify, Verified};
 
@@ -192,7 +194,9 @@ fn backend_name(b: Backend) -> &'static str {
 /// `20261130T140501.123456Z-1a2b3c`: sortable by age (to the microsecond), unique.
 fn new_backup_id() -> String {
     let now = time::OffsetDateTime::now_utc();
-    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second].[subsecond digits:6]Z");
+    let fmt = time::macros::format_description!(
+        "[year][month][day]T[hour][minute][second].[subsecond digits:6]Z"
+    );
     let stamp = now.format(&fmt).expect("a UTC time formats");
     format!("{stamp}-{}", hex::encode(rand::random::<[u8; 3]>()))
 }

@@ -130,7 +130,7 @@ async fn postgres(
 }
 
 /// Runs `pg_dump` / `pg_restore` against `url`, the password passed in the environment.
-async fn run_pg_tool(tool: &str, url: &url::Url, args: &[&str]) -> anyhow::Result<()> {
+pub(super) async fn run_pg_tool(tool: &str, url: &url::Url, args: &[&str]) -> anyhow::Result<()> {
     let mut bare = url.clone();
     let _ = bare.set_password(None);
     let mut cmd = tokio::process::Command::new(tool);

@@ -71,7 +71,7 @@ fn tenant_of(snapshot: &Path) -> String {
         .unwrap_or_default()
 }
 
-async fn check(
+pub(super) async fn check(
     catalog: &Catalog,
     snapshot: &Path,
     m: &Manifest,
@@ -137,7 +137,11 @@ async fn check_files(root: &Path, m: &Manifest) -> anyhow::Result<()> {
     .await?
 }
 
-async fn open_data_key(catalog: &Catalog, snapshot: &Path, m: &Manifest) -> anyhow::Result<Key> {
+pub(super) async fn open_data_key(
+    catalog: &Catalog,
+    snapshot: &Path,
+    m: &Manifest,
+) -> anyhow::Result<Key> {
     let backup_key = catalog.backup_key(&m.tenant_id, false).await?.with_context(|| {
         format!(
             "the catalogue holds no backup key for tenant {} (purged, or a backup of another catalogue)",

@@ -17,7 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crypto::{blob_aad, Key};
 
-fn secret_aad(tenant_id: &str, purpose: &str) -> Vec<u8> {
+/// AAD for a small secret sealed with a tenant's data key ([`TenantBlobs::seal_secret`]).
+pub fn secret_aad(tenant_id: &str, purpose: &str) -> Vec<u8> {
     format!("docket:secret:{tenant_id}:{purpose}").into_bytes()
 }
 

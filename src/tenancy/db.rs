@@ -346,6 +346,38 @@ pub async fn create_pg_tenant_db(
     Ok(())
 }
 
+/// Drops a tenant's database only (its role stays), closing its connections.
+pub async fn drop_pg_tenant_database(admin: &AnyPool, name: &str) -> anyhow::Result<()> {
+    check_ident(name)?;
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
+        .await?;
+    Ok(())
+}
+
+/// A tenant's database (owned by its role, which is created if missing), for a restore.
+pub async fn create_pg_tenant_db_for_role(
+    admin: &AnyPool,
+    name: &str,
+    password: &str,
+) -> anyhow::Result<()> {
+    let role = sqlx::query("SELECT 1 FROM pg_roles WHERE rolname = $1")
+        .bind(name)
+        .fetch_optional(admin)
+        .await?;
+    if role.is_none() {
+        return create_pg_tenant_db(admin, name, password).await;
+    }
+    check_ident(name)?;
+    admin
+        .execute(format!("CREATE DATABASE \"{name}\" OWNER \"{name}\"").as_str())
+        .await?;
+    admin
+        .execute(format!("REVOKE ALL ON DATABASE \"{name}\" FROM PUBLIC").as_str())
+        .await?;
+    Ok(())
+}
+
 pub async fn drop_pg_tenant_db(admin: &AnyPool, name: &str) -> anyhow::Result<()> {
     check_ident(name)?;
     admin

@@ -229,6 +229,11 @@ impl Catalog {
         self.data_dir.join("tenants").join(id)
     }
 
+    /// SQLite: the tenant's database file.
+    pub fn tenant_db_path(&self, id: &str) -> PathBuf {
+        self.tenant_dir(id).join("tenant.db")
+    }
+
     /// Where a tenant's blobs live (whether or not the tenant is open).
     pub fn blob_root(&self, id: &str) -> PathBuf {
         self.tenant_dir(id).join("blobs")
@@ -360,7 +365,7 @@ impl Catalog {
         match self.backend {
             Backend::Sqlite => {
                 db::open_sqlite(
-                    &self.tenant_dir(id).join("tenant.db"),
+                    &self.tenant_db_path(id),
                     self.tenant_pool_size,
                     self.wal_autocheckpoint,
                 )
@@ -565,6 +570,14 @@ impl Catalog {
         .with_context(|| format!("no tenant {id}"))?;
         let db_name: Option<String> = row.get("db_name");
         let pw_enc: Option<Vec<u8>> = row.get("db_password_enc");
+        let status: String = row.get("status");
+        // A lost database is reported, never silently replaced by an empty one.
+        if self.backend == Backend::Sqlite && !self.tenant_db_path(id).exists() {
+            bail!(
+                "the database of tenant {id} is missing ({}): restore it from a backup (docket backup restore)",
+                self.tenant_db_path(id).display()
+            );
+        }
         let dek_enc: Vec<u8> = row.get("dek_enc");
         let dek = self
             .kek
@@ -573,11 +586,15 @@ impl Catalog {
         let pool = self
             .connect_tenant_db(id, db_name.as_deref(), pw_enc.as_deref())
             .await?;
-        db::migrate_tenant(&pool, self.backend).await?;
+        // Only an active tenant is upgraded: a suspended one may be in the middle of a
+        // restore. (A tenant is reopened when its status changes.)
+        if status == "active" {
+            db::migrate_tenant(&pool, self.backend).await?;
+        }
         let tenant = Arc::new(Tenant {
             id: id.to_string(),
             name: row.get("name"),
-            status: std::sync::RwLock::new((row.get("status"), std::time::Instant::now())),
+            status: std::sync::RwLock::new((status, std::time::Instant::now())),
             db: pool,
             backend: self.backend,
             blobs: TenantBlobs::new(id, self.blob_store(id), Key::from_bytes(&dek)),
@@ -667,7 +684,61 @@ impl Catalog {
             .await?
             .with_context(|| format!("no tenant {}", t.id))?
             .get(0);
+        let changed = *t.status.read().expect("status lock").0 != status;
         *t.status.write().expect("status lock") = (status, std::time::Instant::now());
+        // Reopened on next use: its database may have been restored while it was suspended.
+        if changed {
+            self.evict(&t.id).await;
+        }
+        Ok(())
+    }
+
+    /// Suspends (`suspended`) or resumes (`active`) a tenant; a terminated one stays so.
+    /// Every docket process reopens it within [`TENANT_STATUS_TTL`].
+    pub async fn set_status(&self, id: &str, status: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            status == "active" || status == "suspended",
+            "a tenant is set active or suspended"
+        );
+        let done =
+            sqlx::query("UPDATE tenants SET status = $1 WHERE id = $2 AND status <> 'terminated'")
+                .bind(status)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        anyhow::ensure!(
+            done.rows_affected() == 1,
+            "tenant {id} is terminated, or does not exist"
+        );
+        self.evict(id).await;
+        Ok(())
+    }
+
+    /// Removes a tenant that never served (a restore that failed half-way): its database
+    /// (and role), its directory and its catalogue row.
+    pub async fn discard_tenant(&self, id: &str) -> anyhow::Result<()> {
+        self.evict(id).await;
+        let db_name: Option<String> = sqlx::query("SELECT db_name FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .and_then(|r| r.get(0));
+        if let (Some(name), Some(url)) = (db_name, &self.pg_url) {
+            let admin = db::open_pg(url, 1).await?;
+            db::drop_pg_tenant_db(&admin, &name).await?;
+            admin.close().await;
+        }
+        match std::fs::remove_dir_all(self.tenant_dir(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        for sql in [
+            "DELETE FROM tenant_domains WHERE tenant_id = $1",
+            "DELETE FROM tenant_addresses WHERE tenant_id = $1",
+            "DELETE FROM tenants WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&self.pool).await?;
+        }
         Ok(())
     }
 

@@ -273,3 +273,184 @@ async fn backup_results_reach_the_metrics_without_naming_a_tenant() {
         assert!(!text.contains(secret), "{secret} in the scrape");
     }
 }
+
+/// Each filing's raw message and attachments, as served.
+async fn served(app: &TestApp, filings: &[Value]) -> Vec<(u16, Vec<u8>)> {
+    let tok = app.token("alice@a.test");
+    let mut out = Vec::new();
+    for f in filings {
+        let id = f["filings"][0]["id"].as_str().unwrap();
+        for path in [
+            format!("/v1/filings/{id}/raw"),
+            format!("/v1/filings/{id}/attachments/0"),
+        ] {
+            let r = app.get(&tok, &path).await;
+            out.push((r.status().as_u16(), r.bytes().await.unwrap().to_vec()));
+        }
+    }
+    out
+}
+
+/// What a lost disk leaves: no database and no blobs of firm A.
+async fn lose_firm_a(app: &TestApp) {
+    let catalog = &app.state.catalog;
+    let id = &app.firm_a.id;
+    match app.backend {
+        Backend::Sqlite => {
+            std::fs::remove_dir_all(catalog.data_dir().join("tenants").join(id)).unwrap();
+        }
+        Backend::Postgres => {
+            let url = catalog.tenant_database_url(id).await.unwrap();
+            let admin = docket::tenancy::db::open_pg(catalog.pg_admin_url().unwrap(), 1)
+                .await
+                .unwrap();
+            docket::tenancy::db::drop_pg_tenant_db(&admin, url.username())
+                .await
+                .unwrap();
+            admin.close().await;
+            std::fs::remove_dir_all(catalog.blob_root(id)).unwrap();
+        }
+    }
+}
+
+both_backends!(
+    a_tenant_restored_in_place_serves_the_same_filings_byte_for_byte,
+    |app: TestApp| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let filings = file_some(&app, "kept", 3).await;
+        let before = served(&app, &filings).await;
+        assert!(before.iter().all(|(s, _)| *s == 200));
+        let b = back_up(&app, dir.path()).await;
+        let catalog = &app.state.catalog;
+        let id = app.firm_a.id.clone();
+        // Not while the tenant is active, and not over a database that is there.
+        let e = backup::restore(catalog, &b.location, &id, None)
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("suspend it first"), "{e:#}");
+        catalog.set_status(&id, "suspended").await.unwrap();
+        let e = backup::restore(catalog, &b.location, &id, None)
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("empty place"), "{e:#}");
+        // The disk is lost: docket says so rather than serve an empty firm.
+        lose_firm_a(&app).await;
+        catalog.set_status(&id, "active").await.unwrap();
+        if app.backend == Backend::Sqlite {
+            let e = catalog.tenant(&id).await.err().expect("a missing database");
+            assert!(format!("{e:#}").contains("missing"), "{e:#}");
+        }
+        catalog.set_status(&id, "suspended").await.unwrap();
+        let r = backup::restore(catalog, &b.location, &id, None)
+            .await
+            .unwrap();
+        assert_eq!((r.tenant_id.as_str(), r.blobs_written), (id.as_str(), 6));
+        catalog.set_status(&id, "active").await.unwrap();
+        assert_eq!(served(&app, &filings).await, before);
+        let t = app.tenant(&app.firm_a).await;
+        assert_eq!(counts(&t).await.0, 3);
+        match docket::audit::verify(&t.db).await.unwrap() {
+            docket::audit::ChainStatus::Intact { entries, .. } => {
+                assert_eq!(entries, b.facts.audit_entries + 1, "plus backup.restored")
+            }
+            broken => panic!("{broken:?}"),
+        }
+        // The restored firm files again.
+        file_some(&app, "after", 1).await;
+        // The restore is recorded.
+        let ok: i64 = sqlx::query(
+            "SELECT ok FROM backup_runs WHERE kind = 'restore' ORDER BY finished_at DESC LIMIT 1",
+        )
+        .fetch_one(catalog.pool())
+        .await
+        .unwrap()
+        .get(0);
+        assert_eq!(ok, 1);
+    }
+);
+
+both_backends!(
+    a_backup_restored_as_a_new_tenant_holds_the_same_filings_under_keys_of_its_own,
+    |app: TestApp| async move {
+        let dir = tempfile::tempdir().unwrap();
+        file_some(&app, "copied", 2).await;
+        let t = app.tenant(&app.firm_a).await;
+        // An enrolled authenticator: its secret is sealed for this tenant.
+        let adam = user_id(&t, "adam@a.test").await;
+        let secret = t
+            .blobs
+            .seal_secret(&docket::accounts::totp::purpose(&adam), b"JBSWY3DPEHPK3PXP");
+        sqlx::query("INSERT INTO local_accounts (user_id, password_hash, totp_secret_enc, password_set_at) VALUES ($1, 'x', $2, '2026-11-30T00:00:00Z')")
+            .bind(&adam)
+            .bind(secret)
+            .execute(&t.db)
+            .await
+            .unwrap();
+        admin_session(&app, &t, "adam@a.test").await;
+        let b = back_up(&app, dir.path()).await;
+        let catalog = &app.state.catalog;
+        let r = backup::restore(
+            catalog,
+            &b.location,
+            &app.firm_a.id,
+            Some("Firm A (restored)"),
+        )
+        .await
+        .unwrap();
+        assert_ne!(r.tenant_id, app.firm_a.id);
+        let info = catalog.tenant_info(&r.tenant_id).await.unwrap().unwrap();
+        assert_eq!(info.name, "Firm A (restored)");
+        assert!(
+            info.domains.is_empty(),
+            "the domains stay with the original"
+        );
+        let copy = catalog.tenant(&r.tenant_id).await.unwrap();
+        // Every message and attachment reads back identical, under the copy's own key.
+        let rows = sqlx::query(
+            "SELECT raw_sha256 FROM messages UNION SELECT sha256 FROM message_attachments",
+        )
+        .fetch_all(&t.db)
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 4);
+        for row in rows {
+            let id: String = row.get(0);
+            let (orig, new) = (t.blobs.clone(), copy.blobs.clone());
+            let (a, b) = tokio::task::spawn_blocking(move || {
+                (orig.get(&id).unwrap(), new.get(&id).unwrap())
+            })
+            .await
+            .unwrap();
+            assert_eq!(a, b);
+        }
+        assert_eq!(counts(&copy).await.0, 2);
+        // The authenticator opens for the copy; the original's sessions do not carry over.
+        let sealed: Vec<u8> =
+            sqlx::query("SELECT totp_secret_enc FROM local_accounts WHERE user_id = $1")
+                .bind(&adam)
+                .fetch_one(&copy.db)
+                .await
+                .unwrap()
+                .get(0);
+        let purpose = docket::accounts::totp::purpose(&adam);
+        assert_eq!(
+            copy.blobs.open_secret(&purpose, &sealed).unwrap(),
+            b"JBSWY3DPEHPK3PXP"
+        );
+        let sessions: i64 = sqlx::query("SELECT COUNT(*) FROM sessions")
+            .fetch_one(&copy.db)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(sessions, 0);
+        assert!(matches!(
+            docket::audit::verify(&copy.db).await.unwrap(),
+            docket::audit::ChainStatus::Intact { .. }
+        ));
+        // The copy's own backups check out.
+        let c = backup::create(catalog, &r.tenant_id, dir.path())
+            .await
+            .unwrap();
+        backup::verify(catalog, &c.location).await.unwrap();
+    }
+);

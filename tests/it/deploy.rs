@@ -455,6 +455,13 @@ fn dockerfile_builds_a_non_root_image_with_healthcheck_volume_and_entrypoint() {
         "deploy/Dockerfile: the image's user {} is not created: {runtime_runs:?}",
         img.uid
     );
+    // pg_dump and pg_restore, which `docket backup create` and `verify` run on PostgreSQL.
+    assert!(
+        runtime_runs.iter().any(|r| r.contains("apt-get install")
+            && r.contains("--no-install-recommends")
+            && r.split(' ').any(|w| w == "postgresql-client")),
+        "deploy/Dockerfile: the image needs postgresql-client (pg_dump, pg_restore for `docket backup`): {runtime_runs:?}"
+    );
     // The data dir is the volume, the ports are the ones docket listens on.
     assert_eq!(img.env.get("DOCKET_DATA_DIR"), Some(&img.volume));
     assert_eq!(img.volume, "/var/lib/docket");
@@ -906,18 +913,22 @@ fn healthcheck_asks_healthz_where_docket_listens() {
 // ---------------------------------------------------------------------------------------
 // The systemd unit.
 
-fn unit_directives() -> Vec<(String, String)> {
-    read("deploy/systemd/docket.service")
+/// The directives of a unit file, in order, whatever their section (`[Section]` lines and
+/// comments dropped).
+fn unit_file_directives(rel: &str) -> Vec<(String, String)> {
+    read(rel)
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
         .map(|l| {
-            let (k, v) = l
-                .split_once('=')
-                .unwrap_or_else(|| panic!("deploy/systemd/docket.service: {l}"));
+            let (k, v) = l.split_once('=').unwrap_or_else(|| panic!("{rel}: {l}"));
             (k.trim().to_string(), v.trim().to_string())
         })
         .collect()
+}
+
+fn unit_directives() -> Vec<(String, String)> {
+    unit_file_directives("deploy/systemd/docket.service")
 }
 
 fn unit_values<'a>(directives: &'a [(String, String)], key: &str) -> Vec<&'a str> {
@@ -1035,6 +1046,208 @@ fn systemd_unit_is_hardened_and_passes_systemd_analyze() {
     );
 }
 
+/// The directives of docket.service that are the server's own (how it starts, stops,
+/// restarts and is enabled). The backup units must have every other one exactly as it has
+/// it: user, configuration, master key, data directory and hardening.
+const SERVER_ONLY_DIRECTIVES: &[&str] = &[
+    "Description",
+    "After",
+    "Wants",
+    "Type",
+    "ExecStartPre",
+    "ExecStart",
+    "ExecReload",
+    "Restart",
+    "RestartSec",
+    "TimeoutStopSec",
+    "TimeoutStartSec",
+    "LimitNOFILE",
+    "WantedBy",
+];
+
+/// Where the systemd units keep the backups.
+const SYSTEMD_BACKUP_DIR: &str = "/var/backups/docket";
+
+#[test]
+fn systemd_backup_timers_run_backups_and_checks_hardened_as_the_service() {
+    let server = unit_directives();
+    let server_start: Vec<String> = unit_values(&server, "ExecStart")[0]
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    // The program and its options (`--config FILE`), without the command (`serve`).
+    let server_prefix = &server_start[..server_start.len() - 1];
+    let shared: BTreeSet<&str> = server
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !SERVER_ONLY_DIRECTIVES.contains(k))
+        .collect();
+    for key in [
+        "User",
+        "LoadCredential",
+        "ProtectSystem",
+        "SystemCallFilter",
+        "UMask",
+    ] {
+        assert!(shared.contains(key), "{key} is one the backup units share");
+    }
+    // (unit name, its command, how it sees the backup directory, how often its timer runs)
+    let units = [
+        (
+            "docket-backup",
+            &["backup", "create", "--all", "--to", SYSTEMD_BACKUP_DIR][..],
+            "ReadWritePaths",
+            "daily",
+        ),
+        (
+            "docket-backup-verify",
+            &["backup", "verify", SYSTEMD_BACKUP_DIR][..],
+            "ReadOnlyPaths",
+            "monthly",
+        ),
+    ];
+    for (name, command, access, period) in units {
+        let rel = format!("deploy/systemd/{name}.service");
+        let unit = unit_file_directives(&rel);
+        assert_eq!(unit_values(&unit, "Type"), ["oneshot"], "{rel}: Type");
+        for key in &shared {
+            let want = unit_values(&server, key);
+            let have = unit_values(&unit, key);
+            if *key == "Environment" {
+                for w in &want {
+                    assert!(
+                        have.contains(w),
+                        "{rel}: Environment={w}, as in docket.service"
+                    );
+                }
+            } else {
+                assert_eq!(have, want, "{rel}: {key} as in docket.service");
+            }
+        }
+        // A temporary directory of its own, writable under ProtectSystem=strict.
+        for e in unit_values(&unit, "Environment") {
+            if let Some(dir) = e.strip_prefix("TMPDIR=") {
+                assert!(
+                    matches!(dir, "/tmp" | "/var/tmp"),
+                    "{rel}: TMPDIR={dir}: PrivateTmp gives /tmp and /var/tmp only"
+                );
+            }
+        }
+        // `docket --config FILE backup ...`, as docket.service runs docket: a real command.
+        let exec: Vec<String> = {
+            let values = unit_values(&unit, "ExecStart");
+            assert_eq!(values.len(), 1, "{rel}: one ExecStart");
+            values[0].split_whitespace().map(String::from).collect()
+        };
+        assert!(
+            exec.len() > server_prefix.len(),
+            "{rel}: ExecStart {exec:?}"
+        );
+        assert_eq!(
+            exec[..server_prefix.len()],
+            server_prefix[..],
+            "{rel}: the program and options of docket.service's ExecStart"
+        );
+        assert_eq!(exec[server_prefix.len()..], command[..], "{rel}: ExecStart");
+        assert_docket_command(&rel, &exec[1..]);
+        // The backup directory: writable for a backup, read-only for a check.
+        assert!(
+            unit_values(&unit, access).contains(&SYSTEMD_BACKUP_DIR),
+            "{rel}: {access}={SYSTEMD_BACKUP_DIR}"
+        );
+        if access != "ReadWritePaths" {
+            assert!(
+                !unit_values(&unit, "ReadWritePaths").contains(&SYSTEMD_BACKUP_DIR),
+                "{rel}: a check only reads the backups"
+            );
+        }
+
+        // Its timer: started by timers.target, catching up on a run missed while down.
+        let timer_rel = format!("deploy/systemd/{name}.timer");
+        let timer = unit_file_directives(&timer_rel);
+        let service = format!("{name}.service");
+        assert_eq!(
+            unit_values(&timer, "Unit"),
+            [service.as_str()],
+            "{timer_rel}"
+        );
+        assert_eq!(unit_values(&timer, "Persistent"), ["true"], "{timer_rel}");
+        assert_eq!(
+            unit_values(&timer, "RandomizedDelaySec").len(),
+            1,
+            "{timer_rel}: RandomizedDelaySec"
+        );
+        assert_eq!(
+            unit_values(&timer, "WantedBy"),
+            ["timers.target"],
+            "{timer_rel}"
+        );
+        let calendar = unit_values(&timer, "OnCalendar");
+        assert_eq!(calendar.len(), 1, "{timer_rel}: one OnCalendar");
+        let every = match period {
+            "daily" => calendar[0] == "daily" || calendar[0].starts_with("*-*-* "),
+            _ => calendar[0] == "monthly" || calendar[0].starts_with("*-*-01 "),
+        };
+        assert!(
+            every,
+            "{timer_rel}: OnCalendar={} is not {period}",
+            calendar[0]
+        );
+    }
+
+    // systemd's own checks, on copies whose commands point at the binary built for these
+    // tests (as for docket.service); any output fails the test too.
+    let scratch = tempfile::tempdir().unwrap();
+    let mut copies: Vec<PathBuf> = Vec::new();
+    for (name, _, _, _) in units {
+        for ext in ["service", "timer"] {
+            let file = format!("{name}.{ext}");
+            let copy = scratch.path().join(&file);
+            std::fs::write(
+                &copy,
+                read(&format!("deploy/systemd/{file}")).replace("/usr/local/bin/docket", DOCKET),
+            )
+            .unwrap();
+            copies.push(copy);
+        }
+    }
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&copies)
+        .output();
+    let verify = match verify {
+        Ok(out) => out,
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("systemd-analyze is required in CI: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: systemd-analyze is not installed ({e}; apt-get install systemd)");
+            return;
+        }
+    };
+    assert!(
+        verify.status.success() && stderr(&verify).trim().is_empty(),
+        "systemd-analyze verify deploy/systemd/docket-backup*:\n{}",
+        stderr(&verify)
+    );
+    for copy in copies
+        .iter()
+        .filter(|c| c.extension().is_some_and(|e| e == "service"))
+    {
+        let security = Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--threshold=20", "--no-pager"])
+            .arg(copy)
+            .output()
+            .unwrap();
+        assert!(
+            security.status.success(),
+            "systemd-analyze security {}:\n{}",
+            copy.display(),
+            stderr(&security)
+        );
+    }
+}
+
 #[test]
 fn docket_admin_runs_commands_as_the_service_does() {
     let directives = unit_directives();
@@ -1087,6 +1300,7 @@ fn every_yaml_file_in_deploy_parses() {
         "deploy/compose.yaml",
         "deploy/k8s/deployment.yaml",
         "deploy/k8s/cronjob.yaml",
+        "deploy/k8s/backup.yaml",
     ] {
         assert!(files.iter().any(|f| f == expected), "{expected} is missing");
     }
@@ -1572,5 +1786,117 @@ fn kubernetes_manifests_run_replicas_with_probes_secrets_and_a_sweep() {
         Err(_) => {
             eprintln!("skipped: schema validation of deploy/k8s (pip install kubernetes-validate)")
         }
+    }
+}
+
+#[test]
+fn kubernetes_cronjobs_back_up_and_check_on_a_volume() {
+    let objects = k8s_objects();
+    let img = image();
+    let deployment = k8s_find(&objects, "Deployment", "docket");
+    let pods = check_pod(
+        "Deployment docket",
+        &deployment["spec"]["template"]["spec"],
+        &objects,
+        img.uid,
+    );
+    let server = pods
+        .iter()
+        .find(|c| c.args == ["serve"])
+        .expect("Deployment docket runs `docket serve`");
+
+    // The backups' volume.
+    let claim = "docket-backups";
+    let pvc = k8s_find(&objects, "PersistentVolumeClaim", claim);
+    assert_eq!(
+        strings(&pvc["spec"]["accessModes"], "accessModes"),
+        ["ReadWriteOnce"],
+        "PersistentVolumeClaim {claim}"
+    );
+    assert!(
+        scalar(&pvc["spec"]["resources"]["requests"]["storage"]).is_some(),
+        "PersistentVolumeClaim {claim}: a storage request"
+    );
+
+    // (CronJob, its command, whether it writes the backups, how often it runs)
+    for (name, command, writes, period) in [
+        (
+            "docket-backup",
+            &["backup", "create", "--all", "--to", "/backups"][..],
+            true,
+            "daily",
+        ),
+        (
+            "docket-backup-verify",
+            &["backup", "verify", "/backups"][..],
+            false,
+            "monthly",
+        ),
+    ] {
+        let what = format!("CronJob {name}");
+        let cron = k8s_find(&objects, "CronJob", name);
+        // Scheduled at a fixed minute and hour, daily or on one day of the month; never two
+        // at once.
+        let schedule = text(&cron["spec"]["schedule"], "schedule");
+        let fields: Vec<&str> = schedule.split_whitespace().collect();
+        assert_eq!(fields.len(), 5, "{what}: cron schedule {schedule}");
+        assert!(
+            fields[0].parse::<u32>().is_ok() && fields[1].parse::<u32>().is_ok(),
+            "{what}: {schedule}: at a fixed time"
+        );
+        let on_its_days = match period {
+            "daily" => fields[2] == "*",
+            _ => fields[2]
+                .parse::<u32>()
+                .is_ok_and(|d| (1..=28).contains(&d)),
+        };
+        assert!(on_its_days, "{what}: {schedule} is not {period}");
+        assert_eq!(
+            fields[3..],
+            ["*", "*"],
+            "{what}: {schedule} is not {period}"
+        );
+        assert_eq!(
+            text(&cron["spec"]["concurrencyPolicy"], "concurrencyPolicy"),
+            "Forbid",
+            "{what}"
+        );
+        let spec = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        assert_eq!(
+            text(&spec["restartPolicy"], "restartPolicy"),
+            "Never",
+            "{what}"
+        );
+        // The sweep's pod: not root, read-only root filesystem, writable data dir and /tmp,
+        // the server's settings, image and Secret files.
+        let containers = check_pod(&what, spec, &objects, img.uid);
+        assert_eq!(containers.len(), 1, "{what}: one container");
+        let c = &containers[0];
+        assert_eq!(c.args, command, "{what}");
+        assert_docket_command(&what, &c.args);
+        assert_eq!(c.env, server.env, "{what} runs with the server's settings");
+        assert_eq!(
+            text(&c.c["image"], "image"),
+            text(&server.c["image"], "image"),
+            "{what}: one image everywhere"
+        );
+        // The backup directory the command names is the claim, writable for a backup only.
+        let dir = c.args.last().unwrap().as_str();
+        let volume = list(&spec["volumes"], "volumes")
+            .iter()
+            .find(|v| v["persistentVolumeClaim"]["claimName"].as_str() == Some(claim))
+            .unwrap_or_else(|| panic!("{what}: no volume of the claim {claim}"));
+        let volume = text(&volume["name"], "volume name");
+        let mount = list(&c.c["volumeMounts"], "volumeMounts")
+            .iter()
+            .find(|m| m["name"].as_str() == Some(volume))
+            .unwrap_or_else(|| panic!("{what}: the volume {volume} is not mounted"));
+        assert_eq!(text(&mount["mountPath"], "mountPath"), dir, "{what}");
+        assert_eq!(
+            mount["readOnly"].as_bool().unwrap_or(false),
+            !writes,
+            "{what}: {dir} read-only is {}",
+            !writes
+        );
     }
 }
