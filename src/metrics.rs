@@ -22,6 +22,7 @@
 //! | `docket_message_budget_bytes` | `state` (`in_use`, `free`) | the message budget (`limits.max_bytes_in_flight`) |
 //! | `docket_db_connections` | `state` (`in_use`, `idle`) | database pool connections, catalogue and open tenants together |
 //! | `docket_open_tenants` | — | tenants whose database is open in this process |
+//! | `docket_unwritable_tenant_databases` | — | open tenants whose database does not take a write (a full disk, a read-only file, a refusing server): probed at each scrape with a small real commit, only where the last write failed or is not known to have succeeded |
 //! | `docket_backup_last_success_timestamp_seconds` | `kind` (`create`, `verify`) | the oldest, over active tenants, of each one's last successful backup (or backup check): Unix seconds, 0 when one never had any. Read from the catalogue, so every replica reports the runs of `docket backup` wherever it ran |
 //! | `docket_backup_failing_tenants` | `kind` | active tenants whose latest backup (or check) failed |
 
@@ -129,6 +130,7 @@ pub struct Metrics {
     open_tenants: Gauge,
     backup_last_success: Family<KindLabels, Gauge>,
     backup_failing: Family<KindLabels, Gauge>,
+    unwritable: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -154,6 +156,7 @@ impl Metrics {
             connections: Family::default(),
             open_tenants: Gauge::default(),
             backup_last_success: Family::default(),
+            unwritable: Gauge::default(),
             backup_failing: Family::default(),
             registry: Registry::default(),
         };
@@ -222,6 +225,11 @@ impl Metrics {
             "open_tenants",
             "Tenants open in this process",
             m.open_tenants.clone(),
+        );
+        r.register(
+            "unwritable_tenant_databases",
+            "Open tenants whose last commit or write probe failed",
+            m.unwritable.clone(),
         );
         r.register(
             "backup_last_success_timestamp_seconds",
@@ -424,6 +432,9 @@ pub async fn serve(
         .await
 }
 
+/// How long a scrape waits for one tenant's write probe.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn refresh_gauges(state: &crate::http::AppState) {
     let m = global();
     let total = state.config.limits.max_bytes_in_flight as u64;
@@ -438,6 +449,16 @@ async fn refresh_gauges(state: &crate::http::AppState) {
         idle += free;
     }
     m.set_connections(in_use, idle, tenants.len() as u64);
+    // Probed with a real commit only where the last write failed or is not known to have
+    // succeeded (as `/readyz` does on SQLite); a probe that hangs counts as failing.
+    let mut failing = 0;
+    for t in &tenants {
+        let probe = tokio::time::timeout(PROBE_TIMEOUT, t.check_writable()).await;
+        if !matches!(probe, Ok(Ok(()))) {
+            failing += 1;
+        }
+    }
+    m.unwritable.set(failing);
     match crate::backup::status(&state.catalog).await {
         Ok(s) => m.set_backups(&s),
         Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot read the backup state"),

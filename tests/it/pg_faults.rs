@@ -459,3 +459,56 @@ async fn clean_connections_are_reused_and_dirty_ones_closed() {
         "a connection inside a transaction was reused"
     );
 }
+
+/// The scraped value of an unlabelled gauge.
+async fn gauge(app: &TestApp, name: &str) -> f64 {
+    let addr = app.metrics_addr.expect("a metrics listener");
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// On PostgreSQL, one firm's database refusing writes does not take the replica out of its
+/// load balancer (every replica would see the same, and every firm would stop for one):
+/// `/readyz` stays 200, and the metric (and its alert) shows it until it takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_firms_unwritable_database_keeps_the_replica_ready_and_shows_in_metrics() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let tok = app.token("alice@a.test");
+    let raw = |i: u8| email("refused", Some(&format!("<refused-{i}@acme.com>")), &[]);
+    assert_eq!(file(&app, &tok, &raw(0)).await.0, 201);
+    let unwritable = "docket_unwritable_tenant_databases";
+    assert_eq!(gauge(&app, unwritable).await, 0.0);
+    let mut db = tenant_db_as_superuser(&app).await;
+    db.execute(
+        "CREATE FUNCTION docket_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'; END $$;
+         CREATE TRIGGER docket_refuse BEFORE UPDATE ON audit_head
+           FOR EACH STATEMENT EXECUTE FUNCTION docket_refuse();",
+    )
+    .await
+    .unwrap();
+    let (s, v) = file(&app, &tok, &raw(1)).await;
+    assert_eq!(s, 500, "{v}");
+    let r = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(gauge(&app, unwritable).await, 1.0);
+    db.execute("DROP TRIGGER docket_refuse ON audit_head")
+        .await
+        .unwrap();
+    assert_eq!(gauge(&app, unwritable).await, 0.0);
+    assert_eq!(file(&app, &tok, &raw(1)).await.0, 201);
+}
