@@ -58,6 +58,8 @@ pub struct Application {
     redirect: Option<TcpListener>,
     /// `GET /metrics` (`metrics.listen`), unless `off`.
     metrics: Option<TcpListener>,
+    /// SQLite: the data dir's serve lock, held while serving (no in-place restore meanwhile).
+    _serve_lock: Option<std::fs::File>,
 }
 
 impl Application {
@@ -144,6 +146,12 @@ impl Application {
             None
         };
         let catalog = open_catalog(&config, key).await?;
+        let serve_lock = match catalog.backend() {
+            crate::tenancy::db::Backend::Sqlite => {
+                Some(crate::tenancy::lock_serving(catalog.data_dir())?)
+            }
+            crate::tenancy::db::Backend::Postgres => None,
+        };
         let verifier = GoogleVerifier::new(
             config
                 .google
@@ -172,6 +180,7 @@ impl Application {
             tls,
             redirect,
             metrics,
+            _serve_lock: serve_lock,
         })
     }
 

@@ -91,9 +91,10 @@ pub async fn sweep_tenant(tenant: &Arc<Tenant>, grace: Duration) -> anyhow::Resu
         tenants: 1,
         ..Default::default()
     };
+    let listed = list_old(store.clone(), cutoff).await?;
     // From here no filing of this process is between its blob writes and its commit.
-    let _lease = tenant.blob_lease.write().await;
-    let candidates = unreferenced(tenant, list_old(store.clone(), cutoff).await?).await?;
+    let mut _lease = tenant.blob_lease.write().await;
+    let candidates = unreferenced(tenant, listed).await?;
     if candidates.is_empty() {
         return Ok(report);
     }
@@ -114,6 +115,12 @@ pub async fn sweep_tenant(tenant: &Arc<Tenant>, grace: Duration) -> anyhow::Resu
         report.temp_files += removed.temp_files;
         report.orphan_blobs += removed.blobs;
         left = removed.left;
+        if !left.is_empty() {
+            // Filings waiting here and elsewhere go through before the next phase.
+            drop(_lease);
+            tokio::time::sleep(PHASE_GAP).await;
+            _lease = tenant.blob_lease.write().await;
+        }
     }
     if report.temp_files + report.orphan_blobs > 0 {
         tracing::info!(tenant = %tenant.id, temp_files = report.temp_files,
@@ -141,14 +148,21 @@ struct Removed {
     left: Vec<Leftover>,
 }
 
-/// Deletes what is still older than `cutoff` until `phase`'s deadline.
+/// A half-written temp file is removed only once it is this old (the least grace period).
+const MIN_TEMP_AGE: Duration = Duration::from_secs(crate::config::MIN_SWEEP_GRACE_MINUTES * 60);
+
+/// The pause between two phases of a sweep, for the filings they kept waiting.
+const PHASE_GAP: Duration = Duration::from_secs(1);
+
+/// Deletes what is still older than `cutoff` for [`crate::sweep_epoch::DELETE_WINDOW`]
+/// (at least one), while `phase` is open.
 async fn remove(
     store: Store,
     doomed: Vec<Leftover>,
     cutoff: SystemTime,
-    phase: &SweepPhase,
+    _phase: &SweepPhase,
 ) -> anyhow::Result<Removed> {
-    let deadline = phase.deadline();
+    let deadline = std::time::Instant::now() + crate::sweep_epoch::DELETE_WINDOW;
     tokio::task::spawn_blocking(move || -> anyhow::Result<Removed> {
         let mut out = Removed {
             temp_files: 0,
@@ -156,7 +170,14 @@ async fn remove(
             left: Vec::new(),
         };
         let mut doomed = doomed.into_iter();
+        // A temp file's writer never shows in the sweep epoch: only old ones go, whatever
+        // the grace period asked for.
+        let temp_cutoff = cutoff.min(SystemTime::now() - MIN_TEMP_AGE);
         for c in doomed.by_ref() {
+            let cutoff = match c {
+                Leftover::Temp(_) => temp_cutoff,
+                Leftover::Blob(_) => cutoff,
+            };
             // Looked at again: a filing elsewhere may have reused the blob since the listing.
             if store
                 .remove_if_older(&c, cutoff)

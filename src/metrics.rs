@@ -449,16 +449,19 @@ async fn refresh_gauges(state: &crate::http::AppState) {
         idle += free;
     }
     m.set_connections(in_use, idle, tenants.len() as u64);
-    // Probed with a real commit only where the last write failed or is not known to have
-    // succeeded (as `/readyz` does on SQLite); a probe that hangs counts as failing.
-    let mut failing = 0;
-    for t in &tenants {
-        let probe = tokio::time::timeout(PROBE_TIMEOUT, t.check_writable()).await;
-        if !matches!(probe, Ok(Ok(()))) {
-            failing += 1;
-        }
-    }
-    m.unwritable.set(failing);
+    // Active tenants only (a suspended one may be being restored), probed with a real
+    // commit only where the last write failed or is not known to have succeeded (as
+    // `/readyz` does on SQLite), all at once: a probe that hangs counts as failing.
+    let probes = tenants
+        .iter()
+        .filter(|t| t.is_active())
+        .map(|t| async move {
+            let probe = tokio::time::timeout(PROBE_TIMEOUT, t.check_writable()).await;
+            !matches!(probe, Ok(Ok(())))
+        });
+    let failing = futures_util::future::join_all(probes).await;
+    m.unwritable
+        .set(failing.into_iter().filter(|f| *f).count() as i64);
     match crate::backup::status(&state.catalog).await {
         Ok(s) => m.set_backups(&s),
         Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot read the backup state"),

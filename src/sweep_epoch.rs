@@ -24,17 +24,19 @@
 //! is bounded by the store's timeout (at most 120 s a request, `storage.s3.timeout_secs`,
 //! retried for at most 10 s), so a live phase ends well within the lease.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use sqlx::Row;
 
 use crate::error::{AppError, AppResult};
-use crate::tenancy::{db::Tx, Tenant};
+use crate::tenancy::db::{Backend, Tx};
+use crate::tenancy::Tenant;
 
-/// After this long an odd epoch is a dead sweep's, and is closed by whoever finds it.
-pub const LEASE: Duration = Duration::from_secs(30 * 60);
-/// A sweep's phase starts no delete after this long since its epoch went odd.
+/// After this long (by the database's clock) an odd epoch is a dead sweep's, and is closed
+/// by whoever finds it.
+pub const LEASE: Duration = Duration::from_secs(15 * 60);
+/// A sweep's phase starts no delete after this long since it began deleting.
 pub const DELETE_WINDOW: Duration = Duration::from_secs(1);
 /// How long a filing waits for a sweep to end before answering 503 `sweep-in-progress`.
 pub const FILING_WAIT: Duration = Duration::from_secs(5);
@@ -65,11 +67,11 @@ pub fn raced(e: &AppError) -> bool {
 pub async fn settled(tenant: &Tenant) -> AppResult<Epoch> {
     let start = Instant::now();
     loop {
-        let (epoch, started_at) = read(&tenant.db).await?;
+        let (epoch, started_at, now) = read(tenant).await?;
         if epoch % 2 == 0 {
             return Ok(Epoch(epoch));
         }
-        if is_stale(started_at) {
+        if is_stale(started_at, now) {
             close_stale(tenant, epoch).await?;
             continue;
         }
@@ -97,22 +99,26 @@ pub async fn check(tx: &mut Tx, seen: Epoch) -> AppResult<()> {
     }
 }
 
-async fn read(db: &sqlx::AnyPool) -> sqlx::Result<(i64, i64)> {
-    let row = sqlx::query("SELECT epoch, started_at FROM blob_sweep WHERE id = 1")
-        .fetch_one(db)
-        .await?;
-    Ok((row.get(0), row.get(1)))
+/// The database's clock in Unix seconds, as SQL: one clock for every process.
+fn db_now(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "CAST(strftime('%s', 'now') AS INTEGER)",
+        Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT)",
+    }
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+/// (epoch, started_at, the database's now).
+async fn read(tenant: &Tenant) -> sqlx::Result<(i64, i64, i64)> {
+    let sql = format!(
+        "SELECT epoch, started_at, {} FROM blob_sweep WHERE id = 1",
+        db_now(tenant.backend)
+    );
+    let row = sqlx::query(&sql).fetch_one(&tenant.db).await?;
+    Ok((row.get(0), row.get(1), row.get(2)))
 }
 
-fn is_stale(started_at: i64) -> bool {
-    unix_now() - started_at > LEASE.as_secs() as i64
+fn is_stale(started_at: i64, now: i64) -> bool {
+    now - started_at > LEASE.as_secs() as i64
 }
 
 /// Ends a dead sweep's odd `epoch` (a no-op if it has moved since).
@@ -126,18 +132,39 @@ async fn close_stale(tenant: &Tenant, epoch: i64) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// A sweep's odd epoch: deletes may start until [`SweepPhase::deadline`].
+/// A sweep's odd epoch: deletes may start until [`SweepPhase::deadline`]. Dropped without
+/// [`SweepPhase::end`] (a sweep cancelled mid-phase), it is ended by a spawned task.
 #[derive(Debug)]
 pub struct SweepPhase {
     epoch: i64,
     began: Instant,
+    db: sqlx::AnyPool,
+    ended: bool,
+}
+
+const END_SQL: &str = "UPDATE blob_sweep SET epoch = epoch + 1 WHERE id = 1 AND epoch = $1";
+
+impl Drop for SweepPhase {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let (db, epoch) = (self.db.clone(), self.epoch);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = sqlx::query(END_SQL).bind(epoch).execute(&db).await {
+                    tracing::error!(error = %e, "cannot end a cancelled sweep's phase; it closes after the lease");
+                }
+            });
+        }
+    }
 }
 
 impl SweepPhase {
     /// Makes the epoch odd (committed). `None` when another process's sweep is in progress.
     pub async fn begin(tenant: &Tenant) -> anyhow::Result<Option<SweepPhase>> {
-        let (epoch, started_at) = read(&tenant.db).await?;
-        if epoch % 2 == 1 && is_stale(started_at) {
+        let (epoch, started_at, now) = read(tenant).await?;
+        if epoch % 2 == 1 && is_stale(started_at, now) {
             close_stale(tenant, epoch).await?;
         }
         let _writer = tenant.write_guard().await;
@@ -145,36 +172,48 @@ impl SweepPhase {
         let began = Instant::now();
         let mut tx = tenant.begin().await?;
         crate::audit::lock_chain(&mut tx).await?;
-        let row = sqlx::query(
-            "UPDATE blob_sweep SET epoch = epoch + 1, started_at = $1 \
+        let sql = format!(
+            "UPDATE blob_sweep SET epoch = epoch + 1, started_at = {} \
              WHERE id = 1 AND epoch % 2 = 0 RETURNING epoch",
-        )
-        .bind(unix_now())
-        .fetch_optional(&mut *tx)
-        .await?;
+            db_now(tenant.backend)
+        );
+        let row = sqlx::query(&sql).fetch_optional(&mut *tx).await?;
         tx.commit().await?;
         Ok(row.map(|r| SweepPhase {
             epoch: r.get(0),
             began,
+            db: tenant.db.clone(),
+            ended: false,
         }))
     }
 
-    /// When deletes must stop ([`DELETE_WINDOW`] after the epoch went odd).
-    pub fn deadline(&self) -> Instant {
-        self.began + DELETE_WINDOW
+    /// How long ago the epoch went odd.
+    pub fn age(&self) -> Duration {
+        self.began.elapsed()
     }
 
-    /// Makes the epoch even again: filings go on.
-    pub async fn end(self, tenant: &Tenant) -> anyhow::Result<()> {
-        let _writer = tenant.write_guard().await;
-        let done =
-            sqlx::query("UPDATE blob_sweep SET epoch = epoch + 1 WHERE id = 1 AND epoch = $1")
+    /// Makes the epoch even again: filings go on. Tried three times: a phase left open
+    /// refuses the tenant's filings everywhere until the lease ends.
+    pub async fn end(mut self, tenant: &Tenant) -> anyhow::Result<()> {
+        let mut last = None;
+        for wait in [0, 100, 500] {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            let _writer = tenant.write_guard().await;
+            match sqlx::query(END_SQL)
                 .bind(self.epoch)
                 .execute(&tenant.db)
-                .await?;
-        if done.rows_affected() == 0 {
-            tracing::warn!(tenant = %tenant.id, "a sweep ended after another process closed it");
+                .await
+            {
+                Ok(done) => {
+                    self.ended = true;
+                    if done.rows_affected() == 0 {
+                        tracing::warn!(tenant = %tenant.id, "a sweep ended after another process closed it");
+                    }
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
         }
-        Ok(())
+        Err(last.expect("three attempts").into())
     }
 }

@@ -138,10 +138,16 @@ async fn create_inner(
     let t = catalog.tenant(id).await?;
     let backup_id = new_backup_id();
     let root = to.join(id);
+    remove_stale(&root, ".partial-");
+    remove_stale(catalog.data_dir(), ".backup-");
     let partial = root.join(format!(".partial-{backup_id}"));
     create_private_dir(&partial)?;
+    // The plain snapshot stays in the data dir, never in the backup directory.
+    let scratch = tempfile::Builder::new()
+        .prefix(".backup-")
+        .tempdir_in(catalog.data_dir())?;
     let made = async {
-        let snap = snapshot::take(catalog, &t, &partial.join("database.plain")).await?;
+        let snap = snapshot::take(catalog, &t, &scratch.path().join("database.plain")).await?;
         seal_parts(catalog, &t, &partial, &backup_id, &snap.plain).await?;
         let (blobs_copied, blob_files) = copy_blobs(&t, &root, &snap.blobs).await?;
         let mut files = hash_files(&partial, &backup_id, &[DATABASE, TENANT, DATA_KEY])?;
@@ -182,6 +188,22 @@ async fn create_inner(
         bytes: manifest.files.values().map(|f| f.size).sum(),
         seconds: clock.elapsed().as_secs_f64(),
     })
+}
+
+/// Removes what a killed backup left behind (`prefix*` entries of `dir` older than a day).
+fn remove_stale(dir: &Path, prefix: &str) {
+    let day = std::time::Duration::from_secs(86_400);
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > day));
+        if old && e.file_name().to_string_lossy().starts_with(prefix) {
+            if let Err(err) = fs::remove_dir_all(e.path()) {
+                tracing::warn!(error = %err, path = %e.path().display(), "cannot remove a leftover of a backup");
+            }
+        }
+    }
 }
 
 fn backend_name(b: Backend) -> &'static str {
@@ -268,11 +290,16 @@ async fn copy_blobs(
                         .read_sealed(id)
                         .with_context(|| format!("reading blob {id} from the store"))?;
                     create_private_dir(path.parent().expect("a blob path has a shard"))?;
-                    write_durable(&path, &sealed)?;
-                    copied += 1;
-                    FileEntry {
-                        size: sealed.len() as u64,
-                        sha256: sha256_hex(&sealed),
+                    match write_new(&path, &sealed)? {
+                        true => {
+                            copied += 1;
+                            FileEntry {
+                                size: sealed.len() as u64,
+                                sha256: sha256_hex(&sealed),
+                            }
+                        }
+                        // A backup running at the same time placed it first: keep theirs.
+                        false => hash_file(&path)?,
                     }
                 }
             };
@@ -387,6 +414,24 @@ fn write_durable(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes `bytes` to `path` like [`write_durable`], but never replaces a file already
+/// there (a hard link, not a rename): `false` when one was.
+fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<bool> {
+    let dir = path.parent().context("a file has a directory")?;
+    let tmp = dir.join(format!(".tmp-{}", hex::encode(rand::random::<[u8; 8]>())));
+    write_durable(&tmp, bytes)?;
+    let linked = fs::hard_link(&tmp, path);
+    fs::remove_file(&tmp)?;
+    match linked {
+        Ok(()) => {
+            fs::File::open(dir)?.sync_all()?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
+    }
 }
 
 /// Records one backup, verify or restore in the catalogue's `backup_runs`.

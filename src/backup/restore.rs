@@ -101,10 +101,6 @@ async fn restore_inner(
         None => in_place(catalog, &m, &plain, root).await?,
         Some(name) => as_new(catalog, &m, name, &plain, root, &key).await?,
     };
-    let event = AuditEvent::new("operator", "backup.restored", &t.id).detail(serde_json::json!({
-        "backup": m.backup_id, "from_tenant": m.tenant_id, "taken_at": m.created_at,
-    }));
-    audit::record(&t.db, &[event]).await?;
     catalog.evict(&t.id).await;
     Ok(Restored {
         tenant_id: t.id.clone(),
@@ -132,12 +128,69 @@ async fn in_place(
             info.status
         );
     }
+    let _lock = match catalog.backend() {
+        Backend::Sqlite => Some(crate::tenancy::lock_for_restore(catalog.data_dir())?),
+        Backend::Postgres => None,
+    };
     catalog.evict(id).await;
+    // Blobs first: extra blobs are harmless, a database without its blobs is not.
+    let written = copy_blobs_back(catalog.blob_store(id), m, root).await?;
     write_database(catalog, id, &m.backend, plain, false).await?;
+    match open_restored(catalog, id, m).await {
+        Ok(t) => Ok((t, written)),
+        Err(e) => {
+            // Nothing half-restored stays: the place is empty again for a retry.
+            if let Err(undo) = remove_database(catalog, id).await {
+                tracing::error!(
+                    error = format!("{undo:#}"),
+                    "cannot remove a half-restored database"
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Opens the restored tenant, upgrades its database and records the restore in its chain.
+async fn open_restored(catalog: &Catalog, id: &str, m: &Manifest) -> anyhow::Result<Arc<Tenant>> {
     let t = catalog.tenant(id).await?;
     db::migrate_tenant(&t.db, t.backend).await?;
-    let written = copy_blobs_back(&t, m, root).await?;
-    Ok((t, written))
+    let event = AuditEvent::new("operator", "backup.restored", &t.id).detail(serde_json::json!({
+        "backup": m.backup_id, "from_tenant": m.tenant_id, "taken_at": m.created_at,
+    }));
+    audit::record(&t.db, &[event]).await?;
+    Ok(t)
+}
+
+/// Removes tenant `id`'s database (after a failed in-place restore).
+async fn remove_database(catalog: &Catalog, id: &str) -> anyhow::Result<()> {
+    catalog.evict(id).await;
+    match catalog.backend() {
+        Backend::Sqlite => {
+            let path = catalog.tenant_db_path(id);
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = path.as_os_str().to_owned();
+                p.push(suffix);
+                match std::fs::remove_file(&p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        Backend::Postgres => {
+            let name = catalog
+                .tenant_database_url(id)
+                .await?
+                .username()
+                .to_string();
+            let admin =
+                db::open_pg(catalog.pg_admin_url().context("not on PostgreSQL")?, 1).await?;
+            let dropped = db::drop_pg_tenant_database(&admin, &name).await;
+            admin.close().await;
+            dropped
+        }
+    }
 }
 
 /// Into a new tenant, every secret sealed anew for it.
@@ -154,12 +207,14 @@ async fn as_new(
         write_database(catalog, &info.id, &m.backend, plain, true).await?;
         catalog.evict(&info.id).await;
         let t = catalog.tenant(&info.id).await?;
+        db::migrate_tenant(&t.db, t.backend).await?;
         let written = reseal_blobs(&t, m, root, old_key).await?;
         reseal_secrets(&t, &m.tenant_id, old_key).await?;
         for table in ["sessions", "access_tokens", "reset_requests"] {
             t.db.execute(format!("DELETE FROM {table}").as_str())
                 .await?;
         }
+        let t = open_restored(catalog, &info.id, m).await?;
         Ok::<_, anyhow::Error>((t, written))
     }
     .await;
@@ -240,17 +295,22 @@ async fn write_pg(catalog: &Catalog, id: &str, plain: &[u8], replace: bool) -> a
         }
         let password = url.password().context("the tenant's URL has its password")?;
         db::create_pg_tenant_db_for_role(&admin, &name, password).await?;
-        let file = tempfile::NamedTempFile::new()?;
-        std::fs::write(file.path(), plain)?;
-        let path = file.path().to_str().context("temp path")?.to_string();
-        let restored = super::snapshot::run_pg_tool(
-            "pg_restore",
-            &url,
-            &["--no-owner", "--no-privileges", "--exit-on-error", &path],
-        )
+        let restored = async {
+            let file = tempfile::NamedTempFile::new()?;
+            std::fs::write(file.path(), plain)?;
+            let path = file.path().to_str().context("temp path")?.to_string();
+            super::snapshot::run_pg_tool(
+                "pg_restore",
+                &url,
+                &["--no-owner", "--no-privileges", "--exit-on-error", &path],
+            )
+            .await
+        }
         .await;
         if restored.is_err() {
-            db::drop_pg_tenant_database(&admin, &name).await?;
+            if let Err(e) = db::drop_pg_tenant_database(&admin, &name).await {
+                tracing::error!(error = format!("{e:#}"), database = %name, "cannot drop a half-restored database");
+            }
         }
         restored
     }
@@ -261,8 +321,15 @@ async fn write_pg(catalog: &Catalog, id: &str, plain: &[u8], replace: bool) -> a
 
 /// Copies the backup's sealed blobs into the tenant's store where it lacks them (same
 /// tenant: same key, same binding). Returns how many were written.
-async fn copy_blobs_back(t: &Tenant, m: &Manifest, root: &Path) -> anyhow::Result<usize> {
-    let (store, ids, root) = (t.blobs.store().clone(), m.blobs.clone(), root.to_path_buf());
+async fn copy_blobs_back(
+    store: crate::storage::Store,
+    m: &Manifest,
+    root: &Path,
+) -> anyhow::Result<usize> {
+    let (ids, root) = (m.blobs.clone(), root.to_path_buf());
+    if let Some(dir) = store.local_root() {
+        crate::tenancy::create_private_dir(dir)?;
+    }
     tokio::task::spawn_blocking(move || {
         let mut written = 0;
         for id in &ids {

@@ -134,6 +134,13 @@ pub(super) async fn run_pg_tool(tool: &str, url: &url::Url, args: &[&str]) -> an
     let mut bare = url.clone();
     let _ = bare.set_password(None);
     let mut cmd = tokio::process::Command::new(tool);
+    // Only what the tool needs: not docket's own settings (master key, database URL).
+    cmd.env_clear();
+    for keep in ["PATH", "LANG", "LC_ALL", "TZ", "HOME"] {
+        if let Some(v) = std::env::var_os(keep) {
+            cmd.env(keep, v);
+        }
+    }
     cmd.args(args).arg(format!("--dbname={bare}"));
     if let Some(pw) = url.password() {
         let pw = percent_encoding::percent_decode_str(pw).decode_utf8_lossy();
@@ -143,11 +150,19 @@ pub(super) async fn run_pg_tool(tool: &str, url: &url::Url, args: &[&str]) -> an
         .output()
         .await
         .with_context(|| format!("cannot run {tool} (install the PostgreSQL client tools)"))?;
+    // Its first line only: later ones can quote the tenant's rows.
+    let said = String::from_utf8_lossy(&out.stderr);
+    let first: String = said
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(300)
+        .collect();
     anyhow::ensure!(
         out.status.success(),
-        "{tool} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
+        "{tool} failed ({}): {first}",
+        out.status
     );
     Ok(())
 }
@@ -185,11 +200,20 @@ impl Scratch {
                 admin
                     .execute(format!("CREATE DATABASE \"{name}\"").as_str())
                     .await?;
-                admin.close().await;
                 let mut url = admin_url.clone();
                 url.set_path(&format!("/{name}"));
+                let pool = match db::open_pg(&url, 2).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                        let _ = admin.execute(drop.as_str()).await;
+                        admin.close().await;
+                        return Err(e);
+                    }
+                };
+                admin.close().await;
                 let scratch = Scratch {
-                    pool: db::open_pg(&url, 2).await?,
+                    pool,
                     pg: Some((name, admin_url)),
                     _dir: None,
                 };

@@ -554,8 +554,11 @@ impl Catalog {
     pub async fn tenant(&self, id: &str) -> anyhow::Result<Arc<Tenant>> {
         let cached = self.open.read().await.get(id).cloned();
         if let Some(t) = cached {
-            self.refresh_status(&t).await?;
-            return Ok(t);
+            // A tenant whose status changed is opened anew (it may have been restored).
+            if self.refresh_status(&t).await? {
+                return Ok(t);
+            }
+            self.evict(id).await;
         }
         let mut open = self.open.write().await;
         if let Some(t) = open.get(id) {
@@ -673,10 +676,11 @@ impl Catalog {
     }
 
     /// Re-reads an open tenant's status once the one it holds is [`TENANT_STATUS_TTL`] old.
-    async fn refresh_status(&self, t: &Tenant) -> anyhow::Result<()> {
+    /// `false` when it changed: the caller opens the tenant anew.
+    async fn refresh_status(&self, t: &Tenant) -> anyhow::Result<bool> {
         let read_at = t.status.read().expect("status lock").1;
         if read_at.elapsed() < TENANT_STATUS_TTL {
-            return Ok(());
+            return Ok(true);
         }
         let status: String = sqlx::query("SELECT status FROM tenants WHERE id = $1")
             .bind(&t.id)
@@ -686,11 +690,7 @@ impl Catalog {
             .get(0);
         let changed = *t.status.read().expect("status lock").0 != status;
         *t.status.write().expect("status lock") = (status, std::time::Instant::now());
-        // Reopened on next use: its database may have been restored while it was suspended.
-        if changed {
-            self.evict(&t.id).await;
-        }
-        Ok(())
+        Ok(!changed)
     }
 
     /// Suspends (`suspended`) or resumes (`active`) a tenant; a terminated one stays so.
@@ -743,8 +743,12 @@ impl Catalog {
     }
 
     /// Forgets the open tenant so the next use re-reads its catalogue row (status changes).
+    /// Its pool is closed: requests still holding it fail rather than write to a database
+    /// that may have been replaced.
     pub async fn evict(&self, id: &str) {
-        self.open.write().await.remove(id);
+        if let Some(t) = self.open.write().await.remove(id) {
+            tokio::spawn(async move { t.db.close().await });
+        }
     }
 
     /// Terminates a tenant: no one can use it from now on, and its data is due for purge
@@ -803,6 +807,45 @@ impl Catalog {
             .await?;
         Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
     }
+}
+
+/// `data_dir/serve.lock`: `docket serve` holds it shared while it serves a SQLite data dir
+/// ([`lock_serving`]); an in-place restore takes it exclusively ([`lock_for_restore`]).
+fn serve_lock(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("serve.lock");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// Held by a serving process for its lifetime (SQLite). Errors: a restore holds it.
+pub fn lock_serving(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let f = serve_lock(data_dir)?;
+    f.try_lock_shared().map_err(|_| {
+        anyhow::anyhow!(
+            "a restore is writing into {}: start docket once it has finished",
+            data_dir.display()
+        )
+    })?;
+    Ok(f)
+}
+
+/// Held by an in-place restore (SQLite). Errors: `docket serve` is running on the data dir.
+pub fn lock_for_restore(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let f = serve_lock(data_dir)?;
+    f.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "docket serve is running on {}: stop it before restoring a SQLite tenant in place \
+             (its open connections would go on writing to the database being replaced)",
+            data_dir.display()
+        )
+    })?;
+    Ok(f)
 }
 
 /// Creates a directory (and parents) readable by the service account only: mode 0700 for

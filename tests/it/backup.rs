@@ -316,6 +316,7 @@ async fn lose_firm_a(app: &TestApp) {
 both_backends!(
     a_tenant_restored_in_place_serves_the_same_filings_byte_for_byte,
     |app: TestApp| async move {
+        let mut app = app;
         let dir = tempfile::tempdir().unwrap();
         let filings = file_some(&app, "kept", 3).await;
         let before = served(&app, &filings).await;
@@ -329,6 +330,22 @@ both_backends!(
             .unwrap_err();
         assert!(format!("{e:#}").contains("suspend it first"), "{e:#}");
         catalog.set_status(&id, "suspended").await.unwrap();
+        if app.backend == Backend::Sqlite {
+            // On SQLite, not while docket serves that data dir: its connections would go
+            // on writing to the database being replaced.
+            let e = backup::restore(catalog, &b.location, &id, None)
+                .await
+                .unwrap_err();
+            assert!(
+                format!("{e:#}").contains("docket serve is running"),
+                "{e:#}"
+            );
+            app.stop().await;
+        }
+        // The operator's own process, as `docket backup restore` would be.
+        let key = docket::app::master_key(&app.config, docket::Mode::Serve, false).unwrap();
+        let cli = docket::app::open_catalog(&app.config, key).await.unwrap();
+        let catalog = &cli;
         let e = backup::restore(catalog, &b.location, &id, None)
             .await
             .unwrap_err();
@@ -346,6 +363,9 @@ both_backends!(
             .unwrap();
         assert_eq!((r.tenant_id.as_str(), r.blobs_written), (id.as_str(), 6));
         catalog.set_status(&id, "active").await.unwrap();
+        if app.backend == Backend::Sqlite {
+            app.start_again().await;
+        }
         assert_eq!(served(&app, &filings).await, before);
         let t = app.tenant(&app.firm_a).await;
         assert_eq!(counts(&t).await.0, 3);
@@ -361,7 +381,7 @@ both_backends!(
         let ok: i64 = sqlx::query(
             "SELECT ok FROM backup_runs WHERE kind = 'restore' ORDER BY finished_at DESC LIMIT 1",
         )
-        .fetch_one(catalog.pool())
+        .fetch_one(app.state.catalog.pool())
         .await
         .unwrap()
         .get(0);
@@ -452,5 +472,58 @@ both_backends!(
             .await
             .unwrap();
         backup::verify(catalog, &c.location).await.unwrap();
+    }
+);
+
+/// Rewrites `rel`'s entry in the manifest of `snapshot` to the file as it is now: damage
+/// made by someone who also fixed the hashes, which only the deeper checks can find.
+fn rehash(snapshot: &Path, rel: &str) {
+    use sha2::Digest;
+    let root = snapshot.parent().unwrap();
+    let bytes = std::fs::read(root.join(rel)).unwrap();
+    let mut m = backup::read_manifest(snapshot).unwrap();
+    let e = m.files.get_mut(rel).unwrap();
+    e.size = bytes.len() as u64;
+    e.sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+    std::fs::write(
+        snapshot.join("manifest.json"),
+        serde_json::to_vec(&m).unwrap(),
+    )
+    .unwrap();
+}
+
+both_backends!(
+    verify_opens_every_key_and_blob_even_when_the_hashes_were_fixed,
+    |app: TestApp| async move {
+        let dir = tempfile::tempdir().unwrap();
+        file_some(&app, "deep", 2).await;
+        let one = back_up(&app, dir.path()).await;
+        let two = back_up(&app, dir.path()).await;
+        let id = &one
+            .location
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        // Another backup's data key: sealed for that backup, it does not open here.
+        std::fs::copy(
+            two.location.join("data-key.sealed"),
+            one.location.join("data-key.sealed"),
+        )
+        .unwrap();
+        rehash(&one.location, &format!("{id}/data-key.sealed"));
+        let e = verify_err(&app, &one.location).await;
+        assert!(e.contains("data-key.sealed does not open"), "{e}");
+        // A blob swapped for another one of the same tenant: each is bound to its address.
+        let m = backup::read_manifest(&two.location).unwrap();
+        let mut blobs = m.blobs.iter();
+        let (a, b) = (blobs.next().unwrap(), blobs.next().unwrap());
+        let rel = |x: &str| format!("blobs/{}/{x}", &x[..2]);
+        let root = dir.path().join(&app.firm_a.id);
+        std::fs::remove_file(root.join(rel(a))).unwrap();
+        std::fs::copy(root.join(rel(b)), root.join(rel(a))).unwrap();
+        rehash(&two.location, &rel(a));
+        let e = verify_err(&app, &two.location).await;
+        assert!(e.contains(&format!("blob {a} does not decrypt")), "{e}");
     }
 );

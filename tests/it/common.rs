@@ -482,6 +482,27 @@ impl TestApp {
             let _ = h.await;
         }
     }
+
+    /// After [`TestApp::stop`]: a new server on the same configuration and data (its own
+    /// catalogue), at a new address.
+    pub async fn start_again(&mut self) {
+        let app = Application::build(self.config.clone(), Mode::Serve)
+            .await
+            .expect("app builds");
+        self.addr = app.local_addr();
+        self.base = format!("http://{}", self.addr);
+        self.metrics_addr = app.metrics_addr();
+        self.state = app.state();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.shutdown = Some(tx);
+        self.server = Some(tokio::spawn(async move {
+            app.run(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap()
+        }));
+    }
 }
 
 impl Drop for TestApp {
