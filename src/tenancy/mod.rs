@@ -743,12 +743,9 @@ impl Catalog {
     }
 
     /// Forgets the open tenant so the next use re-reads its catalogue row (status changes).
-    /// Its pool is closed: requests still holding it fail rather than write to a database
-    /// that may have been replaced.
+    /// Requests still holding it finish on it; its pool closes with the last of them.
     pub async fn evict(&self, id: &str) {
-        if let Some(t) = self.open.write().await.remove(id) {
-            tokio::spawn(async move { t.db.close().await });
-        }
+        self.open.write().await.remove(id);
     }
 
     /// Terminates a tenant: no one can use it from now on, and its data is due for purge
@@ -814,13 +811,16 @@ impl Catalog {
 fn serve_lock(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join("serve.lock");
-    std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
         .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // Whatever the umask.
+    set_private_mode(&path, 0o600)?;
+    Ok(f)
 }
 
 /// Held by a serving process for its lifetime (SQLite). Errors: a restore holds it.

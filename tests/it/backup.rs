@@ -527,3 +527,94 @@ both_backends!(
         assert!(e.contains(&format!("blob {a} does not decrypt")), "{e}");
     }
 );
+
+/// Benchmark (run by hand, in release): `DOCKET_BENCH_FILINGS` (100,000) messages filed to
+/// one firm straight through the filing flow (32 at a time, a 2 KB attachment each), then
+/// a backup, a second (incremental) backup and a check, each timed, with the sizes.
+/// `DOCKET_BENCH_PG=1` runs it on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: run by hand"]
+async fn backup_bench() {
+    use docket::filing::{self, AttachmentSelection, FilingInput, TargetRef};
+    let n: usize = std::env::var("DOCKET_BENCH_FILINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let backend = match std::env::var_os("DOCKET_BENCH_PG") {
+        Some(_) => Backend::Postgres,
+        None => Backend::Sqlite,
+    };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let t = app.tenant(&app.firm_a).await;
+    let alice = docket::directory::user_by_email(&t.db, "alice@a.test")
+        .await
+        .unwrap()
+        .unwrap();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = std::time::Instant::now();
+    let workers: Vec<_> = (0..32)
+        .map(|_| {
+            let (t, alice, next) = (t.clone(), alice.clone(), next.clone());
+            let limits = app.config.limits.clone();
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    let mut att = noise(2000, (i % 251) as u8);
+                    att.extend_from_slice(&i.to_be_bytes());
+                    let raw = email(
+                        &format!("bench {i}"),
+                        Some(&format!("<bench-{i}@acme.com>")),
+                        &[("a.bin", "application/octet-stream", att)],
+                    );
+                    let input = FilingInput {
+                        raw,
+                        gmail_message_id: None,
+                        gmail_thread_id: None,
+                        targets: vec![TargetRef::parse("matter:M-1").unwrap()],
+                        attachments: AttachmentSelection::All,
+                        note: None,
+                    };
+                    filing::file_message(&t, &limits, &alice, input)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let filed = t0.elapsed();
+    let dir = tempfile::tempdir().unwrap();
+    let t1 = std::time::Instant::now();
+    let one = back_up(&app, dir.path()).await;
+    let first = t1.elapsed();
+    let t2 = std::time::Instant::now();
+    let two = back_up(&app, dir.path()).await;
+    let second = t2.elapsed();
+    let t3 = std::time::Instant::now();
+    backup::verify(&app.state.catalog, &two.location)
+        .await
+        .unwrap();
+    let check = t3.elapsed();
+    let db = std::fs::metadata(two.location.join("database.sealed"))
+        .unwrap()
+        .len();
+    eprintln!(
+        "{backend:?}: {n} filings in {:.0} s; backup {:.1} s ({} blobs copied, {} bytes in all, database {} bytes sealed); \
+         second backup {:.1} s ({} copied); verify {:.1} s",
+        filed.as_secs_f64(),
+        first.as_secs_f64(),
+        one.blobs_copied,
+        one.bytes,
+        db,
+        second.as_secs_f64(),
+        two.blobs_copied,
+        check.as_secs_f64()
+    );
+}
