@@ -113,19 +113,12 @@ pub async fn create(catalog: &Catalog, id: &str, to: &Path) -> anyhow::Result<Cr
     let started = now_rfc3339();
     let clock = std::time::Instant::now();
     let result = create_inner(catalog, id, to, clock).await;
-    let (ok, location, detail) = match &result {
-        Ok(c) => (
-            true,
-            c.location.display().to_string(),
-            serde_json::to_value(c)?,
-        ),
-        Err(e) => (
-            false,
-            to.join(id).display().to_string(),
-            serde_json::json!({ "error": format!("{e:#}") }),
-        ),
+    let location = match &result {
+        Ok(c) => c.location.clone(),
+        Err(_) => to.join(id),
     };
-    record_run(catalog, id, "create", &started, ok, &location, &detail).await?;
+    let location = location.display().to_string();
+    record_result(catalog, id, "create", &started, &location, &result).await?;
     result
 }
 
@@ -432,6 +425,32 @@ fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
     }
+}
+
+/// Records how a run ended in `backup_runs`: its outcome as the detail, or its first
+/// failure.
+async fn record_result<T: Serialize>(
+    catalog: &Catalog,
+    tenant_id: &str,
+    kind: &str,
+    started_at: &str,
+    location: &str,
+    result: &anyhow::Result<T>,
+) -> anyhow::Result<()> {
+    let detail = match result {
+        Ok(v) => serde_json::to_value(v)?,
+        Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
+    };
+    record_run(
+        catalog,
+        tenant_id,
+        kind,
+        started_at,
+        result.is_ok(),
+        location,
+        &detail,
+    )
+    .await
 }
 
 /// Records one backup, verify or restore in the catalogue's `backup_runs`.

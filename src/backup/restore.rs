@@ -18,7 +18,7 @@ use serde::Serialize;
 use sqlx::{Executor, Row};
 
 use super::verify::{check, open_data_key};
-use super::{read_manifest, record_run, Manifest, DATABASE};
+use super::{read_manifest, record_result, Manifest, DATABASE};
 use crate::audit::{self, AuditEvent};
 use crate::storage::crypto::{backup_aad, blob_aad, Key};
 use crate::storage::sha256_hex;
@@ -49,24 +49,12 @@ pub async fn restore(
     let started = now_rfc3339();
     let clock = std::time::Instant::now();
     let result = restore_inner(catalog, snapshot, tenant_id, as_name, clock).await;
-    let (target, detail) = match &result {
-        Ok(r) => (r.tenant_id.clone(), serde_json::to_value(r)?),
-        Err(e) => (
-            tenant_id.to_string(),
-            serde_json::json!({ "error": format!("{e:#}"), "as": as_name }),
-        ),
+    let target = match &result {
+        Ok(r) => r.tenant_id.as_str(),
+        Err(_) => tenant_id,
     };
     let location = snapshot.display().to_string();
-    record_run(
-        catalog,
-        &target,
-        "restore",
-        &started,
-        result.is_ok(),
-        &location,
-        &detail,
-    )
-    .await?;
+    record_result(catalog, target, "restore", &started, &location, &result).await?;
     result
 }
 

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use super::snapshot::{self, Scratch};
-use super::{hash_file, read_manifest, record_run, Manifest, DATABASE, DATA_KEY, TENANT};
+use super::{hash_file, read_manifest, record_result, Manifest, DATABASE, DATA_KEY, TENANT};
 use crate::audit::{self, ChainStatus};
 use crate::storage::crypto::{backup_aad, blob_aad, Key};
 use crate::storage::sha256_hex;
@@ -44,21 +44,8 @@ pub async fn verify(catalog: &Catalog, snapshot: &Path) -> anyhow::Result<Verifi
         Ok(m) => m.tenant_id.clone(),
         Err(_) => tenant_of(snapshot),
     };
-    let detail = match &result {
-        Ok(v) => serde_json::to_value(v)?,
-        Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
-    };
     let location = snapshot.display().to_string();
-    record_run(
-        catalog,
-        &tenant,
-        "verify",
-        &started,
-        result.is_ok(),
-        &location,
-        &detail,
-    )
-    .await?;
+    record_result(catalog, &tenant, "verify", &started, &location, &result).await?;
     result
 }
 

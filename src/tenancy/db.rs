@@ -337,6 +337,12 @@ pub async fn create_pg_tenant_db(
     admin
         .execute(format!("CREATE ROLE \"{name}\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{password}'").as_str())
         .await?;
+    create_pg_database(admin, name).await
+}
+
+/// The database `name`, owned by the role of the same name; nobody else may connect.
+async fn create_pg_database(admin: &AnyPool, name: &str) -> anyhow::Result<()> {
+    check_ident(name)?;
     admin
         .execute(format!("CREATE DATABASE \"{name}\" OWNER \"{name}\"").as_str())
         .await?;
@@ -365,24 +371,14 @@ pub async fn create_pg_tenant_db_for_role(
         .bind(name)
         .fetch_optional(admin)
         .await?;
-    if role.is_none() {
-        return create_pg_tenant_db(admin, name, password).await;
+    match role {
+        None => create_pg_tenant_db(admin, name, password).await,
+        Some(_) => create_pg_database(admin, name).await,
     }
-    check_ident(name)?;
-    admin
-        .execute(format!("CREATE DATABASE \"{name}\" OWNER \"{name}\"").as_str())
-        .await?;
-    admin
-        .execute(format!("REVOKE ALL ON DATABASE \"{name}\" FROM PUBLIC").as_str())
-        .await?;
-    Ok(())
 }
 
 pub async fn drop_pg_tenant_db(admin: &AnyPool, name: &str) -> anyhow::Result<()> {
-    check_ident(name)?;
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
-        .await?;
+    drop_pg_tenant_database(admin, name).await?;
     admin
         .execute(format!("DROP ROLE IF EXISTS \"{name}\"").as_str())
         .await?;

@@ -214,20 +214,6 @@ both_backends!(
     }
 );
 
-/// The scraped value of `series` (exactly as written, labels included).
-async fn scraped(app: &TestApp, series: &str) -> f64 {
-    let addr = app.metrics_addr.expect("a metrics listener");
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backup_results_reach_the_metrics_without_naming_a_tenant() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();

@@ -513,6 +513,21 @@ impl Drop for TestApp {
     }
 }
 
+/// The value of `series` (exactly as written, labels included) in a scrape of `app`'s
+/// `/metrics`.
+pub async fn scraped(app: &TestApp, series: &str) -> f64 {
+    let addr = app.metrics_addr.expect("a metrics listener");
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
 pub fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }

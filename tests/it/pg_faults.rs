@@ -460,20 +460,6 @@ async fn clean_connections_are_reused_and_dirty_ones_closed() {
     );
 }
 
-/// The scraped value of an unlabelled gauge.
-async fn gauge(app: &TestApp, name: &str) -> f64 {
-    let addr = app.metrics_addr.expect("a metrics listener");
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
 /// On PostgreSQL, one firm's database refusing writes does not take the replica out of its
 /// load balancer (every replica would see the same, and every firm would stop for one):
 /// `/readyz` stays 200, and the metric (and its alert) shows it until it takes writes again.
@@ -486,7 +472,7 @@ async fn one_firms_unwritable_database_keeps_the_replica_ready_and_shows_in_metr
     let raw = |i: u8| email("refused", Some(&format!("<refused-{i}@acme.com>")), &[]);
     assert_eq!(file(&app, &tok, &raw(0)).await.0, 201);
     let unwritable = "docket_unwritable_tenant_databases";
-    assert_eq!(gauge(&app, unwritable).await, 0.0);
+    assert_eq!(scraped(&app, unwritable).await, 0.0);
     let mut db = tenant_db_as_superuser(&app).await;
     db.execute(
         "CREATE FUNCTION docket_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -505,10 +491,10 @@ async fn one_firms_unwritable_database_keeps_the_replica_ready_and_shows_in_metr
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(gauge(&app, unwritable).await, 1.0);
+    assert_eq!(scraped(&app, unwritable).await, 1.0);
     db.execute("DROP TRIGGER docket_refuse ON audit_head")
         .await
         .unwrap();
-    assert_eq!(gauge(&app, unwritable).await, 0.0);
+    assert_eq!(scraped(&app, unwritable).await, 0.0);
     assert_eq!(file(&app, &tok, &raw(1)).await.0, 201);
 }
