@@ -248,13 +248,7 @@ async fn backup_results_reach_the_metrics_without_naming_a_tenant() {
     assert_eq!(scraped(&app, failing).await, 0.0);
     assert!(scraped(&app, checked).await > 0.0);
     // No tenant id, name or domain anywhere in the scrape.
-    let addr = app.metrics_addr.unwrap();
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape_text(&app).await;
     for secret in [app.firm_a.id.as_str(), &app.firm_b.id, "Firm A", "a.test"] {
         assert!(!text.contains(secret), "{secret} in the scrape");
     }

@@ -513,16 +513,21 @@ impl Drop for TestApp {
     }
 }
 
-/// The value of `series` (exactly as written, labels included) in a scrape of `app`'s
-/// `/metrics`.
-pub async fn scraped(app: &TestApp, series: &str) -> f64 {
+/// A scrape of `app`'s `/metrics`, as text.
+pub async fn scrape_text(app: &TestApp) -> String {
     let addr = app.metrics_addr.expect("a metrics listener");
-    let text = reqwest::get(format!("http://{addr}/metrics"))
+    reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The value of `series` (exactly as written, labels included) in a scrape of `app`'s
+/// `/metrics`.
+pub async fn scraped(app: &TestApp, series: &str) -> f64 {
+    let text = scrape_text(app).await;
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {series} in\n{text}"))
