@@ -155,12 +155,12 @@ const MIN_TEMP_AGE: Duration = Duration::from_secs(crate::config::MIN_SWEEP_GRAC
 const PHASE_GAP: Duration = Duration::from_secs(1);
 
 /// Deletes what is still older than `cutoff` for [`crate::sweep_epoch::DELETE_WINDOW`]
-/// (at least one), while `phase` is open.
+/// (at least one). Takes the open phase: deletes happen only inside one.
 async fn remove(
     store: Store,
     doomed: Vec<Leftover>,
     cutoff: SystemTime,
-    _phase: &SweepPhase,
+    _open: &SweepPhase,
 ) -> anyhow::Result<Removed> {
     let deadline = std::time::Instant::now() + crate::sweep_epoch::DELETE_WINDOW;
     tokio::task::spawn_blocking(move || -> anyhow::Result<Removed> {

@@ -132,12 +132,12 @@ async fn close_stale(tenant: &Tenant, epoch: i64) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// A sweep's odd epoch: deletes may start until [`SweepPhase::deadline`]. Dropped without
+/// A sweep's odd epoch: its deletes happen while it is held (for at most [`DELETE_WINDOW`]
+/// of deletes a phase). Dropped without
 /// [`SweepPhase::end`] (a sweep cancelled mid-phase), it is ended by a spawned task.
 #[derive(Debug)]
 pub struct SweepPhase {
     epoch: i64,
-    began: Instant,
     db: sqlx::AnyPool,
     ended: bool,
 }
@@ -168,8 +168,6 @@ impl SweepPhase {
             close_stale(tenant, epoch).await?;
         }
         let _writer = tenant.write_guard().await;
-        // Taken before the commit: the window is never longer than it looks from outside.
-        let began = Instant::now();
         let mut tx = tenant.begin().await?;
         crate::audit::lock_chain(&mut tx).await?;
         let sql = format!(
@@ -181,15 +179,9 @@ impl SweepPhase {
         tx.commit().await?;
         Ok(row.map(|r| SweepPhase {
             epoch: r.get(0),
-            began,
             db: tenant.db.clone(),
             ended: false,
         }))
-    }
-
-    /// How long ago the epoch went odd.
-    pub fn age(&self) -> Duration {
-        self.began.elapsed()
     }
 
     /// Makes the epoch even again: filings go on. Tried three times: a phase left open
