@@ -220,6 +220,12 @@ impl Application {
                 std::time::Duration::from_secs(m.sweep_grace_minutes * 60),
             );
         }
+        if m.purge_interval_minutes > 0 {
+            crate::purge::spawn_schedule(
+                catalog.clone(),
+                std::time::Duration::from_secs(m.purge_interval_minutes * 60),
+            );
+        }
         let limits = &self.state.config.limits;
         let timeouts = http::serve::Timeouts {
             header_read: std::time::Duration::from_secs(limits.header_read_timeout_secs),

@@ -158,6 +158,22 @@ pub enum TenantAction {
         #[arg(long)]
         tenant: String,
     },
+    /// Terminate a tenant (the end of its contract): every session ends, every token is
+    /// revoked, no one can use it again, and its data is purged `admin.retention_days` (90)
+    /// days later. Audited. Cannot be undone.
+    Terminate {
+        #[arg(long)]
+        tenant: String,
+        /// The tenant's name, typed exactly, to confirm.
+        #[arg(long)]
+        confirm_name: String,
+    },
+    /// Purge every terminated tenant whose purge date has come, and finish purges that were
+    /// interrupted (`docket serve` does this every `maintenance.purge_interval_minutes`).
+    PurgeDue,
+    /// The tombstones of purged tenants: when each was terminated, by whom, when purged, and
+    /// what was deleted.
+    Purged,
     /// Set the tenant's Google service-account key (domain-wide delegation, scope
     /// gmail.readonly) used to file whole threads; `--clear` removes it.
     SetDelegation {
@@ -438,6 +454,58 @@ async fn run(
                     let t = catalog.find_tenant(tenant).await?;
                     catalog.set_status(&t.id, status).await?;
                     println!("{} ({}) {done}", t.name, t.id);
+                }
+                TenantAction::Terminate {
+                    tenant,
+                    confirm_name,
+                } => {
+                    let t = catalog.find_tenant(&tenant).await?;
+                    anyhow::ensure!(
+                        confirm_name == t.name,
+                        "type the tenant's name exactly ({:?}) with --confirm-name",
+                        t.name
+                    );
+                    let open = catalog.tenant(&t.id).await?;
+                    let detail =
+                        serde_json::json!({ "name": t.name, "by": "docket tenant terminate" });
+                    let retention = config.admin.retention_days;
+                    let c = crate::http::admin::security::terminate_tenant(
+                        &catalog, retention, &open, "operator", detail,
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!(
+                        "{} ({}) terminated at {}; its data is purged after {}",
+                        t.name, t.id, c.terminated_at, c.purge_after
+                    );
+                }
+                TenantAction::PurgeDue => {
+                    let purged = crate::purge::purge_due(&catalog).await?;
+                    for t in &purged {
+                        println!(
+                            "purged {} ({}): {}",
+                            t.name,
+                            t.tenant_id,
+                            crate::purge::summary(&t.inventory)
+                        );
+                    }
+                    println!("{} tenant(s) purged", purged.len());
+                }
+                TenantAction::Purged => {
+                    for t in crate::purge::tombstones(catalog.pool()).await? {
+                        println!(
+                            "{}\t{}\tterminated {} by {}\t{}\t{}",
+                            t.tenant_id,
+                            t.name,
+                            t.terminated_at,
+                            t.terminated_by,
+                            match &t.purged_at {
+                                Some(at) => format!("purged {at}"),
+                                None => format!("purge under way since {}", t.purge_started_at),
+                            },
+                            crate::purge::summary(&t.inventory)
+                        );
+                    }
                 }
                 TenantAction::List => {
                     for t in catalog.list_tenants().await? {

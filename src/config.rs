@@ -253,6 +253,11 @@ pub struct MaintenanceConfig {
     /// Only files older than this are swept (at least 5, longer than any request).
     #[serde(default = "default_sweep_grace")]
     pub sweep_grace_minutes: u64,
+    /// Minutes between runs of the purge of terminated tenants whose purge date has come
+    /// (the first at start-up); 0 turns the schedule off (`docket tenant purge-due` still
+    /// works).
+    #[serde(default = "default_purge_interval")]
+    pub purge_interval_minutes: u64,
 }
 
 impl Default for MaintenanceConfig {
@@ -260,11 +265,15 @@ impl Default for MaintenanceConfig {
         MaintenanceConfig {
             sweep_interval_minutes: default_sweep_interval(),
             sweep_grace_minutes: default_sweep_grace(),
+            purge_interval_minutes: default_purge_interval(),
         }
     }
 }
 
 fn default_sweep_interval() -> u64 {
+    60
+}
+fn default_purge_interval() -> u64 {
     60
 }
 fn default_sweep_grace() -> u64 {

@@ -509,6 +509,94 @@ fn file_eml(site: &Site, eml: &Path) -> Value {
         .unwrap_or_else(|e| panic!("`docket file` output is not JSON ({e}):\n{out}"))
 }
 
+/// Issue 11: an operator terminates a tenant (name typed to confirm), `purge-due` leaves it
+/// alone until its date and then deletes its database, blobs and backups, and `purged`
+/// shows the tombstone. (Retention 0 days here: the date comes at once.)
+#[test]
+fn operator_terminates_a_tenant_and_purge_due_deletes_it_on_its_date() {
+    let mut site = Site::new();
+    let tid = seed_firm(&site);
+    file_eml(&site, &write_eml(site.root()));
+    let backups = site.root().join("backups");
+    site.ok(&[
+        "backup",
+        "create",
+        "--tenant",
+        "firm.test",
+        "--to",
+        backups.to_str().unwrap(),
+    ]);
+    assert!(backups.join(&tid).is_dir());
+
+    site.run(&[
+        "tenant",
+        "terminate",
+        "--tenant",
+        "firm.test",
+        "--confirm-name",
+        "Frim",
+    ])
+    .fails_naming(&["type the tenant's name exactly", "\"Firm\""]);
+    // Terminated with the default 90 days: nothing is due yet.
+    let out = site.ok(&[
+        "tenant",
+        "terminate",
+        "--tenant",
+        "firm.test",
+        "--confirm-name",
+        "Firm",
+    ]);
+    assert!(
+        out.contains("terminated at") && out.contains("purged after"),
+        "{out}"
+    );
+    assert_eq!(
+        site.ok(&["tenant", "purge-due"]).trim(),
+        "0 tenant(s) purged"
+    );
+    assert!(site.tenant_db(&tid).exists());
+    let list = site.ok(&["tenant", "list"]);
+    assert!(
+        list.contains("terminated") && list.contains("purge after"),
+        "{list}"
+    );
+
+    // A second tenant terminated under a 0-day retention is due at once.
+    site.ok(&[
+        "tenant",
+        "create",
+        "--name",
+        "Short",
+        "--domain",
+        "short.test",
+    ]);
+    let short = site.tenant_id("Short");
+    site.set("DOCKET_ADMIN__RETENTION_DAYS", "0");
+    site.ok(&[
+        "tenant",
+        "terminate",
+        "--tenant",
+        "short.test",
+        "--confirm-name",
+        "Short",
+    ]);
+    let out = site.ok(&["tenant", "purge-due"]);
+    assert!(out.contains(&format!("purged Short ({short})")), "{out}");
+    assert!(out.trim_end().ends_with("1 tenant(s) purged"), "{out}");
+    assert!(!site.data().join("tenants").join(&short).exists());
+    assert!(site.tenant_db(&tid).exists(), "Firm is not due yet");
+    assert!(backups.join(&tid).is_dir(), "nor are its backups");
+    let purged = site.ok(&["tenant", "purged"]);
+    let row: Vec<&str> = purged.trim_end().split('\t').collect();
+    assert_eq!(row[..2], [short.as_str(), "Short"], "{purged}");
+    assert!(
+        row[2].starts_with("terminated ") && row[2].ends_with(" by operator"),
+        "{purged}"
+    );
+    assert!(row[3].starts_with("purged "), "{purged}");
+    assert!(!site.ok(&["tenant", "list"]).contains("Short"));
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Operator flow
 // ---------------------------------------------------------------------------------------

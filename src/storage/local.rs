@@ -124,6 +124,44 @@ impl LocalBlobs {
         }
     }
 
+    pub(super) fn inventory(&self) -> Result<(u64, u64), BlobError> {
+        let (mut count, mut bytes) = (0, 0);
+        for path in self.files()? {
+            if let Ok(m) = fs::symlink_metadata(&path) {
+                count += 1;
+                bytes += m.len();
+            }
+        }
+        Ok((count, bytes))
+    }
+
+    pub(super) fn remove_all(&self) -> Result<u64, BlobError> {
+        let count = self.files()?.len() as u64;
+        match fs::remove_dir_all(&self.root) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(count),
+        }
+    }
+
+    /// Every file in the shard directories.
+    fn files(&self) -> Result<Vec<PathBuf>, BlobError> {
+        let mut out = Vec::new();
+        let shards = match fs::read_dir(&self.root) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e.into()),
+        };
+        for shard in shards {
+            let shard = shard?;
+            if shard.file_type()?.is_dir() {
+                for entry in fs::read_dir(shard.path())? {
+                    out.push(entry?.path());
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) fn list_old(&self, cutoff: SystemTime) -> Result<Vec<Leftover>, BlobError> {
         let mut out = Vec::new();
         let shards = match fs::read_dir(&self.root) {

@@ -166,6 +166,23 @@ impl Store {
         }
     }
 
+    /// How many files (blobs and temp files) this tenant's store holds, and their total size
+    /// in bytes.
+    pub fn inventory(&self) -> Result<(u64, u64), BlobError> {
+        match self {
+            Store::Local(l) => l.inventory(),
+            Store::Object(o) => o.inventory(),
+        }
+    }
+
+    /// Removes everything in this tenant's store (the purge); how many files went.
+    pub fn remove_all(&self) -> Result<u64, BlobError> {
+        match self {
+            Store::Local(l) => l.remove_all(),
+            Store::Object(o) => o.remove_all(),
+        }
+    }
+
     /// The directory (local) or `s3://bucket/prefix` (object) of this tenant's blobs.
     pub fn describe(&self) -> String {
         match self {

@@ -219,6 +219,27 @@ impl ObjectBlobs {
         }
     }
 
+    fn list_all(&self) -> Result<Vec<object_store::ObjectMeta>, BlobError> {
+        self.block(self.store.list(Some(&self.prefix)).try_collect())
+            .map_err(unavailable)
+    }
+
+    pub(super) fn inventory(&self) -> Result<(u64, u64), BlobError> {
+        let listed = self.list_all()?;
+        Ok((listed.len() as u64, listed.iter().map(|m| m.size).sum()))
+    }
+
+    pub(super) fn remove_all(&self) -> Result<u64, BlobError> {
+        let mut count = 0;
+        for m in self.list_all()? {
+            match self.block(self.store.delete(&m.location)) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => count += 1,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Ok(count)
+    }
+
     pub(super) fn list_old(&self, cutoff: SystemTime) -> Result<Vec<Leftover>, BlobError> {
         let listed: Vec<object_store::ObjectMeta> = self
             .block(self.store.list(Some(&self.prefix)).try_collect())

@@ -133,6 +133,8 @@ pub struct Catalog {
     wal_autocheckpoint: u32,
     storage: crate::storage::Storage,
     open: RwLock<HashMap<String, Arc<Tenant>>>,
+    /// Decides when terminated tenants are due for purge ([`crate::purge`]).
+    clock: crate::clock::Clock,
 }
 
 fn valid_domain(d: &str) -> bool {
@@ -192,6 +194,7 @@ impl Catalog {
             wal_autocheckpoint,
             storage: crate::storage::Storage::Local,
             open: RwLock::new(HashMap::new()),
+            clock: Default::default(),
         })
     }
 
@@ -220,12 +223,19 @@ impl Catalog {
         &self.pool
     }
 
+    /// The clock purge dates are set and judged by.
+    pub fn clock(&self) -> &crate::clock::Clock {
+        &self.clock
+    }
+
     pub async fn ping(&self) -> anyhow::Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
-    fn tenant_dir(&self, id: &str) -> PathBuf {
+    /// The tenant's directory under the data dir (`tenants/<id>`): its SQLite database and
+    /// local blobs.
+    pub fn tenant_dir(&self, id: &str) -> PathBuf {
         self.data_dir.join("tenants").join(id)
     }
 
@@ -574,6 +584,10 @@ impl Catalog {
         let db_name: Option<String> = row.get("db_name");
         let pw_enc: Option<Vec<u8>> = row.get("db_password_enc");
         let status: String = row.get("status");
+        let dek_enc: Vec<u8> = row.get("dek_enc");
+        if dek_enc.is_empty() {
+            bail!("tenant {id} is being purged: its data key is deleted (crypto-shredded)");
+        }
         // A lost database is reported, never silently replaced by an empty one.
         if self.backend == Backend::Sqlite && !self.tenant_db_path(id).exists() {
             bail!(
@@ -581,7 +595,6 @@ impl Catalog {
                 self.tenant_db_path(id).display()
             );
         }
-        let dek_enc: Vec<u8> = row.get("dek_enc");
         let dek = self
             .kek
             .open_key(&dek_enc, &dek_aad(id))
@@ -757,7 +770,7 @@ impl Catalog {
         by: &str,
         retention_days: u64,
     ) -> anyhow::Result<Closure> {
-        let now = time::OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let purge = now + time::Duration::days(retention_days as i64);
         sqlx::query(
             "UPDATE tenants SET status = 'terminated', terminated_at = $1, terminated_by = $2, purge_after = $3 \

@@ -19,6 +19,7 @@ mod intake;
 mod metrics;
 mod object_store;
 mod pg_faults;
+mod purge;
 mod replicas;
 mod rules;
 mod storage;

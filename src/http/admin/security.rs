@@ -21,7 +21,7 @@ use crate::audit::{self, AuditEvent};
 use crate::error::{AppError, AppResult};
 use crate::http::extract::ApiJson;
 use crate::http::AppState;
-use crate::tenancy::Closure;
+use crate::tenancy::{Closure, Tenant};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -576,11 +576,25 @@ pub async fn close(
         ));
     }
     crate::accounts::login::reauthenticate(&ctx.tenant, &ctx.user, session, password, code).await?;
-    let actor = ctx.actor();
+    let detail = serde_json::json!({ "name": ctx.tenant.name, "ip": ctx.client.ip.to_string() });
     let retention = state.config.admin.retention_days;
+    terminate_tenant(&state.catalog, retention, &ctx.tenant, &ctx.actor(), detail).await
+}
+
+/// Terminates a tenant (a firm's admin closing its docket, or an operator): audits
+/// `tenant.closed` (with `detail` and what was ended), ends every session, revokes every
+/// token, then terminates the tenant in the catalogue, which records the purge date
+/// (`retention_days`, the setting `admin.retention_days`, later).
+pub async fn terminate_tenant(
+    catalog: &crate::tenancy::Catalog,
+    retention: u64,
+    tenant: &Tenant,
+    actor: &str,
+    mut detail: serde_json::Value,
+) -> AppResult<Closure> {
     {
-        let _guard = ctx.tenant.write_guard().await;
-        let mut tx = ctx.tenant.begin().await?;
+        let _guard = tenant.write_guard().await;
+        let mut tx = tenant.begin().await?;
         audit::lock_chain(&mut tx).await?;
         let sessions = sqlx::query("DELETE FROM sessions")
             .execute(&mut *tx)
@@ -592,21 +606,17 @@ pub async fn close(
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+        detail["retention_days"] = retention.into();
+        detail["sessions_ended"] = sessions.into();
+        detail["tokens_revoked"] = revoked.into();
         audit::append(
             &mut tx,
-            &AuditEvent::new(&actor, "tenant.closed", &ctx.tenant.id).detail(serde_json::json!({
-                "name": ctx.tenant.name, "ip": ctx.client.ip.to_string(),
-                "retention_days": retention, "sessions_ended": sessions,
-                "tokens_revoked": revoked,
-            })),
+            &AuditEvent::new(actor, "tenant.closed", &tenant.id).detail(detail),
         )
         .await?;
         tx.commit().await?;
     }
-    Ok(state
-        .catalog
-        .terminate(&ctx.tenant.id, &actor, retention)
-        .await?)
+    Ok(catalog.terminate(&tenant.id, actor, retention).await?)
 }
 
 /// Closes the firm's docket (session only; password + authenticator code in this request,
