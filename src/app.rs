@@ -220,6 +220,7 @@ impl Application {
                 std::time::Duration::from_secs(m.sweep_grace_minutes * 60),
             );
         }
+        crate::audit::anchor::spawn_schedule(catalog.clone());
         if m.purge_interval_minutes > 0 {
             crate::purge::spawn_schedule(
                 catalog.clone(),

@@ -718,10 +718,17 @@ async fn run(
                     let t = catalog
                         .tenant(&catalog.find_tenant(&tenant).await?.id)
                         .await?;
-                    match audit::verify(&t.db).await? {
+                    let (status, anchor) = audit::anchor::verify(&catalog, &t).await?;
+                    match status {
                         ChainStatus::Intact { entries, head } => {
+                            let anchored = match anchor {
+                                Some(a) => {
+                                    format!("holds entry {} anchored on {}", a.seq, a.anchored_at)
+                                }
+                                None => "not anchored before; anchored now".into(),
+                            };
                             println!(
-                                "audit chain of {} intact: {entries} entries, head {head}",
+                                "audit chain of {} intact: {entries} entries, head {head}; {anchored}",
                                 t.name
                             );
                             ExitCode::SUCCESS

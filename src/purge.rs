@@ -15,7 +15,7 @@
 //! 4. **database**: the SQLite file (with its directory) or the PostgreSQL database and role;
 //! 5. **backups**: every backup directory the catalogue recorded for it (`backup_runs`)
 //!    that this machine can reach; copies elsewhere are unreadable after step 2;
-//! 6. **tombstone**: the tenant's catalogue rows (tenant, domains, addresses) go and the
+//! 6. **tombstone**: the tenant's catalogue rows (tenant, domains, addresses, audit anchor) go and the
 //!    tombstone gets its `purged_at`, in one transaction.
 //!
 //! Due purges run from `docket serve` every `maintenance.purge_interval_minutes` (60) and on
@@ -406,6 +406,7 @@ async fn finish(catalog: &Catalog, id: &str, inv: &Inventory) -> anyhow::Result<
     for sql in [
         "DELETE FROM tenant_domains WHERE tenant_id = $1",
         "DELETE FROM tenant_addresses WHERE tenant_id = $1",
+        "DELETE FROM audit_anchors WHERE tenant_id = $1",
         "DELETE FROM tenants WHERE id = $1",
     ] {
         sqlx::query(sql).bind(id).execute(&mut *tx).await?;

@@ -796,6 +796,24 @@ async fn audit_verify_catches_a_deleted_last_entry() {
     assert_broken_at(&site, 5, "trailing");
 }
 
+/// Issue 11: the last entries cut together with the head leave a chain that fits itself;
+/// the catalogue's anchor (set by the commands that wrote them) still catches it.
+#[tokio::test]
+async fn audit_verify_catches_entries_cut_together_with_the_head() {
+    let site = Site::new();
+    let db = chain_of_five(&site);
+    exec(
+        &db,
+        &[
+            "DELETE FROM audit_log WHERE seq = 5",
+            "DELETE FROM audit_log WHERE seq = 4",
+            "UPDATE audit_head SET seq = 3, hash = (SELECT hash FROM audit_log WHERE seq = 3) WHERE id = 1",
+        ],
+    )
+    .await;
+    assert_broken_at(&site, 4, "anchored entry 5");
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. Configuration
 // ---------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 //! fields, length-prefixed, so editing, deleting or reordering entries breaks the chain and
 //! `verify` names the first entry that no longer fits.
 
+pub mod anchor;
+
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, AnyPool, Row};
 
@@ -143,8 +145,18 @@ pub enum ChainStatus {
     Broken { seq: i64, reason: String },
 }
 
-/// Walks the whole chain in order (streaming, constant memory).
+/// Walks the whole chain in order (streaming, constant memory). This checks the chain
+/// against itself only; [`anchor::verify`] checks it against its anchor as well.
 pub async fn verify(pool: &AnyPool) -> sqlx::Result<ChainStatus> {
+    verify_against(pool, None).await
+}
+
+/// Walks the whole chain in order, and, with `anchor` (read before the walk), checks that
+/// the chain still holds the anchored entry: not shorter, and that entry's hash unchanged.
+pub async fn verify_against(
+    pool: &AnyPool,
+    anchor: Option<&anchor::Anchor>,
+) -> sqlx::Result<ChainStatus> {
     use futures_util::TryStreamExt;
     let mut conn = pool.acquire().await?;
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
@@ -196,6 +208,15 @@ pub async fn verify(pool: &AnyPool) -> sqlx::Result<ChainStatus> {
                 reason: "content does not match its hash (entry edited)".into(),
             });
         }
+        if let Some(a) = anchor.filter(|a| a.seq == seq && a.hash != stored) {
+            return Ok(ChainStatus::Broken {
+                seq,
+                reason: format!(
+                    "entry {seq} is not the entry the catalogue anchored on {} (the chain was rewritten, or rolled back and continued)",
+                    a.anchored_at
+                ),
+            });
+        }
         prev_hash = stored;
         expected_seq += 1;
     }
@@ -205,6 +226,15 @@ pub async fn verify(pool: &AnyPool) -> sqlx::Result<ChainStatus> {
         return Ok(ChainStatus::Broken {
             seq: last + 1,
             reason: format!("chain ends at {last} but the recorded head is entry {head_seq} (trailing entries removed)"),
+        });
+    }
+    if let Some(a) = anchor.filter(|a| a.seq > last) {
+        return Ok(ChainStatus::Broken {
+            seq: last + 1,
+            reason: format!(
+                "the chain ends at entry {last} but the catalogue anchored entry {} on {}: entries were removed, or the database was rolled back without a restore",
+                a.seq, a.anchored_at
+            ),
         });
     }
     Ok(ChainStatus::Intact {

@@ -147,6 +147,8 @@ async fn open_restored(catalog: &Catalog, id: &str, m: &Manifest) -> anyhow::Res
         "backup": m.backup_id, "from_tenant": m.tenant_id, "taken_at": m.created_at,
     }));
     audit::record(&t.db, &[event]).await?;
+    // The chain was rolled back with notice: its anchor follows it.
+    audit::anchor::reset(catalog, &t).await?;
     Ok(t)
 }
 

@@ -803,7 +803,10 @@ impl Catalog {
         }))
     }
 
+    /// Anchors the audit chains of the open tenants ([`crate::audit::anchor`]), then closes
+    /// every pool.
     pub async fn close(&self) {
+        audit::anchor::advance_open(self, &mut HashMap::new()).await;
         for (_, t) in self.open.write().await.drain() {
             t.db.close().await;
         }

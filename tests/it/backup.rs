@@ -304,6 +304,12 @@ both_backends!(
         let b = back_up(&app, dir.path()).await;
         let catalog = &app.state.catalog;
         let id = app.firm_a.id.clone();
+        // A filing after the backup, anchored: the restore rolls the chain back behind its
+        // anchor, with notice.
+        file_some(&app, "lost", 1).await;
+        let t = app.tenant(&app.firm_a).await;
+        docket::audit::anchor::advance(catalog, &t).await.unwrap();
+        drop(t);
         // Not while the tenant is active, and not over a database that is there.
         let e = backup::restore(catalog, &b.location, &id, None)
             .await
@@ -355,6 +361,13 @@ both_backends!(
             }
             broken => panic!("{broken:?}"),
         }
+        let anchored = docket::audit::anchor::verify(&app.state.catalog, &t)
+            .await
+            .unwrap();
+        assert!(
+            matches!(anchored.0, docket::audit::ChainStatus::Intact { .. }),
+            "the restore reset the anchor: {anchored:?}"
+        );
         // The restored firm files again.
         file_some(&app, "after", 1).await;
         // The restore is recorded.

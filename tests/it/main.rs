@@ -5,6 +5,7 @@ mod common;
 
 mod admin_auth;
 mod admin_security;
+mod anchor;
 mod audit;
 mod backup;
 mod bad_input;

@@ -462,8 +462,12 @@ pub struct ChainReport {
     pub reason: Option<String>,
 }
 
-pub async fn chain_report(pool: &AnyPool) -> AppResult<ChainReport> {
-    Ok(match audit::verify(pool).await? {
+/// Verifies the tenant's chain, against itself and its anchor in the catalogue.
+pub async fn chain_report(
+    catalog: &crate::tenancy::Catalog,
+    tenant: &crate::tenancy::Tenant,
+) -> AppResult<ChainReport> {
+    Ok(match audit::anchor::verify(catalog, tenant).await?.0 {
         ChainStatus::Intact { entries, head } => ChainReport {
             status: "intact",
             entries: Some(entries),
@@ -484,8 +488,11 @@ pub async fn chain_report(pool: &AnyPool) -> AppResult<ChainReport> {
 /// Verifies the whole audit chain.
 #[utoipa::path(get, path = "/v1/admin/audit/verify",
     responses((status = 200, description = "Chain status", body = ChainReport)), tag = "audit")]
-async fn verify_audit(ctx: AdminCtx) -> AppResult<Json<ChainReport>> {
-    Ok(Json(chain_report(&ctx.tenant.db).await?))
+async fn verify_audit(
+    State(state): State<AppState>,
+    ctx: AdminCtx,
+) -> AppResult<Json<ChainReport>> {
+    Ok(Json(chain_report(&state.catalog, &ctx.tenant).await?))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

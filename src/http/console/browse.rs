@@ -195,12 +195,13 @@ struct AuditPage {
 }
 
 async fn audit(
+    State(state): State<AppState>,
     ctx: ConsoleCtx,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> AppResult<Response> {
     let Query(q) = query.map_err(|e| AppError::bad_request("invalid-query", e.body_text()))?;
     let rows = search_audit(&ctx.tenant.db, &q).await?;
-    let chain = chain_report(&ctx.tenant.db).await?;
+    let chain = chain_report(&state.catalog, &ctx.tenant).await?;
     let limit = q.limit.unwrap_or(100);
     let s = |o: &Option<String>| o.clone().unwrap_or_default();
     let older = match rows.last() {

@@ -1,0 +1,147 @@
+//! Audit anchoring: each tenant's chain head (sequence number and hash) copied into the
+//! catalogue (`audit_anchors`), outside the tenant's own database, so that what the chain
+//! cannot show about itself is caught: the chain truncated together with its head, the
+//! database rolled back to an old copy without `docket backup restore`, or the chain
+//! rewritten with fresh hashes.
+//!
+//! The anchor follows the chain and never leads it: it is taken from the tenant's committed
+//! head, after the commit, and only ever moves forward (a write with a lower sequence number
+//! is ignored, whichever process makes it), and only while the tenant is active (so a
+//! suspended tenant being restored is left alone). `docket serve` anchors the tenants open
+//! in it every [`INTERVAL`]; every process anchors its open tenants when it closes its
+//! catalogue (so each CLI command anchors what it wrote); `docket backup restore` resets
+//! the anchor to the restored chain, with notice (`backup_runs`, `backup.restored`).
+//!
+//! Entries appended after the last anchoring (at most about [`INTERVAL`] in a running
+//! server) are covered by the chain alone until they are anchored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{AnyPool, Row};
+
+use super::ChainStatus;
+use crate::tenancy::{Catalog, Tenant};
+use crate::time_fmt::now_rfc3339;
+
+/// How often `docket serve` anchors the tenants open in it.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+
+/// A tenant's anchored chain head.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Anchor {
+    pub seq: i64,
+    pub hash: String,
+    /// When it was anchored (RFC 3339 UTC).
+    pub anchored_at: String,
+}
+
+/// The tenant's anchor, if it has one.
+pub async fn read(catalog: &AnyPool, tenant_id: &str) -> sqlx::Result<Option<Anchor>> {
+    let row = sqlx::query("SELECT seq, hash, anchored_at FROM audit_anchors WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_optional(catalog)
+        .await?;
+    row.map(|r| {
+        Ok(Anchor {
+            seq: r.try_get("seq")?,
+            hash: r.try_get("hash")?,
+            anchored_at: r.try_get("anchored_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// The tenant's committed chain head: (sequence number, hash).
+async fn head(tenant: &Tenant) -> sqlx::Result<(i64, String)> {
+    let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(&tenant.db)
+        .await?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
+/// Anchors the tenant's current head, if it is further than its anchor and the tenant is
+/// active. Returns the head read.
+pub async fn advance(catalog: &Catalog, tenant: &Tenant) -> sqlx::Result<(i64, String)> {
+    let (seq, hash) = head(tenant).await?;
+    sqlx::query(
+        "INSERT INTO audit_anchors (tenant_id, seq, hash, anchored_at) \
+         SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $5 AND status = 'active') \
+         ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
+         anchored_at = excluded.anchored_at WHERE audit_anchors.seq < excluded.seq",
+    )
+    .bind(&tenant.id)
+    .bind(seq)
+    .bind(&hash)
+    .bind(now_rfc3339())
+    .bind(&tenant.id)
+    .execute(catalog.pool())
+    .await?;
+    Ok((seq, hash))
+}
+
+/// Sets the anchor to the tenant's current head, wherever it was: after a restore (the
+/// chain was rolled back with notice) or a new tenant's first entry.
+pub async fn reset(catalog: &Catalog, tenant: &Tenant) -> sqlx::Result<()> {
+    let (seq, hash) = head(tenant).await?;
+    sqlx::query(
+        "INSERT INTO audit_anchors (tenant_id, seq, hash, anchored_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
+         anchored_at = excluded.anchored_at",
+    )
+    .bind(&tenant.id)
+    .bind(seq)
+    .bind(&hash)
+    .bind(now_rfc3339())
+    .execute(catalog.pool())
+    .await?;
+    Ok(())
+}
+
+/// Verifies the tenant's chain against itself and against its anchor (read first); when it
+/// is intact, anchors its head. Returns the status and the anchor it was checked against
+/// (`None`: not anchored before, anchored now).
+pub async fn verify(
+    catalog: &Catalog,
+    tenant: &Tenant,
+) -> sqlx::Result<(ChainStatus, Option<Anchor>)> {
+    let anchor = read(catalog.pool(), &tenant.id).await?;
+    let status = super::verify_against(&tenant.db, anchor.as_ref()).await?;
+    if matches!(status, ChainStatus::Intact { .. }) {
+        advance(catalog, tenant).await?;
+    }
+    Ok((status, anchor))
+}
+
+/// Anchors every active tenant open in this process (best effort: a failure is logged).
+/// `last` remembers what was anchored, so an unchanged head costs one small read.
+pub async fn advance_open(catalog: &Catalog, last: &mut HashMap<String, i64>) {
+    for t in catalog.open_tenants().await {
+        if !t.is_active() {
+            continue;
+        }
+        let seen = last.get(&t.id).copied();
+        match head(&t).await {
+            Ok((seq, _)) if Some(seq) == seen => {}
+            Ok(_) => match advance(catalog, &t).await {
+                Ok((seq, _)) => drop(last.insert(t.id.clone(), seq)),
+                Err(e) => {
+                    tracing::warn!(tenant = %t.id, error = %e, "anchoring the audit chain failed")
+                }
+            },
+            Err(e) => tracing::warn!(tenant = %t.id, error = %e, "reading the audit head failed"),
+        }
+    }
+}
+
+/// `docket serve`'s anchoring: the open tenants every [`INTERVAL`].
+pub fn spawn_schedule(catalog: Arc<Catalog>) {
+    tokio::spawn(async move {
+        let mut last = HashMap::new();
+        loop {
+            tokio::time::sleep(INTERVAL).await;
+            advance_open(&catalog, &mut last).await;
+        }
+    });
+}
