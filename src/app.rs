@@ -221,6 +221,10 @@ impl Application {
             );
         }
         crate::audit::anchor::spawn_schedule(catalog.clone());
+        crate::retention::spawn_schedule(
+            catalog.clone(),
+            std::time::Duration::from_secs(24 * 3600),
+        );
         if m.purge_interval_minutes > 0 {
             crate::purge::spawn_schedule(
                 catalog.clone(),

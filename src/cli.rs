@@ -68,6 +68,17 @@ pub enum Command {
         #[command(subcommand)]
         action: BackupAction,
     },
+    /// Retention: list the records due for disposition (an admin approves the list in the
+    /// console before anything is deleted).
+    Retention {
+        #[command(subcommand)]
+        action: RetentionAction,
+    },
+    /// Legal holds: while one is in force, nothing under it is deleted.
+    Hold {
+        #[command(subcommand)]
+        action: HoldAction,
+    },
     /// Housekeeping (`docket serve` also runs it on a schedule).
     Maintenance {
         #[command(subcommand)]
@@ -262,6 +273,49 @@ pub enum UserAction {
         #[arg(long)]
         tenant: String,
         email: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RetentionAction {
+    /// Make the disposition list of every active tenant, or of one (`docket serve` does it
+    /// daily): the closed records whose retention has run out and are not on hold.
+    Evaluate {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// The retention policies and the disposition lists of a tenant.
+    Status {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HoldAction {
+    /// The holds in force (with `--all`, the released ones too).
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Place a hold on a record (`kind:reference`) or on a person (an email address).
+    Place {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, required_unless_present = "email", conflicts_with = "email")]
+        record: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a hold (by its id, from `docket hold list`).
+    Release {
+        #[arg(long)]
+        tenant: String,
+        id: String,
     },
 }
 
@@ -755,6 +809,16 @@ async fn run(
             catalog.close().await;
             return Ok(code);
         }
+        Command::Retention { action } => {
+            let catalog = catalog_for_cli(&config).await?;
+            retention_command(&catalog, action).await?;
+            catalog.close().await;
+        }
+        Command::Hold { action } => {
+            let catalog = catalog_for_cli(&config).await?;
+            hold_command(&catalog, action).await?;
+            catalog.close().await;
+        }
         Command::Backup { action } => {
             let catalog = catalog_for_cli(&config).await?;
             let code = backup_command(&catalog, action).await;
@@ -974,6 +1038,130 @@ async fn set_password_as_operator(
     )
     .await?;
     tx.commit().await?;
+    Ok(())
+}
+
+async fn retention_command(catalog: &Catalog, action: RetentionAction) -> anyhow::Result<()> {
+    match action {
+        RetentionAction::Evaluate { tenant: None } => {
+            let made = crate::retention::evaluate_all(catalog).await;
+            for (id, d) in &made {
+                print_disposition(id, d);
+            }
+            println!(
+                "{} disposition list(s) waiting for approval in the console",
+                made.len()
+            );
+        }
+        RetentionAction::Evaluate { tenant: Some(t) } => {
+            let t = catalog.tenant(&catalog.find_tenant(&t).await?.id).await?;
+            let now = catalog.clock().now();
+            match crate::retention::evaluate(&t.db, now, "operator")
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                Some(d) => print_disposition(&t.id, &d),
+                None => println!("{}: nothing is due for disposition", t.name),
+            }
+        }
+        RetentionAction::Status { tenant } => {
+            let t = catalog
+                .tenant(&catalog.find_tenant(&tenant).await?.id)
+                .await?;
+            let err = |e: crate::error::AppError| anyhow::anyhow!("{e}");
+            for p in crate::retention::policies(&t.db).await.map_err(err)? {
+                println!(
+                    "policy\t{}\t{} years after closure\tset by {} on {}",
+                    p.kind, p.years, p.updated_by, p.updated_at
+                );
+            }
+            for d in crate::retention::dispositions(&t.db).await.map_err(err)? {
+                print_disposition(&t.id, &d);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_disposition(tenant_id: &str, d: &crate::retention::Disposition) {
+    println!(
+        "disposition {} of tenant {tenant_id}: {} (listed {})",
+        d.id, d.status, d.created_at
+    );
+    for i in &d.items {
+        println!(
+            "\t{}\t{} filings\tclosed {}\tdue {}",
+            i.record, i.filings, i.closed_at, i.due_at
+        );
+    }
+}
+
+async fn hold_command(catalog: &Catalog, action: HoldAction) -> anyhow::Result<()> {
+    use crate::retention::{self, HoldOn};
+    let err = |e: crate::error::AppError| anyhow::anyhow!("{e}");
+    let tenant_of = |t: String| async move {
+        let id = catalog.find_tenant(&t).await?.id;
+        catalog.tenant(&id).await
+    };
+    match action {
+        HoldAction::List { tenant, all } => {
+            let t = tenant_of(tenant).await?;
+            for h in retention::holds(&t.db, all).await.map_err(err)? {
+                let on = h.record.or(h.email).unwrap_or_default();
+                let released = match (h.released_at, h.released_by) {
+                    (Some(at), Some(by)) => format!("\treleased {at} by {by}"),
+                    _ => String::new(),
+                };
+                println!(
+                    "{}\t{}\t{on}\t{}\tplaced {} by {}{released}",
+                    h.id, h.scope, h.reason, h.placed_at, h.placed_by
+                );
+            }
+        }
+        HoldAction::Place {
+            tenant,
+            record,
+            email,
+            reason,
+        } => {
+            let t = tenant_of(tenant).await?;
+            let on = match (record, email) {
+                (Some(r), _) => {
+                    let (kind, reference) = r
+                        .split_once(':')
+                        .context("give the record as kind:reference, e.g. matter:M-2024-017")?;
+                    let kind: crate::directory::RecordKind =
+                        kind.parse().map_err(anyhow::Error::msg)?;
+                    let rec = crate::directory::find_record(&t.db, kind, reference)
+                        .await
+                        .map_err(err)?
+                        .with_context(|| format!("no record {r}"))?;
+                    HoldOn::Record(rec.id)
+                }
+                (None, Some(e)) => HoldOn::Person(e),
+                (None, None) => anyhow::bail!("give --record or --email"),
+            };
+            let h = retention::place_hold(&t.db, &on, &reason, "operator")
+                .await
+                .map_err(err)?;
+            println!(
+                "hold {} placed on {}",
+                h.id,
+                h.record.or(h.email).unwrap_or_default()
+            );
+        }
+        HoldAction::Release { tenant, id } => {
+            let t = tenant_of(tenant).await?;
+            let h = retention::release_hold(&t.db, &id, "operator")
+                .await
+                .map_err(err)?;
+            println!(
+                "hold {} on {} released",
+                h.id,
+                h.record.or(h.email).unwrap_or_default()
+            );
+        }
+    }
     Ok(())
 }
 

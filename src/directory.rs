@@ -125,7 +125,7 @@ fn user_from_row(r: &sqlx::any::AnyRow) -> AppResult<User> {
 
 const USER_COLS: &str = "id, email, display_name, role, status, created_at, google_iss, google_sub";
 
-fn valid_email(e: &str) -> bool {
+pub fn valid_email(e: &str) -> bool {
     let Some((local, domain)) = e.rsplit_once('@') else {
         return false;
     };
@@ -1323,6 +1323,14 @@ pub async fn update_record(
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        // Retention runs from the closure (crate::retention).
+        if before.status != after.status {
+            sqlx::query("UPDATE records SET closed_at = $1 WHERE id = $2")
+                .bind((after.status == "closed").then_some(&now))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         after.updated_at = Some(now);
         let action = match (before.status.as_str(), after.status.as_str()) {
             ("open", "closed") => "record.closed",

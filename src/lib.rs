@@ -21,6 +21,7 @@ pub mod mail;
 pub mod maintenance;
 pub mod metrics;
 pub mod purge;
+pub mod retention;
 pub mod rules;
 pub mod storage;
 pub mod suggest;

@@ -207,6 +207,18 @@ async fn referenced_blobs(tenant: &Tenant) -> anyhow::Result<HashSet<String>> {
     Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
 }
 
+/// Sweeps one tenant in the background now (after a disposition or an erasure left blobs
+/// no row refers to), with the configured grace period; failures are logged.
+pub fn sweep_soon(state: &crate::http::AppState, tenant: &Arc<Tenant>) {
+    let grace = Duration::from_secs(state.config.maintenance.sweep_grace_minutes * 60);
+    let tenant = tenant.clone();
+    tokio::spawn(async move {
+        if let Err(e) = sweep_tenant(&tenant, grace).await {
+            tracing::warn!(tenant = %tenant.id, error = format!("{e:#}"), "sweep after deletion failed");
+        }
+    });
+}
+
 /// `docket serve`'s schedule: a sweep at start-up, then one every `interval`.
 pub fn spawn_schedule(catalog: Arc<Catalog>, interval: Duration, grace: Duration) {
     tokio::spawn(async move {

@@ -597,6 +597,59 @@ fn operator_terminates_a_tenant_and_purge_due_deletes_it_on_its_date() {
     assert!(!site.ok(&["tenant", "list"]).contains("Short"));
 }
 
+/// Issue 11: legal holds and retention from the CLI.
+#[test]
+fn operator_places_lists_and_releases_holds_and_evaluates_retention() {
+    let site = Site::new();
+    seed_firm(&site);
+    let t = ["--tenant", "firm.test"];
+    let out = site.ok(&[
+        &["hold", "place"][..],
+        &t,
+        &[
+            "--record",
+            "matter:M-2024-017",
+            "--reason",
+            "Acme litigation",
+        ],
+    ]
+    .concat());
+    assert!(out.contains("placed on matter:M-2024-017"), "{out}");
+    site.run(
+        &[
+            &["hold", "place"][..],
+            &t,
+            &["--record", "matter:M-9", "--reason", "x"],
+        ]
+        .concat(),
+    )
+    .fails_naming(&["no record matter:M-9"]);
+    site.run(
+        &[
+            &["hold", "place"][..],
+            &t,
+            &["--email", "w@x.test", "--reason", " "],
+        ]
+        .concat(),
+    )
+    .fails_naming(&["reason"]);
+    let list = site.ok(&[&["hold", "list"][..], &t].concat());
+    let id = list.split('\t').next().unwrap().to_string();
+    assert!(
+        list.contains("record\tmatter:M-2024-017\tAcme litigation"),
+        "{list}"
+    );
+    site.ok(&[&["hold", "release"][..], &t, &[id.as_str()]].concat());
+    assert_eq!(site.ok(&[&["hold", "list"][..], &t].concat()), "");
+    assert!(site
+        .ok(&[&["hold", "list", "--all"][..], &t].concat())
+        .contains("released"));
+    let out = site.ok(&[&["retention", "evaluate"][..], &t].concat());
+    assert!(out.contains("nothing is due for disposition"), "{out}");
+    let out = site.ok(&["retention", "evaluate"]);
+    assert!(out.contains("0 disposition list(s)"), "{out}");
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Operator flow
 // ---------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ mod object_store;
 mod pg_faults;
 mod purge;
 mod replicas;
+mod retention;
 mod rules;
 mod storage;
 mod sweep_epoch;

@@ -1089,46 +1089,6 @@ async fn console_session(app: &TestApp, t: &Tenant, email: &str) -> (String, Str
     )
 }
 
-async fn page(app: &TestApp, cookie: &str, path: &str) -> (u16, String) {
-    let resp = app
-        .http
-        .get(format!("{}{}", app.base, path))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
-async fn post_form(
-    app: &TestApp,
-    cookie: &str,
-    path: &str,
-    form: &[(&str, &str)],
-) -> (u16, String) {
-    let body = serde_urlencoded::to_string(form).unwrap();
-    let no_redirects = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let resp = no_redirects
-        .post(format!("{}{}", app.base, path))
-        .header("cookie", cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let loc = resp
-        .headers()
-        .get("location")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let text = resp.text().await.unwrap();
-    (status, if status == 303 { loc } else { text })
-}
-
 #[tokio::test]
 async fn console_people_and_records_pages() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();

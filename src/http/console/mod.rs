@@ -6,6 +6,7 @@ pub mod account;
 pub mod browse;
 pub mod people;
 pub mod records;
+pub mod retention;
 pub mod rules;
 pub mod security;
 
@@ -254,6 +255,7 @@ pub fn router() -> Router<AppState> {
         .merge(account::router())
         .merge(people::router())
         .merge(records::router())
+        .merge(retention::router())
         .merge(rules::router())
         .merge(browse::router())
         .merge(security::router())
