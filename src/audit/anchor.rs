@@ -6,7 +6,8 @@
 //!
 //! The anchor follows the chain and never leads it: it is taken from the tenant's committed
 //! head, after the commit, and only ever moves forward (a write with a lower sequence number
-//! is ignored, whichever process makes it), and only while the tenant is active (so a
+//! is ignored, whichever process makes it), only onto a chain that still holds the entry
+//! anchored before, and only while the tenant is active (so a
 //! suspended tenant being restored is left alone). `docket serve` anchors the tenants open
 //! in it every [`INTERVAL`]; every process anchors its open tenants when it closes its
 //! catalogue (so each CLI command anchors what it wrote); `docket backup restore` resets
@@ -61,21 +62,44 @@ async fn head(tenant: &Tenant) -> sqlx::Result<(i64, String)> {
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
-/// Anchors the tenant's current head, if it is further than its anchor and the tenant is
-/// active. Returns the head read.
+/// Anchors the tenant's current head, if it is further than its anchor, the chain still
+/// holds the anchored entry (an anchor never moves onto a chain that was cut or rewritten
+/// behind it) and the tenant is active. Returns the head read.
 pub async fn advance(catalog: &Catalog, tenant: &Tenant) -> sqlx::Result<(i64, String)> {
     let (seq, hash) = head(tenant).await?;
+    let current = read(catalog.pool(), &tenant.id).await?;
+    if let Some(a) = &current {
+        if a.seq >= seq {
+            return Ok((seq, hash));
+        }
+        let held: Option<String> = sqlx::query("SELECT hash FROM audit_log WHERE seq = $1")
+            .bind(a.seq)
+            .fetch_optional(&tenant.db)
+            .await?
+            .map(|r| r.get(0));
+        if held.as_deref() != Some(a.hash.as_str()) {
+            tracing::error!(tenant = %tenant.id, anchored = a.seq, "the audit chain no longer holds its anchored entry: not anchored further (docket audit verify)");
+            return Ok((seq, hash));
+        }
+    }
+    // Compare and set: only over the anchor just checked (another process may have moved it).
+    let (was_seq, was_hash) = current
+        .map(|a| (a.seq, a.hash))
+        .unwrap_or((-1, String::new()));
     sqlx::query(
         "INSERT INTO audit_anchors (tenant_id, seq, hash, anchored_at) \
          SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $5 AND status = 'active') \
          ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
-         anchored_at = excluded.anchored_at WHERE audit_anchors.seq < excluded.seq",
+         anchored_at = excluded.anchored_at \
+         WHERE audit_anchors.seq = $6 AND audit_anchors.hash = $7 AND audit_anchors.seq < excluded.seq",
     )
     .bind(&tenant.id)
     .bind(seq)
     .bind(&hash)
     .bind(now_rfc3339())
     .bind(&tenant.id)
+    .bind(was_seq)
+    .bind(&was_hash)
     .execute(catalog.pool())
     .await?;
     Ok((seq, hash))

@@ -1,9 +1,20 @@
 //! The per-tenant audit chain. Each entry's hash covers the previous hash and the entry's
 //! fields, length-prefixed, so editing, deleting or reordering entries breaks the chain and
 //! `verify` names the first entry that no longer fits.
+//!
+//! **Format 2** (every entry since the GDPR work; older chains are upgraded when their
+//! tenant is opened, see [`upgrade_chain`]): the fields that can hold personal data
+//! (`actor`, `subject`, `detail`) enter the hash only through a salted digest,
+//! `SHA-256(salt ‖ value)`, with a random salt per field of each entry (`salts`). Erasing a
+//! person ([`erase_fields`]) replaces such a field with `[erased]`, keeps its digest
+//! (`erased`) and deletes its salt: the chain still verifies, and the digest alone cannot
+//! confirm a guess of what was there.
 
 pub mod anchor;
 
+use std::collections::BTreeMap;
+
+use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, AnyPool, Row};
 
@@ -67,6 +78,75 @@ pub fn entry_hash(
     hex::encode(h.finalize())
 }
 
+/// The fields of an entry that may hold personal data, in hashing order.
+pub const PERSONAL_FIELDS: [&str; 3] = ["actor", "subject", "detail"];
+/// What an erased field reads as.
+pub const ERASED: &str = "[erased]";
+
+/// `SHA-256(salt ‖ value)` as hex, `salt` given as hex: how a format-2 entry commits to one
+/// of its [`PERSONAL_FIELDS`].
+pub fn field_digest(salt_hex: &str, value: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(hex::decode(salt_hex).unwrap_or_default());
+    h.update(value.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Format 2: `SHA-256(prev_hash ‖ "2" ‖ seq ‖ at ‖ action ‖ digest(actor) ‖ digest(subject) ‖
+/// digest(detail))`, each length-prefixed (8-byte big-endian), digests by [`field_digest`].
+pub fn entry_hash_v2(
+    prev_hash: &str,
+    seq: i64,
+    at: &str,
+    action: &str,
+    digests: [&str; 3],
+) -> String {
+    let mut h = Sha256::new();
+    let seq_s = seq.to_string();
+    for field in [
+        prev_hash, "2", &seq_s, at, action, digests[0], digests[1], digests[2],
+    ] {
+        h.update((field.len() as u64).to_be_bytes());
+        h.update(field.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+fn new_salts() -> BTreeMap<String, String> {
+    PERSONAL_FIELDS
+        .iter()
+        .map(|f| {
+            let mut salt = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut salt);
+            (f.to_string(), hex::encode(salt))
+        })
+        .collect()
+}
+
+/// A format-2 entry's digests of its personal fields: the kept digest of an erased field
+/// (which must read [`ERASED`]), else the digest of its value with its salt (`None` when
+/// neither holds).
+fn digests(
+    values: [&str; 3],
+    salts: &BTreeMap<String, String>,
+    erased: &BTreeMap<String, String>,
+) -> Option<[String; 3]> {
+    let one = |i: usize| -> Option<String> {
+        let f = PERSONAL_FIELDS[i];
+        match erased.get(f) {
+            Some(d) if values[i] == ERASED => Some(d.clone()),
+            Some(_) => None,
+            None => salts.get(f).map(|salt| field_digest(salt, values[i])),
+        }
+    };
+    Some([one(0)?, one(1)?, one(2)?])
+}
+
+fn json_map(s: Option<String>) -> BTreeMap<String, String> {
+    s.and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
 /// Takes the tenant's append lock inside the current transaction. Must be the first
 /// statement of any transaction that appends (so SQLite takes its write lock up front and
 /// PostgreSQL holds the head row until commit).
@@ -87,18 +167,13 @@ pub async fn append(conn: &mut AnyConnection, ev: &AuditEvent) -> sqlx::Result<A
     let seq = prev_seq + 1;
     let at = now_rfc3339();
     let detail = ev.detail.to_string();
-    let hash = entry_hash(
-        &prev_hash,
-        seq,
-        &at,
-        &ev.actor,
-        ev.action,
-        &ev.subject,
-        &detail,
-    );
+    let salts = new_salts();
+    let d = digests([&ev.actor, &ev.subject, &detail], &salts, &BTreeMap::new())
+        .expect("every salt is there");
+    let hash = entry_hash_v2(&prev_hash, seq, &at, ev.action, [&d[0], &d[1], &d[2]]);
     sqlx::query(
-        "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash, version, salts) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 2, $9)",
     )
     .bind(seq)
     .bind(&at)
@@ -108,6 +183,7 @@ pub async fn append(conn: &mut AnyConnection, ev: &AuditEvent) -> sqlx::Result<A
     .bind(&detail)
     .bind(&prev_hash)
     .bind(&hash)
+    .bind(serde_json::to_string(&salts).expect("salts are JSON"))
     .execute(&mut *conn)
     .await?;
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
@@ -167,7 +243,8 @@ pub async fn verify_against(
     let mut expected_seq = 1i64;
     let mut prev_hash = GENESIS_HASH.to_string();
     let mut rows = sqlx::query(
-        "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log ORDER BY seq",
+        "SELECT seq, at, actor, action, subject, detail, prev_hash, hash, version, salts, erased \
+         FROM audit_log ORDER BY seq",
     )
     .fetch(&mut *conn);
     while let Some(row) = rows.try_next().await? {
@@ -192,15 +269,14 @@ pub async fn verify_against(
                         .into(),
             });
         }
-        let computed = entry_hash(
-            &prev_hash,
-            seq,
-            &row.try_get::<String, _>("at")?,
-            &row.try_get::<String, _>("actor")?,
-            &row.try_get::<String, _>("action")?,
-            &row.try_get::<String, _>("subject")?,
-            &row.try_get::<String, _>("detail")?,
-        );
+        let Some(computed) = computed_hash(&row, &prev_hash)? else {
+            return Ok(ChainStatus::Broken {
+                seq,
+                reason:
+                    "an erased field was written to, or a field's salt is missing (entry edited)"
+                        .into(),
+            });
+        };
         let stored: String = row.try_get("hash")?;
         if computed != stored {
             return Ok(ChainStatus::Broken {
@@ -241,6 +317,157 @@ pub async fn verify_against(
         entries: last,
         head: prev_hash,
     })
+}
+
+/// The hash an entry's row should have after `prev_hash`, by its format; `None` when a
+/// format-2 entry lacks the salt of a field that is not erased.
+fn computed_hash(row: &sqlx::any::AnyRow, prev_hash: &str) -> sqlx::Result<Option<String>> {
+    let seq: i64 = row.try_get("seq")?;
+    let at: String = row.try_get("at")?;
+    let action: String = row.try_get("action")?;
+    let (actor, subject, detail): (String, String, String) = (
+        row.try_get("actor")?,
+        row.try_get("subject")?,
+        row.try_get("detail")?,
+    );
+    if row.try_get::<i64, _>("version")? < 2 {
+        return Ok(Some(entry_hash(
+            prev_hash, seq, &at, &actor, &action, &subject, &detail,
+        )));
+    }
+    let salts = json_map(row.try_get("salts")?);
+    let erased = json_map(row.try_get("erased")?);
+    Ok(digests([&actor, &subject, &detail], &salts, &erased)
+        .map(|d| entry_hash_v2(prev_hash, seq, &at, &action, [&d[0], &d[1], &d[2]])))
+}
+
+/// Erases `fields` (of [`PERSONAL_FIELDS`]) of format-2 entry `seq`: each reads
+/// [`ERASED`] from now on, its digest is kept and its salt deleted, so the chain still
+/// verifies. Call inside a transaction that holds [`lock_chain`]. Refuses a format-1 entry
+/// (upgrade the chain first) and an entry whose erased fields no longer fit their hash.
+pub async fn erase_fields(
+    conn: &mut AnyConnection,
+    seq: i64,
+    fields: &[&str],
+) -> anyhow::Result<()> {
+    let row = sqlx::query(
+        "SELECT seq, at, actor, action, subject, detail, prev_hash, hash, version, salts, erased \
+         FROM audit_log WHERE seq = $1",
+    )
+    .bind(seq)
+    .fetch_one(&mut *conn)
+    .await?;
+    anyhow::ensure!(
+        row.try_get::<i64, _>("version")? >= 2,
+        "entry {seq} is in format 1: upgrade the chain first"
+    );
+    let prev: String = row.try_get("prev_hash")?;
+    let stored: String = row.try_get("hash")?;
+    anyhow::ensure!(
+        computed_hash(&row, &prev)?.as_deref() == Some(stored.as_str()),
+        "entry {seq} does not fit its hash: not erased"
+    );
+    let mut salts = json_map(row.try_get("salts")?);
+    let mut erased = json_map(row.try_get("erased")?);
+    let mut values: BTreeMap<&str, String> = BTreeMap::new();
+    for f in PERSONAL_FIELDS {
+        values.insert(f, row.try_get(f)?);
+    }
+    for f in fields {
+        anyhow::ensure!(PERSONAL_FIELDS.contains(f), "{f} is not a personal field");
+        if let Some(salt) = salts.remove(*f) {
+            erased.insert(f.to_string(), field_digest(&salt, &values[f]));
+            values.insert(f, ERASED.to_string());
+        }
+    }
+    sqlx::query("UPDATE audit_log SET actor = $1, subject = $2, detail = $3, salts = $4, erased = $5 WHERE seq = $6")
+        .bind(&values["actor"])
+        .bind(&values["subject"])
+        .bind(&values["detail"])
+        .bind(serde_json::to_string(&salts)?)
+        .bind(serde_json::to_string(&erased)?)
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Upgrades a chain with format-1 entries to format 2 (see the module docs), in one
+/// transaction: the chain is checked as it stands (and against `anchor`, when given), every
+/// entry gets salts and is hashed anew, and an `audit.upgraded` entry records how many
+/// entries there were and the old head's hash. Returns the number of entries upgraded
+/// (`0`: nothing to do). A chain that does not verify is left as it is, and an error says
+/// where it breaks.
+pub async fn upgrade_chain(
+    pool: &AnyPool,
+    anchor: Option<&anchor::Anchor>,
+) -> anyhow::Result<usize> {
+    let old: i64 = sqlx::query("SELECT COUNT(*) FROM audit_log WHERE version < 2")
+        .fetch_one(pool)
+        .await?
+        .get(0);
+    if old == 0 {
+        return Ok(0);
+    }
+    let mut tx = crate::tenancy::db::begin(pool).await?;
+    lock_chain(&mut tx).await?;
+    let rows = sqlx::query(
+        "SELECT seq, at, actor, action, subject, detail, prev_hash, hash, version, salts, erased \
+         FROM audit_log ORDER BY seq",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let (mut old_prev, mut new_prev) = (GENESIS_HASH.to_string(), GENESIS_HASH.to_string());
+    for (i, row) in rows.iter().enumerate() {
+        let seq: i64 = row.try_get("seq")?;
+        let stored: String = row.try_get("hash")?;
+        let fits = row.try_get::<String, _>("prev_hash")? == old_prev
+            && computed_hash(row, &old_prev)?.as_deref() == Some(stored.as_str())
+            && seq == i as i64 + 1
+            && anchor.is_none_or(|a| a.seq != seq || a.hash == stored);
+        anyhow::ensure!(
+            fits,
+            "the audit chain does not verify at entry {seq}: not upgraded"
+        );
+        let mut salts = json_map(row.try_get("salts")?);
+        let erased = json_map(row.try_get("erased")?);
+        if row.try_get::<i64, _>("version")? < 2 {
+            salts = new_salts();
+        }
+        let values: [String; 3] = [
+            row.try_get("actor")?,
+            row.try_get("subject")?,
+            row.try_get("detail")?,
+        ];
+        let d = digests([&values[0], &values[1], &values[2]], &salts, &erased)
+            .expect("salts for every field that is not erased");
+        let at: String = row.try_get("at")?;
+        let action: String = row.try_get("action")?;
+        let hash = entry_hash_v2(&new_prev, seq, &at, &action, [&d[0], &d[1], &d[2]]);
+        sqlx::query("UPDATE audit_log SET version = 2, salts = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+            .bind(serde_json::to_string(&salts)?)
+            .bind(&new_prev)
+            .bind(&hash)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        old_prev = stored;
+        new_prev = hash;
+    }
+    anyhow::ensure!(
+        anchor.is_none_or(|a| a.seq <= rows.len() as i64),
+        "the audit chain ends before its anchor: not upgraded"
+    );
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+        .bind(&new_prev)
+        .execute(&mut *tx)
+        .await?;
+    let ev = AuditEvent::new("system@docket.invalid", "audit.upgraded", "audit_log").detail(
+        serde_json::json!({ "entries": rows.len(), "format": 2, "format_1_head": old_prev }),
+    );
+    append(&mut tx, &ev).await?;
+    tx.commit().await?;
+    Ok(rows.len())
 }
 
 /// Recent entries, newest first.

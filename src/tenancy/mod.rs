@@ -604,7 +604,8 @@ impl Catalog {
             .await?;
         // Only an active tenant is upgraded: a suspended one may be in the middle of a
         // restore. (A tenant is reopened when its status changes.)
-        if status == "active" {
+        let upgrade_chain = status == "active";
+        if upgrade_chain {
             db::migrate_tenant(&pool, self.backend).await?;
         }
         let tenant = Arc::new(Tenant {
@@ -619,8 +620,29 @@ impl Catalog {
             blob_lease: Default::default(),
             queue: Default::default(),
         });
+        if upgrade_chain {
+            self.upgrade_audit_chain(&tenant).await;
+        }
         open.insert(id.to_string(), tenant.clone());
         Ok(tenant)
+    }
+
+    /// Upgrades the tenant's audit chain to format 2 if it still has older entries
+    /// ([`audit::upgrade_chain`]), then anchors it anew. A chain that does not verify is
+    /// left as it is (logged; `docket audit verify` names where it breaks).
+    async fn upgrade_audit_chain(&self, tenant: &Tenant) {
+        let upgraded = async {
+            let anchor = audit::anchor::read(&self.pool, &tenant.id).await?;
+            let n = audit::upgrade_chain(&tenant.db, anchor.as_ref()).await?;
+            if n > 0 {
+                audit::anchor::reset(self, tenant).await?;
+                tracing::info!(tenant = %tenant.id, entries = n, "audit chain upgraded to format 2");
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        if let Err(e) = upgraded.await {
+            tracing::error!(tenant = %tenant.id, error = format!("{e:#}"), "audit chain not upgraded");
+        }
     }
 
     /// Stores (or with `None` removes) the tenant's service-account key for domain-wide

@@ -6,8 +6,19 @@ use crate::common::*;
 use docket::audit::{self, ChainStatus};
 use serde_json::Value;
 
-/// seq, at, actor, action, subject, detail, prev_hash, hash.
-type AuditRow = (i64, String, String, String, String, String, String, String);
+/// seq, at, actor, action, subject, detail, prev_hash, hash, version, salts.
+type AuditRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+);
 
 async fn file_some(app: &TestApp, n: usize) {
     let tok = app.token("alice@a.test");
@@ -90,7 +101,7 @@ both_backends!(
                 .await;
         }
         let snapshot: Vec<AuditRow> = sqlx::query_as(
-        "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log ORDER BY seq",
+        "SELECT seq, at, actor, action, subject, detail, prev_hash, hash, version, salts FROM audit_log ORDER BY seq",
     )
     .fetch_all(&b.db)
     .await
@@ -99,8 +110,8 @@ both_backends!(
         let restore = || async {
             exec(&b, "DELETE FROM audit_log").await;
             for r in &snapshot {
-                sqlx::query("INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)")
-                .bind(r.0).bind(&r.1).bind(&r.2).bind(&r.3).bind(&r.4).bind(&r.5).bind(&r.6).bind(&r.7)
+                sqlx::query("INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash, version, salts) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)")
+                .bind(r.0).bind(&r.1).bind(&r.2).bind(&r.3).bind(&r.4).bind(&r.5).bind(&r.6).bind(&r.7).bind(r.8).bind(&r.9)
                 .execute(&b.db).await.unwrap();
             }
             assert!(matches!(
@@ -130,7 +141,15 @@ both_backends!(
         // Recompute-a-hash forgery: fixing the edited entry's own hash still breaks the next link.
         let r = &snapshot[2];
         let forged_detail = "{\"forged\":true}";
-        let forged = audit::entry_hash(&r.6, r.0, &r.1, &r.2, &r.3, &r.4, forged_detail);
+        let salts: serde_json::Map<String, Value> =
+            serde_json::from_str(r.9.as_deref().unwrap()).unwrap();
+        let digest = |f: &str, v: &str| audit::field_digest(salts[f].as_str().unwrap(), v);
+        let d = [
+            digest("actor", &r.2),
+            digest("subject", &r.4),
+            digest("detail", forged_detail),
+        ];
+        let forged = audit::entry_hash_v2(&r.6, r.0, &r.1, &r.3, [&d[0], &d[1], &d[2]]);
         sqlx::query("UPDATE audit_log SET detail = $1, hash = $2 WHERE seq = $3")
             .bind(forged_detail)
             .bind(forged)
@@ -203,5 +222,133 @@ both_backends!(
             .unwrap();
         assert_eq!(seqs, (1..=entries).collect::<Vec<_>>());
         other.close().await;
+    }
+);
+
+/// Rewrites a tenant's chain in format 1, as a database from before format 2 holds it;
+/// returns the old head's hash.
+async fn to_format_1(t: &docket::tenancy::Tenant) -> String {
+    use sqlx::Row;
+    let rows =
+        sqlx::query("SELECT seq, at, actor, action, subject, detail FROM audit_log ORDER BY seq")
+            .fetch_all(&t.db)
+            .await
+            .unwrap();
+    let mut prev = audit::GENESIS_HASH.to_string();
+    for r in &rows {
+        let (seq, at, actor, action, subject, detail): (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            String,
+        ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+        let hash = audit::entry_hash(&prev, seq, &at, &actor, &action, &subject, &detail);
+        sqlx::query("UPDATE audit_log SET version = 1, salts = NULL, erased = NULL, prev_hash = $1, hash = $2 WHERE seq = $3")
+            .bind(&prev)
+            .bind(&hash)
+            .bind(seq)
+            .execute(&t.db)
+            .await
+            .unwrap();
+        prev = hash;
+    }
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+        .bind(&prev)
+        .execute(&t.db)
+        .await
+        .unwrap();
+    prev
+}
+
+both_backends!(
+    a_format_1_chain_is_upgraded_on_open_and_erased_fields_keep_it_verifying,
+    |app: TestApp| async move {
+        use docket::audit::anchor;
+        use sqlx::Row;
+        file_some(&app, 2).await;
+        let catalog = &app.state.catalog;
+        let id = app.firm_a.id.clone();
+        let t = app.tenant(&app.firm_a).await;
+        let old_head = to_format_1(&t).await;
+        anchor::reset(catalog, &t).await.unwrap();
+        let ChainStatus::Intact { entries: n, .. } = audit::verify(&t.db).await.unwrap() else {
+            panic!("a format-1 chain verifies")
+        };
+        drop(t);
+        catalog.evict(&id).await;
+        let t = catalog.tenant(&id).await.unwrap();
+        let v1: i64 = sqlx::query("SELECT COUNT(*) FROM audit_log WHERE version < 2")
+            .fetch_one(&t.db)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v1, 0);
+        let last = &audit::list(&t.db, 1).await.unwrap()[0];
+        assert_eq!(last.action, "audit.upgraded");
+        let detail: Value = serde_json::from_str(&last.detail).unwrap();
+        assert_eq!(
+            (detail["entries"].as_i64(), detail["format_1_head"].as_str()),
+            (Some(n), Some(old_head.as_str()))
+        );
+        let (status, a) = anchor::verify(catalog, &t).await.unwrap();
+        assert!(matches!(status, ChainStatus::Intact { .. }), "{status:?}");
+        assert_eq!(a.unwrap().seq, n + 1, "anchored anew at the upgrade");
+
+        // Erase alice from the first filing's entry: it reads [erased], the chain verifies.
+        let seq: i64 = sqlx::query("SELECT MIN(seq) FROM audit_log WHERE action = 'filing.created' AND actor = 'alice@a.test'")
+            .fetch_one(&t.db).await.unwrap().get(0);
+        let mut tx = docket::tenancy::db::begin(&t.db).await.unwrap();
+        audit::lock_chain(&mut tx).await.unwrap();
+        audit::erase_fields(&mut tx, seq, &["actor", "detail"])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let r = sqlx::query("SELECT actor, detail, salts, erased FROM audit_log WHERE seq = $1")
+            .bind(seq)
+            .fetch_one(&t.db)
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                r.get::<String, _>(0).as_str(),
+                r.get::<String, _>(1).as_str()
+            ),
+            (audit::ERASED, audit::ERASED)
+        );
+        let salts: Value = serde_json::from_str(&r.get::<String, _>(2)).unwrap();
+        assert!(salts.get("actor").is_none() && salts.get("subject").is_some());
+        assert!(matches!(
+            anchor::verify(catalog, &t).await.unwrap().0,
+            ChainStatus::Intact { .. }
+        ));
+        // Writing into an erased field is caught.
+        exec(
+            &t,
+            &format!("UPDATE audit_log SET actor = 'mallory@a.test' WHERE seq = {seq}"),
+        )
+        .await;
+        assert_eq!(broken_at(audit::verify(&t.db).await.unwrap()), seq);
+        exec(
+            &t,
+            &format!("UPDATE audit_log SET actor = '[erased]' WHERE seq = {seq}"),
+        )
+        .await;
+
+        // A format-1 chain that does not verify is not upgraded (and says where it breaks).
+        let b = app.tenant(&app.firm_b).await;
+        to_format_1(&b).await;
+        exec(&b, "UPDATE audit_log SET detail = '{}' WHERE seq = 1").await;
+        drop(b);
+        catalog.evict(&app.firm_b.id).await;
+        let b = catalog.tenant(&app.firm_b.id).await.unwrap();
+        let v1: i64 = sqlx::query("SELECT COUNT(*) FROM audit_log WHERE version < 2")
+            .fetch_one(&b.db)
+            .await
+            .unwrap()
+            .get(0);
+        assert!(v1 > 0, "left as it was");
+        assert_eq!(broken_at(audit::verify(&b.db).await.unwrap()), 1);
     }
 );
