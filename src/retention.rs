@@ -271,16 +271,25 @@ async fn record_label(conn: &mut AnyConnection, id: &str) -> AppResult<Option<St
 }
 
 /// The holds in force: held record ids and held addresses.
-struct InForce {
+pub struct HoldsInForce {
     records: HashSet<String>,
     people: HashSet<String>,
 }
 
-async fn in_force(conn: &mut AnyConnection) -> AppResult<InForce> {
+impl HoldsInForce {
+    /// Whether a hold covers a filing to `record_id` of a message with these From, To and Cc
+    /// lists (JSON).
+    pub fn covers(&self, record_id: &str, lists: [&str; 3]) -> bool {
+        self.records.contains(record_id) || involves(&self.people, lists)
+    }
+}
+
+/// The holds in force now.
+pub async fn holds_in_force(conn: &mut AnyConnection) -> AppResult<HoldsInForce> {
     let rows = sqlx::query("SELECT record_id, email FROM legal_holds WHERE released_at IS NULL")
         .fetch_all(&mut *conn)
         .await?;
-    let mut f = InForce {
+    let mut f = HoldsInForce {
         records: HashSet::new(),
         people: HashSet::new(),
     };
@@ -353,7 +362,7 @@ pub async fn evaluate(
 ) -> AppResult<Option<Disposition>> {
     let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
-    let holds = in_force(&mut tx).await?;
+    let holds = holds_in_force(&mut tx).await?;
     let rows = sqlx::query(
         "SELECT r.id, r.kind, r.reference, r.title, r.closed_at, p.years, \
          (SELECT COUNT(*) FROM filings f WHERE f.record_id = r.id) AS filings \
@@ -538,7 +547,7 @@ async fn decide(pool: &AnyPool, id: &str, actor: &str, approve: bool) -> AppResu
     }
     let (mut disposed, mut held) = (0i64, 0i64);
     if approve {
-        let holds = in_force(&mut tx).await?;
+        let holds = holds_in_force(&mut tx).await?;
         let records: Vec<String> =
             sqlx::query("SELECT record_id FROM disposition_items WHERE disposition_id = $1")
                 .bind(id)
@@ -574,7 +583,7 @@ async fn dispose_record(
     tx: &mut AnyConnection,
     disposition_id: &str,
     record_id: &str,
-    holds: &InForce,
+    holds: &HoldsInForce,
     actor: &str,
 ) -> AppResult<(i64, i64)> {
     let status: Option<String> = sqlx::query("SELECT status FROM records WHERE id = $1")

@@ -14,6 +14,7 @@ mod dedup;
 mod deploy;
 mod dev_hosts;
 mod filings;
+mod gdpr;
 mod group_commit;
 mod hostile;
 mod intake;

@@ -6,6 +6,7 @@ pub mod account;
 pub mod browse;
 pub mod ctx;
 pub mod people;
+pub mod privacy;
 pub mod records;
 pub mod rules;
 pub mod security;
@@ -55,6 +56,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(account::router())
         .merge(people::router())
+        .merge(privacy::router())
         .merge(records::router())
         .merge(rules::router())
         .merge(browse::router())

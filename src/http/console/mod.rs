@@ -5,6 +5,7 @@
 pub mod account;
 pub mod browse;
 pub mod people;
+pub mod privacy;
 pub mod records;
 pub mod retention;
 pub mod rules;
@@ -254,6 +255,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/static/console.css", get(css))
         .merge(account::router())
         .merge(people::router())
+        .merge(privacy::router())
         .merge(records::router())
         .merge(retention::router())
         .merge(rules::router())
