@@ -74,6 +74,11 @@ pub enum Command {
         #[command(subcommand)]
         action: RetentionAction,
     },
+    /// Personal data requests (GDPR) about one email address: export, erasure.
+    Subject {
+        #[command(subcommand)]
+        action: SubjectAction,
+    },
     /// Legal holds: while one is in force, nothing under it is deleted.
     Hold {
         #[command(subcommand)]
@@ -288,6 +293,30 @@ pub enum RetentionAction {
     Status {
         #[arg(long)]
         tenant: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SubjectAction {
+    /// Write the person's access export (a zip: manifest.json and the messages as .eml).
+    Export {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+        /// Where to write the zip.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Erase the person's personal data, except filings under a legal hold (see the README).
+    Erase {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+        /// The firm's reference for the request (kept in the audit entry).
+        #[arg(long, default_value = "")]
+        request: String,
     },
 }
 
@@ -814,6 +843,12 @@ async fn run(
             retention_command(&catalog, action).await?;
             catalog.close().await;
         }
+        Command::Subject { action } => {
+            let catalog = catalog_for_cli(&config).await?;
+            let budget = crate::budget::Budget::new(config.limits.max_bytes_in_flight);
+            subject_command(&catalog, &budget, action).await?;
+            catalog.close().await;
+        }
         Command::Hold { action } => {
             let catalog = catalog_for_cli(&config).await?;
             hold_command(&catalog, action).await?;
@@ -1160,6 +1195,40 @@ async fn hold_command(catalog: &Catalog, action: HoldAction) -> anyhow::Result<(
                 h.id,
                 h.record.or(h.email).unwrap_or_default()
             );
+        }
+    }
+    Ok(())
+}
+
+async fn subject_command(
+    catalog: &Catalog,
+    budget: &crate::budget::Budget,
+    action: SubjectAction,
+) -> anyhow::Result<()> {
+    let err = |e: crate::error::AppError| anyhow::anyhow!("{e}");
+    match action {
+        SubjectAction::Export { tenant, email, to } => {
+            let t = catalog
+                .tenant(&catalog.find_tenant(&tenant).await?.id)
+                .await?;
+            let zip = crate::gdpr::export(budget, &t, &email, "operator")
+                .await
+                .map_err(err)?;
+            std::fs::write(&to, &zip).with_context(|| format!("cannot write {}", to.display()))?;
+            println!("wrote {} ({} bytes)", to.display(), zip.len());
+        }
+        SubjectAction::Erase {
+            tenant,
+            email,
+            request,
+        } => {
+            let t = catalog
+                .tenant(&catalog.find_tenant(&tenant).await?.id)
+                .await?;
+            let done = crate::gdpr::erase(&t.db, &email, &request, "operator", "")
+                .await
+                .map_err(err)?;
+            println!("{}", serde_json::to_string(&done)?);
         }
     }
     Ok(())

@@ -242,7 +242,7 @@ async fn audit_entries_of(
 /// `subject.exported`. The messages are read through the message budget one at a time;
 /// the zip itself is built in memory.
 pub async fn export(
-    state: &crate::http::AppState,
+    budget: &crate::budget::Budget,
     tenant: &Tenant,
     email: &str,
     actor: &str,
@@ -257,10 +257,10 @@ pub async fn export(
         if !written.insert(f.message_id.clone()) {
             continue;
         }
-        let raw = crate::http::filings::read_blob(state, tenant, f.raw_sha256.clone()).await?;
+        let raw = read_raw(budget, tenant, &f.raw_sha256).await?;
         zip.start_file(format!("messages/{}.eml", f.message_id), opts)
             .map_err(zerr)?;
-        zip.write_all(&raw.bytes)
+        zip.write_all(&raw)
             .map_err(|e| AppError::internal(anyhow::anyhow!("zip: {e}")))?;
     }
     let manifest = serde_json::json!({
@@ -290,6 +290,23 @@ pub async fn export(
     }));
     audit::record(&tenant.db, &[ev]).await?;
     Ok(bytes)
+}
+
+/// A message as received, read and decrypted off the runtime under the message budget (a
+/// 503 `busy` when it cannot cover it).
+async fn read_raw(budget: &crate::budget::Budget, tenant: &Tenant, id: &str) -> AppResult<Vec<u8>> {
+    let (blobs, id) = (tenant.blobs.clone(), id.to_string());
+    let (b, i) = (blobs.clone(), id.clone());
+    let size = tokio::task::spawn_blocking(move || b.sealed_len(&i))
+        .await
+        .map_err(AppError::internal)?
+        .map_err(|e| AppError::storage(e, "reading a blob"))?
+        .unwrap_or(0) as usize;
+    let _held = budget.try_reserve(size).ok_or_else(AppError::busy)?;
+    tokio::task::spawn_blocking(move || blobs.get(&id))
+        .await
+        .map_err(AppError::internal)?
+        .map_err(|e| AppError::storage(e, "reading a blob"))
 }
 
 /// What an erasure did.

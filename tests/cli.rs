@@ -650,6 +650,41 @@ fn operator_places_lists_and_releases_holds_and_evaluates_retention() {
     assert!(out.contains("0 disposition list(s)"), "{out}");
 }
 
+/// Issue 11: a person's access export and erasure from the CLI; the chain still verifies.
+#[test]
+fn operator_exports_and_erases_a_person() {
+    let site = Site::new();
+    seed_firm(&site);
+    file_eml(&site, &write_eml(site.root()));
+    let zip = site.root().join("dana.zip");
+    let t = ["--tenant", "firm.test", "--email", "Dana@Acme.com"];
+    let out = site.ok(&[
+        &["subject", "export"][..],
+        &t,
+        &["--to", zip.to_str().unwrap()],
+    ]
+    .concat());
+    assert!(out.starts_with("wrote "), "{out}");
+    let bytes = std::fs::read(&zip).unwrap();
+    assert_eq!(&bytes[..4], b"PK\x03\x04", "a zip");
+    assert!(bytes.windows(13).any(|w| w == b"manifest.json"));
+    let out = site.ok(&[&["subject", "erase"][..], &t, &["--request", "DSR-7"]].concat());
+    let done: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(done["filings_deleted"], 1, "{out}");
+    assert!(done["audit_entries_erased"].as_i64().unwrap() >= 1, "{out}");
+    let verify = site.ok(&["audit", "verify", "--tenant", "firm.test"]);
+    assert!(verify.contains("intact"), "{verify}");
+    site.run(&[
+        "subject",
+        "erase",
+        "--tenant",
+        "firm.test",
+        "--email",
+        "nobody",
+    ])
+    .fails_naming(&["not an email address"]);
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Operator flow
 // ---------------------------------------------------------------------------------------

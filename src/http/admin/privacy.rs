@@ -89,7 +89,7 @@ async fn export(
     ctx: AdminCtx,
     Query(q): Query<SubjectQuery>,
 ) -> AppResult<Response> {
-    let bytes = gdpr::export(&state, &ctx.tenant, &q.email, &ctx.actor()).await?;
+    let bytes = gdpr::export(&state.budget, &ctx.tenant, &q.email, &ctx.actor()).await?;
     Ok(zip_download(bytes, &q.email))
 }
 

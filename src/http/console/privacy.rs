@@ -70,7 +70,7 @@ async fn export(
     ctx: ConsoleCtx,
     Query(q): Query<EmailQuery>,
 ) -> AppResult<Response> {
-    let bytes = gdpr::export(&state, &ctx.tenant, &q.email, &ctx.actor()).await?;
+    let bytes = gdpr::export(&state.budget, &ctx.tenant, &q.email, &ctx.actor()).await?;
     Ok(zip_download(bytes, q.email.trim()))
 }
 
