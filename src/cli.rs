@@ -124,6 +124,23 @@ pub enum BackupAction {
     },
     /// Each tenant's last successful backup and check, and whether the latest failed.
     Status,
+    /// Copy a backup directory to the object store (`storage.backend = "s3"`), under
+    /// `<prefix>/backups/`: only what the bucket lacks; each backup's manifest last.
+    Push {
+        dir: PathBuf,
+        /// Only this tenant's backups (id, name or domain).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Copy the object store's backups into a directory (only what it lacks), for `verify`
+    /// or `restore`.
+    Pull {
+        #[arg(long)]
+        to: PathBuf,
+        /// Only this tenant's backups (id, name or domain).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -1012,6 +1029,36 @@ async fn backup_command(catalog: &Catalog, action: BackupAction) -> anyhow::Resu
             if as_name.is_none() {
                 println!("the tenant is still suspended: resume it with `docket tenant resume --tenant {id}`");
             }
+        }
+        BackupAction::Push {
+            ref dir,
+            ref tenant,
+        }
+        | BackupAction::Pull {
+            to: ref dir,
+            ref tenant,
+        } => {
+            let Some(storage) = catalog.object_storage() else {
+                anyhow::bail!("no object store is configured (storage.backend = \"s3\")");
+            };
+            let only = match tenant {
+                Some(t) => Some(catalog.find_tenant(t).await?.id),
+                None => None,
+            };
+            let done = match &action {
+                BackupAction::Push { .. } => {
+                    backup::remote::push(storage, dir, only.as_deref()).await?
+                }
+                _ => backup::remote::pull(storage, dir, only.as_deref()).await?,
+            };
+            println!(
+                "{} file(s) copied ({} bytes), {} already there; {} <-> {}",
+                done.files,
+                done.bytes,
+                done.unchanged,
+                dir.display(),
+                done.remote
+            );
         }
         BackupAction::Status => {
             println!("tenant\tname\tstatus\tlast backup\tlast verify\tlatest failed");

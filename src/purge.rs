@@ -13,8 +13,9 @@
 //!    blobs, its database dump inside any backup, wherever a copy is (crypto-shredding);
 //! 3. **blobs**: every object or file of its blob store;
 //! 4. **database**: the SQLite file (with its directory) or the PostgreSQL database and role;
-//! 5. **backups**: every backup directory the catalogue recorded for it (`backup_runs`)
-//!    that this machine can reach; copies elsewhere are unreadable after step 2;
+//! 5. **backups**: its backups in the object store (`docket backup push`), and every backup
+//!    directory the catalogue recorded for it (`backup_runs`) that this machine can reach;
+//!    copies elsewhere are unreadable after step 2;
 //! 6. **tombstone**: the tenant's catalogue rows (tenant, domains, addresses, audit anchor) go and the
 //!    tombstone gets its `purged_at`, in one transaction.
 //!
@@ -54,6 +55,11 @@ pub struct Inventory {
     pub backup_dirs: Vec<String>,
     pub backup_files: u64,
     pub backup_bytes: u64,
+    /// Backups in the object store (`docket backup push`): objects and bytes.
+    #[serde(default)]
+    pub bucket_backup_objects: u64,
+    #[serde(default)]
+    pub bucket_backup_bytes: u64,
     /// Backup locations the catalogue recorded that this machine could not reach: unreadable
     /// after the keys went, but not deleted by docket.
     pub backups_unreachable: Vec<String>,
@@ -173,6 +179,9 @@ async fn run_step(catalog: &Catalog, id: &str, step: Step, inv: &Inventory) -> a
         }
         Step::Database => drop_database(catalog, id).await,
         Step::Backups => {
+            if let Some(storage) = catalog.object_storage() {
+                crate::backup::remote::remove_tenant(storage, id).await?;
+            }
             for dir in &inv.backup_dirs {
                 match std::fs::remove_dir_all(dir) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -236,6 +245,10 @@ async fn take_inventory(catalog: &Catalog, id: &str) -> anyhow::Result<Inventory
     database_inventory(catalog, id, &mut inv).await?;
     let store = catalog.blob_store(id);
     (inv.blobs, inv.blob_bytes) = tokio::task::spawn_blocking(move || store.inventory()).await??;
+    if let Some(storage) = catalog.object_storage() {
+        (inv.bucket_backup_objects, inv.bucket_backup_bytes) =
+            crate::backup::remote::inventory(storage, id).await?;
+    }
     for location in backup_locations(catalog, id).await? {
         match backup_root(&location, id) {
             Some(root) if root.is_dir() => {
@@ -489,6 +502,12 @@ pub fn summary(inv: &Inventory) -> String {
         inv.backup_files,
         inv.backup_bytes,
     );
+    if inv.bucket_backup_objects > 0 {
+        s.push_str(&format!(
+            "; {} backup object(s) in the bucket ({} bytes)",
+            inv.bucket_backup_objects, inv.bucket_backup_bytes
+        ));
+    }
     if !inv.backups_unreachable.is_empty() {
         s.push_str(&format!(
             "; {} backup location(s) not reachable here, unreadable without the keys: {}",

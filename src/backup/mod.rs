@@ -27,6 +27,7 @@
 //! transaction that also reads the counts and the referenced blobs. Blobs are copied after
 //! the snapshot; a referenced blob is never deleted, so every one is still there.
 
+pub mod remote;
 mod restore;
 mod snapshot;
 mod verify;

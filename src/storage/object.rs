@@ -101,6 +101,14 @@ impl ObjectStorage {
         })
     }
 
+    /// The store and the prefix backups go under (`<prefix>/backups`), for
+    /// [`crate::backup::remote`].
+    pub fn backup_area(&self) -> (Arc<dyn ObjectStore>, ObjectPath, String) {
+        let prefix = self.prefix.clone().join("backups");
+        let shown = format!("s3://{}/{}", self.bucket, prefix);
+        (self.store.clone(), prefix, shown)
+    }
+
     /// One tenant's blobs.
     pub fn tenant(&self, tenant_id: &str) -> ObjectBlobs {
         let prefix = self

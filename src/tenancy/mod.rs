@@ -205,6 +205,14 @@ impl Catalog {
     }
 
     /// Where a tenant's sealed blobs are kept (whether or not the tenant is open).
+    /// The object store, when blobs go to one (`storage.backend = "s3"`).
+    pub fn object_storage(&self) -> Option<&crate::storage::object::ObjectStorage> {
+        match &self.storage {
+            crate::storage::Storage::Object(o) => Some(o),
+            crate::storage::Storage::Local => None,
+        }
+    }
+
     pub fn blob_store(&self, id: &str) -> crate::storage::Store {
         use crate::storage::{local::LocalBlobs, Storage, Store};
         match &self.storage {

@@ -611,3 +611,70 @@ async fn backup_bench() {
         check.as_secs_f64()
     );
 }
+
+/// Backups pushed to the object store copy only what the bucket lacks, come back whole with
+/// `pull` and verify; the purge deletes them from the bucket too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backups_pushed_to_the_bucket_pull_back_verify_and_go_with_the_purge() {
+    use docket::backup::remote;
+    let Some(app) = TestApp::spawn_s3(Backend::Sqlite).await else {
+        return;
+    };
+    let catalog = app.state.catalog.clone();
+    let storage = catalog.object_storage().expect("an object store");
+    let id = app.firm_a.id.clone();
+    let dir = tempfile::tempdir().unwrap();
+    file_some(&app, "pushed", 2).await;
+    let one = back_up(&app, dir.path()).await;
+    let first = remote::push(storage, dir.path(), None).await.unwrap();
+    let local_files = files_under(dir.path()).len() as u64;
+    assert_eq!(first.files, local_files, "{first:?}");
+    assert_eq!(first.unchanged, 0);
+    // Nothing new: nothing copied. A second backup: only its files and its new blobs.
+    assert_eq!(
+        remote::push(storage, dir.path(), None).await.unwrap().files,
+        0
+    );
+    file_some(&app, "pushed later", 1).await;
+    let two = back_up(&app, dir.path()).await;
+    let second = remote::push(storage, dir.path(), Some(&id)).await.unwrap();
+    assert_eq!(
+        second.files,
+        4 + 2,
+        "manifest, database, catalogue entry, data key and 2 blobs: {second:?}"
+    );
+    // Back from the bucket into an empty directory: the same files, and they verify.
+    let back = tempfile::tempdir().unwrap();
+    let pulled = remote::pull(storage, back.path(), None).await.unwrap();
+    assert_eq!(pulled.files, files_under(dir.path()).len() as u64);
+    for snapshot in [&one.location, &two.location] {
+        let rel = snapshot.strip_prefix(dir.path()).unwrap();
+        for f in ["manifest.json", "database.sealed"] {
+            assert_eq!(
+                std::fs::read(snapshot.join(f)).unwrap(),
+                std::fs::read(back.path().join(rel).join(f)).unwrap()
+            );
+        }
+        backup::verify(&catalog, &back.path().join(rel))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        remote::pull(storage, back.path(), None)
+            .await
+            .unwrap()
+            .files,
+        0
+    );
+    // The purge deletes the tenant's backups from the bucket (and firm B's stay).
+    assert!(remote::inventory(storage, &id).await.unwrap().0 > 0);
+    let t = app.tenant(&app.firm_a).await;
+    docket::http::admin::security::terminate_tenant(&catalog, 90, &t, "ops", serde_json::json!({}))
+        .await
+        .unwrap();
+    drop(t);
+    catalog.clock().advance(time::Duration::days(90));
+    let purged = docket::purge::purge_due(&catalog).await.unwrap();
+    assert!(purged[0].inventory.bucket_backup_objects > 0);
+    assert_eq!(remote::inventory(storage, &id).await.unwrap(), (0, 0));
+}
