@@ -347,6 +347,8 @@ pub struct Item {
     pub due_at: String,
     /// Filings when listed.
     pub filings: i64,
+    /// Filings now (what an approval would consider).
+    pub filings_now: i64,
     /// After approval: filings deleted, and filings kept because a hold was placed since.
     pub disposed: Option<i64>,
     pub held: Option<i64>,
@@ -396,6 +398,7 @@ pub async fn evaluate(
             closed_at,
             due_at: format_utc(due),
             filings,
+            filings_now: filings,
             disposed: None,
             held: None,
             record_id: id,
@@ -413,10 +416,12 @@ pub async fn evaluate(
         .await?;
     for it in &items {
         sqlx::query(
-            "INSERT INTO disposition_items (disposition_id, record_id, due_at, filings) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO disposition_items (disposition_id, record_id, closed_at, due_at, filings) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&id)
         .bind(&it.record_id)
+        .bind(&it.closed_at)
         .bind(&it.due_at)
         .bind(it.filings)
         .execute(&mut *tx)
@@ -471,8 +476,10 @@ pub async fn disposition(pool: &AnyPool, id: &str) -> AppResult<Option<Dispositi
         return Ok(None);
     };
     let rows = sqlx::query(
-        "SELECT i.record_id, r.kind || ':' || r.reference AS record, r.title, r.closed_at, i.due_at, \
-         i.filings, i.disposed, i.held FROM disposition_items i JOIN records r ON r.id = i.record_id \
+        "SELECT i.record_id, r.kind || ':' || r.reference AS record, r.title, i.closed_at, i.due_at, \
+         i.filings, i.disposed, i.held, \
+         (SELECT COUNT(*) FROM filings f WHERE f.record_id = i.record_id) AS filings_now \
+         FROM disposition_items i JOIN records r ON r.id = i.record_id \
          WHERE i.disposition_id = $1 ORDER BY i.due_at, record",
     )
     .bind(id)
@@ -485,11 +492,10 @@ pub async fn disposition(pool: &AnyPool, id: &str) -> AppResult<Option<Dispositi
                 record_id: r.try_get("record_id")?,
                 record: r.try_get("record")?,
                 title: r.try_get("title")?,
-                closed_at: r
-                    .try_get::<Option<String>, _>("closed_at")?
-                    .unwrap_or_default(),
+                closed_at: r.try_get("closed_at")?,
                 due_at: r.try_get("due_at")?,
                 filings: r.try_get("filings")?,
+                filings_now: r.try_get("filings_now")?,
                 disposed: r.try_get("disposed")?,
                 held: r.try_get("held")?,
             })
@@ -508,19 +514,32 @@ pub async fn disposition(pool: &AnyPool, id: &str) -> AppResult<Option<Dispositi
 /// Rejects a pending list: nothing is deleted (audited as `disposition.rejected`). The
 /// records come back on the next evaluation unless their policy changes or a hold is placed.
 pub async fn reject(pool: &AnyPool, id: &str, actor: &str) -> AppResult<Disposition> {
-    decide(pool, id, actor, false).await
+    decide(pool, id, actor, None).await
 }
 
 /// Approves a pending list and carries it out in one transaction: each record still closed
-/// and not on hold has its filings deleted, except those under a person's hold, and the
+/// since the closure it was listed for, still due at `now` by its kind's policy as it is
+/// then, and not on hold has its filings deleted, except those under a person's hold, and the
 /// messages filed nowhere else go with them. Audited as `disposition.approved` and
 /// `record.disposed` per record. The blobs no row refers to any more are removed by the
 /// sweep.
-pub async fn approve(pool: &AnyPool, id: &str, actor: &str) -> AppResult<Disposition> {
-    decide(pool, id, actor, true).await
+pub async fn approve(
+    pool: &AnyPool,
+    id: &str,
+    actor: &str,
+    now: OffsetDateTime,
+) -> AppResult<Disposition> {
+    decide(pool, id, actor, Some(now)).await
 }
 
-async fn decide(pool: &AnyPool, id: &str, actor: &str, approve: bool) -> AppResult<Disposition> {
+/// `approved_at`: `Some(now)` approves, `None` rejects.
+async fn decide(
+    pool: &AnyPool,
+    id: &str,
+    actor: &str,
+    approved_at: Option<OffsetDateTime>,
+) -> AppResult<Disposition> {
+    let approve = approved_at.is_some();
     let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     let done = sqlx::query(
@@ -556,8 +575,9 @@ async fn decide(pool: &AnyPool, id: &str, actor: &str, approve: bool) -> AppResu
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
+        let now = approved_at.expect("approving");
         for rid in records {
-            let (d, h) = dispose_record(&mut tx, id, &rid, &holds, actor).await?;
+            let (d, h) = dispose_record(&mut tx, id, &rid, &holds, actor, now).await?;
             disposed += d;
             held += h;
         }
@@ -585,12 +605,9 @@ async fn dispose_record(
     record_id: &str,
     holds: &HoldsInForce,
     actor: &str,
+    now: OffsetDateTime,
 ) -> AppResult<(i64, i64)> {
-    let status: Option<String> = sqlx::query("SELECT status FROM records WHERE id = $1")
-        .bind(record_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|r| r.get(0));
+    let still_due = still_due(tx, disposition_id, record_id, now).await?;
     let rows = sqlx::query(
         "SELECT f.id, f.message_id, m.from_json, m.to_json, m.cc_json FROM filings f \
          JOIN messages m ON m.id = f.message_id WHERE f.record_id = $1",
@@ -598,8 +615,7 @@ async fn dispose_record(
     .bind(record_id)
     .fetch_all(&mut *tx)
     .await?;
-    let whole_record_kept =
-        status.as_deref() != Some("closed") || holds.records.contains(record_id);
+    let whole_record_kept = !still_due || holds.records.contains(record_id);
     let (mut disposed, mut held) = (0i64, 0i64);
     for r in &rows {
         let lists: [String; 3] = [r.get(2), r.get(3), r.get(4)];
@@ -625,6 +641,35 @@ async fn dispose_record(
     }));
     audit::append(tx, &ev).await?;
     Ok((disposed, held))
+}
+
+/// Whether a listed record is still due at `now`: closed since the closure it was listed
+/// for (not reopened and closed again), and its kind's policy (as it is now) has run out.
+async fn still_due(
+    tx: &mut AnyConnection,
+    disposition_id: &str,
+    record_id: &str,
+    now: OffsetDateTime,
+) -> AppResult<bool> {
+    let row = sqlx::query(
+        "SELECT r.status, r.closed_at, i.closed_at AS listed_closed_at, p.years FROM records r \
+         JOIN disposition_items i ON i.record_id = r.id AND i.disposition_id = $1 \
+         LEFT JOIN retention_policies p ON p.kind = r.kind WHERE r.id = $2",
+    )
+    .bind(disposition_id)
+    .bind(record_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(r) = row else { return Ok(false) };
+    let status: String = r.try_get("status")?;
+    let closed_at: Option<String> = r.try_get("closed_at")?;
+    let listed: String = r.try_get("listed_closed_at")?;
+    let years: Option<i64> = r.try_get("years")?;
+    let due = match (closed_at.as_deref().and_then(parse), years) {
+        (Some(c), Some(y)) => add_years(c, y).is_some_and(|d| d <= now),
+        _ => false,
+    };
+    Ok(status == "closed" && closed_at.as_deref() == Some(listed.as_str()) && due)
 }
 
 /// Deletes a filing and, when no other filing refers to its message, the message.

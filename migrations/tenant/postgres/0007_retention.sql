@@ -43,6 +43,8 @@ CREATE TABLE dispositions (
 CREATE TABLE disposition_items (
     disposition_id TEXT NOT NULL REFERENCES dispositions(id),
     record_id      TEXT NOT NULL REFERENCES records(id),
+    -- The closure the listing was judged on: approval keeps a record closed again since.
+    closed_at      TEXT NOT NULL,
     due_at         TEXT NOT NULL,
     -- Filings when listed; after approval, those deleted and those kept under a hold.
     filings        BIGINT NOT NULL,

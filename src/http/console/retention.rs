@@ -189,7 +189,7 @@ async fn pending_list(ctx: &ConsoleCtx, id: &str) -> AppResult<Disposition> {
 
 async fn approve_page(ctx: ConsoleCtx, Path(id): Path<String>) -> AppResult<Response> {
     let d = pending_list(&ctx, &id).await?;
-    let total = d.items.iter().map(|i| i.filings).sum();
+    let total = d.items.iter().map(|i| i.filings_now).sum();
     Ok(render(&ApprovePage {
         chrome: Chrome::new(&ctx, "retention"),
         d,
@@ -202,7 +202,8 @@ async fn approve(
     Path(id): Path<String>,
     ConsoleForm(ctx, _): ConsoleForm<CsrfOnly>,
 ) -> AppResult<Response> {
-    retention::approve(&ctx.tenant.db, &id, &ctx.actor()).await?;
+    let now = state.catalog.clock().now();
+    retention::approve(&ctx.tenant.db, &id, &ctx.actor(), now).await?;
     crate::maintenance::sweep_soon(&state, &ctx.tenant);
     Ok(Redirect::to("/console/retention?done=approved").into_response())
 }
