@@ -1258,7 +1258,7 @@ async fn subject_command(
             let t = catalog
                 .tenant(&catalog.find_tenant(&tenant).await?.id)
                 .await?;
-            let zip = crate::gdpr::export(budget, &t, &email, "operator")
+            let zip = crate::gdpr::export(budget, &t, &email, None, "operator")
                 .await
                 .map_err(err)?;
             std::fs::write(&to, &zip).with_context(|| format!("cannot write {}", to.display()))?;
@@ -1272,7 +1272,7 @@ async fn subject_command(
             let t = catalog
                 .tenant(&catalog.find_tenant(&tenant).await?.id)
                 .await?;
-            let done = crate::gdpr::erase(&t.db, &email, &request, "operator", "")
+            let done = crate::gdpr::erase(&t.db, &email, &request, "operator", "", None)
                 .await
                 .map_err(err)?;
             println!("{}", serde_json::to_string(&done)?);

@@ -44,11 +44,16 @@ pub struct SubjectFiling {
     raw_sha256: String,
 }
 
-/// Everything docket holds about one address in one tenant.
+/// Everything docket holds about one address in one tenant (that the asking admin may see).
 #[derive(Debug, Clone, Serialize)]
 pub struct Found {
     pub email: String,
     pub filings: Vec<SubjectFiling>,
+    /// Filings of theirs in records the asking admin is walled off from: neither exported
+    /// nor erased by this admin (another admin, or the operator's CLI, must do those).
+    pub filings_walled: usize,
+    /// Records that list the address as a contact (`kind:reference`).
+    pub record_contacts: Vec<String>,
     /// Their user account (id, email, name, role, status, created), if they have one.
     pub user: Option<serde_json::Value>,
     pub sign_ins: Vec<serde_json::Value>,
@@ -84,19 +89,40 @@ fn mentions(text: &str, email: &str) -> bool {
     })
 }
 
-/// Finds what the tenant holds about `email`.
-pub async fn find(pool: &AnyPool, email: &str) -> AppResult<Found> {
+/// Finds what the tenant holds about `email`, as admin `viewer` may see it (ethical walls
+/// apply to filings; `None`: the operator, who sees everything).
+pub async fn find(pool: &AnyPool, email: &str, viewer: Option<&str>) -> AppResult<Found> {
     let email = check_email(email)?;
     let mut conn = pool.acquire().await?;
-    find_on(&mut conn, &email).await
+    find_on(&mut conn, &email, viewer).await
 }
 
-async fn find_on(conn: &mut AnyConnection, email: &str) -> AppResult<Found> {
-    let filings = filings_of(conn, email).await?;
+/// The address as the database's `LOWER()` gives it: PostgreSQL lowers every letter,
+/// SQLite only ASCII ones.
+fn db_lower(conn: &AnyConnection, email: &str) -> String {
+    match conn.backend_name().eq_ignore_ascii_case("postgresql") {
+        true => email.to_lowercase(),
+        false => email.to_ascii_lowercase(),
+    }
+}
+
+async fn find_on(conn: &mut AnyConnection, email: &str, viewer: Option<&str>) -> AppResult<Found> {
+    let (filings, filings_walled) = filings_of(conn, email, viewer).await?;
+    let lowered = db_lower(conn, email);
+    let record_contacts: Vec<String> = sqlx::query(
+        "SELECT r.kind || ':' || r.reference FROM record_contacts c JOIN records r ON r.id = c.record_id \
+         WHERE c.kind = 'address' AND LOWER(c.value) = $1 ORDER BY 1",
+    )
+    .bind(&lowered)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
     let user = sqlx::query(
         "SELECT id, email, display_name, role, status, created_at FROM users WHERE LOWER(email) = $1",
     )
-    .bind(email)
+    .bind(&lowered)
     .fetch_optional(&mut *conn)
     .await?;
     let user_id: Option<String> = user.as_ref().map(|u| u.get("id"));
@@ -111,14 +137,14 @@ async fn find_on(conn: &mut AnyConnection, email: &str) -> AppResult<Found> {
     let sign_ins = rows_as_json(
         conn,
         "SELECT * FROM login_attempts WHERE LOWER(email) = $1 OR user_id = $2 ORDER BY at",
-        email,
+        &lowered,
         &uid,
     )
     .await?;
     let reset_requests = rows_as_json(
         conn,
         "SELECT * FROM reset_requests WHERE LOWER(email) = $1 OR user_id = $2 ORDER BY requested_at",
-        email,
+        &lowered,
         &uid,
     )
     .await?;
@@ -126,6 +152,8 @@ async fn find_on(conn: &mut AnyConnection, email: &str) -> AppResult<Found> {
     Ok(Found {
         email: email.to_string(),
         filings,
+        filings_walled,
+        record_contacts,
         user,
         sign_ins,
         reset_requests,
@@ -162,8 +190,39 @@ async fn rows_as_json(
         .collect())
 }
 
-async fn filings_of(conn: &mut AnyConnection, email: &str) -> AppResult<Vec<SubjectFiling>> {
+/// A `LIKE` pattern that finds `email` inside a lowered text on either database: letters
+/// that are not ASCII match any one character (the exact test is made in Rust after).
+fn like_anywhere(email: &str) -> String {
+    let inner: String = email
+        .chars()
+        .map(|c| if c.is_ascii() { c } else { '_' })
+        .collect();
+    format!("%{inner}%")
+}
+
+/// The filings of messages `email` took part in, those `viewer` may see, and how many
+/// others there are.
+async fn filings_of(
+    conn: &mut AnyConnection,
+    email: &str,
+    viewer: Option<&str>,
+) -> AppResult<(Vec<SubjectFiling>, usize)> {
     let holds = retention::holds_in_force(conn).await?;
+    let visible: Option<std::collections::HashSet<String>> = match viewer {
+        None => None,
+        Some(uid) => Some(
+            sqlx::query(&format!(
+                "SELECT r.id FROM records r WHERE {}",
+                crate::access::visible_sql("r", 1)
+            ))
+            .bind(uid)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+        ),
+    };
     let rows = sqlx::query(
         "SELECT f.id, r.id AS record_id, r.kind || ':' || r.reference AS record, f.filed_at, \
          u.email AS filed_by, m.id AS mid, m.message_id, m.subject, m.sent_at, m.raw_sha256, \
@@ -171,10 +230,10 @@ async fn filings_of(conn: &mut AnyConnection, email: &str) -> AppResult<Vec<Subj
          JOIN records r ON r.id = f.record_id JOIN users u ON u.id = f.filed_by \
          WHERE LOWER(m.from_json || m.to_json || m.cc_json) LIKE $1 ORDER BY f.filed_at, f.id",
     )
-    .bind(format!("%{email}%"))
+    .bind(like_anywhere(email))
     .fetch_all(&mut *conn)
     .await?;
-    let mut out = Vec::new();
+    let (mut out, mut walled) = (Vec::new(), 0);
     for r in rows {
         let lists: [String; 3] = [r.get("from_json"), r.get("to_json"), r.get("cc_json")];
         let roles: Vec<&'static str> = ["from", "to", "cc"]
@@ -187,6 +246,10 @@ async fn filings_of(conn: &mut AnyConnection, email: &str) -> AppResult<Vec<Subj
             continue;
         }
         let record_id: String = r.get("record_id");
+        if visible.as_ref().is_some_and(|v| !v.contains(&record_id)) {
+            walled += 1;
+            continue;
+        }
         let on_hold = holds.covers(&record_id, [&lists[0], &lists[1], &lists[2]]);
         out.push(SubjectFiling {
             filing_id: r.get("id"),
@@ -202,7 +265,7 @@ async fn filings_of(conn: &mut AnyConnection, email: &str) -> AppResult<Vec<Subj
             raw_sha256: r.get("raw_sha256"),
         });
     }
-    Ok(out)
+    Ok((out, walled))
 }
 
 async fn audit_entries_of(
@@ -213,7 +276,7 @@ async fn audit_entries_of(
         "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log \
          WHERE LOWER(actor || ' ' || subject || ' ' || detail) LIKE $1 ORDER BY seq",
     )
-    .bind(format!("%{email}%"))
+    .bind(like_anywhere(email))
     .fetch_all(&mut *conn)
     .await?;
     let mut out = Vec::new();
@@ -245,9 +308,10 @@ pub async fn export(
     budget: &crate::budget::Budget,
     tenant: &Tenant,
     email: &str,
+    viewer: Option<&str>,
     actor: &str,
 ) -> AppResult<Vec<u8>> {
-    let found = find(&tenant.db, email).await?;
+    let found = find(&tenant.db, email, viewer).await?;
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let opts = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
@@ -274,6 +338,8 @@ pub async fn export(
             v["eml"] = format!("messages/{}.eml", f.message_id).into();
             v
         }).collect::<Vec<_>>(),
+        "filings_in_records_walled_off_from_the_exporter": found.filings_walled,
+        "record_contacts": found.record_contacts,
         "user": found.user,
         "sign_ins": found.sign_ins,
         "reset_requests": found.reset_requests,
@@ -284,8 +350,12 @@ pub async fn export(
     zip.write_all(&pretty)
         .map_err(|e| AppError::internal(anyhow::anyhow!("zip: {e}")))?;
     let bytes = zip.finish().map_err(zerr)?.into_inner();
+    let mut records: Vec<&str> = found.filings.iter().map(|f| f.record.as_str()).collect();
+    records.sort();
+    records.dedup();
     let ev = AuditEvent::new(actor, "subject.exported", "gdpr").detail(serde_json::json!({
-        "email": found.email, "filings": found.filings.len(),
+        "email": found.email, "filings": found.filings.len(), "records": records,
+        "filings_walled": found.filings_walled,
         "audit_entries": found.audit_entries.len(), "bytes": bytes.len(),
     }));
     audit::record(&tenant.db, &[ev]).await?;
@@ -315,6 +385,10 @@ pub struct Erased {
     pub filings_deleted: i64,
     /// Filings kept because a legal hold covers them.
     pub filings_held: i64,
+    /// Filings in records the erasing admin is walled off from: left for another admin.
+    pub filings_walled: i64,
+    /// Records the address was removed from as a contact.
+    pub record_contacts_removed: i64,
     pub user_anonymised: bool,
     pub sign_ins_deleted: i64,
     pub reset_requests_deleted: i64,
@@ -323,13 +397,16 @@ pub struct Erased {
 
 /// Erases `email`'s personal data (see the module docs), in one transaction. `request` is
 /// the firm's reference for the request (kept in the `subject.erased` entry); `actor` is
-/// audited. Refuses the caller's own address (`caller`).
+/// audited; `viewer` is the erasing admin's user id (ethical walls apply; `None`: the
+/// operator). Refuses the caller's own address (`caller`), an administrator's account (its
+/// role must be changed first) and docket's own system user.
 pub async fn erase(
     pool: &AnyPool,
     email: &str,
     request: &str,
     actor: &str,
     caller: &str,
+    viewer: Option<&str>,
 ) -> AppResult<Erased> {
     let email = check_email(email)?;
     if caller.eq_ignore_ascii_case(&email) {
@@ -340,8 +417,23 @@ pub async fn erase(
     }
     let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
-    let found = find_on(&mut tx, &email).await?;
-    let mut out = Erased::default();
+    let found = find_on(&mut tx, &email, viewer).await?;
+    if email.ends_with("@docket.invalid") {
+        return Err(AppError::unprocessable(
+            "erase-system",
+            "docket's own system user is not a person",
+        ));
+    }
+    if found.user.as_ref().is_some_and(|u| u["role"] == "admin") {
+        return Err(AppError::unprocessable(
+            "erase-admin",
+            "this address is an administrator's account: change its role first, so that an erasure cannot remove who administered the firm by accident",
+        ));
+    }
+    let mut out = Erased {
+        filings_walled: found.filings_walled as i64,
+        ..Default::default()
+    };
     for f in &found.filings {
         if f.on_hold {
             out.filings_held += 1;
@@ -360,6 +452,13 @@ pub async fn erase(
         .and_then(|u| u["id"].as_str())
         .unwrap_or("")
         .to_string();
+    let lowered = db_lower(&tx, &email);
+    out.record_contacts_removed =
+        sqlx::query("DELETE FROM record_contacts WHERE kind = 'address' AND LOWER(value) = $1")
+            .bind(&lowered)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected() as i64;
     for (sql, n) in [
         (
             "DELETE FROM login_attempts WHERE LOWER(email) = $1 OR user_id = $2",
@@ -371,7 +470,7 @@ pub async fn erase(
         ),
     ] {
         *n = sqlx::query(sql)
-            .bind(&email)
+            .bind(&lowered)
             .bind(&uid)
             .execute(&mut *tx)
             .await?

@@ -46,6 +46,11 @@ async fn api(
     rb.send().await.unwrap()
 }
 
+/// alice, who is not walled off from case C-1.
+fn tok_for_walled(app: &TestApp) -> String {
+    app.token("alice@a.test")
+}
+
 async fn scalar(t: &docket::tenancy::Tenant, sql: &str) -> i64 {
     sqlx::query(sql).fetch_one(&t.db).await.unwrap().get(0)
 }
@@ -101,6 +106,33 @@ both_backends!(
         sqlx::query("INSERT INTO login_attempts (id, at, email, user_id, result, reason, ip, user_agent) \
                      VALUES ('la1', '2026-11-30T10:00:00.000Z', $1, NULL, 'failure', 'bad password', '192.0.2.7', 'test')")
             .bind(VERA).execute(&t.db).await.unwrap();
+        // A record adam is walled off from, with mail of vera's: not his to export or erase.
+        let (_, walled_filing) = file_raw(
+            &app,
+            &format!("From: {VERA}\r\nTo: alice@a.test\r\n"),
+            "walled-vera",
+            "case:C-1",
+        )
+        .await;
+        let c1 = docket::directory::find_record(&t.db, "case".parse().unwrap(), "C-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
+        let adam = user_id(&t, "adam@a.test").await;
+        let wall = docket::access::Principal {
+            kind: docket::access::PrincipalKind::User,
+            id: adam,
+        };
+        docket::directory::set_record_team(&t.db, &c1, true, &[], &[wall], "test")
+            .await
+            .unwrap();
+        // The address as a record's contact.
+        sqlx::query("INSERT INTO record_contacts (record_id, kind, value) VALUES ($1, 'address', 'Vera@A.test')")
+            .bind(&c1)
+            .execute(&t.db)
+            .await
+            .unwrap();
         let (cookie, csrf) = admin_session(&app, &t, "adam@a.test").await;
 
         let s: Value = api(
@@ -126,6 +158,11 @@ both_backends!(
             "{s}"
         );
         assert!(s["audit_entries"].as_u64().unwrap() >= 1, "{s}");
+        assert_eq!(
+            (s["filings_walled"].as_u64(), s["record_contacts"].as_u64()),
+            (Some(1), Some(1)),
+            "{s}"
+        );
 
         // The access export: a manifest and each message byte for byte.
         let r = api(
@@ -163,6 +200,28 @@ both_backends!(
         assert_eq!(filings[1]["as_participant"], serde_json::json!(["cc"]));
         assert_eq!(filings[1]["on_hold"], true);
 
+        // An admin's account is not erased (change the role first); nor is docket's own user.
+        docket::directory::add_user(
+            &t.db,
+            "root@a.test",
+            "",
+            docket::directory::Role::Admin,
+            "test",
+        )
+        .await
+        .unwrap();
+        for email in ["root@a.test", "system@docket.invalid"] {
+            let r = api(
+                &app,
+                &cookie,
+                &csrf,
+                reqwest::Method::POST,
+                "/v1/admin/subjects/erase",
+                Some(serde_json::json!({"email": email})),
+            )
+            .await;
+            assert_eq!(r.status().as_u16(), 422, "{email}");
+        }
         // Not oneself; not a non-address.
         for (email, code) in [("adam@a.test", 422), ("not an address", 422)] {
             let r = api(
@@ -204,6 +263,32 @@ both_backends!(
             e["audit_entries_erased"].as_i64().unwrap() >= 2,
             "the user's addition and the export: {e}"
         );
+        assert_eq!(
+            (
+                e["filings_walled"].as_i64(),
+                e["record_contacts_removed"].as_i64()
+            ),
+            (Some(1), Some(1)),
+            "{e}"
+        );
+        assert_eq!(
+            scalar(
+                &t,
+                "SELECT COUNT(*) FROM record_contacts WHERE LOWER(value) = 'vera@a.test'"
+            )
+            .await,
+            0
+        );
+        assert_eq!(
+            app.get(
+                &tok_for_walled(&app),
+                &format!("/v1/filings/{walled_filing}/raw")
+            )
+            .await
+            .status(),
+            200,
+            "the walled filing is left for another admin"
+        );
 
         // Gone: her address anywhere in the tenant's database but the held message.
         assert_eq!(
@@ -216,7 +301,7 @@ both_backends!(
         );
         assert_eq!(scalar(&t, "SELECT COUNT(*) FROM login_attempts").await, 0);
         assert_eq!(scalar(&t, "SELECT COUNT(*) FROM audit_log WHERE LOWER(actor || subject || detail) LIKE '%vera@a.test%' AND detail NOT LIKE '%avera@a.test%'").await, 0);
-        assert_eq!(scalar(&t, "SELECT COUNT(*) FROM messages WHERE LOWER(from_json || to_json || cc_json) LIKE '%vera@a.test%' AND from_json NOT LIKE '%avera%'").await, 1, "the held one");
+        assert_eq!(scalar(&t, "SELECT COUNT(*) FROM messages WHERE LOWER(from_json || to_json || cc_json) LIKE '%vera@a.test%' AND from_json NOT LIKE '%avera%'").await, 2, "the held one and the walled one");
         let tok = app.token("alice@a.test");
         assert_eq!(
             app.get(&tok, &format!("/v1/filings/{held_filing}/raw"))

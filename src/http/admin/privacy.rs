@@ -10,11 +10,14 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AdminCtx;
+use super::{AdminCtx, Via};
+use crate::accounts::tokens::Scope;
+use crate::error::AppError;
 use crate::error::AppResult;
 use crate::gdpr::{self, Erased};
 use crate::http::extract::ApiJson;
 use crate::http::AppState;
+use axum::http::StatusCode;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -36,6 +39,11 @@ pub struct SubjectSummary {
     pub filings: usize,
     /// Of those, covered by a legal hold (an erasure keeps them).
     pub filings_on_hold: usize,
+    /// Filings in records the asking admin is walled off from (not exported, not erased by
+    /// them).
+    pub filings_walled: usize,
+    /// Records listing the address as a contact.
+    pub record_contacts: usize,
     pub has_user_account: bool,
     pub sign_ins: usize,
     pub reset_requests: usize,
@@ -43,10 +51,12 @@ pub struct SubjectSummary {
 }
 
 pub async fn summarise(ctx: &AdminCtx, email: &str) -> AppResult<SubjectSummary> {
-    let f = gdpr::find(&ctx.tenant.db, email).await?;
+    let f = gdpr::find(&ctx.tenant.db, email, Some(&ctx.user.id)).await?;
     Ok(SubjectSummary {
         filings_on_hold: f.filings.iter().filter(|x| x.on_hold).count(),
         filings: f.filings.len(),
+        filings_walled: f.filings_walled,
+        record_contacts: f.record_contacts.len(),
         has_user_account: f.user.is_some(),
         sign_ins: f.sign_ins.len(),
         reset_requests: f.reset_requests.len(),
@@ -89,7 +99,18 @@ async fn export(
     ctx: AdminCtx,
     Query(q): Query<SubjectQuery>,
 ) -> AppResult<Response> {
-    let bytes = gdpr::export(&state.budget, &ctx.tenant, &q.email, &ctx.actor()).await?;
+    // It hands out filed mail: a token needs the `admin` scope, not only `read`.
+    if let Via::Token(t) = &ctx.via {
+        if !t.has(Scope::Admin) {
+            return Err(AppError::new(
+                StatusCode::FORBIDDEN,
+                "insufficient-scope",
+                "a subject access export needs a token with the `admin` scope",
+            ));
+        }
+    }
+    let viewer = Some(ctx.user.id.as_str());
+    let bytes = gdpr::export(&state.budget, &ctx.tenant, &q.email, viewer, &ctx.actor()).await?;
     Ok(zip_download(bytes, &q.email))
 }
 
@@ -111,12 +132,16 @@ async fn erase(
     ctx: AdminCtx,
     ApiJson(req): ApiJson<EraseRequest>,
 ) -> AppResult<Json<Erased>> {
+    if ctx.session().is_none() {
+        return Err(super::ctx::session_required("erasing a person's data"));
+    }
     let done = gdpr::erase(
         &ctx.tenant.db,
         &req.email,
         &req.request,
         &ctx.actor(),
         &ctx.user.email,
+        Some(&ctx.user.id),
     )
     .await?;
     crate::maintenance::sweep_soon(&state, &ctx.tenant);

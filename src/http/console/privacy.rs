@@ -70,7 +70,8 @@ async fn export(
     ctx: ConsoleCtx,
     Query(q): Query<EmailQuery>,
 ) -> AppResult<Response> {
-    let bytes = gdpr::export(&state.budget, &ctx.tenant, &q.email, &ctx.actor()).await?;
+    let viewer = Some(ctx.user.id.as_str());
+    let bytes = gdpr::export(&state.budget, &ctx.tenant, &q.email, viewer, &ctx.actor()).await?;
     Ok(zip_download(bytes, q.email.trim()))
 }
 
@@ -106,6 +107,7 @@ async fn erase(
         &form.request,
         &ctx.actor(),
         &ctx.user.email,
+        Some(&ctx.user.id),
     )
     .await?;
     crate::maintenance::sweep_soon(&state, &ctx.tenant);
