@@ -1272,9 +1272,14 @@ async fn subject_command(
             let t = catalog
                 .tenant(&catalog.find_tenant(&tenant).await?.id)
                 .await?;
-            let done = crate::gdpr::erase(&t.db, &email, &request, "operator", "", None)
-                .await
-                .map_err(err)?;
+            let ask = crate::gdpr::ErasureRequest {
+                email: &email,
+                request: &request,
+                actor: "operator",
+                caller: "",
+                viewer: None,
+            };
+            let done = crate::gdpr::erase(catalog, &t, &ask).await.map_err(err)?;
             println!("{}", serde_json::to_string(&done)?);
         }
     }

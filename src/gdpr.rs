@@ -22,7 +22,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use crate::audit::{self, AuditEvent};
 use crate::error::{AppError, AppResult};
 use crate::retention::{self, participants};
-use crate::tenancy::Tenant;
+use crate::tenancy::{Catalog, Tenant};
 use crate::time_fmt::now_rfc3339;
 
 /// A filing of a message the person took part in.
@@ -379,6 +379,21 @@ async fn read_raw(budget: &crate::budget::Budget, tenant: &Tenant, id: &str) -> 
         .map_err(|e| AppError::storage(e, "reading a blob"))
 }
 
+/// Who asks to erase whom (see [`erase`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ErasureRequest<'a> {
+    /// The person's address.
+    pub email: &'a str,
+    /// The firm's reference for the request (kept in the `subject.erased` entry).
+    pub request: &'a str,
+    /// Who is audited as doing it.
+    pub actor: &'a str,
+    /// The asking admin's own address (refused as a subject); empty for the operator.
+    pub caller: &'a str,
+    /// The asking admin's user id (ethical walls apply); `None` for the operator.
+    pub viewer: Option<&'a str>,
+}
+
 /// What an erasure did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Erased {
@@ -401,13 +416,18 @@ pub struct Erased {
 /// operator). Refuses the caller's own address (`caller`), an administrator's account (its
 /// role must be changed first) and docket's own system user.
 pub async fn erase(
-    pool: &AnyPool,
-    email: &str,
-    request: &str,
-    actor: &str,
-    caller: &str,
-    viewer: Option<&str>,
+    catalog: &Catalog,
+    tenant: &Tenant,
+    req: &ErasureRequest<'_>,
 ) -> AppResult<Erased> {
+    let ErasureRequest {
+        email,
+        request,
+        actor,
+        caller,
+        viewer,
+    } = *req;
+    let pool = &tenant.db;
     let email = check_email(email)?;
     if caller.eq_ignore_ascii_case(&email) {
         return Err(AppError::unprocessable(
@@ -476,6 +496,7 @@ pub async fn erase(
             .await?
             .rows_affected() as i64;
     }
+    let mut to_erase: Vec<(i64, Vec<&str>)> = Vec::new();
     for e in &found.audit_entries {
         let fields: Vec<&str> = audit::PERSONAL_FIELDS
             .into_iter()
@@ -483,7 +504,16 @@ pub async fn erase(
             .filter(|(_, v)| mentions(v, &email))
             .map(|(f, _)| f)
             .collect();
-        audit::erase_fields(&mut tx, e.seq, &fields)
+        to_erase.push((e.seq, fields));
+    }
+    // Recorded in the catalogue first: verification accepts only recorded erasures.
+    let recorded: Vec<(i64, &str)> = to_erase
+        .iter()
+        .flat_map(|(seq, fields)| fields.iter().map(move |f| (*seq, *f)))
+        .collect();
+    audit::anchor::record_erasures(catalog.pool(), &tenant.id, &recorded).await?;
+    for (seq, fields) in &to_erase {
+        audit::erase_fields(&mut tx, *seq, fields)
             .await
             .map_err(AppError::internal)?;
         out.audit_entries_erased += 1;

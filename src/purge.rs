@@ -420,6 +420,7 @@ async fn finish(catalog: &Catalog, id: &str, inv: &Inventory) -> anyhow::Result<
         "DELETE FROM tenant_domains WHERE tenant_id = $1",
         "DELETE FROM tenant_addresses WHERE tenant_id = $1",
         "DELETE FROM audit_anchors WHERE tenant_id = $1",
+        "DELETE FROM audit_erasures WHERE tenant_id = $1",
         "DELETE FROM tenants WHERE id = $1",
     ] {
         sqlx::query(sql).bind(id).execute(&mut *tx).await?;

@@ -131,11 +131,60 @@ pub async fn verify(
     tenant: &Tenant,
 ) -> sqlx::Result<(ChainStatus, Option<Anchor>)> {
     let anchor = read(catalog.pool(), &tenant.id).await?;
-    let status = super::verify_against(&tenant.db, anchor.as_ref()).await?;
+    let erasures = erasures(catalog.pool(), &tenant.id).await?;
+    let status = super::verify_against(&tenant.db, anchor.as_ref(), Some(&erasures)).await?;
     if matches!(status, ChainStatus::Intact { .. }) {
         advance(catalog, tenant).await?;
     }
     Ok((status, anchor))
+}
+
+/// The erased audit fields the catalogue recorded for a tenant.
+pub async fn erasures(catalog: &AnyPool, tenant_id: &str) -> sqlx::Result<super::Erasures> {
+    let rows = sqlx::query("SELECT seq, field FROM audit_erasures WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_all(catalog)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+/// Records, before the tenant's transaction that erases them commits, the audit fields an
+/// erasure is about to erase (an extra row for an erasure that then fails is harmless).
+pub async fn record_erasures(
+    catalog: &AnyPool,
+    tenant_id: &str,
+    fields: &[(i64, &str)],
+) -> sqlx::Result<()> {
+    let at = now_rfc3339();
+    for (seq, field) in fields {
+        sqlx::query(
+            "INSERT INTO audit_erasures (tenant_id, seq, field, erased_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, seq, field) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(seq)
+        .bind(field)
+        .bind(&at)
+        .execute(catalog)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Copies a tenant's recorded erasures to another (a restore as a new tenant).
+pub async fn copy_erasures(catalog: &AnyPool, from: &str, to: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_erasures (tenant_id, seq, field, erased_at) \
+         SELECT $1, seq, field, erased_at FROM audit_erasures WHERE tenant_id = $2 \
+         ON CONFLICT (tenant_id, seq, field) DO NOTHING",
+    )
+    .bind(to)
+    .bind(from)
+    .execute(catalog)
+    .await?;
+    Ok(())
 }
 
 /// Anchors every active tenant open in this process (best effort: a failure is logged).

@@ -222,16 +222,23 @@ pub enum ChainStatus {
 }
 
 /// Walks the whole chain in order (streaming, constant memory). This checks the chain
-/// against itself only; [`anchor::verify`] checks it against its anchor as well.
+/// against itself only; [`anchor::verify`] checks it against its anchor and the recorded
+/// erasures as well.
 pub async fn verify(pool: &AnyPool) -> sqlx::Result<ChainStatus> {
-    verify_against(pool, None).await
+    verify_against(pool, None, None).await
 }
 
+/// The erased fields a tenant's chain may have: (sequence number, field), as the catalogue
+/// recorded them (`audit_erasures`).
+pub type Erasures = std::collections::HashSet<(i64, String)>;
+
 /// Walks the whole chain in order, and, with `anchor` (read before the walk), checks that
-/// the chain still holds the anchored entry: not shorter, and that entry's hash unchanged.
+/// the chain still holds the anchored entry: not shorter, and that entry's hash unchanged;
+/// with `erasures`, that every erased field is one of them.
 pub async fn verify_against(
     pool: &AnyPool,
     anchor: Option<&anchor::Anchor>,
+    erasures: Option<&Erasures>,
 ) -> sqlx::Result<ChainStatus> {
     use futures_util::TryStreamExt;
     let mut conn = pool.acquire().await?;
@@ -268,6 +275,18 @@ pub async fn verify_against(
                     "prev_hash does not match the previous entry (entries removed or reordered)"
                         .into(),
             });
+        }
+        if let Some(allowed) = erasures {
+            let erased = json_map(row.try_get("erased")?);
+            if let Some(f) = erased
+                .keys()
+                .find(|f| !allowed.contains(&(seq, f.to_string())))
+            {
+                return Ok(ChainStatus::Broken {
+                    seq,
+                    reason: format!("its {f} is marked erased, but no erasure of it is recorded in the catalogue (entry edited)"),
+                });
+            }
         }
         let Some(computed) = computed_hash(&row, &prev_hash)? else {
             return Ok(ChainStatus::Broken {

@@ -204,6 +204,8 @@ async fn as_new(
             t.db.execute(format!("DELETE FROM {table}").as_str())
                 .await?;
         }
+        // The copy's chain keeps the erasures recorded for the original.
+        audit::anchor::copy_erasures(catalog.pool(), &m.tenant_id, &info.id).await?;
         let t = open_restored(catalog, &info.id, m).await?;
         Ok::<_, anyhow::Error>((t, written))
     }

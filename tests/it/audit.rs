@@ -299,12 +299,24 @@ both_backends!(
         // Erase alice from the first filing's entry: it reads [erased], the chain verifies.
         let seq: i64 = sqlx::query("SELECT MIN(seq) FROM audit_log WHERE action = 'filing.created' AND actor = 'alice@a.test'")
             .fetch_one(&t.db).await.unwrap().get(0);
+        // An erasure without its record in the catalogue is what someone with the tenant's
+        // database could do: the chain alone accepts it, its check against the catalogue not.
         let mut tx = docket::tenancy::db::begin(&t.db).await.unwrap();
         audit::lock_chain(&mut tx).await.unwrap();
         audit::erase_fields(&mut tx, seq, &["actor", "detail"])
             .await
             .unwrap();
         tx.commit().await.unwrap();
+        assert!(matches!(
+            audit::verify(&t.db).await.unwrap(),
+            ChainStatus::Intact { .. }
+        ));
+        let (status, _) = anchor::verify(catalog, &t).await.unwrap();
+        assert_eq!(broken_at(status.clone()), seq, "{status:?}");
+        // Recorded, as an erasure does first, it verifies.
+        anchor::record_erasures(catalog.pool(), &t.id, &[(seq, "actor"), (seq, "detail")])
+            .await
+            .unwrap();
         let r = sqlx::query("SELECT actor, detail, salts, erased FROM audit_log WHERE seq = $1")
             .bind(seq)
             .fetch_one(&t.db)

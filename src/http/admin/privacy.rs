@@ -135,15 +135,15 @@ async fn erase(
     if ctx.session().is_none() {
         return Err(super::ctx::session_required("erasing a person's data"));
     }
-    let done = gdpr::erase(
-        &ctx.tenant.db,
-        &req.email,
-        &req.request,
-        &ctx.actor(),
-        &ctx.user.email,
-        Some(&ctx.user.id),
-    )
-    .await?;
+    let actor = ctx.actor();
+    let ask = gdpr::ErasureRequest {
+        email: &req.email,
+        request: &req.request,
+        actor: &actor,
+        caller: &ctx.user.email,
+        viewer: Some(&ctx.user.id),
+    };
+    let done = gdpr::erase(&state.catalog, &ctx.tenant, &ask).await?;
     crate::maintenance::sweep_soon(&state, &ctx.tenant);
     Ok(Json(done))
 }

@@ -101,15 +101,15 @@ async fn erase(
     State(state): State<AppState>,
     ConsoleForm(ctx, form): ConsoleForm<EraseForm>,
 ) -> AppResult<Response> {
-    gdpr::erase(
-        &ctx.tenant.db,
-        &form.email,
-        &form.request,
-        &ctx.actor(),
-        &ctx.user.email,
-        Some(&ctx.user.id),
-    )
-    .await?;
+    let actor = ctx.actor();
+    let ask = gdpr::ErasureRequest {
+        email: &form.email,
+        request: &form.request,
+        actor: &actor,
+        caller: &ctx.user.email,
+        viewer: Some(&ctx.user.id),
+    };
+    gdpr::erase(&state.catalog, &ctx.tenant, &ask).await?;
     crate::maintenance::sweep_soon(&state, &ctx.tenant);
     let to = format!(
         "/console/privacy?done=erased&{}",
