@@ -702,6 +702,11 @@ impl Config {
             }
             s3.check()?;
         }
+        if self.admin.retention_days > 36_500 {
+            bail!(
+                "invalid configuration: `admin.retention_days` must be at most 36500 (100 years)"
+            );
+        }
         if self.maintenance.sweep_grace_minutes < MIN_SWEEP_GRACE_MINUTES {
             bail!("invalid configuration: `maintenance.sweep_grace_minutes` must be at least {MIN_SWEEP_GRACE_MINUTES}");
         }

@@ -63,6 +63,9 @@ pub struct Inventory {
     /// Backup locations the catalogue recorded that this machine could not reach: unreadable
     /// after the keys went, but not deleted by docket.
     pub backups_unreachable: Vec<String>,
+    /// What could not be counted when the purge began, and why (the purge went on).
+    #[serde(default)]
+    pub not_counted: Vec<String>,
     /// Steps done, in order: `keys`, `blobs`, `database`, `backups`.
     pub done: Vec<String>,
 }
@@ -241,13 +244,24 @@ async fn begin(catalog: &Catalog, id: &str) -> anyhow::Result<Tombstone> {
 }
 
 async fn take_inventory(catalog: &Catalog, id: &str) -> anyhow::Result<Inventory> {
+    // What cannot be counted (a damaged database, a store that is down) is noted, never a
+    // reason to keep the keys: the purge goes on.
     let mut inv = Inventory::default();
-    database_inventory(catalog, id, &mut inv).await?;
+    if let Err(e) = database_inventory(catalog, id, &mut inv).await {
+        inv.not_counted.push(format!("database: {e:#}"));
+    }
     let store = catalog.blob_store(id);
-    (inv.blobs, inv.blob_bytes) = tokio::task::spawn_blocking(move || store.inventory()).await??;
+    match tokio::task::spawn_blocking(move || store.inventory()).await? {
+        Ok((n, bytes)) => (inv.blobs, inv.blob_bytes) = (n, bytes),
+        Err(e) => inv.not_counted.push(format!("blobs: {e}")),
+    }
     if let Some(storage) = catalog.object_storage() {
-        (inv.bucket_backup_objects, inv.bucket_backup_bytes) =
-            crate::backup::remote::inventory(storage, id).await?;
+        match crate::backup::remote::inventory(storage, id).await {
+            Ok((n, bytes)) => (inv.bucket_backup_objects, inv.bucket_backup_bytes) = (n, bytes),
+            Err(e) => inv
+                .not_counted
+                .push(format!("backups in the bucket: {e:#}")),
+        }
     }
     for location in backup_locations(catalog, id).await? {
         match backup_root(&location, id) {

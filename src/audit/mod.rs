@@ -14,6 +14,7 @@ pub mod anchor;
 
 use std::collections::BTreeMap;
 
+use anyhow::Context;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, AnyPool, Row};
@@ -430,6 +431,14 @@ pub async fn upgrade_chain(
     }
     let mut tx = crate::tenancy::db::begin(pool).await?;
     lock_chain(&mut tx).await?;
+    // Another process may have upgraded it while this one waited for the lock.
+    let still: i64 = sqlx::query("SELECT COUNT(*) FROM audit_log WHERE version < 2")
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+    if still == 0 {
+        return Ok(0);
+    }
     let rows = sqlx::query(
         "SELECT seq, at, actor, action, subject, detail, prev_hash, hash, version, salts, erased \
          FROM audit_log ORDER BY seq",
@@ -449,9 +458,11 @@ pub async fn upgrade_chain(
             "the audit chain does not verify at entry {seq}: not upgraded"
         );
         let mut salts = json_map(row.try_get("salts")?);
-        let erased = json_map(row.try_get("erased")?);
+        let mut erased = json_map(row.try_get("erased")?);
         if row.try_get::<i64, _>("version")? < 2 {
+            // A format-1 entry has nothing erased, whatever its `erased` column says.
             salts = new_salts();
+            erased.clear();
         }
         let values: [String; 3] = [
             row.try_get("actor")?,
@@ -459,7 +470,7 @@ pub async fn upgrade_chain(
             row.try_get("detail")?,
         ];
         let d = digests([&values[0], &values[1], &values[2]], &salts, &erased)
-            .expect("salts for every field that is not erased");
+            .with_context(|| format!("entry {seq} lacks a salt: not upgraded"))?;
         let at: String = row.try_get("at")?;
         let action: String = row.try_get("action")?;
         let hash = entry_hash_v2(&new_prev, seq, &at, &action, [&d[0], &d[1], &d[2]]);
@@ -477,12 +488,22 @@ pub async fn upgrade_chain(
         anchor.is_none_or(|a| a.seq <= rows.len() as i64),
         "the audit chain ends before its anchor: not upgraded"
     );
+    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(&mut *tx)
+        .await?;
+    anyhow::ensure!(
+        head.try_get::<i64, _>(0)? == rows.len() as i64
+            && head.try_get::<String, _>(1)? == old_prev,
+        "the audit chain does not end at its recorded head: not upgraded"
+    );
     sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
         .bind(&new_prev)
         .execute(&mut *tx)
         .await?;
     let ev = AuditEvent::new("system@docket.invalid", "audit.upgraded", "audit_log").detail(
-        serde_json::json!({ "entries": rows.len(), "format": 2, "format_1_head": old_prev }),
+        // Not the old head's hash: an unsalted commitment to every earlier entry would let
+        // anyone confirm a guess of a field erased later.
+        serde_json::json!({ "entries": rows.len(), "format": 2 }),
     );
     append(&mut tx, &ev).await?;
     tx.commit().await?;

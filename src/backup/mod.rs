@@ -111,6 +111,9 @@ pub struct Created {
 
 /// Backs up tenant `id` into `to/<id>/`, recording the run in the catalogue.
 pub async fn create(catalog: &Catalog, id: &str, to: &Path) -> anyhow::Result<Created> {
+    // Recorded as an absolute path, so the purge finds it whatever directory it runs in.
+    let to = &std::path::absolute(to)
+        .with_context(|| format!("{} is not a usable path", to.display()))?;
     let started = now_rfc3339();
     let clock = std::time::Instant::now();
     let result = create_inner(catalog, id, to, clock).await;

@@ -628,10 +628,13 @@ impl Catalog {
             blob_lease: Default::default(),
             queue: Default::default(),
         });
+        open.insert(id.to_string(), tenant.clone());
+        // Not under the lock of every open tenant: a long chain's upgrade holds up only its
+        // own tenant's writers (through the chain's lock), and appends meanwhile are fine.
+        drop(open);
         if upgrade_chain {
             self.upgrade_audit_chain(&tenant).await;
         }
-        open.insert(id.to_string(), tenant.clone());
         Ok(tenant)
     }
 

@@ -592,6 +592,11 @@ pub async fn terminate_tenant(
     actor: &str,
     mut detail: serde_json::Value,
 ) -> AppResult<Closure> {
+    // A tenant suspended since before an upgrade was never migrated (suspended ones are
+    // not, in case of a restore); a terminated one is never restored, so bring it up to date.
+    crate::tenancy::db::migrate_tenant(&tenant.db, tenant.backend)
+        .await
+        .map_err(AppError::internal)?;
     {
         let _guard = tenant.write_guard().await;
         let mut tx = tenant.begin().await?;
