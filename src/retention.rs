@@ -699,16 +699,18 @@ pub async fn delete_filing(
     Ok(())
 }
 
-/// `docket serve`'s schedule: every active tenant evaluated once a day (the first at
-/// start-up). Each new list waits for an admin's approval.
+/// `docket serve`'s schedule: every active tenant evaluated once every `interval` (a day),
+/// the first time one interval after start-up (opening every tenant at start-up would
+/// make one tenant's unwritable database fail the server's readiness before anyone used
+/// it). Each new list waits for an admin's approval.
 pub fn spawn_schedule(
     catalog: std::sync::Arc<crate::tenancy::Catalog>,
     interval: std::time::Duration,
 ) {
     tokio::spawn(async move {
         loop {
-            evaluate_all(&catalog).await;
             tokio::time::sleep(interval).await;
+            evaluate_all(&catalog).await;
         }
     });
 }

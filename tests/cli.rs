@@ -685,6 +685,15 @@ fn operator_exports_and_erases_a_person() {
     .fails_naming(&["not an email address"]);
 }
 
+/// A retention longer than 100 years (or one that would overflow the purge date) is refused.
+#[test]
+fn an_absurd_retention_is_a_configuration_error() {
+    let mut site = Site::new();
+    site.set("DOCKET_ADMIN__RETENTION_DAYS", "18446744073709551615");
+    let err = site.run(&["tenant", "list"]).config_error().stderr;
+    assert!(err.contains("admin.retention_days"), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Operator flow
 // ---------------------------------------------------------------------------------------

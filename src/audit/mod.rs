@@ -474,8 +474,9 @@ pub async fn upgrade_chain(
         let at: String = row.try_get("at")?;
         let action: String = row.try_get("action")?;
         let hash = entry_hash_v2(&new_prev, seq, &at, &action, [&d[0], &d[1], &d[2]]);
-        sqlx::query("UPDATE audit_log SET version = 2, salts = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+        sqlx::query("UPDATE audit_log SET version = 2, salts = $1, erased = $2, prev_hash = $3, hash = $4 WHERE seq = $5")
             .bind(serde_json::to_string(&salts)?)
+            .bind((!erased.is_empty()).then(|| serde_json::to_string(&erased)).transpose()?)
             .bind(&new_prev)
             .bind(&hash)
             .bind(seq)

@@ -235,3 +235,38 @@ both_backends!(
         ));
     }
 );
+
+/// The literal case: the tenant's SQLite file replaced by an older copy of itself (no
+/// restore, no notice). The copy's chain fits itself; its anchor gives it away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_rolled_back_to_an_old_copy_without_a_restore_is_caught() {
+    let mut app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    file_some(&app, "before the copy", 2).await;
+    let t = app.tenant(&app.firm_a).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let copy = scratch.path().join("old-copy.db");
+    sqlx::query(&format!("VACUUM INTO '{}'", copy.display()))
+        .execute(&t.db)
+        .await
+        .unwrap();
+    file_some(&app, "after the copy", 2).await;
+    anchor::advance(&app.state.catalog, &t).await.unwrap();
+    let db_path = app.state.catalog.tenant_db_path(&app.firm_a.id);
+    drop(t);
+    app.stop().await;
+    std::fs::copy(&copy, &db_path).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db_path.display()));
+    }
+    app.start_again().await;
+    let t = app.tenant(&app.firm_a).await;
+    assert!(
+        matches!(
+            audit::verify(&t.db).await.unwrap(),
+            ChainStatus::Intact { .. }
+        ),
+        "the old copy fits itself"
+    );
+    let (_, reason) = broken(anchor::verify(&app.state.catalog, &t).await.unwrap().0);
+    assert!(reason.contains("rolled back"), "{reason}");
+}

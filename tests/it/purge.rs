@@ -269,3 +269,26 @@ both_backends!(serve_runs_due_purges_by_itself, |app: TestApp| async move {
     }
     assert!(!catalog.tenant_exists(&id).await.unwrap());
 });
+
+/// A tenant whose database cannot be read is still purged: its keys go first, whatever
+/// could not be counted is noted in the tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_damaged_database_does_not_keep_the_keys_alive() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let catalog = app.state.catalog.clone();
+    let (id, t) = doomed(&catalog, 9).await;
+    drop(t);
+    catalog.evict(&id).await;
+    std::fs::write(catalog.tenant_db_path(&id), b"not a database at all").unwrap();
+    catalog.clock().advance(days(90));
+    let purged = purge::purge_due(&catalog).await.unwrap();
+    assert_eq!(purged.len(), 1);
+    let inv = &purged[0].inventory;
+    assert!(
+        inv.not_counted.iter().any(|n| n.starts_with("database")),
+        "{inv:?}"
+    );
+    assert_eq!(inv.blobs, 1, "the blobs were still counted");
+    assert!(!catalog.tenant_exists(&id).await.unwrap());
+    assert!(!catalog.tenant_dir(&id).exists());
+}
