@@ -501,6 +501,12 @@ pub async fn sign_in(
             (PasswordCheck::NoAttemptsLeft, _, _) => (false, "no-attempts-left"),
             (_, None, _) => (false, "unknown-user"),
             (_, Some(_), None) => (false, "no-password"),
+            // Not counted (the account was already suspended or disabled when read): not one
+            // of the three wrong passwords that lock it.
+            (PasswordCheck::Wrong { claimed: false }, Some(u), _) if u.status == "suspended" => {
+                (false, "account-suspended")
+            }
+            (PasswordCheck::Wrong { claimed: false }, Some(_), _) => (false, "account-disabled"),
             (PasswordCheck::Wrong { claimed }, _, _) => (*claimed, "wrong-password"),
             (PasswordCheck::Right { .. }, _, _) => (false, "wrong-password"),
         };
