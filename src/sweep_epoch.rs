@@ -9,7 +9,7 @@
 //!   reads which blobs are referenced and deletes the others; it makes it even again after
 //!   its last delete ([`SweepPhase`]);
 //! - a filing reads the epoch (waiting while it is odd) before its first blob write
-//!   ([`settled`]) and again inside its transaction, under the same lock ([`check`]). It
+//!   ([`settled`]) and again inside its transaction, under the same lock ([`in_tx`], [`check`]). It
 //!   commits only when the two are the same even value; otherwise a sweep may have deleted
 //!   a blob it wrote, and it writes its blobs again.
 //!
@@ -82,13 +82,18 @@ pub async fn settled(tenant: &Tenant) -> AppResult<Epoch> {
     }
 }
 
-/// Inside a filing's transaction, after the audit chain is locked: `Err` (`sweep-raced`,
-/// for the filing to write its blobs again) when the epoch moved since `seen`.
-pub async fn check(tx: &mut Tx, seen: Epoch) -> AppResult<()> {
-    let now: i64 = sqlx::query("SELECT epoch FROM blob_sweep WHERE id = 1")
+/// The epoch as read inside a transaction after the audit chain is locked: no sweep can
+/// move it until that transaction ends, so one read serves every filing of a group commit.
+pub async fn in_tx(tx: &mut Tx) -> AppResult<i64> {
+    Ok(sqlx::query("SELECT epoch FROM blob_sweep WHERE id = 1")
         .fetch_one(&mut **tx)
         .await?
-        .get(0);
+        .get(0))
+}
+
+/// `Err` (`sweep-raced`, for the filing to write its blobs again) when the epoch read in
+/// the transaction ([`in_tx`]) is not the one `seen` before the blob writes.
+pub fn check(now: i64, seen: Epoch) -> AppResult<()> {
     match now == seen.0 {
         true => Ok(()),
         false => Err(AppError::new(

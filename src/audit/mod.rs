@@ -160,48 +160,96 @@ pub async fn lock_chain(conn: &mut AnyConnection) -> sqlx::Result<()> {
 
 /// Appends one entry. Call after [`lock_chain`] in the same transaction.
 pub async fn append(conn: &mut AnyConnection, ev: &AuditEvent) -> sqlx::Result<AuditEntry> {
-    let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-        .fetch_one(&mut *conn)
-        .await?;
-    let prev_seq: i64 = row.try_get("seq")?;
-    let prev_hash: String = row.try_get("hash")?;
-    let seq = prev_seq + 1;
-    let at = now_rfc3339();
-    let detail = ev.detail.to_string();
-    let salts = new_salts();
-    let d = digests([&ev.actor, &ev.subject, &detail], &salts, &BTreeMap::new())
-        .expect("every salt is there");
-    let hash = entry_hash_v2(&prev_hash, seq, &at, ev.action, [&d[0], &d[1], &d[2]]);
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash, version, salts) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 2, $9)",
-    )
-    .bind(seq)
-    .bind(&at)
-    .bind(&ev.actor)
-    .bind(ev.action)
-    .bind(&ev.subject)
-    .bind(&detail)
-    .bind(&prev_hash)
-    .bind(&hash)
-    .bind(serde_json::to_string(&salts).expect("salts are JSON"))
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+    let mut head = Head::read(conn).await?;
+    let entry = head.append(conn, ev).await?;
+    head.store(conn).await?;
+    Ok(entry)
+}
+
+/// The chain's head kept in memory by a transaction that appends several entries (a group
+/// commit's batch): read once, advanced by each [`Head::append`], written back once by
+/// [`Head::store`] before the commit. Only valid inside the transaction that locked it.
+#[derive(Debug, Clone)]
+pub struct Head {
+    seq: i64,
+    hash: String,
+}
+
+impl Head {
+    /// Takes the append lock (as [`lock_chain`]: the transaction's first statement) and
+    /// reads the head, in one statement.
+    pub async fn lock(conn: &mut AnyConnection) -> sqlx::Result<Head> {
+        let row = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(Head {
+            seq: row.try_get(0)?,
+            hash: row.try_get(1)?,
+        })
+    }
+
+    /// The head as stored, in a transaction that already holds the lock.
+    async fn read(conn: &mut AnyConnection) -> sqlx::Result<Head> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(Head {
+            seq: row.try_get("seq")?,
+            hash: row.try_get("hash")?,
+        })
+    }
+
+    /// Inserts the entry after this head and advances the head to it (in memory only).
+    pub async fn append(
+        &mut self,
+        conn: &mut AnyConnection,
+        ev: &AuditEvent,
+    ) -> sqlx::Result<AuditEntry> {
+        let seq = self.seq + 1;
+        let at = now_rfc3339();
+        let detail = ev.detail.to_string();
+        let salts = new_salts();
+        let d = digests([&ev.actor, &ev.subject, &detail], &salts, &BTreeMap::new())
+            .expect("every salt is there");
+        let hash = entry_hash_v2(&self.hash, seq, &at, ev.action, [&d[0], &d[1], &d[2]]);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash, version, salts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 2, $9)",
+        )
         .bind(seq)
+        .bind(&at)
+        .bind(&ev.actor)
+        .bind(ev.action)
+        .bind(&ev.subject)
+        .bind(&detail)
+        .bind(&self.hash)
         .bind(&hash)
+        .bind(serde_json::to_string(&salts).expect("salts are JSON"))
         .execute(&mut *conn)
         .await?;
-    Ok(AuditEntry {
-        seq,
-        at,
-        actor: ev.actor.clone(),
-        action: ev.action.to_string(),
-        subject: ev.subject.clone(),
-        detail,
-        prev_hash,
-        hash,
-    })
+        let prev_hash = std::mem::replace(&mut self.hash, hash.clone());
+        self.seq = seq;
+        Ok(AuditEntry {
+            seq,
+            at,
+            actor: ev.actor.clone(),
+            action: ev.action.to_string(),
+            subject: ev.subject.clone(),
+            detail,
+            prev_hash,
+            hash,
+        })
+    }
+
+    /// Writes the head back (the last entry appended).
+    pub async fn store(&self, conn: &mut AnyConnection) -> sqlx::Result<()> {
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(self.seq)
+            .bind(&self.hash)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
 }
 
 /// Appends entries in a transaction of their own.

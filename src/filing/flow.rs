@@ -334,15 +334,15 @@ async fn record(
         epoch: stored.epoch,
     };
     tenant
-        .group_commit::<Recorded>(Box::new(move |tx| {
-            Box::pin(async move { Ok(Box::new(job.write(tx).await?) as group::Answer) })
+        .group_commit::<Recorded>(Box::new(move |tx, batch| {
+            Box::pin(async move { Ok(Box::new(job.write(tx, batch).await?) as group::Answer) })
         }))
         .await
 }
 
 impl Job {
-    async fn write(&self, tx: &mut Tx) -> AppResult<Recorded> {
-        sweep_epoch::check(tx, self.epoch).await?;
+    async fn write(&self, tx: &mut Tx, batch: &mut group::Batch) -> AppResult<Recorded> {
+        sweep_epoch::check(batch.sweep_epoch, self.epoch)?;
         let now = now_rfc3339();
         let (row, message_id_taken) = self.message_row(tx, &now).await?;
         // A message inserted just now keeps every selected attachment and has no filings.
@@ -369,15 +369,19 @@ impl Job {
                     note: Some(format!("filed automatically by rule “{rule}”")),
                     rule: Some(rule),
                     on_behalf_of: Some(&self.user.email),
+                    at: &now,
                 },
                 (None, _) => Filer {
                     user: &self.user,
                     note: self.note.clone(),
                     rule: None,
                     on_behalf_of: None,
+                    at: &now,
                 },
             };
-            let (fid, created) = file_one(tx, &filer, rec, &row, &self.parsed, &kept, &now).await?;
+            let chain = &mut batch.audit;
+            let (fid, created) =
+                file_one(tx, chain, &filer, rec, &row, &self.parsed, &kept).await?;
             match rule {
                 Some(rule) => out.auto.push((fid, rec.clone(), rule.to_string(), created)),
                 None => out.filings.push((fid, created)),
@@ -449,6 +453,8 @@ struct Filer<'a> {
     note: Option<String>,
     rule: Option<&'a str>,
     on_behalf_of: Option<&'a str>,
+    /// When (RFC 3339, UTC).
+    at: &'a str,
 }
 
 /// The stored message a filing refers to.
@@ -462,12 +468,12 @@ struct MessageRow {
 /// one with its kept attachments. Returns (filing id, created).
 async fn file_one(
     tx: &mut Tx,
+    chain: &mut audit::Head,
     filer: &Filer<'_>,
     rec: &Record,
     message: &MessageRow,
     parsed: &ParsedMessage,
     kept: &[i64],
-    now: &str,
 ) -> AppResult<(String, bool)> {
     let target = format!("{}:{}", rec.kind, rec.reference);
     let message_id = message.id.as_str();
@@ -486,7 +492,7 @@ async fn file_one(
         let detail =
             serde_json::json!({"target": target, "message": message_id, "rule": filer.rule});
         let event = AuditEvent::new(&filer.user.email, "filing.duplicate", &fid).detail(detail);
-        audit::append(tx, &event).await?;
+        chain.append(tx, &event).await?;
         return Ok((fid, false));
     }
     let fid = uuid::Uuid::new_v4().simple().to_string();
@@ -495,7 +501,7 @@ async fn file_one(
         .bind(message_id)
         .bind(&rec.id)
         .bind(&filer.user.id)
-        .bind(now)
+        .bind(filer.at)
         .bind(filer.note.clone())
         .execute(&mut **tx)
         .await?;
@@ -514,11 +520,8 @@ async fn file_one(
         "rule": filer.rule,
         "on_behalf_of": filer.on_behalf_of,
     });
-    audit::append(
-        tx,
-        &AuditEvent::new(&filer.user.email, "filing.created", &fid).detail(detail),
-    )
-    .await?;
+    let event = AuditEvent::new(&filer.user.email, "filing.created", &fid).detail(detail);
+    chain.append(tx, &event).await?;
     Ok((fid, true))
 }
 

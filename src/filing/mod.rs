@@ -2,8 +2,6 @@
 //! by rules → store blobs durably → one transaction with message, filings and audit entries
 //! → answer), deduplication ([`dedup`]) and the reads. Idempotent per (message, record).
 
-use std::collections::BTreeSet;
-
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, AnyPool, Row};
@@ -263,22 +261,22 @@ fn parse_json<T: serde::de::DeserializeOwned + Default>(s: &str) -> T {
     serde_json::from_str(s).unwrap_or_default()
 }
 
-async fn view_from_row(pool: &AnyPool, r: &sqlx::any::AnyRow) -> AppResult<FilingView> {
+/// A filing's view from its row: the message's attachments, and which of them the filing
+/// kept, in one more query on `conn`.
+async fn view_from_row(conn: &mut AnyConnection, r: &sqlx::any::AnyRow) -> AppResult<FilingView> {
     let fid: String = r.try_get("fid")?;
     let mid: String = r.try_get("mid")?;
-    let all = sqlx::query("SELECT idx, display_name, content_type, size, sha256 FROM message_attachments WHERE message_id = $1 ORDER BY idx")
-        .bind(&mid)
-        .fetch_all(pool)
-        .await?;
-    let kept: BTreeSet<i64> =
-        sqlx::query("SELECT idx FROM filing_attachments WHERE filing_id = $1")
-            .bind(&fid)
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(|r| r.get::<i64, _>(0))
-            .collect();
-    let attachments: Vec<AttachmentView> = all
+    let rows = sqlx::query(
+        "SELECT a.idx, a.display_name, a.content_type, a.size, a.sha256, k.idx AS kept \
+         FROM message_attachments a \
+         LEFT JOIN filing_attachments k ON k.filing_id = $1 AND k.idx = a.idx \
+         WHERE a.message_id = $2 ORDER BY a.idx",
+    )
+    .bind(&fid)
+    .bind(&mid)
+    .fetch_all(&mut *conn)
+    .await?;
+    let attachments: Vec<AttachmentView> = rows
         .iter()
         .map(|a| AttachmentView {
             index: a.get(0),
@@ -287,6 +285,10 @@ async fn view_from_row(pool: &AnyPool, r: &sqlx::any::AnyRow) -> AppResult<Filin
             size: a.get(3),
             sha256: a.get(4),
         })
+        .collect();
+    let kept: Vec<bool> = rows
+        .iter()
+        .map(|a| a.get::<Option<i64>, _>(5).is_some())
         .collect();
     Ok(FilingView {
         target: TargetView {
@@ -299,8 +301,9 @@ async fn view_from_row(pool: &AnyPool, r: &sqlx::any::AnyRow) -> AppResult<Filin
         note: r.try_get("note")?,
         attachments: attachments
             .iter()
-            .filter(|a| kept.contains(&a.index))
-            .cloned()
+            .zip(&kept)
+            .filter(|(_, kept)| **kept)
+            .map(|(a, _)| a.clone())
             .collect(),
         message: MessageView {
             id: mid,
@@ -330,18 +333,20 @@ pub async fn load_filing(
     viewer: &str,
     filing_id: &str,
 ) -> AppResult<Option<FilingView>> {
+    // One connection for both queries: one pool round, not two.
+    let mut conn = pool.acquire().await?;
     let Some(row) = sqlx::query(&format!(
         "{FILING_SELECT} WHERE f.id = $1 AND {}",
         visible_for(viewer, 2)
     ))
     .bind(filing_id)
     .bind(viewer)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?
     else {
         return Ok(None);
     };
-    view_from_row(pool, &row).await.map(Some)
+    view_from_row(&mut conn, &row).await.map(Some)
 }
 
 /// Filings of records `viewer` (a user id) may see, newest first, optionally of one record.
@@ -378,9 +383,10 @@ pub async fn list_filings(
             .await?
         }
     };
+    let mut conn = pool.acquire().await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
-        out.push(view_from_row(pool, r).await?);
+        out.push(view_from_row(&mut conn, r).await?);
     }
     Ok(out)
 }

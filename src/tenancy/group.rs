@@ -10,6 +10,11 @@
 //! nothing is acknowledged that was not durably committed. Runners are spawned tasks, so a
 //! request that goes away cannot cut a batch short.
 //!
+//! What every piece would otherwise read and write again is done once per batch ([`Batch`]):
+//! the audit chain's lock and head (each piece appends after the one before, in memory; the
+//! head row is written once, before the COMMIT) and the sweep epoch. A piece that fails has
+//! its entries rolled back with its savepoint, and the head in memory is put back with them.
+//!
 //! On PostgreSQL there is no writer lock and no batching: each piece runs in its own
 //! transaction (the server orders writers on the audit head's row lock and groups commits
 //! itself).
@@ -22,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use super::{db::Tx, Tenant};
+use crate::audit;
 use crate::error::{AppError, AppResult};
 
 /// At most this many pieces of work share one transaction.
@@ -29,9 +35,20 @@ pub const MAX_BATCH: usize = 64;
 
 /// A piece of work to run inside the shared transaction, after the audit chain is locked.
 pub type Work = Box<
-    dyn for<'a> FnOnce(&'a mut Tx) -> Pin<Box<dyn Future<Output = AppResult<Answer>> + Send + 'a>>
+    dyn for<'a> FnOnce(
+            &'a mut Tx,
+            &'a mut Batch,
+        ) -> Pin<Box<dyn Future<Output = AppResult<Answer>> + Send + 'a>>
         + Send,
 >;
+
+/// What the pieces of one transaction share, read once after the audit chain is locked.
+pub struct Batch {
+    /// The chain's head: append with [`audit::Head::append`], never [`audit::append`].
+    pub audit: audit::Head,
+    /// The blob sweep epoch (no sweep can move it while the chain is locked).
+    pub sweep_epoch: i64,
+}
 
 /// What a piece of work returns, type-erased so one queue serves any caller.
 pub type Answer = Box<dyn Any + Send>;
@@ -84,13 +101,13 @@ impl Tenant {
     }
 
     async fn run_batch(&self, batch: Vec<Pending>) {
-        let mut tx = match self.begin_locked().await {
-            Ok(tx) => tx,
+        let (mut tx, mut shared) = match self.begin_locked().await {
+            Ok(begun) => begun,
             Err(e) => return fail_all(batch.into_iter().map(|p| p.done), &e),
         };
         let mut answers = Vec::with_capacity(batch.len());
-        for p in batch {
-            match run_in_savepoint(&mut tx, p.work).await {
+        for (i, p) in batch.into_iter().enumerate() {
+            match run_in_savepoint(&mut tx, &mut shared, p.work, i > 0).await {
                 Ok(answer) => answers.push((p.done, answer)),
                 Err(e) => {
                     // The transaction's state is unknown: dropping `tx` closes the connection.
@@ -100,7 +117,11 @@ impl Tenant {
                 }
             }
         }
-        if let Err(e) = tx.commit().await {
+        let committed = match shared.audit.store(&mut tx).await {
+            Ok(()) => tx.commit().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = committed {
             return fail_all(answers.into_iter().map(|(d, _)| d), &e.into());
         }
         for (done, answer) in answers {
@@ -108,23 +129,35 @@ impl Tenant {
         }
     }
 
-    async fn begin_locked(&self) -> AppResult<Tx> {
+    async fn begin_locked(&self) -> AppResult<(Tx, Batch)> {
         let mut tx = self.begin().await?;
-        crate::audit::lock_chain(&mut tx).await?;
-        Ok(tx)
+        let audit = audit::Head::lock(&mut tx).await?;
+        let sweep_epoch = crate::sweep_epoch::in_tx(&mut tx).await?;
+        Ok((tx, Batch { audit, sweep_epoch }))
     }
 }
 
-/// Runs one piece in a savepoint. `Ok(Err(_))`: the piece failed and was rolled back alone;
+/// Runs one piece in a savepoint (the one before it released in the same round trip).
+/// `Ok(Err(_))`: the piece failed and was rolled back alone, the chain's head with it;
 /// `Err(_)`: the savepoint itself failed, and with it the whole transaction.
-async fn run_in_savepoint(tx: &mut Tx, work: Work) -> AppResult<AppResult<Answer>> {
+async fn run_in_savepoint(
+    tx: &mut Tx,
+    shared: &mut Batch,
+    work: Work,
+    after_another: bool,
+) -> AppResult<AppResult<Answer>> {
     use sqlx::Executor;
-    tx.execute("SAVEPOINT docket_piece").await?;
-    let answer = work(tx).await;
+    tx.execute(match after_another {
+        false => "SAVEPOINT docket_piece",
+        true => "RELEASE docket_piece; SAVEPOINT docket_piece",
+    })
+    .await?;
+    let head = shared.audit.clone();
+    let answer = work(tx, shared).await;
     if answer.is_err() {
         tx.execute("ROLLBACK TO docket_piece").await?;
+        shared.audit = head;
     }
-    tx.execute("RELEASE docket_piece").await?;
     Ok(answer)
 }
 

@@ -5,6 +5,7 @@
 
 use crate::both_backends;
 use crate::common::*;
+use docket::audit::AuditEvent;
 use docket::tenancy::group::Answer;
 use sqlx::Executor;
 
@@ -18,12 +19,15 @@ both_backends!(
         let pieces = (0..40i64).map(|n| {
             let t = t.clone();
             async move {
-                t.group_commit::<i64>(Box::new(move |tx| {
+                t.group_commit::<i64>(Box::new(move |tx, batch| {
                     Box::pin(async move {
                         sqlx::query("INSERT INTO scratch (n) VALUES ($1)")
                             .bind(n)
                             .execute(&mut **tx)
                             .await?;
+                        // Each piece appends to the chain through the batch's head in memory.
+                        let event = AuditEvent::new("test", "test.piece", &n.to_string());
+                        batch.audit.append(tx, &event).await?;
                         if n % 10 == 7 {
                             // A statement that fails after this piece already wrote a row.
                             sqlx::query("INSERT INTO scratch (n) VALUES ($1)")
@@ -53,7 +57,18 @@ both_backends!(
             rows, expected,
             "the failed pieces left nothing, the others everything"
         );
-        // The audit chain is untouched by the rolled-back pieces and still verifies.
+        // The rolled-back pieces' entries went with them, the head in memory too: the chain
+        // holds the others' entries and still verifies.
+        let mut logged: Vec<i64> =
+            sqlx::query_scalar("SELECT subject FROM audit_log WHERE action = 'test.piece'")
+                .fetch_all(&t.db)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s: String| s.parse().unwrap())
+                .collect();
+        logged.sort();
+        assert_eq!(logged, expected);
         assert!(matches!(
             docket::audit::verify(&t.db).await.unwrap(),
             docket::audit::ChainStatus::Intact { .. }

@@ -195,14 +195,16 @@ both_backends!(
         // Its transaction finds the epoch moved, and must not commit.
         let mut tx = here.begin().await.unwrap();
         docket::audit::lock_chain(&mut tx).await.unwrap();
-        let e = sweep_epoch::check(&mut tx, seen).await.unwrap_err();
+        let now = sweep_epoch::in_tx(&mut tx).await.unwrap();
+        let e = sweep_epoch::check(now, seen).unwrap_err();
         assert!(sweep_epoch::raced(&e), "{e}");
         tx.rollback().await.unwrap();
         // A filing read afterwards is fine.
         let seen = sweep_epoch::settled(&here).await.unwrap();
         let mut tx = here.begin().await.unwrap();
         docket::audit::lock_chain(&mut tx).await.unwrap();
-        sweep_epoch::check(&mut tx, seen).await.unwrap();
+        let now = sweep_epoch::in_tx(&mut tx).await.unwrap();
+        sweep_epoch::check(now, seen).unwrap();
         tx.rollback().await.unwrap();
     }
 );
