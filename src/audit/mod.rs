@@ -19,6 +19,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, AnyPool, Row};
 
+use crate::tenancy::script::Script;
 use crate::time_fmt::now_rfc3339;
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -166,6 +167,9 @@ pub async fn append(conn: &mut AnyConnection, ev: &AuditEvent) -> sqlx::Result<A
     Ok(entry)
 }
 
+const INSERT_ENTRY: &str = "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash, version, salts) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 2, $9)";
+
 /// The chain's head kept in memory by a transaction that appends several entries (a group
 /// commit's batch): read once, advanced by each [`Head::append`], written back once by
 /// [`Head::store`] before the commit. Only valid inside the transaction that locked it.
@@ -205,6 +209,45 @@ impl Head {
         conn: &mut AnyConnection,
         ev: &AuditEvent,
     ) -> sqlx::Result<AuditEntry> {
+        let (entry, salts) = self.next(ev);
+        sqlx::query(INSERT_ENTRY)
+            .bind(entry.seq)
+            .bind(&entry.at)
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(&entry.subject)
+            .bind(&entry.detail)
+            .bind(&entry.prev_hash)
+            .bind(&entry.hash)
+            .bind(salts)
+            .execute(&mut *conn)
+            .await?;
+        Ok(entry)
+    }
+
+    /// As [`Head::append`], the entry's insert added to `script` (see [`crate::tenancy::script`]).
+    pub fn append_to(&mut self, script: &mut Script, ev: &AuditEvent) -> AuditEntry {
+        let (entry, salts) = self.next(ev);
+        let e = &entry;
+        script.push(
+            INSERT_ENTRY,
+            vec![
+                e.seq.into(),
+                (&e.at).into(),
+                (&e.actor).into(),
+                (&e.action).into(),
+                (&e.subject).into(),
+                (&e.detail).into(),
+                (&e.prev_hash).into(),
+                (&e.hash).into(),
+                salts.into(),
+            ],
+        );
+        entry
+    }
+
+    /// The entry after this head, and its salts (JSON); the head moves to it.
+    fn next(&mut self, ev: &AuditEvent) -> (AuditEntry, String) {
         let seq = self.seq + 1;
         let at = now_rfc3339();
         let detail = ev.detail.to_string();
@@ -212,24 +255,9 @@ impl Head {
         let d = digests([&ev.actor, &ev.subject, &detail], &salts, &BTreeMap::new())
             .expect("every salt is there");
         let hash = entry_hash_v2(&self.hash, seq, &at, ev.action, [&d[0], &d[1], &d[2]]);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash, version, salts) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 2, $9)",
-        )
-        .bind(seq)
-        .bind(&at)
-        .bind(&ev.actor)
-        .bind(ev.action)
-        .bind(&ev.subject)
-        .bind(&detail)
-        .bind(&self.hash)
-        .bind(&hash)
-        .bind(serde_json::to_string(&salts).expect("salts are JSON"))
-        .execute(&mut *conn)
-        .await?;
         let prev_hash = std::mem::replace(&mut self.hash, hash.clone());
         self.seq = seq;
-        Ok(AuditEntry {
+        let entry = AuditEntry {
             seq,
             at,
             actor: ev.actor.clone(),
@@ -238,7 +266,11 @@ impl Head {
             detail,
             prev_hash,
             hash,
-        })
+        };
+        (
+            entry,
+            serde_json::to_string(&salts).expect("salts are JSON"),
+        )
     }
 
     /// Writes the head back (the last entry appended).

@@ -20,6 +20,7 @@ use crate::directory::{self, Record, RecordKind, User};
 use crate::error::{AppError, AppResult};
 use crate::mail::{self, ParsedMessage};
 use crate::sweep_epoch;
+use crate::tenancy::script::Script;
 use crate::tenancy::{db::Tx, group, Tenant};
 use crate::time_fmt::now_rfc3339;
 
@@ -344,7 +345,7 @@ impl Job {
     async fn write(&self, tx: &mut Tx, batch: &mut group::Batch) -> AppResult<Recorded> {
         sweep_epoch::check(batch.sweep_epoch, self.epoch)?;
         let now = now_rfc3339();
-        let (row, message_id_taken) = self.message_row(tx, &now).await?;
+        let (row, message_id_taken) = self.message_row(tx, &mut batch.writes, &now).await?;
         // A message inserted just now keeps every selected attachment and has no filings.
         let kept = match row.new {
             true => self.selected.iter().map(|i| *i as i64).collect(),
@@ -379,9 +380,8 @@ impl Job {
                     at: &now,
                 },
             };
-            let chain = &mut batch.audit;
             let (fid, created) =
-                file_one(tx, chain, &filer, rec, &row, &self.parsed, &kept).await?;
+                file_one(tx, batch, &filer, rec, &row, &self.parsed, &kept).await?;
             match rule {
                 Some(rule) => out.auto.push((fid, rec.clone(), rule.to_string(), created)),
                 None => out.filings.push((fid, created)),
@@ -390,9 +390,15 @@ impl Job {
         Ok(out)
     }
 
-    /// The stored message for the parsed one (see [`dedup`]), inserted when new; and whether
-    /// a different message took its Message-ID since [`dedup::resolve`] looked.
-    async fn message_row(&self, tx: &mut Tx, now: &str) -> AppResult<(MessageRow, bool)> {
+    /// The stored message for the parsed one (see [`dedup`]), inserted (through `writes`)
+    /// when new; and whether a different message took its Message-ID since
+    /// [`dedup::resolve`] looked.
+    async fn message_row(
+        &self,
+        tx: &mut Tx,
+        writes: &mut Script,
+        now: &str,
+    ) -> AppResult<(MessageRow, bool)> {
         let parsed = &self.parsed;
         let (key, stored) = dedup::stored_in_tx(tx, parsed).await?;
         let taken = key != parsed.dedup_key;
@@ -403,7 +409,7 @@ impl Job {
             self.store_raw().await?;
         }
         let (gmail_message, gmail_thread) = (self.gmail.0.as_deref(), self.gmail.1.as_deref());
-        let id = insert_message(tx, parsed, &key, gmail_message, gmail_thread, now).await?;
+        let id = insert_message(writes, parsed, &key, gmail_message, gmail_thread, now);
         Ok((MessageRow { id, new: true }, taken))
     }
 }
@@ -468,7 +474,7 @@ struct MessageRow {
 /// one with its kept attachments. Returns (filing id, created).
 async fn file_one(
     tx: &mut Tx,
-    chain: &mut audit::Head,
+    batch: &mut group::Batch,
     filer: &Filer<'_>,
     rec: &Record,
     message: &MessageRow,
@@ -492,25 +498,26 @@ async fn file_one(
         let detail =
             serde_json::json!({"target": target, "message": message_id, "rule": filer.rule});
         let event = AuditEvent::new(&filer.user.email, "filing.duplicate", &fid).detail(detail);
-        chain.append(tx, &event).await?;
+        batch.append_audit(&event);
         return Ok((fid, false));
     }
     let fid = uuid::Uuid::new_v4().simple().to_string();
-    sqlx::query("INSERT INTO filings (id, message_id, record_id, filed_by, filed_at, note) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(&fid)
-        .bind(message_id)
-        .bind(&rec.id)
-        .bind(&filer.user.id)
-        .bind(filer.at)
-        .bind(filer.note.clone())
-        .execute(&mut **tx)
-        .await?;
+    batch.writes.push(
+        "INSERT INTO filings (id, message_id, record_id, filed_by, filed_at, note) VALUES ($1, $2, $3, $4, $5, $6)",
+        vec![
+            (&fid).into(),
+            message_id.into(),
+            (&rec.id).into(),
+            (&filer.user.id).into(),
+            filer.at.into(),
+            filer.note.clone().into(),
+        ],
+    );
     for i in kept {
-        sqlx::query("INSERT INTO filing_attachments (filing_id, idx) VALUES ($1, $2)")
-            .bind(&fid)
-            .bind(*i)
-            .execute(&mut **tx)
-            .await?;
+        batch.writes.push(
+            "INSERT INTO filing_attachments (filing_id, idx) VALUES ($1, $2)",
+            vec![(&fid).into(), (*i).into()],
+        );
     }
     let detail = serde_json::json!({
         "target": target,
@@ -521,7 +528,7 @@ async fn file_one(
         "on_behalf_of": filer.on_behalf_of,
     });
     let event = AuditEvent::new(&filer.user.email, "filing.created", &fid).detail(detail);
-    chain.append(tx, &event).await?;
+    batch.append_audit(&event);
     Ok((fid, true))
 }
 

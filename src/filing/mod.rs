@@ -10,6 +10,7 @@ use crate::access;
 use crate::directory::RecordKind;
 use crate::error::AppResult;
 use crate::mail::{Mailbox, ParsedMessage};
+use crate::tenancy::script::Script;
 
 pub mod dedup;
 mod flow;
@@ -187,54 +188,55 @@ async fn message_id_by_key<'e>(
         .map(|r| r.get(0)))
 }
 
-async fn insert_message(
-    conn: &mut AnyConnection,
+/// The message's row and its attachments' rows, added to `writes`; returns the new id.
+fn insert_message(
+    writes: &mut Script,
     p: &ParsedMessage,
     dedup_key: &str,
     gmail_message_id: Option<&str>,
     gmail_thread_id: Option<&str>,
     now: &str,
-) -> AppResult<String> {
+) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
-    sqlx::query(
+    writes.push(
         "INSERT INTO messages (id, dedup_key, message_id, subject, from_json, to_json, cc_json, sent_at, \
          in_reply_to_json, references_json, raw_size, raw_sha256, gmail_message_id, gmail_thread_id, created_at, from_addr, \
          content_sha256) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-    )
-    .bind(&id)
-    .bind(dedup_key)
-    .bind(p.message_id.clone())
-    .bind(p.subject.clone())
-    .bind(js(&p.from))
-    .bind(js(&p.to))
-    .bind(js(&p.cc))
-    .bind(p.sent_at.clone())
-    .bind(js(&p.in_reply_to))
-    .bind(js(&p.references))
-    .bind(p.raw_size as i64)
-    .bind(&p.raw_sha256)
-    .bind(gmail_message_id.map(str::to_string))
-    .bind(gmail_thread_id.map(str::to_string))
-    .bind(now)
-    .bind(p.from.iter().find_map(|b| b.address.clone()))
-    .bind(&p.content_sha256)
-    .execute(&mut *conn)
-    .await?;
+        vec![
+            (&id).into(),
+            dedup_key.into(),
+            p.message_id.clone().into(),
+            p.subject.clone().into(),
+            js(&p.from).into(),
+            js(&p.to).into(),
+            js(&p.cc).into(),
+            p.sent_at.clone().into(),
+            js(&p.in_reply_to).into(),
+            js(&p.references).into(),
+            (p.raw_size as i64).into(),
+            (&p.raw_sha256).into(),
+            gmail_message_id.into(),
+            gmail_thread_id.into(),
+            now.into(),
+            p.from.iter().find_map(|b| b.address.clone()).into(),
+            (&p.content_sha256).into(),
+        ],
+    );
     for a in &p.attachments {
-        sqlx::query(
+        writes.push(
             "INSERT INTO message_attachments (message_id, idx, display_name, content_type, size, sha256) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&id)
-        .bind(a.index as i64)
-        .bind(&a.display_name)
-        .bind(&a.content_type)
-        .bind(a.size as i64)
-        .bind(&a.sha256)
-        .execute(&mut *conn)
-        .await?;
+            vec![
+                (&id).into(),
+                (a.index as i64).into(),
+                (&a.display_name).into(),
+                (&a.content_type).into(),
+                (a.size as i64).into(),
+                (&a.sha256).into(),
+            ],
+        );
     }
-    Ok(id)
+    id
 }
 
 fn js<T: Serialize>(v: &T) -> String {

@@ -12,8 +12,10 @@
 //!
 //! What every piece would otherwise read and write again is done once per batch ([`Batch`]):
 //! the audit chain's lock and head (each piece appends after the one before, in memory; the
-//! head row is written once, before the COMMIT) and the sweep epoch. A piece that fails has
-//! its entries rolled back with its savepoint, and the head in memory is put back with them.
+//! head row is written once, before the COMMIT) and the sweep epoch. A piece's writes are
+//! collected and sent together when it is done ([`super::script`]), with the next piece's
+//! savepoint. A piece that fails, or whose writes fail, is rolled back to its savepoint, and
+//! the head in memory is put back with it.
 //!
 //! On PostgreSQL there is no writer lock and no batching: each piece runs in its own
 //! transaction (the server orders writers on the audit head's row lock and groups commits
@@ -26,6 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+use super::script::Script;
 use super::{db::Tx, Tenant};
 use crate::audit;
 use crate::error::{AppError, AppResult};
@@ -44,10 +47,19 @@ pub type Work = Box<
 
 /// What the pieces of one transaction share, read once after the audit chain is locked.
 pub struct Batch {
-    /// The chain's head: append with [`audit::Head::append`], never [`audit::append`].
-    pub audit: audit::Head,
+    /// The chain's head, in memory: append with [`Batch::append_audit`].
+    head: audit::Head,
     /// The blob sweep epoch (no sweep can move it while the chain is locked).
     pub sweep_epoch: i64,
+    /// The running piece's writes, sent when it is done (see [`super::script`]).
+    pub writes: Script,
+}
+
+impl Batch {
+    /// Appends an audit entry after the running piece's others (its insert in `writes`).
+    pub fn append_audit(&mut self, ev: &audit::AuditEvent) -> audit::AuditEntry {
+        self.head.append_to(&mut self.writes, ev)
+    }
 }
 
 /// What a piece of work returns, type-erased so one queue serves any caller.
@@ -106,8 +118,10 @@ impl Tenant {
             Err(e) => return fail_all(batch.into_iter().map(|p| p.done), &e),
         };
         let mut answers = Vec::with_capacity(batch.len());
+        let last = batch.len() - 1;
         for (i, p) in batch.into_iter().enumerate() {
-            match run_in_savepoint(&mut tx, &mut shared, p.work, i > 0).await {
+            let then = if i < last { NEXT_PIECE } else { "" };
+            match self.run_piece(&mut tx, &mut shared, p.work, then).await {
                 Ok(answer) => answers.push((p.done, answer)),
                 Err(e) => {
                     // The transaction's state is unknown: dropping `tx` closes the connection.
@@ -117,7 +131,7 @@ impl Tenant {
                 }
             }
         }
-        let committed = match shared.audit.store(&mut tx).await {
+        let committed = match shared.head.store(&mut tx).await {
             Ok(()) => tx.commit().await,
             Err(e) => Err(e),
         };
@@ -129,37 +143,54 @@ impl Tenant {
         }
     }
 
+    /// The transaction, the chain locked, and the first piece's savepoint.
     async fn begin_locked(&self) -> AppResult<(Tx, Batch)> {
+        use sqlx::Executor;
         let mut tx = self.begin().await?;
-        let audit = audit::Head::lock(&mut tx).await?;
+        let head = audit::Head::lock(&mut tx).await?;
         let sweep_epoch = crate::sweep_epoch::in_tx(&mut tx).await?;
-        Ok((tx, Batch { audit, sweep_epoch }))
+        tx.execute("SAVEPOINT docket_piece").await?;
+        let writes = Script::default();
+        Ok((
+            tx,
+            Batch {
+                head,
+                sweep_epoch,
+                writes,
+            },
+        ))
+    }
+
+    /// Runs one piece in its savepoint, then sends its writes and `then` (the next piece's
+    /// savepoint) in one round trip. `Ok(Err(_))`: the piece failed and was rolled back
+    /// alone, the chain's head in memory with it; `Err(_)`: the rollback itself failed, and
+    /// with it the whole transaction.
+    async fn run_piece(
+        &self,
+        tx: &mut Tx,
+        shared: &mut Batch,
+        work: Work,
+        then: &str,
+    ) -> AppResult<AppResult<Answer>> {
+        use sqlx::Executor;
+        let head = shared.head.clone();
+        let mut answer = work(tx, shared).await;
+        if answer.is_ok() {
+            if let Err(e) = shared.writes.run(tx, self.backend, then).await {
+                answer = Err(e.into());
+            }
+        }
+        if answer.is_err() {
+            shared.writes.clear();
+            shared.head = head;
+            tx.execute("ROLLBACK TO docket_piece").await?;
+        }
+        Ok(answer)
     }
 }
 
-/// Runs one piece in a savepoint (the one before it released in the same round trip).
-/// `Ok(Err(_))`: the piece failed and was rolled back alone, the chain's head with it;
-/// `Err(_)`: the savepoint itself failed, and with it the whole transaction.
-async fn run_in_savepoint(
-    tx: &mut Tx,
-    shared: &mut Batch,
-    work: Work,
-    after_another: bool,
-) -> AppResult<AppResult<Answer>> {
-    use sqlx::Executor;
-    tx.execute(match after_another {
-        false => "SAVEPOINT docket_piece",
-        true => "RELEASE docket_piece; SAVEPOINT docket_piece",
-    })
-    .await?;
-    let head = shared.audit.clone();
-    let answer = work(tx, shared).await;
-    if answer.is_err() {
-        tx.execute("ROLLBACK TO docket_piece").await?;
-        shared.audit = head;
-    }
-    Ok(answer)
-}
+/// Ends a piece that went through and opens the next one's savepoint.
+const NEXT_PIECE: &str = "RELEASE docket_piece; SAVEPOINT docket_piece";
 
 fn fail_all(dones: impl Iterator<Item = oneshot::Sender<AppResult<Answer>>>, e: &AppError) {
     tracing::error!(error = %e, "a group commit failed; every filing in it is answered 5xx");

@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod group;
+pub mod script;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

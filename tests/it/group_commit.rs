@@ -27,13 +27,14 @@ both_backends!(
                             .await?;
                         // Each piece appends to the chain through the batch's head in memory.
                         let event = AuditEvent::new("test", "test.piece", &n.to_string());
-                        batch.audit.append(tx, &event).await?;
+                        batch.append_audit(&event);
+                        // Writes sent when the piece is done: one fails, after this piece
+                        // already wrote a row (above) and an audit entry (in the same query).
+                        let write = "INSERT INTO scratch (n) VALUES ($1)";
+                        batch.writes.push(write, vec![(n + 1000).into()]);
                         if n % 10 == 7 {
-                            // A statement that fails after this piece already wrote a row.
-                            sqlx::query("INSERT INTO scratch (n) VALUES ($1)")
-                                .bind(n)
-                                .execute(&mut **tx)
-                                .await?;
+                            batch.writes.push(write, vec![n.into()]);
+                            batch.writes.push(write, vec![(n + 2000).into()]);
                         }
                         Ok(Box::new(n) as Answer)
                     })
@@ -48,7 +49,7 @@ both_backends!(
                 Err(e) => assert_eq!(n % 10, 7, "piece {n} failed: {e}"),
             }
         }
-        let rows: Vec<i64> = sqlx::query_scalar("SELECT n FROM scratch ORDER BY n")
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT n FROM scratch WHERE n < 1000 ORDER BY n")
             .fetch_all(&t.db)
             .await
             .unwrap();
@@ -69,6 +70,15 @@ both_backends!(
                 .collect();
         logged.sort();
         assert_eq!(logged, expected);
+        let written: Vec<i64> =
+            sqlx::query_scalar("SELECT n - 1000 FROM scratch WHERE n >= 1000 ORDER BY n")
+                .fetch_all(&t.db)
+                .await
+                .unwrap();
+        assert_eq!(
+            written, expected,
+            "each piece's writes, none of a failed piece's"
+        );
         assert!(matches!(
             docket::audit::verify(&t.db).await.unwrap(),
             docket::audit::ChainStatus::Intact { .. }
