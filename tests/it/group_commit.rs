@@ -26,7 +26,7 @@ both_backends!(
                             .execute(&mut **tx)
                             .await?;
                         // Each piece appends to the chain through the batch's head in memory.
-                        let event = AuditEvent::new("test", "test.piece", &n.to_string());
+                        let event = AuditEvent::new("test", "test.piece", n.to_string());
                         batch.append_audit(&event);
                         // Writes sent when the piece is done: one fails, after this piece
                         // already wrote a row (above) and an audit entry (in the same query).
