@@ -18,19 +18,35 @@ fn alternative_key(base: &str, content_sha256: &str) -> String {
 }
 
 /// Sets `parsed.dedup_key` to the key under which this content is, or will be, stored.
-/// Returns `true` when an earlier, different message used the same Message-ID.
-pub async fn resolve(tenant: &Tenant, parsed: &mut ParsedMessage) -> AppResult<bool> {
-    let (key, reused) = resolve_key(tenant, parsed).await?;
+/// Returns whether an earlier, different message used the same Message-ID, and whether a
+/// message is stored under that key already (as this lookup saw it; the filing's
+/// transaction looks again).
+pub async fn resolve(tenant: &Tenant, parsed: &mut ParsedMessage) -> AppResult<(bool, bool)> {
+    let (key, reused, stored) = lookup(tenant, parsed).await?;
+    let stored = match stored {
+        Some(stored) => stored,
+        None => by_key_in(&tenant.db, &key).await?.is_some(),
+    };
     parsed.dedup_key = key;
-    Ok(reused)
+    Ok((reused, stored))
 }
 
-/// The key under which `parsed`'s content is, or will be, stored, and whether an earlier,
+/// The key under which `parsed`'s content is, or would be, stored, and whether an earlier,
 /// different message used the same Message-ID.
 pub async fn resolve_key(tenant: &Tenant, parsed: &ParsedMessage) -> AppResult<(String, bool)> {
+    let (key, reused, _) = lookup(tenant, parsed).await?;
+    Ok((key, reused))
+}
+
+/// As [`resolve_key`], and whether a message is stored under the key, when the lookup
+/// showed it (`None`: not looked at).
+async fn lookup(
+    tenant: &Tenant,
+    parsed: &ParsedMessage,
+) -> AppResult<(String, bool, Option<bool>)> {
     let base = parsed.dedup_key.clone();
     if !base.starts_with("mid:") {
-        return Ok((base, false));
+        return Ok((base, false, None));
     }
     let alt = alternative_key(&base, &parsed.content_sha256);
     let rows = sqlx::query(
@@ -41,19 +57,19 @@ pub async fn resolve_key(tenant: &Tenant, parsed: &ParsedMessage) -> AppResult<(
     .fetch_all(&tenant.db)
     .await?;
     if rows.iter().any(|r| r.get::<String, _>(1) == alt) {
-        return Ok((alt, true));
+        return Ok((alt, true, Some(true)));
     }
     let Some(row) = rows.first() else {
-        return Ok((base, false));
+        return Ok((base, false, Some(false)));
     };
     let stored = match row.get::<Option<String>, _>(2) {
         Some(fp) => fp,
         None => backfill(tenant, &row.get::<String, _>(0), &row.get::<String, _>(3)).await,
     };
     if stored == parsed.content_sha256 || stored.is_empty() {
-        return Ok((base, false));
+        return Ok((base, false, Some(true)));
     }
-    Ok((alt, true))
+    Ok((alt, true, Some(false)))
 }
 
 /// The fingerprint of a message stored before fingerprints existed, from its raw blob, saved
@@ -114,10 +130,18 @@ async fn by_key(
     conn: &mut AnyConnection,
     key: &str,
 ) -> AppResult<Option<(String, Option<String>)>> {
+    by_key_in(conn, key).await
+}
+
+/// The id and content fingerprint of the message stored under `key`.
+async fn by_key_in<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    key: &str,
+) -> AppResult<Option<(String, Option<String>)>> {
     Ok(
         sqlx::query("SELECT id, content_sha256 FROM messages WHERE dedup_key = $1")
             .bind(key)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(db)
             .await?
             .map(|r| (r.get(0), r.get(1))),
     )

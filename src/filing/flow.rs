@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use sqlx::Row;
 
 use super::{
-    dedup, insert_message, load_filing, message_id_by_key, reused_id_notice, AttachmentSelection,
-    AutoFiled, FilingInput, FilingOutcome, TargetRef, TargetView, MAX_NOTE_CHARS, MAX_TARGETS,
+    dedup, insert_message, load_filing, reused_id_notice, AttachmentSelection, AutoFiled,
+    FilingInput, FilingOutcome, TargetRef, TargetView, MAX_NOTE_CHARS, MAX_TARGETS,
 };
 use crate::access;
 use crate::audit::{self, AuditEvent};
@@ -57,7 +57,7 @@ pub async fn file_message(
     authorise_filer(tenant, user).await?;
     let records = authorise_targets(tenant, user, &req.targets).await?;
     let mut parsed = mail::parse_isolated(req.raw.clone(), limits.clone()).await?;
-    let message_id_reused = dedup::resolve(tenant, &mut parsed).await?;
+    let (message_id_reused, looked_stored) = dedup::resolve(tenant, &mut parsed).await?;
     let auto = route_by_rules(tenant, user, &parsed, &req.raw, &records).await?;
     let selected = select_attachments(&parsed, &req.attachments)?;
     let parsed = Arc::new(parsed);
@@ -66,7 +66,8 @@ pub async fn file_message(
         // This process's sweep waits on the lease from the first blob write to the commit;
         // other processes' sweeps are kept off through the epoch (`sweep_epoch`).
         let _lease = tenant.blob_lease.read().await;
-        let stored = store_blobs(tenant, &parsed, &req.raw, &selected).await?;
+        let store_raw = !looked_stored;
+        let stored = store_blobs(tenant, &parsed, &req.raw, &selected, store_raw).await?;
         match record(tenant, user, &req, &parsed, &records, &auto, &stored).await {
             // A sweep elsewhere may have deleted a blob just written: write them again.
             Err(e) if sweep_epoch::raced(&e) && attempt < MAX_SWEEP_RACES => attempt += 1,
@@ -252,18 +253,18 @@ struct Stored {
 }
 
 /// Blobs first, durably (written, fsynced, renamed, directory fsynced). Content-addressed,
-/// so a retry or a concurrent copy is harmless. The raw message only when it is new.
+/// so a retry or a concurrent copy is harmless. The raw message only when `store_raw` (it
+/// looked new to [`dedup::resolve`]; if it turns out new after all, the transaction stores
+/// it, see [`Job::store_raw`]).
 async fn store_blobs(
     tenant: &Tenant,
     parsed: &Arc<ParsedMessage>,
     raw: &Arc<Vec<u8>>,
     selected: &[usize],
+    store_raw: bool,
 ) -> AppResult<Stored> {
     let epoch = sweep_epoch::settled(tenant).await?;
     let selected = selected.to_vec();
-    let store_raw = message_id_by_key(&tenant.db, &parsed.dedup_key)
-        .await?
-        .is_none();
     let (blobs, parsed, raw) = (tenant.blobs.clone(), parsed.clone(), raw.clone());
     tokio::task::spawn_blocking(move || -> Result<Stored, crate::storage::BlobError> {
         if store_raw {

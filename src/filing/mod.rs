@@ -176,18 +176,6 @@ impl FilingOutcome {
     }
 }
 
-/// The stored message with this dedup key, through a pool or inside a transaction.
-async fn message_id_by_key<'e>(
-    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
-    key: &str,
-) -> AppResult<Option<String>> {
-    Ok(sqlx::query("SELECT id FROM messages WHERE dedup_key = $1")
-        .bind(key)
-        .fetch_optional(db)
-        .await?
-        .map(|r| r.get(0)))
-}
-
 /// The message's row and its attachments' rows, added to `writes`; returns the new id.
 fn insert_message(
     writes: &mut Script,

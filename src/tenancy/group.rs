@@ -148,6 +148,9 @@ impl Tenant {
         use sqlx::Executor;
         let mut tx = self.begin().await?;
         let head = audit::Head::lock(&mut tx).await?;
+        // A statement of its own, after the lock: on PostgreSQL a subquery of the locking
+        // statement would read the snapshot from before it waited for the lock, and miss a
+        // sweep that committed meanwhile (test `sweep_epoch::a_sweep_elsewhere_never_...`).
         let sweep_epoch = crate::sweep_epoch::in_tx(&mut tx).await?;
         tx.execute("SAVEPOINT docket_piece").await?;
         let writes = Script::default();
