@@ -192,6 +192,28 @@ impl Head {
         })
     }
 
+    /// As [`Head::lock`] on SQLite, in a transaction begun with `BEGIN IMMEDIATE` (so it
+    /// holds the database's write lock and reads the latest commit), also reading the blob
+    /// sweep epoch ([`crate::sweep_epoch`]) and then running `then` (statements without
+    /// values), all in one round trip. Not for PostgreSQL: there a subquery of the locking
+    /// statement reads the snapshot from before it waited for the row lock.
+    pub async fn lock_sqlite_with_epoch(
+        conn: &mut AnyConnection,
+        then: &str,
+    ) -> sqlx::Result<(Head, i64)> {
+        let sql = format!(
+            "UPDATE audit_head SET seq = seq WHERE id = 1 \
+             RETURNING seq, hash, (SELECT epoch FROM blob_sweep WHERE id = 1); {then}"
+        );
+        let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
+        let row = rows.first().ok_or(sqlx::Error::RowNotFound)?;
+        let head = Head {
+            seq: row.try_get(0)?,
+            hash: row.try_get(1)?,
+        };
+        Ok((head, row.try_get(2)?))
+    }
+
     /// The head as stored, in a transaction that already holds the lock.
     async fn read(conn: &mut AnyConnection) -> sqlx::Result<Head> {
         let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
@@ -275,14 +297,21 @@ impl Head {
 
     /// Writes the head back (the last entry appended).
     pub async fn store(&self, conn: &mut AnyConnection) -> sqlx::Result<()> {
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        sqlx::query(STORE_HEAD)
             .bind(self.seq)
             .bind(&self.hash)
             .execute(&mut *conn)
             .await?;
         Ok(())
     }
+
+    /// As [`Head::store`], added to `script`.
+    pub fn store_to(&self, script: &mut Script) {
+        script.push(STORE_HEAD, vec![self.seq.into(), (&self.hash).into()]);
+    }
 }
+
+const STORE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
 
 /// Appends entries in a transaction of their own.
 pub async fn record(pool: &AnyPool, events: &[AuditEvent]) -> sqlx::Result<()> {

@@ -59,6 +59,11 @@ pub async fn open_sqlite(
         .max_connections(max_connections.max(1))
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(30))
+        // No ping on every acquire: it is a round trip to the connection's worker thread,
+        // and an embedded database has no far end to hang up. A worker thread only dies on
+        // a panic inside sqlx; the other ways a connection goes bad leave a transaction open,
+        // and `sqlite_connection_is_clean` closes those on release.
+        .test_before_acquire(false)
         .after_release(sqlite_connection_is_clean)
         .after_connect(move |conn, _| {
             let (db_path, created) = (db_path.clone(), created.clone());
@@ -139,8 +144,13 @@ pub struct Tx {
 
 /// Opens a transaction on a connection from `pool`.
 pub async fn begin(pool: &AnyPool) -> sqlx::Result<Tx> {
+    begin_with(pool, None).await
+}
+
+/// [`begin`] with the database's own statement for it (`BEGIN IMMEDIATE` on SQLite).
+async fn begin_with(pool: &AnyPool, statement: Option<&'static str>) -> sqlx::Result<Tx> {
     let mut conn = pool.acquire().await?;
-    if let Err(e) = AnyTransactionManager::begin(&mut conn, None).await {
+    if let Err(e) = AnyTransactionManager::begin(&mut conn, statement.map(Into::into)).await {
         conn.close_on_drop();
         return Err(e);
     }
@@ -153,7 +163,18 @@ pub async fn begin(pool: &AnyPool) -> sqlx::Result<Tx> {
 
 /// [`begin`], reporting how the transaction ends to `health`.
 pub async fn begin_tracked(pool: &AnyPool, health: &Arc<WriteHealth>) -> sqlx::Result<Tx> {
-    let mut tx = begin(pool).await.inspect_err(|e| health.failed(e))?;
+    begin_tracked_with(pool, health, None).await
+}
+
+/// [`begin_tracked`] with the database's own statement for it (see [`begin_with`]).
+pub async fn begin_tracked_with(
+    pool: &AnyPool,
+    health: &Arc<WriteHealth>,
+    statement: Option<&'static str>,
+) -> sqlx::Result<Tx> {
+    let mut tx = begin_with(pool, statement)
+        .await
+        .inspect_err(|e| health.failed(e))?;
     tx.health = Some(health.clone());
     Ok(tx)
 }

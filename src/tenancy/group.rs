@@ -12,10 +12,11 @@
 //!
 //! What every piece would otherwise read and write again is done once per batch ([`Batch`]):
 //! the audit chain's lock and head (each piece appends after the one before, in memory; the
-//! head row is written once, before the COMMIT) and the sweep epoch. A piece's writes are
-//! collected and sent together when it is done ([`super::script`]), with the next piece's
-//! savepoint. A piece that fails, or whose writes fail, is rolled back to its savepoint, and
-//! the head in memory is put back with it.
+//! head row is written once, with the last piece's writes) and the sweep epoch, read on
+//! SQLite in the statement that takes the lock. A piece's writes are collected and sent
+//! together when it is done ([`super::script`]), with the next piece's savepoint. A piece
+//! that fails, or whose writes fail, is rolled back to its savepoint, and the head in memory
+//! is put back with it (when that was the last piece, the head is written on its own).
 //!
 //! On PostgreSQL there is no writer lock and no batching: each piece runs in its own
 //! transaction (the server orders writers on the audit head's row lock and groups commits
@@ -95,6 +96,11 @@ impl Tenant {
             .map_err(|_| AppError::internal(anyhow::anyhow!("group commit answer of a wrong type")))
     }
 
+    /// How many pieces of work wait for a transaction.
+    pub fn queued(&self) -> usize {
+        self.queue.0.lock().expect("group commit queue").len()
+    }
+
     /// Takes the writer lock, then whatever is queued; nothing when another runner took it.
     async fn run_queued(&self) {
         let _writer = self.write_guard().await;
@@ -119,10 +125,17 @@ impl Tenant {
         };
         let mut answers = Vec::with_capacity(batch.len());
         let last = batch.len() - 1;
+        let mut head_stored = false;
         for (i, p) in batch.into_iter().enumerate() {
-            let then = if i < last { NEXT_PIECE } else { "" };
+            let then = match i < last {
+                true => Then::NextPiece,
+                false => Then::StoreHead,
+            };
             match self.run_piece(&mut tx, &mut shared, p.work, then).await {
-                Ok(answer) => answers.push((p.done, answer)),
+                Ok(answer) => {
+                    head_stored = i == last && answer.is_ok();
+                    answers.push((p.done, answer));
+                }
                 Err(e) => {
                     // The transaction's state is unknown: dropping `tx` closes the connection.
                     drop(tx);
@@ -131,7 +144,11 @@ impl Tenant {
                 }
             }
         }
-        let committed = match shared.head.store(&mut tx).await {
+        let stored = match head_stored {
+            true => Ok(()),
+            false => shared.head.store(&mut tx).await,
+        };
+        let committed = match stored {
             Ok(()) => tx.commit().await,
             Err(e) => Err(e),
         };
@@ -143,16 +160,28 @@ impl Tenant {
         }
     }
 
-    /// The transaction, the chain locked, and the first piece's savepoint.
+    /// The transaction, the chain locked, and the first piece's savepoint: on SQLite in two
+    /// round trips (`BEGIN IMMEDIATE`, then one query for the rest).
     async fn begin_locked(&self) -> AppResult<(Tx, Batch)> {
         use sqlx::Executor;
-        let mut tx = self.begin().await?;
-        let head = audit::Head::lock(&mut tx).await?;
-        // A statement of its own, after the lock: on PostgreSQL a subquery of the locking
-        // statement would read the snapshot from before it waited for the lock, and miss a
-        // sweep that committed meanwhile (test `sweep_epoch::a_sweep_elsewhere_never_...`).
-        let sweep_epoch = crate::sweep_epoch::in_tx(&mut tx).await?;
-        tx.execute("SAVEPOINT docket_piece").await?;
+        let (tx, head, sweep_epoch) = match self.backend {
+            super::Backend::Sqlite => {
+                let mut tx = self.begin_immediate().await?;
+                let (head, epoch) =
+                    audit::Head::lock_sqlite_with_epoch(&mut tx, "SAVEPOINT docket_piece").await?;
+                (tx, head, epoch)
+            }
+            super::Backend::Postgres => {
+                let mut tx = self.begin().await?;
+                let head = audit::Head::lock(&mut tx).await?;
+                // A statement of its own, after the lock: a subquery of the locking statement
+                // would read the snapshot from before it waited for the lock, and miss a sweep
+                // that committed meanwhile (test `sweep_epoch::a_sweep_elsewhere_never_...`).
+                let epoch = crate::sweep_epoch::in_tx(&mut tx).await?;
+                tx.execute("SAVEPOINT docket_piece").await?;
+                (tx, head, epoch)
+            }
+        };
         let writes = Script::default();
         Ok((
             tx,
@@ -165,20 +194,27 @@ impl Tenant {
     }
 
     /// Runs one piece in its savepoint, then sends its writes and `then` (the next piece's
-    /// savepoint) in one round trip. `Ok(Err(_))`: the piece failed and was rolled back
-    /// alone, the chain's head in memory with it; `Err(_)`: the rollback itself failed, and
-    /// with it the whole transaction.
+    /// savepoint, or the chain's head after the last piece) in one round trip. `Ok(Err(_))`:
+    /// the piece failed and was rolled back alone, the chain's head in memory with it (and
+    /// not stored); `Err(_)`: the rollback itself failed, and with it the whole transaction.
     async fn run_piece(
         &self,
         tx: &mut Tx,
         shared: &mut Batch,
         work: Work,
-        then: &str,
+        then: Then,
     ) -> AppResult<AppResult<Answer>> {
         use sqlx::Executor;
         let head = shared.head.clone();
         let mut answer = work(tx, shared).await;
         if answer.is_ok() {
+            let then = match then {
+                Then::NextPiece => NEXT_PIECE,
+                Then::StoreHead => {
+                    shared.head.store_to(&mut shared.writes);
+                    ""
+                }
+            };
             if let Err(e) = shared.writes.run(tx, self.backend, then).await {
                 answer = Err(e.into());
             }
@@ -190,6 +226,15 @@ impl Tenant {
         }
         Ok(answer)
     }
+}
+
+/// What a piece's writes are sent with.
+#[derive(Clone, Copy)]
+enum Then {
+    /// The next piece's savepoint ([`NEXT_PIECE`]).
+    NextPiece,
+    /// The chain's head (after the batch's last piece).
+    StoreHead,
 }
 
 /// Ends a piece that went through and opens the next one's savepoint.

@@ -92,6 +92,12 @@ impl Tenant {
         db::begin_tracked(&self.db, &self.health).await
     }
 
+    /// [`Tenant::begin`] with SQLite's `BEGIN IMMEDIATE`: the write lock is taken at once,
+    /// so every read in the transaction sees the latest commit. SQLite only.
+    pub async fn begin_immediate(&self) -> sqlx::Result<db::Tx> {
+        db::begin_tracked_with(&self.db, &self.health, Some("BEGIN IMMEDIATE")).await
+    }
+
     /// Commits a small real write (the audit head, moved and moved back) unless the last write is known
     /// to have succeeded; `Err` says why the database cannot be written.
     pub async fn check_writable(&self) -> Result<(), String> {

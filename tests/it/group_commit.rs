@@ -85,3 +85,62 @@ both_backends!(
         ));
     }
 );
+
+both_backends!(
+    a_batch_whose_last_piece_fails_still_writes_the_chain_head,
+    |app: TestApp| async move {
+        let t = app.tenant(&app.firm_a).await;
+        // On SQLite the head row is written with the last piece's writes: when those fail,
+        // it must be written on its own, or the next entry would reuse a sequence number.
+        // Holding the writer lock queues every piece into one batch, in order.
+        let writer = t.write_guard().await;
+        let mut running = Vec::new();
+        for n in 0..4i64 {
+            let t2 = t.clone();
+            running.push(tokio::spawn(async move {
+                t2.group_commit::<i64>(Box::new(move |_tx, batch| {
+                    Box::pin(async move {
+                        let event = AuditEvent::new("test", "test.piece", n.to_string());
+                        batch.append_audit(&event);
+                        if n == 3 {
+                            batch
+                                .writes
+                                .push("INSERT INTO no_such_table VALUES ($1)", vec![n.into()]);
+                        }
+                        Ok(Box::new(n) as Answer)
+                    })
+                }))
+                .await
+            }));
+            if writer.is_some() {
+                while t.queued() < n as usize + 1 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        drop(writer);
+        let mut failed = Vec::new();
+        for (n, r) in running.into_iter().enumerate() {
+            if r.await.unwrap().is_err() {
+                failed.push(n);
+            }
+        }
+        assert_eq!(failed, vec![3], "only the last piece failed");
+        let head: i64 = sqlx::query_scalar("SELECT seq FROM audit_head WHERE id = 1")
+            .fetch_one(&t.db)
+            .await
+            .unwrap();
+        let last: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM audit_log")
+            .fetch_one(&t.db)
+            .await
+            .unwrap();
+        assert_eq!(head, last, "the head row names the last entry written");
+        docket::audit::record(&t.db, &[AuditEvent::new("test", "test.after", "x")])
+            .await
+            .unwrap();
+        assert!(matches!(
+            docket::audit::verify(&t.db).await.unwrap(),
+            docket::audit::ChainStatus::Intact { .. }
+        ));
+    }
+);
