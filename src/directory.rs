@@ -325,31 +325,61 @@ fn record_from_row(r: &sqlx::any::AnyRow, contacts: Vec<String>) -> AppResult<Re
     })
 }
 
-async fn contacts_of(pool: &AnyPool, record_id: &str) -> AppResult<Vec<String>> {
-    let rows =
-        sqlx::query("SELECT value FROM record_contacts WHERE record_id = $1 ORDER BY kind, value")
-            .bind(record_id)
-            .fetch_all(pool)
-            .await?;
-    Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
-}
-
 pub async fn find_record(
     pool: &AnyPool,
     kind: RecordKind,
     reference: &str,
 ) -> AppResult<Option<Record>> {
-    let Some(row) = sqlx::query("SELECT id, kind, reference, title, client, status, firm_wide FROM records WHERE kind = $1 AND reference = $2")
+    let sql = record_with_contacts_sql("1 = 1");
+    let rows = sqlx::query(&sql)
         .bind(kind.as_str())
         .bind(reference)
-        .fetch_optional(pool)
-        .await?
-    else {
+        .fetch_all(pool)
+        .await?;
+    Ok(record_with_contacts(&rows)?.map(|(record, _)| record))
+}
+
+/// As [`find_record`], and whether `viewer` (a user id) may see the record
+/// ([`access::visible_sql`]: teams and walls), in the same query.
+pub async fn find_record_seen_by(
+    pool: &AnyPool,
+    kind: RecordKind,
+    reference: &str,
+    viewer: &str,
+) -> AppResult<Option<(Record, bool)>> {
+    let sql = record_with_contacts_sql(&access::visible_sql("r", 3));
+    let rows = sqlx::query(&sql)
+        .bind(kind.as_str())
+        .bind(reference)
+        .bind(viewer)
+        .fetch_all(pool)
+        .await?;
+    record_with_contacts(&rows)
+}
+
+/// One record (`$1` kind, `$2` reference) with its contacts, one row per contact (at least
+/// one row), and `visible`: whether `condition` holds for it.
+fn record_with_contacts_sql(condition: &str) -> String {
+    format!(
+        "SELECT r.id, r.kind, r.reference, r.title, r.client, r.status, r.firm_wide, \
+         c.value AS contact, CAST(CASE WHEN {condition} THEN 1 ELSE 0 END AS BIGINT) AS visible \
+         FROM records r LEFT JOIN record_contacts c ON c.record_id = r.id \
+         WHERE r.kind = $1 AND r.reference = $2 ORDER BY c.kind, c.value"
+    )
+}
+
+/// The record of [`record_with_contacts_sql`]'s rows, and its `visible`.
+fn record_with_contacts(rows: &[sqlx::any::AnyRow]) -> AppResult<Option<(Record, bool)>> {
+    let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let id: String = row.try_get("id")?;
-    let contacts = contacts_of(pool, &id).await?;
-    record_from_row(&row, contacts).map(Some)
+    let contacts = rows
+        .iter()
+        .map(|r| r.try_get::<Option<String>, _>("contact"))
+        .filter_map(Result::transpose)
+        .collect::<Result<Vec<_>, _>>()?;
+    let visible = first.try_get::<i64, _>("visible")? == 1;
+    Ok(Some((record_from_row(first, contacts)?, visible)))
 }
 
 pub async fn list_records(pool: &AnyPool) -> AppResult<Vec<Record>> {

@@ -168,10 +168,9 @@ async fn authorise_targets(
                 ),
             )
         })?;
-        let rec = directory::find_record(pool, kind, t.id.trim()).await?;
+        let rec = directory::find_record_seen_by(pool, kind, t.id.trim(), &user.id).await?;
         let rec = match rec {
-            Some(r) if user.id == access::SYSTEM_USER => Some(r),
-            Some(r) if access::can_see(pool, &user.id, &r.id).await? => Some(r),
+            Some((r, visible)) if visible || user.id == access::SYSTEM_USER => Some(r),
             _ => None,
         };
         let Some(rec) = rec else {
