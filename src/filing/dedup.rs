@@ -105,6 +105,18 @@ async fn backfill(tenant: &Tenant, message_id: &str, raw_sha256: &str) -> String
     }
 }
 
+/// Whether `e` is a UNIQUE violation: a message was stored under the key that
+/// [`resolve`] found free before the filing's transaction inserted it (the filing then looks
+/// again, in its transaction: [`stored_in_tx`]).
+pub fn raced(e: &AppError) -> bool {
+    let AppError::Internal(err) = e else {
+        return false;
+    };
+    err.downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .is_some_and(|e| e.is_unique_violation())
+}
+
 /// Inside the filing transaction: the stored message for `parsed`, if any, and the key to
 /// store it under otherwise. A different message that took `parsed.dedup_key` since
 /// [`resolve`] ran moves this one to its alternative key.
@@ -113,7 +125,7 @@ pub async fn stored_in_tx(
     parsed: &ParsedMessage,
 ) -> AppResult<(String, Option<String>)> {
     let key = parsed.dedup_key.clone();
-    let Some((id, fp)) = by_key(conn, &key).await? else {
+    let Some((id, fp)) = by_key_in(&mut *conn, &key).await? else {
         return Ok((key, None));
     };
     let same = fp.as_deref().is_none_or(|f| f == parsed.content_sha256);
@@ -122,15 +134,8 @@ pub async fn stored_in_tx(
         return Ok((key, Some(id)));
     }
     let alt = alternative_key(&key, &parsed.content_sha256);
-    let found = by_key(conn, &alt).await?.map(|(id, _)| id);
+    let found = by_key_in(&mut *conn, &alt).await?.map(|(id, _)| id);
     Ok((alt, found))
-}
-
-async fn by_key(
-    conn: &mut AnyConnection,
-    key: &str,
-) -> AppResult<Option<(String, Option<String>)>> {
-    by_key_in(conn, key).await
 }
 
 /// The id and content fingerprint of the message stored under `key`.

@@ -11,7 +11,8 @@ use sqlx::Row;
 
 use super::{
     dedup, insert_message, load_filing, reused_id_notice, AttachmentSelection, AutoFiled,
-    FilingInput, FilingOutcome, TargetRef, TargetView, MAX_NOTE_CHARS, MAX_TARGETS,
+    FilingInput, FilingOutcome, FilingView, MessageView, TargetRef, TargetView, MAX_NOTE_CHARS,
+    MAX_TARGETS,
 };
 use crate::access;
 use crate::audit::{self, AuditEvent};
@@ -42,8 +43,18 @@ struct Recorded {
     message_id: String,
     /// A different message took this one's Message-ID while it was being filed.
     message_id_taken: bool,
-    filings: Vec<(String, bool)>,
+    filings: Vec<UserFiling>,
     auto: Vec<(String, Record, String, bool)>,
+}
+
+/// One of the user's filings in [`Recorded`].
+struct UserFiling {
+    id: String,
+    /// Created by this call (false: it existed).
+    created: bool,
+    /// Its view, built from what was written when both the filing and its message are new
+    /// ([`fresh_view`]); `None`: read back after the commit.
+    view: Option<FilingView>,
 }
 
 /// Files one message to one or more records on behalf of `user`.
@@ -61,17 +72,19 @@ pub async fn file_message(
     let auto = route_by_rules(tenant, user, &parsed, &req.raw, &records).await?;
     let selected = select_attachments(&parsed, &req.attachments)?;
     let parsed = Arc::new(parsed);
-    let mut attempt = 1;
+    let (mut attempt, mut looked_new) = (1, !looked_stored);
     let recorded = loop {
         // This process's sweep waits on the lease from the first blob write to the commit;
         // other processes' sweeps are kept off through the epoch (`sweep_epoch`).
         let _lease = tenant.blob_lease.read().await;
-        let store_raw = !looked_stored;
-        let stored = store_blobs(tenant, &parsed, &req.raw, &selected, store_raw).await?;
+        let stored = store_blobs(tenant, &parsed, &req.raw, &selected, looked_new).await?;
         match record(tenant, user, &req, &parsed, &records, &auto, &stored).await {
             // A sweep elsewhere may have deleted a blob just written: write them again.
             Err(e) if sweep_epoch::raced(&e) && attempt < MAX_SWEEP_RACES => attempt += 1,
             Err(e) if sweep_epoch::raced(&e) => return Err(sweep_epoch::in_progress()),
+            // A message was stored under the key since the lookup: look again, in the
+            // transaction this time (the raw blob is stored by now).
+            Err(e) if looked_new && dedup::raced(&e) => looked_new = false,
             other => break other?,
         }
     };
@@ -254,7 +267,8 @@ struct Stored {
 /// Blobs first, durably (written, fsynced, renamed, directory fsynced). Content-addressed,
 /// so a retry or a concurrent copy is harmless. The raw message only when `store_raw` (it
 /// looked new to [`dedup::resolve`]; if it turns out new after all, the transaction stores
-/// it, see [`Job::store_raw`]).
+/// it, see [`Job::store_raw`]). `Stored::raw` then tells the transaction that the message
+/// looked new ([`Job::message_row`]).
 async fn store_blobs(
     tenant: &Tenant,
     parsed: &Arc<ParsedMessage>,
@@ -351,6 +365,10 @@ impl Job {
             true => self.selected.iter().map(|i| *i as i64).collect(),
             false => kept_attachments(tx, &row.id, &self.parsed, &self.selected).await?,
         };
+        let (gmail_message, gmail_thread) = self.gmail.clone();
+        let message_view = row
+            .new
+            .then(|| MessageView::inserted(&row.id, &self.parsed, gmail_message, gmail_thread));
         let mut out = Recorded {
             message_id: row.id.clone(),
             message_id_taken,
@@ -384,7 +402,11 @@ impl Job {
                 file_one(tx, batch, &filer, rec, &row, &self.parsed, &kept).await?;
             match rule {
                 Some(rule) => out.auto.push((fid, rec.clone(), rule.to_string(), created)),
-                None => out.filings.push((fid, created)),
+                None => out.filings.push(UserFiling {
+                    view: fresh_view(&fid, created, rec, &filer, message_view.as_ref(), &kept),
+                    id: fid,
+                    created,
+                }),
             }
         }
         Ok(out)
@@ -400,7 +422,13 @@ impl Job {
         now: &str,
     ) -> AppResult<(MessageRow, bool)> {
         let parsed = &self.parsed;
-        let (key, stored) = dedup::stored_in_tx(tx, parsed).await?;
+        let (key, stored) = match self.raw_stored {
+            // It looked new: inserted without looking again. A message stored under the key
+            // since then fails the INSERT on the key's UNIQUE constraint, and `file_message`
+            // tries again with `raw_stored` false (`dedup::raced`).
+            true => (parsed.dedup_key.clone(), None),
+            false => dedup::stored_in_tx(tx, parsed).await?,
+        };
         let taken = key != parsed.dedup_key;
         if let Some(id) = stored {
             return Ok((MessageRow { id, new: false }, taken));
@@ -532,7 +560,38 @@ async fn file_one(
     Ok((fid, true))
 }
 
-/// The answer: each of the user's filings as read back, and the rules' filings.
+/// The view of a filing when this transaction created it with a message it inserted: what
+/// [`load_filing`] reads back after the commit, built without the two queries (test
+/// `filings::the_answer_to_a_new_filing_is_what_reads_back`). `None` otherwise.
+fn fresh_view(
+    fid: &str,
+    created: bool,
+    rec: &Record,
+    filer: &Filer<'_>,
+    message: Option<&MessageView>,
+    kept: &[i64],
+) -> Option<FilingView> {
+    let message = message.filter(|_| created)?;
+    Some(FilingView {
+        id: fid.to_string(),
+        target: TargetView {
+            kind: rec.kind.as_str().to_string(),
+            id: rec.reference.clone(),
+            title: rec.title.clone(),
+        },
+        filed_by: filer.user.email.clone(),
+        filed_at: filer.at.to_string(),
+        note: filer.note.clone(),
+        attachments: (message.attachments.iter())
+            .filter(|a| kept.contains(&a.index))
+            .cloned()
+            .collect(),
+        message: message.clone(),
+        created: None,
+    })
+}
+
+/// The answer: each of the user's filings (built or read back), and the rules' filings.
 async fn answer(
     tenant: &Tenant,
     user: &User,
@@ -541,11 +600,14 @@ async fn answer(
     message_id_reused: bool,
 ) -> AppResult<FilingOutcome> {
     let mut filings = Vec::new();
-    for (fid, created) in recorded.filings {
-        let mut view = load_filing(&tenant.db, &user.id, &fid)
-            .await?
-            .ok_or_else(|| AppError::internal(anyhow::anyhow!("filing vanished")))?;
-        view.created = Some(created);
+    for f in recorded.filings {
+        let mut view = match f.view {
+            Some(view) => view,
+            None => load_filing(&tenant.db, &user.id, &f.id)
+                .await?
+                .ok_or_else(|| AppError::internal(anyhow::anyhow!("filing vanished")))?,
+        };
+        view.created = Some(f.created);
         filings.push(view);
     }
     let message_id_reused = message_id_reused || recorded.message_id_taken;

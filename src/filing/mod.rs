@@ -176,6 +176,44 @@ impl FilingOutcome {
     }
 }
 
+impl MessageView {
+    /// The view of a message this call is inserting (row `id`, see [`insert_message`]):
+    /// what [`load_filing`] reads back once it has committed, built without reading it.
+    fn inserted(
+        id: &str,
+        p: &ParsedMessage,
+        gmail_message_id: Option<String>,
+        gmail_thread_id: Option<String>,
+    ) -> MessageView {
+        MessageView {
+            id: id.to_string(),
+            message_id: p.message_id.clone(),
+            subject: p.subject.clone(),
+            from: p.from.clone(),
+            to: p.to.clone(),
+            cc: p.cc.clone(),
+            date: p.sent_at.clone(),
+            in_reply_to: p.in_reply_to.clone(),
+            references: p.references.clone(),
+            size: p.raw_size as i64,
+            sha256: p.raw_sha256.clone(),
+            gmail_message_id,
+            gmail_thread_id,
+            attachments: p
+                .attachments
+                .iter()
+                .map(|a| AttachmentView {
+                    index: a.index as i64,
+                    name: a.display_name.clone(),
+                    content_type: a.content_type.clone(),
+                    size: a.size as i64,
+                    sha256: a.sha256.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The message's row and its attachments' rows, added to `writes`; returns the new id.
 fn insert_message(
     writes: &mut Script,

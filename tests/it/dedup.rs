@@ -195,3 +195,53 @@ both_backends!(
         assert_eq!(filled, 2, "the old row's fingerprint was filled in");
     }
 );
+
+both_backends!(
+    a_message_stored_after_its_lookup_is_stored_once,
+    |app: TestApp| async move {
+        // Three filings of one new message pass the lookup (nothing stored) before any of
+        // them commits; on SQLite, holding the writer lock queues all three into one batch.
+        // Each INSERT after the first meets the stored row; that filing looks again and
+        // uses the stored message: one message, one filing per record, nothing answered 5xx.
+        let t = app.tenant(&app.firm_a).await;
+        let writer = t.write_guard().await;
+        let mut tasks = Vec::new();
+        for (n, target) in ["matter:M-1", "case:C-1", "matter:M-1"]
+            .into_iter()
+            .enumerate()
+        {
+            let (base, token) = (app.base.clone(), app.token("alice@a.test"));
+            let http = app.http.clone();
+            tasks.push(tokio::spawn(async move {
+                let resp = http
+                    .post(format!("{base}/v1/filings"))
+                    .bearer_auth(token)
+                    .json(&filing_body(&a(), &[target]))
+                    .send()
+                    .await
+                    .unwrap();
+                resp.status().as_u16()
+            }));
+            if writer.is_some() {
+                while t.queued() < n + 1 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        drop(writer);
+        let mut statuses = Vec::new();
+        for task in tasks {
+            statuses.push(task.await.unwrap());
+        }
+        statuses.sort();
+        assert_eq!(statuses, vec![200, 201, 201]);
+        let (messages, filings, _, _) = counts(&t).await;
+        assert_eq!((messages, filings), (1, 2));
+        let (_, f) = file(&app, &a()).await;
+        assert_eq!(raw_of(&app, &f).await, a());
+        assert!(matches!(
+            docket::audit::verify(&t.db).await.unwrap(),
+            docket::audit::ChainStatus::Intact { .. }
+        ));
+    }
+);

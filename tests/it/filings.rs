@@ -396,3 +396,48 @@ both_backends!(
         assert_eq!(counts(&t).await.0, 1);
     }
 );
+
+both_backends!(
+    the_answer_to_a_new_filing_is_what_reads_back,
+    |app: TestApp| async move {
+        let tok = app.token("alice@a.test");
+        let raw = email(
+            "Entwurf — Vergleich ☂",
+            Some("fresh-view@acme.com"),
+            &[
+                ("Schriftsatz ü.pdf", "application/pdf", noise(300, 1)),
+                ("two.pdf", "application/pdf", noise(200, 2)),
+                ("notes.txt", "text/plain", b"caf\xe9".to_vec()),
+            ],
+        );
+        // A new message to two records, with a selection, a note and Gmail ids: the answer
+        // is built from what was written. Then the same message to a new record and an old
+        // one: read back. Every answer equals what GET /v1/filings/{id} shows.
+        let mut body = filing_body(&raw, &["matter:M-1", "case:C-1"]);
+        body["attachments"] = json!([0, 2]);
+        body["note"] = json!("für die Akte");
+        body["gmail_message_id"] = json!("17088a2c5b91b2fe");
+        body["gmail_thread_id"] = json!("17088a2c5b91b2f0");
+        let first: Value = app.post_filing(&tok, &body).await.json().await.unwrap();
+        let body = filing_body(&raw, &["contract:K-1", "matter:M-1"]);
+        let second: Value = app.post_filing(&tok, &body).await.json().await.unwrap();
+        let answers = first["filings"].as_array().unwrap().iter();
+        let answers: Vec<&Value> = answers
+            .chain(second["filings"].as_array().unwrap())
+            .collect();
+        assert_eq!(answers.len(), 4);
+        for f in answers {
+            let id = f["id"].as_str().unwrap();
+            let resp = app.get(&tok, &format!("/v1/filings/{id}")).await;
+            assert_eq!(resp.status(), 200);
+            let mut shown: Value = resp.json().await.unwrap();
+            shown["created"] = f["created"].clone();
+            assert_eq!(&shown, f);
+        }
+        let kept = first["filings"][0]["attachments"].as_array().unwrap();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0]["name"], "Schriftsatz ü.pdf");
+        assert_eq!(second["filings"][0]["created"], true);
+        assert_eq!(second["filings"][1]["created"], false);
+    }
+);
