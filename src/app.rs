@@ -232,9 +232,10 @@ impl Application {
             );
         }
         let limits = &self.state.config.limits;
-        let timeouts = http::serve::Timeouts {
+        let timeouts = http::serve::ConnectionLimits {
             header_read: std::time::Duration::from_secs(limits.header_read_timeout_secs),
             send_stall: std::time::Duration::from_secs(limits.send_stall_timeout_secs),
+            max_connections: limits.max_connections,
         };
         let reload_every = self.state.config.tls.reload_interval_secs;
         let acceptor = self.tls.map(|tls| {

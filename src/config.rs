@@ -466,6 +466,10 @@ pub struct Limits {
     /// connection is closed (a download nobody reads holds its memory until then).
     #[serde(default = "default_send_stall_timeout_secs")]
     pub send_stall_timeout_secs: u64,
+    /// Most client connections open at once; further ones wait in the listen backlog until
+    /// one closes. A plain-HTTP connection holds two file descriptors.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -490,6 +494,7 @@ impl Default for Limits {
             body_read_timeout_secs: default_body_read_timeout_secs(),
             header_read_timeout_secs: default_header_read_timeout_secs(),
             send_stall_timeout_secs: default_send_stall_timeout_secs(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -540,6 +545,9 @@ fn default_send_stall_timeout_secs() -> u64 {
 }
 fn default_header_read_timeout_secs() -> u64 {
     30
+}
+fn default_max_connections() -> usize {
+    1024
 }
 fn default_log_format() -> String {
     "text".into()
@@ -665,6 +673,7 @@ impl Config {
             || self.limits.body_read_timeout_secs == 0
             || self.limits.header_read_timeout_secs == 0
             || self.limits.send_stall_timeout_secs == 0
+            || self.limits.max_connections == 0
         {
             bail!("invalid configuration: `limits.*` must be positive");
         }

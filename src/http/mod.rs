@@ -19,6 +19,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -118,7 +119,7 @@ pub fn router(state: AppState) -> Router {
             let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
             let rid = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::info_span!("request", method = %req.method(), route = %route, request_id = %rid)
-        }))
+        }).on_failure(log_failure))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
     if hsts {
         app.layer(SetResponseHeaderLayer::if_not_present(
@@ -127,5 +128,75 @@ pub fn router(state: AppState) -> Router {
         ))
     } else {
         app
+    }
+}
+
+/// How an answer that failed is logged. A 503 means docket shed load (`busy`) or a
+/// dependency is briefly away, and the client was told when to retry: WARN, so that a burst
+/// of refusals does not read as a fault (`docket_busy_refusals_total` and
+/// `docket_http_requests_total{status="503"}` count them). Any other 5xx, or a failed body:
+/// ERROR.
+fn log_failure(class: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+    let latency_ms = latency.as_millis() as u64;
+    match class {
+        ServerErrorsFailureClass::StatusCode(s) if s == 503 => {
+            tracing::warn!(status = 503, latency_ms, "answered 503: try again later")
+        }
+        other => tracing::error!(classification = %other, latency_ms, "response failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Log lines written while `f` runs, as text.
+    fn logged(f: impl FnOnce()) -> String {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let buf = buf.clone();
+            move || LogSink(buf.clone())
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buf.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    struct LogSink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for LogSink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_503_is_a_warning_and_other_5xx_are_errors() {
+        let span = tracing::Span::none();
+        let ms = Duration::from_millis(3);
+        let busy = logged(|| {
+            log_failure(
+                ServerErrorsFailureClass::StatusCode(503.try_into().unwrap()),
+                ms,
+                &span,
+            )
+        });
+        assert!(busy.contains("WARN") && busy.contains("503"), "{busy}");
+        assert!(!busy.contains("ERROR"), "{busy}");
+        for class in [
+            ServerErrorsFailureClass::StatusCode(500.try_into().unwrap()),
+            ServerErrorsFailureClass::Error("body stream failed".into()),
+        ] {
+            let out = logged(|| log_failure(class, ms, &span));
+            assert!(out.contains("ERROR"), "{out}");
+        }
     }
 }

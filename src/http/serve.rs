@@ -1,5 +1,10 @@
 //! docket's accept loop: hyper's HTTP/1.1 connection driver, run directly rather than through
-//! `axum::serve`, for two things the latter cannot do:
+//! `axum::serve`, for three things the latter cannot do:
+//!
+//! - **A cap on open connections** (`limits.max_connections`): at the cap docket stops
+//!   accepting, so further clients wait in the kernel's listen backlog (or are refused by
+//!   it) instead of taking file descriptors and memory; each closed connection lets the
+//!   next one in. A plain-HTTP connection holds two descriptors (see [`Conn::plain`]).
 //!
 //! - **A header-read timeout** (`limits.header_read_timeout_secs`): a client that has begun
 //!   a request head and not finished it in time gets `408` problem+json and the connection
@@ -35,17 +40,39 @@ use crate::error::raw_problem_response;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests in flight finish.
 /// With `tls`, every connection is a TLS one (see [`crate::http::tls`]); its handshake must
-/// finish within `header_read_timeout` as well.
+/// finish within `header_read_timeout` as well. At most `limits.max_connections` are open at
+/// once; the rest wait to be accepted.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    timeouts: Timeouts,
+    limits: ConnectionLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
+    let mut capped = false;
     loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                capped = false;
+                slot
+            }
+            Err(_) => {
+                // Once per time the cap is reached, not once per waiting client.
+                if !std::mem::replace(&mut capped, true) {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection cap reached: new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -62,15 +89,25 @@ pub async fn serve(
         let conn = Conn {
             peer,
             app: app.clone(),
-            timeouts,
+            timeouts: limits,
             watcher: graceful.watcher(),
         };
+        // The slot is held for as long as the connection's task runs.
         match &tls {
             None => match conn.plain(stream) {
-                Ok(conn) => drop(tokio::spawn(conn)),
+                Ok(conn) => drop(tokio::spawn(async move {
+                    conn.await;
+                    drop(slot)
+                })),
                 Err(e) => tracing::warn!(error = %e, "cannot set up a connection"),
             },
-            Some(acceptor) => drop(tokio::spawn(conn.tls(acceptor.clone(), stream))),
+            Some(acceptor) => {
+                let conn = conn.tls(acceptor.clone(), stream);
+                drop(tokio::spawn(async move {
+                    conn.await;
+                    drop(slot)
+                }))
+            }
         }
     }
     drop(listener);
@@ -78,25 +115,29 @@ pub async fn serve(
     Ok(())
 }
 
-/// The connection timeouts (`limits.header_read_timeout_secs`, `limits.send_stall_timeout_secs`).
+/// The limits on connections (`limits.header_read_timeout_secs`,
+/// `limits.send_stall_timeout_secs`, `limits.max_connections`).
 #[derive(Clone, Copy, Debug)]
-pub struct Timeouts {
+pub struct ConnectionLimits {
     /// A request head (and a TLS handshake) must arrive within this.
     pub header_read: Duration,
     /// A client must take some of an answer within this whenever one is waiting.
     pub send_stall: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
 }
 
 /// What one accepted connection is served with.
 struct Conn {
     peer: SocketAddr,
     app: Router,
-    timeouts: Timeouts,
+    timeouts: ConnectionLimits,
     watcher: hyper_util::server::graceful::Watcher,
 }
 
 impl Conn {
-    /// A plain-HTTP connection; a head that stalls is answered 408 before closing.
+    /// A plain-HTTP connection; a head that stalls is answered 408 before closing (through
+    /// a second descriptor of the socket: hyper drops its own when it gives up).
     fn plain(self, stream: TcpStream) -> io::Result<impl Future<Output = ()> + Send + 'static> {
         // A second handle on the socket, to answer 408 after hyper has given the connection up.
         let std = stream.into_std()?;

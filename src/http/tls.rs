@@ -179,7 +179,7 @@ fn certified_key(
 pub async fn redirect_http(
     listener: tokio::net::TcpListener,
     https_port: u16,
-    timeouts: crate::http::serve::Timeouts,
+    limits: crate::http::serve::ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::http::{header, HeaderMap, StatusCode, Uri};
@@ -204,7 +204,7 @@ pub async fn redirect_http(
         let target = format!("https://{host}{port}{path}");
         (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, target)]).into_response()
     });
-    crate::http::serve::serve(listener, app, timeouts, None, shutdown).await
+    crate::http::serve::serve(listener, app, limits, None, shutdown).await
 }
 
 /// The host part of `Host` when it is a plain DNS name or IP address (RFC 9110 §7.2).

@@ -234,6 +234,40 @@ async fn a_head_that_does_not_arrive_is_a_408_and_an_idle_connection_closes() {
     assert_alive(&app, "slow heads").await;
 }
 
+/// At `limits.max_connections` open connections docket accepts no more: the next client
+/// waits in the listen backlog, unanswered, and is served as soon as one connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_over_the_cap_waits_until_one_closes() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.limits.max_connections = 2)
+        .await
+        .unwrap();
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr);
+    let mut chunk = [0u8; 1024];
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(chunk[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &chunk[..n]);
+        held.push(s);
+    }
+    let mut third = TcpStream::connect(app.addr).await.unwrap();
+    third.write_all(head.as_bytes()).await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut chunk)).await;
+    assert!(
+        early.is_err(),
+        "a connection over the cap was served: {early:?}"
+    );
+    drop(held.pop());
+    let n = tokio::time::timeout(Duration::from_secs(10), third.read(&mut chunk))
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert!(chunk[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &chunk[..n]);
+    drop((held, third));
+    assert_alive(&app, "a full connection cap").await;
+}
+
 /// The answers hyper writes itself, before any route runs, carry problem bodies too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn heads_too_long_or_not_http_are_problems() {
