@@ -237,6 +237,7 @@ impl Application {
             send_stall: std::time::Duration::from_secs(limits.send_stall_timeout_secs),
             max_connections: limits.max_connections,
         };
+        http::serve::make_room_for(limits.max_connections);
         let reload_every = self.state.config.tls.reload_interval_secs;
         let acceptor = self.tls.map(|tls| {
             tls.store

@@ -452,7 +452,7 @@ pub struct Limits {
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
     /// Bytes that requests carrying a message may hold in memory at once (each reserves
-    /// 3 × its body); over it, 503 `busy` with `Retry-After`.
+    /// `budget::COST_FACTOR` (2) × its body); over it, 503 `busy` with `Retry-After`.
     #[serde(default = "default_max_bytes_in_flight")]
     pub max_bytes_in_flight: usize,
     /// Seconds a request carrying a message has to send its whole body (408 after).
@@ -546,6 +546,9 @@ fn default_send_stall_timeout_secs() -> u64 {
 fn default_header_read_timeout_secs() -> u64 {
     30
 }
+/// Most `limits.max_connections` accepted (a connection holds two file descriptors).
+pub const MAX_CONNECTIONS_CEILING: usize = 1_000_000;
+
 fn default_max_connections() -> usize {
     1024
 }
@@ -676,6 +679,9 @@ impl Config {
             || self.limits.max_connections == 0
         {
             bail!("invalid configuration: `limits.*` must be positive");
+        }
+        if self.limits.max_connections > MAX_CONNECTIONS_CEILING {
+            bail!("invalid configuration: `limits.max_connections` may be at most {MAX_CONNECTIONS_CEILING}");
         }
         let ceiling = crate::mail::guard::MAX_PARTS_CEILING;
         if self.limits.max_parts > ceiling || self.limits.max_depth > ceiling {

@@ -105,16 +105,24 @@ async fn backfill(tenant: &Tenant, message_id: &str, raw_sha256: &str) -> String
     }
 }
 
-/// Whether `e` is a UNIQUE violation: a message was stored under the key that
-/// [`resolve`] found free before the filing's transaction inserted it (the filing then looks
-/// again, in its transaction: [`stored_in_tx`]).
+/// Whether `e` is a violation of the UNIQUE constraint on `messages.dedup_key`: a message
+/// was stored under the key that [`resolve`] found free before the filing's transaction
+/// inserted it (the filing then looks again, in its transaction: [`stored_in_tx`]). Any
+/// other violation is not retried.
 pub fn raced(e: &AppError) -> bool {
     let AppError::Internal(err) = e else {
         return false;
     };
-    err.downcast_ref::<sqlx::Error>()
+    let Some(db) = err
+        .downcast_ref::<sqlx::Error>()
         .and_then(|e| e.as_database_error())
-        .is_some_and(|e| e.is_unique_violation())
+    else {
+        return false;
+    };
+    // PostgreSQL names the constraint; SQLite names the column in its message.
+    db.is_unique_violation()
+        && (db.constraint() == Some("messages_dedup_key_key")
+            || db.message().contains("messages.dedup_key"))
 }
 
 /// Inside the filing transaction: the stored message for `parsed`, if any, and the key to

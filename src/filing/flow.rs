@@ -196,7 +196,10 @@ async fn authorise_targets(
                 format!("record {t} is closed"),
             ));
         }
-        records.push(rec);
+        // Two spellings of one record (" M-1" and "M-1") file once.
+        if !records.iter().any(|r: &Record| r.id == rec.id) {
+            records.push(rec);
+        }
     }
     Ok(records)
 }

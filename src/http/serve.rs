@@ -115,6 +115,42 @@ pub async fn serve(
     Ok(())
 }
 
+/// File descriptors kept free of connections for the databases, blobs and listeners.
+const FD_RESERVE: u64 = 512;
+
+/// Raises the soft limit on open files (`RLIMIT_NOFILE`) toward the hard limit, so that
+/// `max_connections` connections (two descriptors each, see [`Conn::plain`]) and
+/// [`FD_RESERVE`] more fit; warns when the hard limit is too low for that. Returns the soft
+/// limit now in force (`None`: unlimited, or it could not be read).
+pub fn make_room_for(max_connections: usize) -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let wanted = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(FD_RESERVE);
+    let now = getrlimit(Resource::Nofile);
+    let current = now.current?;
+    if current >= wanted {
+        return Some(current);
+    }
+    let raised = Rlimit {
+        current: Some(now.maximum.map_or(wanted, |max| wanted.min(max))),
+        maximum: now.maximum,
+    };
+    let current = match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => raised.current?,
+        Err(_) => current,
+    };
+    if current < wanted {
+        tracing::warn!(
+            open_files = current,
+            wanted,
+            max_connections,
+            "the open-file limit is below what limits.max_connections needs: raise it (ulimit -n, LimitNOFILE) or lower the cap"
+        );
+    }
+    Some(current)
+}
+
 /// The limits on connections (`limits.header_read_timeout_secs`,
 /// `limits.send_stall_timeout_secs`, `limits.max_connections`).
 #[derive(Clone, Copy, Debug)]
@@ -341,6 +377,21 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_open_file_limit_is_raised_for_the_connection_cap() {
+        use rustix::process::{getrlimit, Resource};
+        let before = getrlimit(Resource::Nofile);
+        let now = make_room_for(4000);
+        let after = getrlimit(Resource::Nofile);
+        assert_eq!(now, after.current);
+        let wanted = 4000 * 2 + FD_RESERVE;
+        let reachable = before.maximum.map_or(wanted, |max| wanted.min(max));
+        assert!(
+            after.current.is_none_or(|c| c >= reachable),
+            "{before:?} -> {after:?}"
+        );
+    }
 
     #[test]
     fn only_hypers_bodiless_error_heads_are_replaced() {

@@ -441,3 +441,22 @@ both_backends!(
         assert_eq!(second["filings"][1]["created"], false);
     }
 );
+
+both_backends!(
+    two_spellings_of_one_record_file_once,
+    |app: TestApp| async move {
+        let tok = app.token("alice@a.test");
+        let raw = email("Spellings", Some("spellings@acme.com"), &[]);
+        let body = json!({
+            "raw": b64url(&raw),
+            "targets": [{"kind": "matter", "id": "M-1"}, {"kind": "matter", "id": " M-1 "}],
+        });
+        let resp = app.post_filing(&tok, &body).await;
+        assert_eq!(resp.status(), 201);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["filings"].as_array().unwrap().len(), 1, "{v}");
+        let t = app.tenant(&app.firm_a).await;
+        let (messages, filings, _, _) = counts(&t).await;
+        assert_eq!((messages, filings), (1, 1));
+    }
+);
