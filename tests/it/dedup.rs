@@ -55,6 +55,22 @@ async fn file(app: &TestApp, raw: &[u8]) -> (u16, Value) {
     (status, resp.json().await.unwrap())
 }
 
+/// Files `raw` to `target` as alice in a task of its own; the task answers the status.
+fn spawn_filing(app: &TestApp, raw: Vec<u8>, target: &'static str) -> tokio::task::JoinHandle<u16> {
+    let (base, token) = (app.base.clone(), app.token("alice@a.test"));
+    let http = app.http.clone();
+    tokio::spawn(async move {
+        let resp = http
+            .post(format!("{base}/v1/filings"))
+            .bearer_auth(token)
+            .json(&filing_body(&raw, &[target]))
+            .send()
+            .await
+            .unwrap();
+        resp.status().as_u16()
+    })
+}
+
 async fn raw_of(app: &TestApp, filing: &Value) -> Vec<u8> {
     let id = filing["filings"][0]["id"].as_str().unwrap();
     let resp = app
@@ -139,18 +155,7 @@ both_backends!(
         let mut tasks = Vec::new();
         for i in 0..8 {
             let raw = if i % 2 == 0 { a() } else { b() };
-            let (base, token) = (app.base.clone(), app.token("alice@a.test"));
-            let http = app.http.clone();
-            tasks.push(tokio::spawn(async move {
-                let resp = http
-                    .post(format!("{base}/v1/filings"))
-                    .bearer_auth(token)
-                    .json(&filing_body(&raw, &["matter:M-1"]))
-                    .send()
-                    .await
-                    .unwrap();
-                resp.status().as_u16()
-            }));
+            tasks.push(spawn_filing(&app, raw, "matter:M-1"));
         }
         let mut created = 0;
         for t in tasks {
@@ -210,18 +215,7 @@ both_backends!(
             .into_iter()
             .enumerate()
         {
-            let (base, token) = (app.base.clone(), app.token("alice@a.test"));
-            let http = app.http.clone();
-            tasks.push(tokio::spawn(async move {
-                let resp = http
-                    .post(format!("{base}/v1/filings"))
-                    .bearer_auth(token)
-                    .json(&filing_body(&a(), &[target]))
-                    .send()
-                    .await
-                    .unwrap();
-                resp.status().as_u16()
-            }));
+            tasks.push(spawn_filing(&app, a(), target));
             if writer.is_some() {
                 while t.queued() < n + 1 {
                     tokio::task::yield_now().await;
