@@ -91,23 +91,14 @@ pub async fn serve(
             app: app.clone(),
             timeouts: limits,
             watcher: graceful.watcher(),
+            _slot: slot,
         };
-        // The slot is held for as long as the connection's task runs.
         match &tls {
             None => match conn.plain(stream) {
-                Ok(conn) => drop(tokio::spawn(async move {
-                    conn.await;
-                    drop(slot)
-                })),
+                Ok(conn) => drop(tokio::spawn(conn)),
                 Err(e) => tracing::warn!(error = %e, "cannot set up a connection"),
             },
-            Some(acceptor) => {
-                let conn = conn.tls(acceptor.clone(), stream);
-                drop(tokio::spawn(async move {
-                    conn.await;
-                    drop(slot)
-                }))
-            }
+            Some(acceptor) => drop(tokio::spawn(conn.tls(acceptor.clone(), stream))),
         }
     }
     drop(listener);
@@ -169,6 +160,8 @@ struct Conn {
     app: Router,
     timeouts: ConnectionLimits,
     watcher: hyper_util::server::graceful::Watcher,
+    /// Its place under `limits.max_connections`, given back when the connection is dropped.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Conn {
@@ -202,6 +195,7 @@ impl Conn {
             app,
             timeouts,
             watcher,
+            _slot,
         } = self;
         let (header_read_timeout, send_stall) = (timeouts.header_read, timeouts.send_stall);
         let mid_request = Arc::new(AtomicBool::new(false));
