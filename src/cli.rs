@@ -16,6 +16,8 @@ use crate::directory::{self, RecordKind, Role};
 use crate::filing::{self, AttachmentSelection, FilingInput, TargetRef};
 use crate::tenancy::Catalog;
 
+mod directory_cmd;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "docket",
@@ -33,6 +35,18 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the production server.
+    ///
+    /// Required settings (in the `--config` file, or as environment variables):
+    ///   master_key or master_key_file   DOCKET_MASTER_KEY / DOCKET_MASTER_KEY_FILE: 32 bytes,
+    ///                                   hex or base64; it wraps every tenant's data key
+    ///   google.client_ids               DOCKET_GOOGLE__CLIENT_IDS: the OAuth client id(s)
+    ///                                   the add-on's ID tokens are issued for
+    ///
+    /// For the Gmail add-on's HTTP runtime, also addon.public_url, addon.service_account and
+    /// addon.oauth_client_id (DOCKET_ADDON__…). Everything else has a default: SQLite and
+    /// blobs under data_dir (DOCKET_DATA_DIR, default ./data), listen 127.0.0.1:8080. The
+    /// README's configuration section lists every setting.
+    #[command(verbatim_doc_comment)]
     Serve,
     /// Run a local instance with a demo tenant and a dev identity issuer (loopback only).
     Dev {
@@ -55,6 +69,11 @@ pub enum Command {
     User {
         #[command(subcommand)]
         action: UserAction,
+    },
+    /// A tenant's groups of users (record teams and walls name groups).
+    Group {
+        #[command(subcommand)]
+        action: GroupAction,
     },
     /// A tenant's audit chain.
     Audit {
@@ -109,11 +128,15 @@ pub enum BackupAction {
     /// Restore backups into a scratch place and check everything; exit 0 only if all pass,
     /// otherwise name the first failure. PATH: one backup, a tenant's backup directory (its
     /// newest backup) or a whole backup directory (each tenant's newest).
-    Verify { path: PathBuf },
+    Verify {
+        /// A backup, a tenant's backup directory or a whole backup directory.
+        path: PathBuf,
+    },
     /// Restore a backup after checking it, into an empty place only: in place (the tenant
     /// suspended, its database gone), or `--as NAME` into a new tenant (new id, no domains).
     /// PATH: one backup, or a tenant's backup directory (its newest backup).
     Restore {
+        /// A backup, or a tenant's backup directory (its newest backup).
         path: PathBuf,
         /// The tenant the backup is of (id, name or domain).
         #[arg(long)]
@@ -127,6 +150,7 @@ pub enum BackupAction {
     /// Copy a backup directory to the object store (`storage.backend = "s3"`), under
     /// `<prefix>/backups/`: only what the bucket lacks; each backup's manifest last.
     Push {
+        /// The local backup directory (`backup create --to`).
         dir: PathBuf,
         /// Only this tenant's backups (id, name or domain).
         #[arg(long)]
@@ -135,6 +159,7 @@ pub enum BackupAction {
     /// Copy the object store's backups into a directory (only what it lacks), for `verify`
     /// or `restore`.
     Pull {
+        /// The local directory to copy into.
         #[arg(long)]
         to: PathBuf,
         /// Only this tenant's backups (id, name or domain).
@@ -159,6 +184,7 @@ pub enum MaintenanceAction {
 pub enum DevAction {
     /// Print an ID token from the dev issuer (same data dir as the dev instance).
     Token {
+        /// The signed-in user's address (the `email` claim; `hd` is its domain).
         #[arg(long)]
         email: String,
         /// `aud` claim; default the configured (or dev) client id.
@@ -172,22 +198,27 @@ pub enum DevAction {
 
 #[derive(Subcommand, Debug)]
 pub enum TenantAction {
+    /// Create a tenant (a firm): its own database, data key and blob directory.
     Create {
+        /// The firm's name, as its people will see it.
         #[arg(long)]
         name: String,
         /// Google Workspace domain (the `hd` claim); repeatable.
         #[arg(long = "domain", required = true)]
         domains: Vec<String>,
     },
+    /// Every tenant: id, name, status, domains (and purge date once terminated).
     List,
     /// Suspend a tenant: every request of its users is refused (within 5 s on every docket
     /// process) until it is resumed; its data is kept. Needed before a restore in place.
     Suspend {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
     },
     /// Resume a suspended tenant.
     Resume {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
     },
@@ -195,6 +226,7 @@ pub enum TenantAction {
     /// revoked, no one can use it again, and its data is purged `admin.retention_days` (90)
     /// days later. Audited. Cannot be undone.
     Terminate {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
         /// The tenant's name, typed exactly, to confirm.
@@ -210,25 +242,32 @@ pub enum TenantAction {
     /// Set the tenant's Google service-account key (domain-wide delegation, scope
     /// gmail.readonly) used to file whole threads; `--clear` removes it.
     SetDelegation {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
         /// The service account's JSON key file.
         #[arg(long, required_unless_present = "clear")]
         key_file: Option<PathBuf>,
+        /// Remove the key: whole threads can no longer be filed.
         #[arg(long)]
         clear: bool,
     },
     /// Set the regular expression that finds record references in subjects.
     SetSubjectPattern {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
+        /// The regular expression; its first capture group (or whole match) is the
+        /// reference, e.g. `\b([MCK]-\d{4}-\d{3})\b`.
         #[arg(long)]
         pattern: String,
     },
     /// Map one address (e.g. an account without a Workspace domain) to a tenant.
     MapAddress {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
+        /// The address that signs in to the tenant.
         #[arg(long)]
         email: String,
     },
@@ -236,7 +275,9 @@ pub enum TenantAction {
 
 #[derive(Subcommand, Debug)]
 pub enum RecordAction {
+    /// Add a record (matter, case or contract) to the catalogue.
     Add {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
         /// matter, case or contract.
@@ -245,23 +286,119 @@ pub enum RecordAction {
         /// e.g. M-2024-017.
         #[arg(long)]
         reference: String,
+        /// What the firm calls it, e.g. "Northwind lease renewal".
         #[arg(long)]
         title: String,
+        /// The client's name.
         #[arg(long, default_value = "")]
         client: String,
         /// Contact address or domain; repeatable.
         #[arg(long = "contact")]
         contacts: Vec<String>,
     },
+    /// Every record: kind:reference, title, client, status, contacts (tab-separated).
     List {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
+    },
+    /// Change a record's title, client or contacts (only what is given); audited.
+    Edit {
+        /// The tenant: its id, name or one of its domains.
+        #[arg(long)]
+        tenant: String,
+        /// The record as kind:reference, e.g. matter:M-2024-017.
+        record: String,
+        /// The new title.
+        #[arg(long)]
+        title: Option<String>,
+        /// The new client name.
+        #[arg(long)]
+        client: Option<String>,
+        /// The complete new list of contacts (addresses or domains); repeatable.
+        #[arg(long = "contact")]
+        contacts: Option<Vec<String>>,
+        /// Remove every contact.
+        #[arg(long, conflicts_with = "contacts")]
+        no_contacts: bool,
+    },
+    /// Close a record: its filings stay, nobody can file to it until it is reopened.
+    Close {
+        /// The tenant: its id, name or one of its domains.
+        #[arg(long)]
+        tenant: String,
+        /// The record as kind:reference, e.g. matter:M-2024-017.
+        record: String,
+    },
+    /// Reopen a closed record.
+    Reopen {
+        /// The tenant: its id, name or one of its domains.
+        #[arg(long)]
+        tenant: String,
+        /// The record as kind:reference, e.g. matter:M-2024-017.
+        record: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupAction {
+    /// Every group with its members' addresses.
+    List {
+        /// The tenant: its id, name or one of its domains.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Create a group, with members if given.
+    Add {
+        /// The tenant: its id, name or one of its domains.
+        #[arg(long)]
+        tenant: String,
+        /// The group's name (unique in the firm).
+        name: String,
+        /// A member's email address; repeatable.
+        #[arg(long = "member")]
+        members: Vec<String>,
+    },
+    /// Rename a group.
+    Rename {
+        /// The tenant: its id, name or one of its domains.
+        #[arg(long)]
+        tenant: String,
+        /// The group's current name.
+        name: String,
+        /// Its new name.
+        new_name: String,
+    },
+    /// Add users (by email address) to a group; those already in it are left as they are.
+    AddMember {
+        /// The tenant: its id, name or one of its domains.
+        #[arg(long)]
+        tenant: String,
+        /// The group's name.
+        group: String,
+        /// The users' email addresses.
+        #[arg(required = true)]
+        emails: Vec<String>,
+    },
+    /// Remove users (by email address) from a group.
+    RemoveMember {
+        /// The tenant: its id, name or one of its domains.
+        #[arg(long)]
+        tenant: String,
+        /// The group's name.
+        group: String,
+        /// The users' email addresses.
+        #[arg(required = true)]
+        emails: Vec<String>,
     },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum UserAction {
+    /// Add a user; their address must be able to sign in to the firm (one of its domains,
+    /// or mapped to it with `tenant map-address`).
     Add {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
         /// The user's Google account email.
@@ -270,30 +407,49 @@ pub enum UserAction {
         /// admin, filer or viewer.
         #[arg(long, default_value = "filer")]
         role: String,
+        /// Display name.
         #[arg(long, default_value = "")]
         name: String,
     },
+    /// Every user: email, role, status, name (tab-separated).
     List {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
     },
     /// Set a user's console password (read from standard input, or from the environment
     /// variable DOCKET_NEW_PASSWORD); ends their sessions. Exit 2 when the policy refuses it.
     SetPassword {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
+        /// The user's email address.
         email: String,
+    },
+    /// Change a user's role; the firm's last active admin stays an admin.
+    SetRole {
+        /// The tenant: its id, name or one of its domains.
+        #[arg(long)]
+        tenant: String,
+        /// The user's email address.
+        email: String,
+        /// admin, filer or viewer.
+        role: String,
     },
     /// Reactivate a suspended user (e.g. after three failed sign-ins).
     Reactivate {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
+        /// The user's email address.
         email: String,
     },
     /// Issue a one-time set-password link for a user (printed with its expiry).
     ResetLink {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
+        /// The user's email address.
         email: String,
     },
 }
@@ -303,11 +459,13 @@ pub enum RetentionAction {
     /// Make the disposition list of every active tenant, or of one (`docket serve` does it
     /// daily): the closed records whose retention has run out and are not on hold.
     Evaluate {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: Option<String>,
     },
     /// The retention policies and the disposition lists of a tenant.
     Status {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
     },
@@ -317,8 +475,10 @@ pub enum RetentionAction {
 pub enum SubjectAction {
     /// Write the person's access export (a zip: manifest.json and the messages as .eml).
     Export {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
+        /// The person's email address.
         #[arg(long)]
         email: String,
         /// Where to write the zip.
@@ -327,8 +487,10 @@ pub enum SubjectAction {
     },
     /// Erase the person's personal data, except filings under a legal hold (see the README).
     Erase {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
+        /// The person's email address.
         #[arg(long)]
         email: String,
         /// The firm's reference for the request (kept in the audit entry).
@@ -341,26 +503,34 @@ pub enum SubjectAction {
 pub enum HoldAction {
     /// The holds in force (with `--all`, the released ones too).
     List {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
+        /// The released holds too.
         #[arg(long)]
         all: bool,
     },
     /// Place a hold on a record (`kind:reference`) or on a person (an email address).
     Place {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
+        /// The record held, as kind:reference (e.g. matter:M-2024-017).
         #[arg(long, required_unless_present = "email", conflicts_with = "email")]
         record: Option<String>,
+        /// The person held: their filings, as sender or recipient.
         #[arg(long)]
         email: Option<String>,
+        /// Why (the matter or investigation it is for); kept with the hold.
         #[arg(long)]
         reason: String,
     },
     /// Release a hold (by its id, from `docket hold list`).
     Release {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
+        /// The hold's id.
         id: String,
     },
 }
@@ -369,13 +539,16 @@ pub enum HoldAction {
 pub enum AuditAction {
     /// Exit 0 only if the whole chain is intact; otherwise name the first bad entry.
     Verify {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
     },
     /// Show the newest entries.
     List {
+        /// The tenant: its id, name or one of its domains.
         #[arg(long)]
         tenant: String,
+        /// How many entries, newest first.
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
@@ -383,6 +556,7 @@ pub enum AuditAction {
 
 #[derive(Args, Debug)]
 pub struct FileArgs {
+    /// The tenant: its id, name or one of its domains.
     #[arg(long)]
     pub tenant: String,
     /// Email of the filing user.
@@ -394,6 +568,7 @@ pub struct FileArgs {
     /// `all` or comma-separated attachment indices (0-based).
     #[arg(long, default_value = "all")]
     pub attachments: String,
+    /// A note kept with the filing.
     #[arg(long)]
     pub note: Option<String>,
     /// The message (.eml); `-` reads standard input.
@@ -441,8 +616,11 @@ fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
+    // Colour only on a terminal: a file, a pipe or journald gets plain text.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if config.log.format == "json" {
         let _ = builder.json().try_init();
@@ -509,16 +687,31 @@ async fn run(
                 12 * 3600,
             );
             let console_pw = dev::console_password(&state.catalog, &tenant, &dev_dir).await?;
+            let second_factor = if dev::admin_enrolled(&state.catalog, &tenant).await? {
+                "then the code from your authenticator app"
+            } else {
+                "you enrol an authenticator app on first sign-in"
+            };
             let addr = app.local_addr();
             println!(
-                "\ndocket dev is running on http://{addr}\n  data dir: {}\n  demo tenant: {} ({}), users alice@ (admin), bob@ (filer), carol@ (viewer) @demo.test\n  dev JWKS: http://{addr}/dev/jwks.json\n\nFile the sample email (token for alice@demo.test, valid 12 h; `docket dev token --email bob@demo.test` mints more):\n\ncurl -sS -X POST http://{addr}/v1/filings \\\n  -H 'Authorization: Bearer {token}' \\\n  -H 'Content-Type: application/json' \\\n  --data @{}\n\nThen list what was filed:\n\ncurl -sS 'http://{addr}/v1/filings?target=matter:M-2024-017' -H 'Authorization: Bearer {token}'\n",
-                state.config.data_dir.display(),
-                tenant.name,
-                tenant.domains.join(", "),
-                body_path.display(),
-            );
-            println!(
-                "Admin console: http://{addr}/console  (alice@demo.test / {console_pw}; enrol an authenticator app on first sign-in)\n"
+                "\ndocket dev is running on http://{addr}\n  \
+                 data dir: {data}\n  \
+                 demo tenant: {name} ({domains}); users alice@ (admin), bob@ (filer), carol@ (viewer) @demo.test\n  \
+                 Gmail add-on simulator: http://{addr}/dev/addon  (the sidebar as each demo user sees it)\n  \
+                 admin console: http://{addr}/console  (alice@demo.test / {console_pw}; {second_factor})\n  \
+                 dev JWKS: http://{addr}/dev/jwks.json\n\n\
+                 File the sample email (a token for alice@demo.test, valid 12 h; `docket dev token --email bob@demo.test` mints others):\n\n\
+                 TOKEN='{token}'\n\n\
+                 curl -sS -w '\\n' -X POST http://{addr}/v1/filings \\\n  \
+                 -H \"Authorization: Bearer $TOKEN\" \\\n  \
+                 -H 'Content-Type: application/json' \\\n  \
+                 --data @{body}\n\n\
+                 Then list what was filed:\n\n\
+                 curl -sS -w '\\n' 'http://{addr}/v1/filings?target=matter:M-2024-017' -H \"Authorization: Bearer $TOKEN\"\n",
+                data = state.config.data_dir.display(),
+                name = tenant.name,
+                domains = tenant.domains.join(", "),
+                body = body_path.display(),
             );
             app.run_until_stopped().await?;
         }
@@ -701,6 +894,11 @@ async fn run(
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                     println!("added {}:{} {}", r.kind, r.reference, r.title);
                 }
+                RecordAction::Edit { .. }
+                | RecordAction::Close { .. }
+                | RecordAction::Reopen { .. } => {
+                    directory_cmd::record(&catalog, action).await?;
+                }
                 RecordAction::List { tenant } => {
                     let t = catalog
                         .tenant(&catalog.find_tenant(&tenant).await?.id)
@@ -736,6 +934,12 @@ async fn run(
                         .tenant(&catalog.find_tenant(&tenant).await?.id)
                         .await?;
                     let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+                    if directory::valid_email(email.trim()) {
+                        catalog
+                            .sign_in_obstacle(&t.id, &email)
+                            .await?
+                            .map_err(anyhow::Error::msg)?;
+                    }
                     let u = directory::add_user(&t.db, &email, &name, role, "operator")
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -784,6 +988,14 @@ async fn run(
                         Err(e) => anyhow::bail!("{e}"),
                     }
                 }
+                UserAction::SetRole {
+                    tenant,
+                    email,
+                    role,
+                } => {
+                    let (t, u) = cli_user(&catalog, &tenant, &email).await?;
+                    directory_cmd::set_role(&t, &u, &role).await?;
+                }
                 UserAction::Reactivate { tenant, email } => {
                     let (t, u) = cli_user(&catalog, &tenant, &email).await?;
                     crate::accounts::login::reactivate(&t.db, &u.id, "operator")
@@ -802,11 +1014,20 @@ async fn run(
                     )
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    println!("{}", link.link);
+                    // A full URL when docket knows where it is served; else the path.
+                    match config.addon.public_url.as_deref() {
+                        Some(base) => println!("{}{}", base.trim_end_matches('/'), link.link),
+                        None => println!("{}", link.link),
+                    }
                     println!(
                         "one-time set-password link for {}; expires {} (UTC)",
                         link.email, link.expires_at
                     );
+                    if config.addon.public_url.is_none() {
+                        println!(
+                            "(a path: set addon.public_url (DOCKET_ADDON__PUBLIC_URL) to print the full URL)"
+                        );
+                    }
                 }
             }
             catalog.close().await;
@@ -864,6 +1085,11 @@ async fn run(
             let catalog = catalog_for_cli(&config).await?;
             let budget = crate::budget::Budget::new(config.limits.max_bytes_in_flight);
             subject_command(&catalog, &budget, action).await?;
+            catalog.close().await;
+        }
+        Command::Group { action } => {
+            let catalog = catalog_for_cli(&config).await?;
+            directory_cmd::group(&catalog, action).await?;
             catalog.close().await;
         }
         Command::Hold { action } => {
@@ -1292,5 +1518,36 @@ mod tests {
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// Every subcommand and every flag or argument says what it is for in `--help`.
+    #[test]
+    fn every_subcommand_and_flag_has_a_help_line() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" && a.get_help().is_none() {
+                    missing.push(format!("{path} <{id}>"));
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let p = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(p.clone());
+                }
+                walk(sub, &p, missing);
+            }
+        }
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "docket", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{} without a help line:\n{}",
+            missing.len(),
+            missing.join("\n")
+        );
     }
 }

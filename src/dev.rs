@@ -386,6 +386,16 @@ item,price\r\nsupport,100\r\n\
 
 /// The demo admin's console password: generated on first start, set for alice@demo.test
 /// and kept in `data/dev/console-password` (0600) so later starts print the same one.
+/// Whether the demo admin (alice@demo.test) has enrolled an authenticator app, i.e. signs
+/// in to the console with a code rather than being asked to enrol.
+pub async fn admin_enrolled(catalog: &Catalog, tenant: &TenantInfo) -> anyhow::Result<bool> {
+    let t = catalog.tenant(&tenant.id).await?;
+    let Some(alice) = crate::directory::user_by_email(&t.db, "alice@demo.test").await? else {
+        return Ok(false);
+    };
+    Ok(crate::accounts::totp::is_enrolled(&t.db, &alice.id).await?)
+}
+
 pub async fn console_password(
     catalog: &Catalog,
     tenant: &TenantInfo,

@@ -974,6 +974,51 @@ async fn serve_starts_and_answers_health_and_readiness() {
     let r = http().get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "ready");
+    // Its log goes to a pipe here: plain text, no colour escapes.
+    let log = p.stderr();
+    assert!(log.contains("docket listening"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour escapes in a piped log:\n{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let (mut site, base) = serve_site();
+    site.set("DOCKET_LOG__FORMAT", "json");
+    let mut p = site.spawn(&["serve"]);
+    wait_ready(&mut p, &base).await;
+    let log = p.stderr();
+    assert!(log.contains("docket listening"), "{log}");
+    for line in log.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{v}");
+    }
+}
+
+#[test]
+fn every_command_explains_itself_and_serve_names_its_required_settings() {
+    let site = Site::bare();
+    let help = site.ok(&["serve", "--help"]);
+    for needle in [
+        "DOCKET_MASTER_KEY",
+        "DOCKET_MASTER_KEY_FILE",
+        "DOCKET_GOOGLE__CLIENT_IDS",
+        "addon.public_url",
+    ] {
+        assert!(
+            help.contains(needle),
+            "serve --help lacks {needle}:\n{help}"
+        );
+    }
+    // The unit test `cli::tests::every_subcommand_and_flag_has_a_help_line` walks every
+    // command; here, what the binary prints for one.
+    let help = site.ok(&["group", "--help"]);
+    assert!(
+        help.contains("Add users (by email address) to a group"),
+        "{help}"
+    );
 }
 
 fn write_config(site: &Site, name: &str, body: &str) -> PathBuf {
@@ -1125,10 +1170,10 @@ async fn start_dev(site: &mut Site) -> Dev {
     let out = proc.wait_for_stdout("Then list what was filed");
     assert!(out.contains(&format!("{base}/v1/filings")), "{out}");
     let token = out
-        .split("Authorization: Bearer ")
+        .split("TOKEN='")
         .nth(1)
         .and_then(|s| s.split('\'').next())
-        .unwrap_or_else(|| panic!("no bearer token in:\n{out}"))
+        .unwrap_or_else(|| panic!("no TOKEN='…' in:\n{out}"))
         .to_string();
     let body_path = PathBuf::from(
         out.split("--data @")
@@ -1230,6 +1275,79 @@ async fn dev_quick_start_files_the_sample_with_a_minted_token() {
     assert_eq!(mode & 0o777, 0o600, "{} mode {:o}", key.display(), mode);
     let mut dev = dev;
     dev.proc.assert_running();
+}
+
+/// The quick start's shell lines (from `TOKEN=` to the end), run as printed by bash.
+fn run_quick_start(banner: &str) -> String {
+    // The shell lines, as a user pastes them: the TOKEN= line and each curl command with
+    // its continuation lines (the prose between them is for reading).
+    let mut script = String::new();
+    let mut continued = false;
+    for line in banner[banner.find("TOKEN='").expect("a TOKEN= line")..].lines() {
+        if continued || line.starts_with("TOKEN='") || line.starts_with("curl ") {
+            script.push_str(line);
+            script.push('\n');
+            continued = line.ends_with('\\');
+        }
+    }
+    let script = script.as_str();
+    let out = Command::new("bash")
+        .args(["-euc", script])
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn dev_banner_names_the_simulator_prints_the_token_once_and_runs_as_printed() {
+    let mut site = Site::bare();
+    let dev = start_dev(&mut site).await;
+    let banner = dev.proc.stdout();
+    assert!(
+        banner.contains(&format!("{}/dev/addon", dev.base)),
+        "{banner}"
+    );
+    assert_eq!(banner.matches(&dev.token).count(), 1, "{banner}");
+    assert!(
+        banner.contains("enrol an authenticator app on first sign-in"),
+        "{banner}"
+    );
+
+    // Pasted into a shell, the quick start files the sample and lists it, and each answer
+    // ends its line (the prompt does not follow the JSON).
+    let out = run_quick_start(&banner);
+    let answers: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}\n{out}")))
+        .collect();
+    assert!(out.ends_with('\n'), "{out:?}");
+    assert_eq!(answers.len(), 2, "{out}");
+    assert_eq!(answers[0]["filings"][0]["created"], true, "{out}");
+    assert_eq!(answers[1]["filings"].as_array().unwrap().len(), 1, "{out}");
+    drop(dev);
+
+    // Once the demo admin has an authenticator, the banner says to use it, not to enrol.
+    let tenants = site.data().join("tenants");
+    let id = std::fs::read_dir(&tenants)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    exec(
+        &id.path().join("tenant.db"),
+        &["UPDATE local_accounts SET totp_secret_enc = X'00' \
+           WHERE user_id = (SELECT id FROM users WHERE email = 'alice@demo.test')"],
+    )
+    .await;
+    let dev = start_dev(&mut site).await;
+    let banner = dev.proc.stdout();
+    assert!(!banner.contains("enrol"), "{banner}");
+    assert!(banner.contains("authenticator app"), "{banner}");
 }
 
 #[test]
@@ -1461,6 +1579,21 @@ async fn operator_recovers_an_admin_account() {
     let by = one_string(&db, "SELECT handled_by FROM reset_requests").await;
     assert_eq!(by.as_deref(), Some("operator"));
     assert_eq!(operator_entries(&db).await, before_link + 1);
+
+    // Where docket is served is known: the link is a whole URL, ready to send.
+    site.set("DOCKET_ADDON__PUBLIC_URL", "https://docket.firm.test/");
+    let out = site.ok(&[
+        "user",
+        "reset-link",
+        "--tenant",
+        "firm.test",
+        "boss@firm.test",
+    ]);
+    let link = out.lines().next().unwrap().trim();
+    assert!(
+        link.starts_with(&format!("https://docket.firm.test/console/reset/{tid}.")),
+        "{out}"
+    );
     site.ok(&["audit", "verify", "--tenant", "firm.test"]);
 }
 
@@ -1488,4 +1621,385 @@ fn tenant_list_shows_the_purge_date_of_a_closed_tenant() {
         ],
         "{list}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Onboarding from a script: who may be added, records, roles and groups (issue 14)
+// ---------------------------------------------------------------------------------------
+
+fn user_add(site: &Site, email: &str, role: &str) -> Out {
+    site.run(&[
+        "user",
+        "add",
+        "--tenant",
+        "firm.test",
+        "--email",
+        email,
+        "--role",
+        role,
+    ])
+}
+
+#[tokio::test]
+async fn user_add_refuses_an_address_that_could_never_sign_in() {
+    let site = Site::new();
+    let tid = seed_firm(&site);
+    let db = site.tenant_db(&tid);
+    let users = count(&db, "users").await;
+    // Not the firm's domain, not mapped: refused, saying why and what would fix it.
+    let why = user_add(&site, "pat@gmail.com", "filer").fails_naming(&[
+        "pat@gmail.com",
+        "firm.test",
+        "map-address",
+    ]);
+    assert!(why.contains("could never sign in"), "{why}");
+    // A look-alike of the firm's domain is not the firm's domain.
+    user_add(&site, "pat@firm.test.evil", "filer").fails_naming(&["firm.test.evil"]);
+    assert_eq!(count(&db, "users").await, users, "nothing was added");
+    // Another firm's domain is not this firm's either.
+    site.ok(&[
+        "tenant",
+        "create",
+        "--name",
+        "Other",
+        "--domain",
+        "other.test",
+    ]);
+    user_add(&site, "pat@other.test", "filer").fails_naming(&["other.test"]);
+    // Once the address is mapped to the firm, it can be added; so can the firm's own domain
+    // in any letter case.
+    site.ok(&[
+        "tenant",
+        "map-address",
+        "--tenant",
+        "firm.test",
+        "--email",
+        "pat@gmail.com",
+    ]);
+    user_add(&site, "pat@gmail.com", "filer").ok();
+    user_add(&site, "Quinn@FIRM.test", "viewer").ok();
+    assert_eq!(count(&db, "users").await, users + 2);
+}
+
+#[tokio::test]
+async fn records_roles_and_groups_are_managed_from_the_command_line() {
+    let site = Site::new();
+    let tid = seed_firm(&site);
+    let db = site.tenant_db(&tid);
+    let entries = operator_entries(&db).await;
+
+    // Records: edit only what is given, close, reopen.
+    let out = site.ok(&[
+        "record",
+        "edit",
+        "--tenant",
+        "firm.test",
+        "matter:M-2024-017",
+        "--title",
+        "Acme v. Widget (appeal)",
+        "--contact",
+        "acme.com",
+        "--contact",
+        "counsel@lawfirm.test",
+    ]);
+    assert!(out.contains("Acme v. Widget (appeal)"), "{out}");
+    let list = site.ok(&["record", "list", "--tenant", "firm.test"]);
+    assert!(
+        list.contains(
+            "matter:M-2024-017\tAcme v. Widget (appeal)\t\topen\tacme.com,counsel@lawfirm.test"
+        ) || list.contains(
+            "matter:M-2024-017\tAcme v. Widget (appeal)\t\topen\tcounsel@lawfirm.test,acme.com"
+        ),
+        "{list}"
+    );
+    site.ok(&[
+        "record",
+        "close",
+        "--tenant",
+        "firm.test",
+        "matter:M-2024-017",
+    ]);
+    let list = site.ok(&["record", "list", "--tenant", "firm.test"]);
+    assert!(list.contains("\tclosed\t"), "{list}");
+    // A closed record takes no filing.
+    let eml = write_eml(site.root());
+    let out = site.run(&[
+        "file",
+        "--tenant",
+        "firm.test",
+        "--user",
+        "a@firm.test",
+        "--target",
+        "matter:M-2024-017",
+        eml.to_str().unwrap(),
+    ]);
+    assert!(
+        !out.status.success(),
+        "filed to a closed record: {}",
+        out.stdout
+    );
+    site.ok(&[
+        "record",
+        "reopen",
+        "--tenant",
+        "firm.test",
+        "matter:M-2024-017",
+    ]);
+    assert!(site
+        .ok(&["record", "list", "--tenant", "firm.test"])
+        .contains("\topen\t"));
+    site.run(&[
+        "record",
+        "edit",
+        "--tenant",
+        "firm.test",
+        "matter:M-2024-017",
+    ])
+    .fails_naming(&["nothing to change"]);
+    site.run(&["record", "close", "--tenant", "firm.test", "matter:NOPE"])
+        .fails_naming(&["matter:NOPE"]);
+    site.run(&["record", "close", "--tenant", "firm.test", "M-2024-017"])
+        .fails_naming(&["kind:reference"]);
+
+    // Roles: promote, demote; the last admin stays an admin.
+    let out = site.ok(&[
+        "user",
+        "set-role",
+        "--tenant",
+        "firm.test",
+        "a@firm.test",
+        "admin",
+    ]);
+    assert!(out.contains("a@firm.test is now admin"), "{out}");
+    site.run(&[
+        "user",
+        "set-role",
+        "--tenant",
+        "firm.test",
+        "a@firm.test",
+        "viewer",
+    ])
+    .fails_naming(&["admin"]);
+    user_add(&site, "b@firm.test", "filer").ok();
+    site.ok(&[
+        "user",
+        "set-role",
+        "--tenant",
+        "firm.test",
+        "b@firm.test",
+        "admin",
+    ]);
+    site.ok(&[
+        "user",
+        "set-role",
+        "--tenant",
+        "firm.test",
+        "a@firm.test",
+        "viewer",
+    ]);
+    site.run(&[
+        "user",
+        "set-role",
+        "--tenant",
+        "firm.test",
+        "b@firm.test",
+        "boss",
+    ])
+    .fails_naming(&["boss"]);
+    let users = site.ok(&["user", "list", "--tenant", "firm.test"]);
+    assert!(users.contains("a@firm.test\tviewer"), "{users}");
+    assert!(users.contains("b@firm.test\tadmin"), "{users}");
+
+    // Groups: create with members, add and remove members, rename, list.
+    let out = site.ok(&[
+        "group",
+        "add",
+        "--tenant",
+        "firm.test",
+        "Litigation",
+        "--member",
+        "a@firm.test",
+    ]);
+    assert_eq!(out.trim(), "Litigation\ta@firm.test");
+    site.run(&["group", "add", "--tenant", "firm.test", "Litigation"])
+        .fails_naming(&["Litigation"]);
+    site.run(&[
+        "group",
+        "add",
+        "--tenant",
+        "firm.test",
+        "Tax",
+        "--member",
+        "nobody@firm.test",
+    ])
+    .fails_naming(&["nobody@firm.test"]);
+    let out = site.ok(&[
+        "group",
+        "add-member",
+        "--tenant",
+        "firm.test",
+        "litigation",
+        "b@firm.test",
+        "a@firm.test",
+    ]);
+    assert_eq!(out.trim(), "Litigation\ta@firm.test,b@firm.test");
+    let out = site.ok(&[
+        "group",
+        "remove-member",
+        "--tenant",
+        "firm.test",
+        "Litigation",
+        "a@firm.test",
+    ]);
+    assert_eq!(out.trim(), "Litigation\tb@firm.test");
+    site.ok(&[
+        "group",
+        "rename",
+        "--tenant",
+        "firm.test",
+        "Litigation",
+        "Disputes",
+    ]);
+    let groups = site.ok(&["group", "list", "--tenant", "firm.test"]);
+    assert!(groups.contains("\nDisputes\tb@firm.test\n"), "{groups}");
+    assert!(!groups.contains("Litigation"), "{groups}");
+
+    // Each change is an operator entry in the audit chain, and the chain holds.
+    assert!(operator_entries(&db).await >= entries + 10);
+    site.ok(&["audit", "verify", "--tenant", "firm.test"]);
+}
+
+#[tokio::test]
+async fn database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new();
+    let tid = seed_firm(&site);
+    let eml = write_eml(site.root());
+    site.ok(&[
+        "file",
+        "--tenant",
+        "firm.test",
+        "--user",
+        "a@firm.test",
+        "--target",
+        "matter:M-2024-017",
+        eml.to_str().unwrap(),
+    ]);
+    let mut seen = 0;
+    let mut stack = vec![site.data()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let path = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.ends_with(".db") || name.ends_with(".db-wal") || name.ends_with(".db-shm") {
+                seen += 1;
+                let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{} has mode {mode:o}", path.display());
+            }
+        }
+    }
+    assert!(
+        seen >= 2,
+        "the catalogue and the tenant database: {seen} files"
+    );
+    assert!(site.tenant_db(&tid).exists());
+}
+
+/// The PostgreSQL server's admin URL (`DOCKET_TEST_PG`), or None when it is unreachable
+/// outside CI (the test is then skipped, saying so); in CI it must be reachable.
+async fn pg_admin_or_skip() -> Option<url::Url> {
+    use sqlx::Connection;
+    let url = std::env::var("DOCKET_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    sqlx::any::install_default_drivers();
+    let up = tokio::time::timeout(Duration::from_secs(5), sqlx::AnyConnection::connect(&url))
+        .await
+        .is_ok_and(|c| c.is_ok());
+    if up {
+        return Some(url.parse().unwrap());
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "PostgreSQL is required in CI but unreachable at {url}"
+    );
+    eprintln!("SKIP: PostgreSQL unreachable at {url}");
+    None
+}
+
+/// Drops the databases and roles whose names start with `prefix`.
+async fn drop_pg_prefix(admin: &url::Url, prefix: &str) {
+    use sqlx::{Connection, Executor, Row};
+    let mut c = sqlx::AnyConnection::connect(admin.as_str()).await.unwrap();
+    let like = format!("{prefix}%");
+    for (list, drop) in [
+        (
+            "SELECT datname::text FROM pg_database WHERE datname LIKE $1",
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+        ),
+        (
+            "SELECT rolname::text FROM pg_roles WHERE rolname LIKE $1",
+            "DROP ROLE IF EXISTS \"{}\"",
+        ),
+    ] {
+        let rows = sqlx::query(list)
+            .bind(&like)
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+        for r in rows {
+            let n: String = r.get(0);
+            c.execute(drop.replace("{}", &n).as_str()).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn postgres_start_up_logs_no_notice_per_tenant_database() {
+    let Some(admin) = pg_admin_or_skip().await else {
+        return;
+    };
+    let prefix = format!(
+        "docket_cli_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let mut catalog = admin.clone();
+    catalog.set_path(&format!("/{prefix}"));
+    let (mut site, base) = serve_site();
+    site.set("DOCKET_DATABASE__URL", catalog.as_str());
+    site.ok(&[
+        "tenant",
+        "create",
+        "--name",
+        "Firm",
+        "--domain",
+        "firm.test",
+    ]);
+    site.ok(&[
+        "tenant",
+        "create",
+        "--name",
+        "Other",
+        "--domain",
+        "other.test",
+    ]);
+    let migrate = site.run(&["migrate"]).ok();
+    let mut serve = site.spawn(&["serve"]);
+    wait_ready(&mut serve, &base).await;
+    let served = serve.stderr();
+    drop(serve);
+    drop_pg_prefix(&admin, &prefix).await;
+    for log in [&migrate.stderr, &served] {
+        assert!(!log.contains("already exists"), "{log}");
+        assert!(!log.contains("_sqlx_migrations"), "{log}");
+    }
+    assert!(served.contains("docket listening"), "{served}");
 }

@@ -119,6 +119,16 @@ pub async fn open_pg(url: &url::Url, max_connections: u32) -> anyhow::Result<Any
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(30))
         .after_release(pg_connection_is_clean)
+        // No NOTICE messages: sqlx logs each one, and the only ones docket's statements
+        // raise are noise, such as the migrator's `CREATE TABLE IF NOT EXISTS
+        // _sqlx_migrations` answering "already exists, skipping" once per database at every
+        // start. Warnings and errors still come through.
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET client_min_messages = warning").await?;
+                Ok(())
+            })
+        })
         .connect(url.as_str())
         .await
         .with_context(|| {

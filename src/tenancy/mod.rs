@@ -515,6 +515,39 @@ impl Catalog {
         Ok(row.map(|r| r.get::<String, _>(0)))
     }
 
+    /// Whether `email` could ever sign in to tenant `id`: its domain is one of the tenant's
+    /// (Google signs the Workspace domain into the `hd` claim) or the address is mapped to
+    /// the tenant (`docket tenant map-address`), the two ways a sign-in finds its firm.
+    /// `Ok(Err(why))` says, in words for whoever is adding the user, what stands in the way.
+    pub async fn sign_in_obstacle(
+        &self,
+        id: &str,
+        email: &str,
+    ) -> anyhow::Result<Result<(), String>> {
+        let email = email.trim().to_ascii_lowercase();
+        let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        if self.tenant_id_for_domain(domain).await?.as_deref() == Some(id)
+            || self.tenant_id_for_address(&email).await?.as_deref() == Some(id)
+        {
+            return Ok(Ok(()));
+        }
+        let domains = self
+            .tenant_info(id)
+            .await?
+            .map(|t| t.domains)
+            .unwrap_or_default();
+        let theirs = match domains.as_slice() {
+            [] => "the firm has no domain".to_string(),
+            [one] => format!("the firm's domain is {one}"),
+            many => format!("the firm's domains are {}", many.join(", ")),
+        };
+        Ok(Err(format!(
+            "{email} could never sign in to this firm: {domain} is not one of its domains \
+             ({theirs}) and the address is not mapped to it. The operator can map the address \
+             to the firm (`docket tenant map-address`)"
+        )))
+    }
+
     /// Maps one address (e.g. an account without `hd`) to a tenant.
     pub async fn map_address(&self, tenant_id: &str, email: &str) -> anyhow::Result<()> {
         sqlx::query("INSERT INTO tenant_addresses (email, tenant_id) VALUES ($1, $2)")

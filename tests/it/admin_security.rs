@@ -1544,3 +1544,69 @@ async fn console_asks_for_a_step_up_before_person_acts() {
         .unwrap()
         .is_some());
 }
+
+// An admin cannot add a user who could never sign in (issue 14): the address's domain is
+// not the firm's, and it is not mapped to the firm. Refused with 422 `cannot-sign-in`, in
+// the API and in the console, and nothing is written; a mapped address is accepted.
+both_backends!(
+    an_address_that_could_never_sign_in_is_not_added,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        let token = token_for(&a, "adam@a.test", &[Scope::Admin]).await;
+        let users = scalar(&*a, "SELECT COUNT(*) FROM users").await;
+        let entries = scalar(&*a, "SELECT COUNT(*) FROM audit_log").await;
+        for email in ["pat@gmail.com", "pat@b.test", "pat@a.test.example"] {
+            let r = call(
+                &app,
+                Ok(&token),
+                reqwest::Method::POST,
+                "/v1/admin/users",
+                Some(json!({"email": email, "role": "filer"})),
+            )
+            .await;
+            let (s, p) = problem(r).await;
+            assert_eq!(s, 422, "{email}: {p}");
+            assert_eq!(p["type"], "urn:docket:problem:cannot-sign-in", "{p}");
+            let detail = p["detail"].as_str().unwrap();
+            assert!(detail.contains(email) && detail.contains("a.test"), "{p}");
+        }
+
+        // The console form says the same on the page, keeping what was typed.
+        let (cookie, csrf) = session_for(&app, &a, "adam@a.test").await;
+        let r = app
+            .http
+            .post(format!("{}/console/users", app.base))
+            .header("cookie", &cookie)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("email", "pat@gmail.com"),
+                ("role", "filer"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422);
+        let html = r.text().await.unwrap();
+        assert!(html.contains("could never sign in to this firm"), "{html}");
+        assert!(html.contains("value=\"pat@gmail.com\""), "{html}");
+        assert_eq!(scalar(&*a, "SELECT COUNT(*) FROM users").await, users);
+        assert_eq!(scalar(&*a, "SELECT COUNT(*) FROM audit_log").await, entries);
+
+        // Mapped to the firm, the address can sign in, so it can be added.
+        app.state
+            .catalog
+            .map_address(&app.firm_a.id, "pat@gmail.com")
+            .await
+            .unwrap();
+        let r = call(
+            &app,
+            Ok(&token),
+            reqwest::Method::POST,
+            "/v1/admin/users",
+            Some(json!({"email": "Pat@Gmail.com", "role": "filer"})),
+        )
+        .await;
+        assert_eq!(r.status(), 201);
+        assert_eq!(scalar(&*a, "SELECT COUNT(*) FROM users").await, users + 1);
+    }
+);

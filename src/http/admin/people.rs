@@ -1,7 +1,7 @@
 //! Users and groups: `/v1/admin/users` and `/v1/admin/groups` (tag "people"). The internal
 //! `system` user (automatic filing) is never listed and answers 404.
 
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -53,14 +53,16 @@ async fn list_users(ctx: AdminCtx) -> AppResult<Json<Vec<UserDetail>>> {
     responses((status = 201, description = "The new user", body = UserDetail),
         (status = 403, description = "`session-required` or `reauth-required` (role `admin`)"),
         (status = 409, description = "The email is taken"),
-        (status = 422, description = "Invalid email, name or group")), tag = "people")]
+        (status = 422, description = "Invalid email, name or group, or `cannot-sign-in`: the address could never sign in to this firm")), tag = "people")]
 async fn add_user(
+    State(state): State<AppState>,
     ctx: AdminCtx,
     ApiJson(req): ApiJson<NewUser>,
 ) -> AppResult<(StatusCode, Json<UserDetail>)> {
     if req.role == Role::Admin {
         ctx.person("creating an administrator")?;
     }
+    can_sign_in(&state, &ctx.tenant.id, &req.email).await?;
     let u = directory::create_user(
         &ctx.tenant.db,
         &req.email,
@@ -71,6 +73,21 @@ async fn add_user(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(u)))
+}
+
+/// 422 `cannot-sign-in` when `email` could never sign in to the firm (its domain is not
+/// the firm's and the address is not mapped to it): such a user would be a dead entry. An
+/// address that is not an email address at all is left to `create_user` to name.
+pub(crate) async fn can_sign_in(state: &AppState, tenant_id: &str, email: &str) -> AppResult<()> {
+    let email = email.trim().to_ascii_lowercase();
+    if !directory::valid_email(&email) {
+        return Ok(());
+    }
+    let obstacle = state.catalog.sign_in_obstacle(tenant_id, &email).await;
+    match obstacle.map_err(AppError::internal)? {
+        Ok(()) => Ok(()),
+        Err(why) => Err(AppError::unprocessable("cannot-sign-in", why)),
+    }
 }
 
 fn no_user() -> AppError {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::extract::{Path, Query};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::{render, render_status, step_up, Chrome, ConsoleCtx, ConsoleForm};
 use crate::directory::{self, Group, Role, UserDetail, UserPatch};
 use crate::error::{AppError, AppResult};
-use crate::http::admin::people::changes_role;
+use crate::http::admin::people::{can_sign_in, changes_role};
 use crate::http::AppState;
 
 /// A checkbox or option: value, label, whether chosen.
@@ -125,6 +125,7 @@ fn role_of(form: &HashMap<String, String>) -> Result<Role, String> {
 }
 
 async fn add_user(
+    State(state): State<AppState>,
     ConsoleForm(ctx, form): ConsoleForm<HashMap<String, String>>,
 ) -> AppResult<Response> {
     if role_of(&form) == Ok(Role::Admin) {
@@ -132,18 +133,22 @@ async fn add_user(
             return Ok(r);
         }
     }
+    let email = form.get("email").map(String::as_str).unwrap_or("");
     let result = match role_of(&form) {
-        Ok(role) => {
-            directory::create_user(
-                &ctx.tenant.db,
-                form.get("email").map(String::as_str).unwrap_or(""),
-                form.get("display_name").map(String::as_str).unwrap_or(""),
-                role,
-                &chosen(&form, "group_"),
-                &ctx.actor(),
-            )
-            .await
-        }
+        Ok(role) => match can_sign_in(&state, &ctx.tenant.id, email).await {
+            Err(e) => Err(e),
+            Ok(()) => {
+                directory::create_user(
+                    &ctx.tenant.db,
+                    form.get("email").map(String::as_str).unwrap_or(""),
+                    form.get("display_name").map(String::as_str).unwrap_or(""),
+                    role,
+                    &chosen(&form, "group_"),
+                    &ctx.actor(),
+                )
+                .await
+            }
+        },
         Err(e) => Err(AppError::unprocessable("invalid-role", e)),
     };
     match result {
