@@ -1553,8 +1553,8 @@ both_backends!(
     |app: TestApp| async move {
         let a = app.tenant(&app.firm_a).await;
         let token = token_for(&a, "adam@a.test", &[Scope::Admin]).await;
-        let users = scalar(&*a, "SELECT COUNT(*) FROM users").await;
-        let entries = scalar(&*a, "SELECT COUNT(*) FROM audit_log").await;
+        let users = scalar(&a, "SELECT COUNT(*) FROM users").await;
+        let entries = scalar(&a, "SELECT COUNT(*) FROM audit_log").await;
         for email in ["pat@gmail.com", "pat@b.test", "pat@a.test.example"] {
             let r = call(
                 &app,
@@ -1589,8 +1589,8 @@ both_backends!(
         let html = r.text().await.unwrap();
         assert!(html.contains("could never sign in to this firm"), "{html}");
         assert!(html.contains("value=\"pat@gmail.com\""), "{html}");
-        assert_eq!(scalar(&*a, "SELECT COUNT(*) FROM users").await, users);
-        assert_eq!(scalar(&*a, "SELECT COUNT(*) FROM audit_log").await, entries);
+        assert_eq!(scalar(&a, "SELECT COUNT(*) FROM users").await, users);
+        assert_eq!(scalar(&a, "SELECT COUNT(*) FROM audit_log").await, entries);
 
         // Mapped to the firm, the address can sign in, so it can be added.
         app.state
@@ -1607,6 +1607,6 @@ both_backends!(
         )
         .await;
         assert_eq!(r.status(), 201);
-        assert_eq!(scalar(&*a, "SELECT COUNT(*) FROM users").await, users + 1);
+        assert_eq!(scalar(&a, "SELECT COUNT(*) FROM users").await, users + 1);
     }
 );
