@@ -17,7 +17,7 @@ use crate::mail::ParsedMessage;
 pub const DEFAULT_SUBJECT_PATTERN: &str = r"\b[A-Za-z]{1,4}-\d{1,6}(?:-\d{1,6})?\b";
 pub const MAX_SUGGESTIONS: usize = 10;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct RecordRef {
     pub kind: String,
     pub id: String,
@@ -30,15 +30,17 @@ impl RecordRef {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A record the message probably belongs to, with the reasons in words.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Suggestion {
     pub target: RecordRef,
     pub reasons: Vec<String>,
     /// `thread`, `rule`, `subject`, `contact` or `history`: the strongest source that found it.
+    #[schema(value_type = String)]
     pub source: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AlreadyFiled {
     pub filing_id: String,
     pub target: RecordRef,
@@ -432,7 +434,8 @@ pub async fn context(
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A record found by `GET /v1/records?q=`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RecordHit {
     pub kind: String,
     pub id: String,

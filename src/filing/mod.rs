@@ -21,10 +21,16 @@ pub const MAX_TARGETS: usize = 20;
 pub const MAX_NOTE_CHARS: usize = 2000;
 
 /// `{"kind": "matter", "id": "M-2024-017"}`: a record by kind and reference.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct TargetRef {
+    /// `matter`, `case` or `contract`.
+    #[schema(example = "matter")]
     pub kind: String,
+    /// The record's reference.
+    #[schema(example = "M-2024-017")]
     pub id: String,
 }
 
@@ -52,6 +58,31 @@ pub enum AttachmentSelection {
     All,
     Only(Vec<usize>),
 }
+
+impl utoipa::PartialSchema for AttachmentSelection {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["all"])),
+            )
+            .item(
+                ArrayBuilder::new().items(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0)),
+                ),
+            )
+            .description(Some(
+                "`\"all\"` (the default), or the 0-based indices of the attachments to keep",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for AttachmentSelection {}
 
 impl<'de> Deserialize<'de> for AttachmentSelection {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -82,23 +113,29 @@ pub struct FilingInput {
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The record a filing is in.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TargetView {
     pub kind: String,
     pub id: String,
     pub title: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// An attachment as stored: its bytes after undoing the Content-Transfer-Encoding.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttachmentView {
+    /// 0-based position in the message (`GET /v1/filings/{id}/attachments/{index}`).
     pub index: i64,
     pub name: String,
     pub content_type: String,
+    /// Bytes.
     pub size: i64,
+    /// Lowercase hex SHA-256 of the stored bytes.
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A stored message (one per distinct message, whatever the number of filings).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessageView {
     pub id: String,
     pub message_id: Option<String>,
@@ -117,7 +154,8 @@ pub struct MessageView {
     pub attachments: Vec<AttachmentView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A message filed to a record.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FilingView {
     pub id: String,
     pub target: TargetView,
@@ -131,7 +169,8 @@ pub struct FilingView {
     pub created: Option<bool>,
 }
 
-#[derive(Debug, Serialize)]
+/// The answer to `POST /v1/filings`: one filing per target, in the order given.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FilingOutcome {
     pub filings: Vec<FilingView>,
     /// Filings the firm's routing rules added (`auto_file` rules), filed by the system user.
@@ -155,7 +194,7 @@ pub fn reused_id_notice(message_id: Option<&str>) -> String {
 }
 
 /// A filing made by an `auto_file` routing rule alongside the user's own.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AutoFiled {
     pub filing_id: String,
     pub target: TargetView,

@@ -76,17 +76,23 @@ pub(crate) fn check_decoded(bytes: Vec<u8>, max: usize) -> AppResult<Vec<u8>> {
     Ok(bytes)
 }
 
-#[derive(Deserialize)]
+/// A message to file, and where.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateFiling {
+pub(crate) struct CreateFiling {
+    /// The whole message (RFC 5322 bytes) in base64url, padded or not: Gmail API's
+    /// `users.messages.get?format=raw` `raw` field, as it comes.
+    #[schema(value_type = String)]
     raw: RawField,
     #[serde(default)]
     gmail_message_id: Option<String>,
     #[serde(default)]
     gmail_thread_id: Option<String>,
+    /// The records to file it to (1 to 20).
     targets: Vec<TargetRef>,
     #[serde(default)]
     attachments: AttachmentSelection,
+    /// A note kept with each filing (at most 2,000 characters).
     #[serde(default)]
     note: Option<String>,
 }
@@ -97,7 +103,23 @@ impl CarriesMessage for CreateFiling {
     }
 }
 
-async fn create(
+/// Files a message to one or more records. Exactly once: filing the same message to the
+/// same record again answers 200 with the existing filing.
+#[utoipa::path(post, path = "/v1/filings", request_body = CreateFiling,
+    responses(
+        (status = 201, description = "Filed (at least one new filing); `Location` names the first", body = filing::FilingOutcome),
+        (status = 200, description = "Everything was already filed", body = filing::FilingOutcome),
+        (status = 400, description = "Malformed JSON or `raw` not base64url"),
+        (status = 401, description = "No valid bearer token"),
+        (status = 403, description = "The user may not file (viewer, suspended)"),
+        (status = 404, description = "A target is not a record the user may see"),
+        (status = 409, description = "A target is closed"),
+        (status = 413, description = "Over `limits.max_message_bytes`"),
+        (status = 422, description = "Not a message docket can file (too deep, too many parts, header block too large, bad targets or attachment indices)"),
+        (status = 503, description = "Busy (`Retry-After`): the bytes-in-flight budget is spent"),
+    ),
+    security(("google_id_token" = []), ("access_token" = [])), tag = "filings")]
+pub(crate) async fn create(
     State(state): State<AppState>,
     ctx: TenantCtx,
     headers: axum::http::HeaderMap,
@@ -139,15 +161,31 @@ async fn create(
     Ok(resp)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(crate) struct ListQuery {
+    /// Only filings to this record, as kind:reference (e.g. `matter:M-2024-017`).
     target: Option<String>,
+    /// 1 to 200; default 50.
     limit: Option<i64>,
+    /// Filings to skip (newest first); default 0.
     offset: Option<i64>,
 }
 
-async fn list(
+/// A page of filings the caller may see, newest first.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct FilingList {
+    filings: Vec<filing::FilingView>,
+}
+
+/// The filings of the records the caller may see (teams and walls applied), newest first.
+#[utoipa::path(get, path = "/v1/filings", params(ListQuery),
+    responses((status = 200, description = "A page of filings", body = FilingList),
+        (status = 400, description = "`invalid-query`"),
+        (status = 401, description = "No valid bearer token")),
+    security(("google_id_token" = []), ("access_token" = [])), tag = "filings")]
+pub(crate) async fn list(
     ctx: TenantCtx,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> AppResult<Response> {
@@ -180,14 +218,19 @@ async fn list(
         q.offset.unwrap_or(0),
     )
     .await?;
-    Ok(Json(serde_json::json!({ "filings": filings })).into_response())
+    Ok(Json(FilingList { filings }).into_response())
 }
 
 fn valid_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-async fn show(ctx: TenantCtx, Path(id): Path<String>) -> AppResult<Response> {
+/// One filing, with its message and attachments.
+#[utoipa::path(get, path = "/v1/filings/{id}", params(("id" = String, Path, description = "Filing id (32 hex digits)")),
+    responses((status = 200, description = "The filing", body = filing::FilingView),
+        (status = 404, description = "No such filing, or not one the caller may see")),
+    security(("google_id_token" = []), ("access_token" = [])), tag = "filings")]
+pub(crate) async fn show(ctx: TenantCtx, Path(id): Path<String>) -> AppResult<Response> {
     let view = if valid_id(&id) {
         filing::load_filing(&ctx.tenant.db, &ctx.user.id, &id).await?
     } else {
@@ -270,7 +313,13 @@ pub(crate) fn download(blob: HeldBlob, content_type: &'static str, name: &str) -
     resp
 }
 
-async fn raw(
+/// The original message, byte for byte, as filed (`message.eml`).
+#[utoipa::path(get, path = "/v1/filings/{id}/raw", params(("id" = String, Path, description = "Filing id")),
+    responses((status = 200, description = "The message", content_type = "message/rfc822", body = Vec<u8>),
+        (status = 404, description = "No such filing, or not one the caller may see"),
+        (status = 503, description = "Busy (`Retry-After`)")),
+    security(("google_id_token" = []), ("access_token" = [])), tag = "filings")]
+pub(crate) async fn raw(
     State(state): State<AppState>,
     ctx: TenantCtx,
     Path(id): Path<String>,
@@ -285,7 +334,14 @@ async fn raw(
     Ok(download(blob, "message/rfc822", "message.eml"))
 }
 
-async fn attachment(
+/// One attachment the filing kept, byte for byte (its SHA-256 is in the filing).
+#[utoipa::path(get, path = "/v1/filings/{id}/attachments/{n}",
+    params(("id" = String, Path, description = "Filing id"), ("n" = i64, Path, description = "The attachment's `index`")),
+    responses((status = 200, description = "The attachment", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "No such attachment in a filing the caller may see"),
+        (status = 503, description = "Busy (`Retry-After`)")),
+    security(("google_id_token" = []), ("access_token" = [])), tag = "filings")]
+pub(crate) async fn attachment(
     State(state): State<AppState>,
     ctx: TenantCtx,
     Path((id, n)): Path<(String, String)>,

@@ -8,9 +8,17 @@ use crate::error::AppError;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
         .route("/static/docket-logo.png", get(logo))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz",
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")),
+    security(()), tag = "operations")]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
 }
 
 /// The add-on's logo (`logoUrl` in `addon/http/deployment.json` and the Apps Script
@@ -33,7 +41,11 @@ async fn logo() -> impl axum::response::IntoResponse {
 /// On PostgreSQL one tenant's database failing is not this process's fault: every replica
 /// sees the same, and taking them all out of the load balancer would stop every firm for
 /// one. It shows in `docket_unwritable_tenant_databases` and its alert instead.
-async fn ready(State(state): State<AppState>) -> Result<&'static str, AppError> {
+#[utoipa::path(get, path = "/readyz",
+    responses((status = 200, description = "`ready`", body = String, content_type = "text/plain"),
+        (status = 503, description = "`not-ready`: the catalogue does not answer, or (SQLite) a tenant database does not take writes")),
+    security(()), tag = "operations")]
+pub(crate) async fn ready(State(state): State<AppState>) -> Result<&'static str, AppError> {
     state.catalog.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
         AppError::new(

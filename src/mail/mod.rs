@@ -16,7 +16,9 @@ use crate::error::AppError;
 use crate::storage::sha256_hex;
 use names::{clean_header_text, sanitize_display_name};
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+/// One address of From, To or Cc: `{"name": "Dana Client", "address": "dana@acme.com"}`
+/// (either may be null).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Mailbox {
     pub name: Option<String>,
     pub address: Option<String>,

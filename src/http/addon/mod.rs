@@ -527,7 +527,14 @@ async fn message_card(
     Ok(card.build())
 }
 
-async fn homepage(
+/// Google Workspace add-on HTTP runtime: the homepage trigger (`homepageTrigger` in
+/// `addon/http/deployment.json`). Google calls it with its system ID token and the user's
+/// ID token in the event object; the answer is a card.
+#[utoipa::path(post, path = "/addon/homepage",
+    request_body(content = Object, description = "The add-on event object (Google's format)"),
+    responses((status = 200, description = "A card (render action), also for errors the user can act on", body = Object)),
+    security(("google_addon" = [])), tag = "gmail-add-on")]
+pub(crate) async fn homepage(
     State(state): State<AppState>,
     headers: HeaderMap,
     uri: Uri,
@@ -548,7 +555,12 @@ async fn homepage(
     Json(cards::push(card)).into_response()
 }
 
-async fn message(
+/// Google Workspace add-on HTTP runtime: the contextual trigger when a message is opened.
+#[utoipa::path(post, path = "/addon/message",
+    request_body(content = Object, description = "The add-on event object, with the message's Gmail ids and access token"),
+    responses((status = 200, description = "The message card", body = Object)),
+    security(("google_addon" = [])), tag = "gmail-add-on")]
+pub(crate) async fn message(
     State(state): State<AppState>,
     headers: HeaderMap,
     uri: Uri,
@@ -574,7 +586,12 @@ fn failure_card(s: &AddonSettings, f: CardFailure) -> Value {
     cards::error_card(f.title, &f.detail, Some(retry))
 }
 
-async fn action(
+/// Google Workspace add-on HTTP runtime: a button on a card (file, file the thread, search).
+#[utoipa::path(post, path = "/addon/action",
+    request_body(content = Object, description = "The add-on event object, with the card's form inputs"),
+    responses((status = 200, description = "A card update or navigation", body = Object)),
+    security(("google_addon" = [])), tag = "gmail-add-on")]
+pub(crate) async fn action(
     State(state): State<AppState>,
     headers: HeaderMap,
     uri: Uri,
@@ -840,9 +857,12 @@ async fn file_action(
 
 // ---- JSON API for the Apps Script client -------------------------------------------------
 
-#[derive(Deserialize)]
+/// The message open in Gmail, for the Apps Script client's sidebar.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ContextRequest {
+pub(crate) struct ContextRequest {
+    /// The whole message in base64url (as for `POST /v1/filings`).
+    #[schema(value_type = String)]
     raw: crate::http::intake::RawField,
     #[serde(default)]
     gmail_message_id: Option<String>,
@@ -856,11 +876,58 @@ impl crate::http::intake::CarriesMessage for ContextRequest {
     }
 }
 
-async fn context_api(
+/// The open message as docket sees it: its header facts.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ContextMessage {
+    subject: Option<String>,
+    from: Vec<crate::mail::Mailbox>,
+    message_id: Option<String>,
+}
+
+/// An attachment the sidebar offers (inline parts unticked by default).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ContextAttachment {
+    /// What `attachments: [..]` of `POST /v1/filings` picks.
+    index: usize,
+    name: String,
+    content_type: String,
+    /// Bytes.
+    size: usize,
+    /// Shown in the body (e.g. a signature logo) rather than attached.
+    inline: bool,
+}
+
+/// What the sidebar shows for a message: where it is filed, where it probably belongs, and
+/// its attachments.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ContextAnswer {
+    message: ContextMessage,
+    already_filed: Vec<suggest::AlreadyFiled>,
+    suggestions: Vec<suggest::Suggestion>,
+    /// An earlier, different message used this message's Message-ID.
+    message_id_reused: bool,
+    /// That, in words (null otherwise).
+    notice: Option<String>,
+    /// Whether the caller may file (not a viewer).
+    can_file: bool,
+    attachments: Vec<ContextAttachment>,
+}
+
+/// The sidebar's data for a message (the Apps Script client's counterpart of the HTTP
+/// runtime's message card). Reads only: any access token scope may call it.
+#[utoipa::path(post, path = "/v1/addon/context", request_body = ContextRequest,
+    responses((status = 200, description = "Filings, suggestions and attachments", body = ContextAnswer),
+        (status = 400, description = "Malformed JSON or `raw` not base64url"),
+        (status = 401, description = "No valid bearer token"),
+        (status = 413, description = "Over `limits.max_message_bytes`"),
+        (status = 422, description = "Not a message docket can read, or a bad Gmail id"),
+        (status = 503, description = "Busy (`Retry-After`)")),
+    security(("google_id_token" = []), ("access_token" = [])), tag = "add-on")]
+pub(crate) async fn context_api(
     State(state): State<AppState>,
     ReaderCtx(ctx): ReaderCtx,
     body: crate::http::intake::MessageJson<ContextRequest>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<ContextAnswer>> {
     let (req, raw) = (body.value, body.raw);
     let thread = match &req.gmail_thread_id {
         Some(t) => Some(crate::gmail::normalise_id(t).ok_or_else(|| {
@@ -882,33 +949,64 @@ async fn context_api(
         suggestions,
         message_id_reused,
     } = message_context(&state, &ctx, &parsed, &raw, thread.as_deref()).await?;
-    Ok(Json(serde_json::json!({
-        "message": { "subject": parsed.subject, "from": parsed.from, "message_id": parsed.message_id },
-        "already_filed": filed,
-        "suggestions": suggestions,
-        "message_id_reused": message_id_reused,
-        "notice": message_id_reused.then(|| crate::filing::reused_id_notice(parsed.message_id.as_deref())),
-        "can_file": suggest::fileable(&ctx.user),
-        "attachments": parsed.attachments.iter().map(|a| serde_json::json!({
-            "index": a.index, "name": a.display_name, "content_type": a.content_type, "size": a.size,
-            "inline": a.inline,
-        })).collect::<Vec<_>>(),
-    })))
+    let notice =
+        message_id_reused.then(|| crate::filing::reused_id_notice(parsed.message_id.as_deref()));
+    let attachments = parsed
+        .attachments
+        .iter()
+        .map(|a| ContextAttachment {
+            index: a.index,
+            name: a.display_name.clone(),
+            content_type: a.content_type.clone(),
+            size: a.size,
+            inline: a.inline,
+        })
+        .collect();
+    Ok(Json(ContextAnswer {
+        message: ContextMessage {
+            subject: parsed.subject.clone(),
+            from: parsed.from.clone(),
+            message_id: parsed.message_id.clone(),
+        },
+        already_filed: filed,
+        suggestions,
+        message_id_reused,
+        notice,
+        can_file: suggest::fileable(&ctx.user),
+        attachments,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct RecordsQuery {
+pub(crate) struct RecordsQuery {
+    /// Text found in the reference, title or client (case-insensitive); empty: every
+    /// open record.
     #[serde(default)]
     q: Option<String>,
+    /// 1 to 200; default 20.
     #[serde(default)]
     limit: Option<i64>,
 }
 
-async fn records_api(
+/// Records found by `GET /v1/records`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct RecordList {
+    records: Vec<suggest::RecordHit>,
+}
+
+/// Open records the caller may file to (teams and walls applied; none for a viewer), for
+/// the sidebar's search; an exact reference comes first.
+#[utoipa::path(get, path = "/v1/records", params(RecordsQuery),
+    responses((status = 200, description = "Matching records", body = RecordList),
+        (status = 400, description = "`invalid-query`"),
+        (status = 401, description = "No valid bearer token")),
+    security(("google_id_token" = []), ("access_token" = [])), tag = "add-on")]
+pub(crate) async fn records_api(
     ctx: TenantCtx,
     query: Result<Query<RecordsQuery>, axum::extract::rejection::QueryRejection>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<RecordList>> {
     let Query(q) = query.map_err(|e| AppError::bad_request("invalid-query", e.body_text()))?;
     let limit = q.limit.unwrap_or(20);
     if !(1..=200).contains(&limit) {
@@ -924,5 +1022,5 @@ async fn records_api(
         limit,
     )
     .await?;
-    Ok(Json(serde_json::json!({ "records": hits })))
+    Ok(Json(RecordList { records: hits }))
 }
