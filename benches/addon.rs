@@ -1402,7 +1402,7 @@ async fn run(cfg: Cfg) {
             .expect("suggestions")
     })
     .await;
-    let sugg = suggest::suggestions(&pool, &alice, &facts, &filed)
+    let (sugg, _by_rules) = suggest::suggestions(&pool, &alice, &facts, &filed)
         .await
         .expect("suggestions");
     let search_direct = time_reps(reps, || async move {

@@ -40,12 +40,41 @@ pub struct Suggestion {
     pub source: &'static str,
 }
 
+/// A filing of this message the user may see.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AlreadyFiled {
     pub filing_id: String,
     pub target: RecordRef,
+    /// The filer's email address (`system@docket.invalid` for a rule's filing).
     pub filed_by: String,
+    /// Who filed it, in words: the filer's name (or address), or "firm rule “Name”".
+    pub filed_by_name: String,
+    /// The routing rule that filed it, when a rule did.
+    pub rule: Option<String>,
+    /// The filer's note (null when none, and for a rule's filing).
+    pub note: Option<String>,
     pub filed_at: String,
+    /// A link path to the filing's read-only page (`/view/filings/{id}?t=…`, valid 30
+    /// minutes), to put after docket's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view_path: Option<String>,
+}
+
+/// A record the firm's `auto_file` rule files the message to whenever anyone files it:
+/// shown apart from the suggestions, never as a choice.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RuleFiling {
+    pub target: RecordRef,
+    /// The rule's name.
+    pub rule: String,
+}
+
+/// The rule named in the note docket writes on a rule's filing
+/// (`filed automatically by rule “Name”`, `filing::flow`): rule filings are the system
+/// user's, and nobody edits their notes.
+fn rule_of_note(note: Option<&str>) -> Option<String> {
+    let rest = note?.strip_prefix("filed automatically by rule “")?;
+    Some(rest.strip_suffix('”').unwrap_or(rest).to_string())
 }
 
 /// Whether `user` may file to records at all. Record teams and ethical walls narrow this
@@ -110,7 +139,8 @@ pub async fn already_filed(
     dedup_key: &str,
 ) -> AppResult<Vec<AlreadyFiled>> {
     let rows = sqlx::query(&format!(
-        "SELECT f.id, f.filed_at, u.email, r.kind, r.reference, r.title FROM messages m \
+        "SELECT f.id, f.filed_at, u.email, r.kind, r.reference, r.title, u.display_name, f.note, \
+         f.filed_by FROM messages m \
          JOIN filings f ON f.message_id = m.id JOIN records r ON r.id = f.record_id JOIN users u ON u.id = f.filed_by \
          WHERE m.dedup_key = $1 AND {} ORDER BY f.filed_at, r.kind, r.reference",
         visible_sql("r", 2)
@@ -121,15 +151,33 @@ pub async fn already_filed(
     .await?;
     Ok(rows
         .iter()
-        .map(|r| AlreadyFiled {
-            filing_id: r.get(0),
-            filed_at: r.get(1),
-            filed_by: r.get(2),
-            target: RecordRef {
-                kind: r.get(3),
-                id: r.get(4),
-                title: r.get(5),
-            },
+        .map(|r| {
+            let (email, name, note) = (
+                r.get::<String, _>(2),
+                r.get::<String, _>(6),
+                r.get::<Option<String>, _>(7),
+            );
+            let by_system = r.get::<String, _>(8) == crate::access::SYSTEM_USER;
+            let rule = by_system.then(|| rule_of_note(note.as_deref())).flatten();
+            let filed_by_name = match (&rule, name.trim()) {
+                (Some(rule), _) => format!("firm rule “{rule}”"),
+                (None, "") => email.clone(),
+                (None, name) => name.to_string(),
+            };
+            AlreadyFiled {
+                filing_id: r.get(0),
+                filed_at: r.get(1),
+                filed_by: email,
+                filed_by_name,
+                note: if by_system { None } else { note },
+                rule,
+                target: RecordRef {
+                    kind: r.get(3),
+                    id: r.get(4),
+                    title: r.get(5),
+                },
+                view_path: None,
+            }
         })
         .collect())
 }
@@ -196,14 +244,18 @@ pub struct MessageFacts<'a> {
 /// references in the subject, then participants matching record contacts
 /// (address, then domain), then the user's own history with this sender. Only open records
 /// the user may file to; records in `filed` (where the message already is) are left out.
+///
+/// The targets of the firm's `auto_file` rules are not suggestions: they are filed whenever
+/// the message is, whatever the user ticks, so they come back apart as [`RuleFiling`]s
+/// (those the user may see, open and not already filed) and are never offered as a choice.
 pub async fn suggestions(
     pool: &AnyPool,
     user: &User,
     facts: &MessageFacts<'_>,
     filed: &[AlreadyFiled],
-) -> AppResult<Vec<Suggestion>> {
+) -> AppResult<(Vec<Suggestion>, Vec<RuleFiling>)> {
     if !fileable(user) {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let m = facts.message;
     let mut ranked = Ranked {
@@ -245,31 +297,26 @@ pub async fn suggestions(
         }
     }
 
-    // 2. The firm's routing rules (admins' deliberate choices), with the rule as the reason.
+    // 2. The firm's routing rules (admins' deliberate choices), with the rule as the reason;
+    // `auto_file` targets go apart (see above).
     let decision = crate::rules::evaluate(pool, m, facts.raw).await?;
-    let routed = decision
-        .auto_file
-        .iter()
-        .map(|r| {
-            (
-                r,
-                format!("rule “{}” files it here automatically when filed", r.rule),
-            )
-        })
-        .chain(
-            decision
-                .suggest
-                .iter()
-                .map(|r| (r, format!("rule “{}”", r.rule))),
-        );
-    for (r, reason) in routed {
+    let rec_of = |r: &crate::rules::Routed| RecordRef {
+        kind: r.record.kind.clone(),
+        id: r.record.reference.clone(),
+        title: r.record.title.clone(),
+    };
+    let mut by_rules: Vec<RuleFiling> = Vec::new();
+    for r in &decision.auto_file {
+        let target = rec_of(r);
+        let known = by_rules.iter().any(|x| x.target == target);
+        if !known && open_and_visible(pool, &user.id, &r.record.id).await? {
+            let rule = r.rule.clone();
+            by_rules.push(RuleFiling { target, rule });
+        }
+    }
+    for r in &decision.suggest {
         if crate::access::can_see(pool, &user.id, &r.record.id).await? {
-            let rec = RecordRef {
-                kind: r.record.kind.clone(),
-                id: r.record.reference.clone(),
-                title: r.record.title.clone(),
-            };
-            ranked.add(rec, "rule", reason);
+            ranked.add(rec_of(r), "rule", format!("rule “{}”", r.rule));
         }
     }
 
@@ -400,22 +447,41 @@ pub async fn suggestions(
     }
 
     let filed: BTreeSet<String> = filed.iter().map(|f| f.target.target()).collect();
+    by_rules.retain(|r| !filed.contains(&r.target.target()));
+    let automatic: BTreeSet<String> = by_rules.iter().map(|r| r.target.target()).collect();
     let Ranked {
         order,
         mut by_target,
     } = ranked;
-    Ok(order
+    let suggestions = order
         .into_iter()
-        .filter(|k| !filed.contains(k))
+        .filter(|k| !filed.contains(k) && !automatic.contains(k))
         .filter_map(|k| by_target.remove(&k))
         .take(MAX_SUGGESTIONS)
-        .collect())
+        .collect();
+    Ok((suggestions, by_rules))
+}
+
+/// Whether record `id` is open and `user` may see it (teams and walls).
+async fn open_and_visible(pool: &AnyPool, user: &str, id: &str) -> AppResult<bool> {
+    let sql = format!(
+        "SELECT 1 FROM records r WHERE r.id = $1 AND r.status = 'open' AND {}",
+        visible_sql("r", 2)
+    );
+    Ok(sqlx::query(&sql)
+        .bind(id)
+        .bind(user)
+        .fetch_optional(pool)
+        .await?
+        .is_some())
 }
 
 /// Everything the add-on shows about an open message, from one read of "already filed".
 pub struct MessageContext {
     pub already_filed: Vec<AlreadyFiled>,
     pub suggestions: Vec<Suggestion>,
+    /// Where the firm's rules will also file it, whatever the user ticks.
+    pub rule_filings: Vec<RuleFiling>,
     /// An earlier, different message used this message's Message-ID.
     pub message_id_reused: bool,
 }
@@ -426,10 +492,11 @@ pub async fn context(
     facts: &MessageFacts<'_>,
 ) -> AppResult<MessageContext> {
     let already_filed = already_filed(pool, user, facts.dedup_key).await?;
-    let suggestions = suggestions(pool, user, facts, &already_filed).await?;
+    let (suggestions, rule_filings) = suggestions(pool, user, facts, &already_filed).await?;
     Ok(MessageContext {
         already_filed,
         suggestions,
+        rule_filings,
         message_id_reused: false,
     })
 }

@@ -407,9 +407,11 @@ macro_rules! addon_both_backends {
 
 /// The pushed or updated card of a reply.
 fn card(reply: &Value) -> &Value {
-    let nav = &reply["renderActions"]["action"]["navigations"][0];
-    nav.get("pushCard")
-        .or_else(|| nav.get("updateCard"))
+    reply["renderActions"]["action"]["navigations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|nav| nav.get("pushCard").or_else(|| nav.get("updateCard")))
         .unwrap_or_else(|| panic!("no card in {reply}"))
 }
 
@@ -578,6 +580,9 @@ fn check_reply(reply: &Value) {
         assert!(!n.trim().is_empty(), "blank notification");
     }
     for nav in navs.into_iter().flatten() {
+        if nav.get("popToRoot").is_some() {
+            continue;
+        }
         let c = nav
             .get("pushCard")
             .or_else(|| nav.get("updateCard"))
@@ -734,7 +739,7 @@ fn normalised(mut v: Value) -> Value {
         (
             Regex::new(r"\b[0-9a-f]{32}\b").unwrap(),
             Regex::new(
-                r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?",
+                r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?|\d{1,2} [A-Z][a-z]{2} \d{4}, \d{2}:\d{2} UTC",
             )
             .unwrap(),
         )
@@ -926,7 +931,12 @@ async fn snapshot_message_already_filed() {
     let text = all_text(&reply);
     assert!(text.contains("Already filed"), "{text}");
     assert!(text.contains("<b>M-1</b> · Acme v. Widget"), "{text}");
-    assert!(text.contains("by alice@a.test · 20"), "{text}");
+    assert!(text.contains("by alice@a.test · "), "{text}");
+    // Each line has a View button opening the filing's read-only page.
+    let view = widgets(&reply, "decoratedText")[0]["button"]["onClick"]["openLink"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no View link: {reply}"));
+    assert!(view.contains("/view/filings/"), "{view}");
     // M-1 (a domain contact) is not suggested again; nothing is preselected.
     let sugg = items(&reply, "targets");
     assert_eq!(values(&sugg), ["contract:K-1"]);
@@ -1544,13 +1554,68 @@ async fn user_token_failures_are_401() {
     }
     assert!(t.gmail.seen().is_empty(), "no mail read for a refused user");
 
-    // A genuine Google user of no tenant: 403.
+    // A genuine Google user of no tenant gets a card that says what to do (Gmail would show
+    // a bare error for a 403), and no mail is read.
     let ev = with_user(Some(user_token("zed@nowhere.test")));
-    let (status, body) = problem(t.post(path, Some(&system_token(path)), &ev).await).await;
-    assert_eq!(status, 403, "{body}");
+    let r = t.call(path, &ev).await;
+    assert_eq!(subtitle(&r), "You are not set up in docket yet", "{r}");
+    assert!(all_text(&r).contains("administrator"), "{r}");
     assert!(t.gmail.seen().is_empty());
     // Control: alice's own token passes.
     t.call(path, &with_user(Some(user_token(ALICE)))).await;
+}
+
+/// A person docket does not let in — not (yet) a user of the firm, suspended, or of no firm —
+/// gets a card saying what to do from every add-on endpoint (HTTP 200: Gmail shows only a
+/// bare error for anything else), and from a button the card replaces the whole stack, so
+/// the card of whoever used the sidebar before never stays on screen under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_person_docket_does_not_let_in_gets_a_card_saying_what_to_do() {
+    let t = Addon::sqlite().await;
+    t.gmail.serve(&msg("dana@acme.com", "M-1", "who@acme.com"));
+    let db = t.app.tenant(&t.app.firm_a).await;
+    sqlx::query("UPDATE users SET status = 'suspended' WHERE email = 'vera@a.test'")
+        .execute(&db.db)
+        .await
+        .unwrap();
+    for (email, title, says) in [
+        (
+            "newbie@a.test",
+            "You are not set up in docket yet",
+            "add you",
+        ),
+        (
+            "vera@a.test",
+            "Your docket access is suspended",
+            "reactivate",
+        ),
+        (
+            "zed@nowhere.test",
+            "You are not set up in docket yet",
+            "administrator",
+        ),
+    ] {
+        let mut ev = event(email);
+        ev["authorizationEventObject"]["userIdToken"] = json!(user_token(email));
+        for path in ["/addon/homepage", "/addon/message", "/addon/action"] {
+            let r = t.call(path, &with_op(ev.clone(), "file")).await;
+            assert_eq!(subtitle(&r), title, "{email} {path}: {r}");
+            assert!(all_text(&r).contains(says), "{email} {path}: {r}");
+            let navs = r["renderActions"]["action"]["navigations"]
+                .as_array()
+                .unwrap();
+            if path == "/addon/action" {
+                assert_eq!(navs[0], json!({ "popToRoot": true }), "{r}");
+                assert!(navs[1].get("updateCard").is_some(), "{r}");
+            } else {
+                assert!(navs[0].get("pushCard").is_some(), "{r}");
+            }
+        }
+    }
+    assert!(
+        t.gmail.seen().is_empty(),
+        "no mail read for someone not let in"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1968,11 +2033,15 @@ async fn rule_in_cards(name: &str, shown: &str) {
     );
     t.gmail.serve(&raw);
 
+    // The rule's target is said apart, never a choice (ticked or not).
     let r = t.call("/addon/message", &event(ALICE)).await;
     assert!(
-        all_text(card(&r)).contains(&format!("rule “{name}” files it here automatically")),
+        all_text(card(&r)).contains(&format!(
+            "When you file this message, firm rule “{shown}” also files it to <b>C-1</b>"
+        )),
         "{r}"
     );
+    assert!(!values(&items(&r, "targets")).contains(&"case:C-1"), "{r}");
 
     let ev = with_input(with_op(event(ALICE), "file"), "targets", &["matter:M-1"]);
     let r = t.call("/addon/action", &ev).await;
@@ -1985,4 +2054,26 @@ async fn rule_in_cards(name: &str, shown: &str) {
         format!("by the firm's rule “{shown}”").as_str()
     );
     assert!(!r.to_string().contains("<a href"), "{r}");
+
+    // Reopened, the rule's filing says which rule filed it, not the system user.
+    let r = t.call("/addon/message", &event(ALICE)).await;
+    let text = all_text(card(&r));
+    assert!(text.contains(&format!("by firm rule “{shown}” · ")), "{r}");
+    assert!(!text.contains("system@docket.invalid"), "{r}");
+    // A search marks the records the message is already in.
+    let ev = with_input(with_op(event(ALICE), "search"), "q", &["1"]);
+    let r = t.call("/addon/action", &ev).await;
+    let found = items(&r, "found");
+    assert!(
+        found
+            .iter()
+            .any(|(text, v, _)| v == "case:C-1" && text.ends_with("(already filed)")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(text, v, _)| v == "matter:M-1" && text.ends_with("(already filed)")),
+        "{found:?}"
+    );
 }

@@ -23,6 +23,11 @@ function buildWidget_(widget) {
       var decorated = CardService.newDecoratedText().setText(escapeCardText_(widget.text)).setWrapText(true);
       if (widget.topLabel) decorated.setTopLabel(widget.topLabel);
       if (widget.bottomLabel) decorated.setBottomLabel(widget.bottomLabel);
+      if (widget.link) {
+        decorated.setButton(
+          CardService.newTextButton().setText(widget.link.text).setOpenLink(CardService.newOpenLink().setUrl(widget.link.url))
+        );
+      }
       return decorated;
     }
     case "paragraph":

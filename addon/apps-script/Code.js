@@ -113,7 +113,7 @@ function contextCardModel_(e) {
   var token = identityToken_();
   var msg = readOpenMessage_(e);
   var context = callDocket_(buildContextRequest(base, token, msg.raw, msg.gmailThreadId, msg.gmailMessageId));
-  return contextToCardModel(context, messageIds_(e));
+  return contextToCardModel(context, messageIds_(e), base);
 }
 
 // ---------------------------------------------------------------------------
@@ -161,10 +161,17 @@ function onSearch(e) {
     } catch (ignored) {
       attachments = [];
     }
+    var filed = [];
+    try {
+      filed = JSON.parse(params.filed || "[]");
+    } catch (ignored) {
+      filed = [];
+    }
     var ids = messageIds_(e);
     var model = searchResultsToCardModel(records, {
       query: query,
       attachments: attachments,
+      filed: filed,
       messageId: ids.messageId,
       threadId: ids.threadId,
     });

@@ -244,16 +244,43 @@ function compactAttachments_(attachments) {
   );
 }
 
+/** At most n characters of text, with "…" when cut. */
+function truncate_(text, n) {
+  return text.length > n ? text.slice(0, n - 1) + "…" : text;
+}
+
+/**
+ * Where the firm's auto-file rules also file the message: said apart, never a check box (it
+ * happens whatever the lawyer ticks).
+ */
+function ruleFilingWidgets_(ruleFilings) {
+  return (ruleFilings || []).map(function (r) {
+    return {
+      type: "decoratedText",
+      topLabel: "Also filed by firm rule “" + r.rule + "”",
+      text: targetLabel(r.target || {}),
+      bottomLabel: "whenever this message is filed",
+    };
+  });
+}
+
 /**
  * The sidebar card for an open message. ids = {messageId, threadId} (the Gmail ids, passed on
  * to the actions so they can re-read the message).
  */
-function contextToCardModel(context, ids) {
+function contextToCardModel(context, ids, baseUrl) {
   context = context || {};
   ids = ids || {};
   var message = context.message || {};
   var alreadyFiled = context.already_filed || [];
-  var suggestions = context.suggestions || [];
+  // A record a firm rule files the message to anyway is never a choice (said apart below).
+  var byRules = {};
+  (context.rule_filings || []).forEach(function (r) {
+    if (r.target) byRules[targetValue(r.target)] = true;
+  });
+  var suggestions = (context.suggestions || []).filter(function (s) {
+    return s.target && !byRules[targetValue(s.target)];
+  });
   var attachments = context.attachments || [];
   var filedValues = {};
   alreadyFiled.forEach(function (f) {
@@ -266,12 +293,17 @@ function contextToCardModel(context, ids) {
   if (alreadyFiled.length) {
     var filedWidgets = alreadyFiled.slice(0, MAX_LISTED_FILINGS).map(function (f) {
       var target = f.target || {};
-      return {
+      // Who filed it (a rule by its name), when, and the note.
+      var bottom = "by " + (f.filed_by_name || f.filed_by || "someone") + " · " + formatTimestamp(f.filed_at);
+      if (f.note && String(f.note).trim()) bottom += " · “" + truncate_(String(f.note).trim(), 80) + "”";
+      var widget = {
         type: "decoratedText",
         topLabel: target.kind || "",
         text: targetLabel(target),
-        bottomLabel: "by " + (f.filed_by || "someone") + " · " + formatTimestamp(f.filed_at),
+        bottomLabel: bottom,
       };
+      if (f.view_path && baseUrl) widget.link = { text: "View", url: String(baseUrl).replace(/\/+$/, "") + f.view_path };
+      return widget;
     });
     if (alreadyFiled.length > MAX_LISTED_FILINGS) {
       filedWidgets.push({ type: "paragraph", text: "…and " + (alreadyFiled.length - MAX_LISTED_FILINGS) + " more." });
@@ -307,7 +339,7 @@ function contextToCardModel(context, ids) {
         };
       }),
     });
-    sections.push({ header: "Suggestions", widgets: widgets });
+    sections.push({ header: "Suggestions", widgets: widgets.concat(ruleFilingWidgets_(context.rule_filings)) });
     sections.push(attachmentsSection_(attachments));
     sections.push(noteSection_());
     sections.push({
@@ -325,13 +357,15 @@ function contextToCardModel(context, ids) {
         },
       ],
     });
-    sections.push(searchSection_("Another record", "", Object.assign({ attachments: compactAttachments_(attachments) }, baseParams)));
+    sections.push(searchSection_("Another record", "", Object.assign({ attachments: compactAttachments_(attachments), filed: JSON.stringify(Object.keys(filedValues)) }, baseParams)));
   } else {
     sections.push({
       header: "Suggestions",
-      widgets: [{ type: "paragraph", text: "docket has no suggestion for this message. Search for the record to file it to." }],
+      widgets: [{ type: "paragraph", text: "docket has no suggestion for this message. Search for the record to file it to." }].concat(
+        ruleFilingWidgets_(context.rule_filings)
+      ),
     });
-    sections.push(searchSection_("Find a record", "", Object.assign({ attachments: compactAttachments_(attachments) }, baseParams)));
+    sections.push(searchSection_("Find a record", "", Object.assign({ attachments: compactAttachments_(attachments), filed: JSON.stringify(Object.keys(filedValues)) }, baseParams)));
   }
 
   return {
@@ -349,6 +383,11 @@ function searchResultsToCardModel(recordsJson, options) {
   options = options || {};
   var records = (recordsJson && recordsJson.records) || [];
   var attachments = options.attachments || [];
+  // Records the message is already in (from the context card): marked, never ticked.
+  var filed = {};
+  (options.filed || []).forEach(function (v) {
+    filed[v] = true;
+  });
   var query = options.query || "";
   var ids = { messageId: options.messageId, threadId: options.threadId };
   var sections = [];
@@ -367,10 +406,11 @@ function searchResultsToCardModel(recordsJson, options) {
           label: "File to",
           items: records.map(function (r) {
             var extra = [r.client, r.status && ["open", "active"].indexOf(r.status) < 0 ? r.status : ""].filter(Boolean).join(", ");
+            var already = !!filed[targetValue(r)];
             return {
-              text: targetLabel(r) + (extra ? " (" + extra + ")" : ""),
+              text: targetLabel(r) + (extra ? " (" + extra + ")" : "") + (already ? " (already filed)" : ""),
               value: targetValue(r),
-              selected: records.length === 1,
+              selected: records.length === 1 && !already,
             };
           }),
         },
@@ -399,6 +439,7 @@ function searchResultsToCardModel(recordsJson, options) {
       messageId: ids.messageId,
       threadId: ids.threadId,
       attachments: compactAttachments_(attachments),
+      filed: JSON.stringify(options.filed || []),
       view: "search",
     })
   );

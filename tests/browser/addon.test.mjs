@@ -201,6 +201,21 @@ test("file the Acme sample through the add-on simulator, once", { timeout: 180_0
     assert.equal((await lastEntry(page)).request.gmail, undefined);
     assert.equal(await page.getByTestId("sidebar").getAttribute("data-stack-depth"), "1");
 
+    // Someone docket does not know opens the message: a card says what to do, and nothing of
+    // alice's card stays on screen.
+    await page.getByTestId("message-select").selectOption(sample.value);
+    await step(page, () => page.getByTestId("open-message").click());
+    assert.match(await topCard(page).innerText(), /Already filed/i);
+    await page.getByTestId("user-email").fill("stranger@demo.test");
+    await step(page, () => page.getByTestId("open-message").click());
+    await assertNoErrors(page, "opening the message as someone docket does not know");
+    const stranger = await sidebarText(page);
+    assert.match(stranger, /not set up in docket yet/i, stranger);
+    assert.match(stranger, /administrator/i, stranger);
+    assert.doesNotMatch(stranger, /Already filed|alice@demo\.test/i, stranger);
+    assert.equal(await page.getByTestId("sidebar").getAttribute("data-stack-depth"), "1");
+    await page.screenshot({ path: artifact("addon-flow-stranger.png") });
+
     assert.deepEqual(pageErrors, []);
     ok = true;
   } catch (err) {

@@ -988,7 +988,7 @@ both_backends!(
         seed_dry_run_rules(&a).await;
         let t = app.tenant(&app.firm_a).await;
 
-        // Suggestions name the rule; the auto-file target is announced as such.
+        // Suggestions name the rule; the auto-file target is said apart, never offered.
         let raw = pdf_email("Invoice 7", "Please see the draft.");
         let ctx = addon_context(&app, "alice@a.test", &raw).await;
         let sugg = ctx["suggestions"].as_array().unwrap();
@@ -1004,10 +1004,14 @@ both_backends!(
             m1["reasons"][0].as_str().unwrap().contains("Acme matters"),
             "{m1}"
         );
-        let c1 = by_target("C-1");
         assert!(
-            c1["reasons"][0].as_str().unwrap().contains("Drafts auto"),
-            "{c1}"
+            !sugg.iter().any(|s| s["target"]["id"] == "C-1"),
+            "an auto-file target is not a choice: {sugg:?}"
+        );
+        assert_eq!(
+            ctx["rule_filings"],
+            json!([{"target": {"kind": "case", "id": "C-1", "title": "Smith v. Jones"}, "rule": "Drafts auto"}]),
+            "{ctx}"
         );
         let k1 = by_target("K-1");
         assert!(k1["reasons"][0]
@@ -1060,6 +1064,42 @@ both_backends!(
             .await
             .unwrap();
         assert_eq!(again["auto_filed"][0]["created"], false);
+
+        // Reopened: each filing says who filed it (the rule by its name), the note, and a
+        // link to its View page; nothing is left to file by rule.
+        let ctx = addon_context(&app, "alice@a.test", &raw).await;
+        let filed = ctx["already_filed"].as_array().unwrap();
+        let line = |id: &str| {
+            filed
+                .iter()
+                .find(|f| f["target"]["id"] == id)
+                .unwrap()
+                .clone()
+        };
+        let (m1, c1) = (line("M-1"), line("C-1"));
+        assert_eq!(m1["filed_by_name"], "alice@a.test", "{m1}");
+        assert!(m1["rule"].is_null(), "{m1}");
+        assert_eq!(c1["filed_by_name"], "firm rule “Drafts auto”", "{c1}");
+        assert_eq!(c1["rule"], "Drafts auto", "{c1}");
+        assert!(c1["note"].is_null(), "{c1}");
+        for f in [&m1, &c1] {
+            let path = f["view_path"].as_str().unwrap();
+            assert!(
+                path.starts_with(&format!(
+                    "/view/filings/{}?t=",
+                    f["filing_id"].as_str().unwrap()
+                )),
+                "{f}"
+            );
+            let page = app
+                .http
+                .get(format!("{}{path}", app.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(page.status(), 200, "{path}");
+        }
+        assert_eq!(ctx["rule_filings"], json!([]), "{ctx}");
 
         // A privileged message (never_auto_file) is filed only where the user says.
         let privileged = pdf_email("Privileged draft", "attorney-client communication");

@@ -280,3 +280,62 @@ test("the manifest declares the triggers, scopes and an https fetch allow-list",
   const addon = S.loadAddon();
   for (const fn of ["onHomepage", "onGmailMessage", "onFile", "onSearch", "onRefresh"]) assert.equal(typeof addon.ctx[fn], "function", fn);
 });
+
+test("already filed: who filed it (a rule by its name), the note, and a View link to docket", () => {
+  const ctx = F.contextWithSuggestions();
+  ctx.already_filed = [
+    {
+      filing_id: "f-1",
+      target: F.acme,
+      filed_by: "alice@demo.test",
+      filed_by_name: "Alice Adams",
+      note: "Counter-offer, see para 4",
+      filed_at: "2024-05-01T10:00:00.000Z",
+      view_path: "/view/filings/f-1?t=cap",
+    },
+    {
+      filing_id: "f-2",
+      target: F.c88,
+      filed_by: "system@docket.invalid",
+      filed_by_name: "firm rule “Court mail”",
+      rule: "Court mail",
+      note: null,
+      filed_at: "2024-05-01T10:00:00.000Z",
+      view_path: "/view/filings/f-2?t=cap2",
+    },
+  ];
+  ctx.rule_filings = [{ target: F.widgetLease, rule: "Leases" }];
+  const addon = S.loadAddon({ messages: MESSAGES, responses: [{ status: 200, body: ctx }] });
+  const card = run(addon, "onGmailMessage", gmailEvent());
+  const texts = S.textsOf(card);
+  assert.ok(texts.includes("by Alice Adams · 2024-05-01 10:00 UTC · “Counter-offer, see para 4”"), texts.join("\n"));
+  assert.ok(texts.includes("by firm rule “Court mail” · 2024-05-01 10:00 UTC"), texts.join("\n"));
+  assert.ok(!texts.some((t) => t.includes("system@docket.invalid")));
+  const views = JSON.stringify(card).match(/https:\/\/docket\.example\.com\/view\/filings\/f-[12]\?t=cap2?/g);
+  assert.deepEqual(views, ["https://docket.example.com/view/filings/f-1?t=cap", "https://docket.example.com/view/filings/f-2?t=cap2"]);
+  // The rule's own target is said, never offered as a check box.
+  assert.ok(texts.includes("Also filed by firm rule “Leases”"), texts.join("\n"));
+  assert.ok(!S.findInput(card, "targets").items.some((i) => i.value === "contract:K-2025-003"));
+  // Searching from here marks the records the message is already in, unticked.
+  const search = S.findButton(card, "Search");
+  assert.deepEqual(JSON.parse(search.onClickAction.parameters.filed).sort(), ["case:C-88", "matter:M-2024-017"]);
+});
+
+test("search results mark a record the message is already in, and do not tick it", () => {
+  const records = { records: [{ ...F.acme, client: "Acme", status: "open" }] };
+  const addon = S.loadAddon({ messages: MESSAGES, responses: [{ status: 200, body: records }] });
+  const response = run(
+    addon,
+    "onSearch",
+    S.actionEvent({
+      formInputs: { q: ["acme"] },
+      parameters: { messageId: EVENT_MESSAGE_ID, attachments: "[]", filed: JSON.stringify(["matter:M-2024-017"]) },
+      gmail: gmailEvent().gmail,
+    })
+  );
+  const box = S.findInput(response.navigation.steps[0].pushCard, "targets");
+  assert.deepEqual(
+    box.items.map((i) => [i.text, i.selected]),
+    [["M-2024-017 · Acme v. Widget (Acme) (already filed)", false]]
+  );
+});

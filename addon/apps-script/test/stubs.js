@@ -129,6 +129,7 @@ function createCardService() {
         validate: requireField("TextButton", "text"),
       }),
     newButtonSet: () => makeBuilder("ButtonSet", { adders: { addButton: "buttons" } }),
+    newOpenLink: () => makeBuilder("OpenLink", { setters: ["setUrl", "setOpenAs", "setOnClose"], validate: requireField("OpenLink", "url") }),
     newAction: () =>
       makeBuilder("Action", {
         setters: ["setFunctionName", "setLoadIndicator", "setPersistValues"],

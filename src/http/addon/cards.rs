@@ -127,6 +127,11 @@ pub fn update(card: Value, notification: Option<&str>) -> Value {
     json!({ "renderActions": { "action": action } })
 }
 
+/// Replaces the whole card stack with `card` (nothing of what was on screen stays under it).
+pub fn replace_all(card: Value) -> Value {
+    json!({ "renderActions": { "action": { "navigations": [{ "popToRoot": true }, { "updateCard": card }] } } })
+}
+
 pub fn notify(text: &str) -> Value {
     json!({ "renderActions": { "action": { "notification": { "text": text } } } })
 }

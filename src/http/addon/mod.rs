@@ -224,8 +224,60 @@ async fn authenticate(
         .user_id_token
         .clone()
         .ok_or_else(|| AppError::unauthorized("the add-on event carries no user ID token"))?;
-    let ctx = verify_user(state, &user_token, std::slice::from_ref(&s.oauth_client_id)).await?;
+    let ctx = match verify_user(state, &user_token, std::slice::from_ref(&s.oauth_client_id)).await
+    {
+        Ok(ctx) => ctx,
+        // A real person docket does not let in (not added yet, suspended, another firm's
+        // account, a firm that is suspended): Gmail shows only a bare error for anything
+        // but a card, so they get a card that says what to do, replacing whatever card was
+        // on screen (another user's included).
+        Err(e) if e.status() == axum::http::StatusCode::FORBIDDEN => {
+            let card = not_let_in_card(&e);
+            return Ok(Err(if uri.path().ends_with("/action") {
+                cards::replace_all(card)
+            } else {
+                cards::push(card)
+            }));
+        }
+        Err(e) => return Err(e),
+    };
     Ok(Ok((ev, ctx, s)))
+}
+
+/// The card for a person docket does not let in, with what to do about it.
+fn not_let_in_card(e: &AppError) -> Value {
+    let detail = match e {
+        AppError::Problem { detail, .. } => detail.clone(),
+        AppError::Internal(_) => String::new(),
+    };
+    let suspended = detail.contains("suspended") || detail.contains("not active");
+    let (title, what) = if suspended {
+        (
+            "Your docket access is suspended",
+            "Ask your firm's docket administrator to reactivate it, then reopen this message.",
+        )
+    } else {
+        (
+            "You are not set up in docket yet",
+            "docket files your firm's email into its matters, cases and contracts. Ask your \
+             firm's docket administrator to add you with the Google account you use in Gmail, \
+             then reopen this message.",
+        )
+    };
+    let mut first = detail;
+    if let Some(c) = first.get(..1) {
+        first = c.to_uppercase() + &first[1..];
+    }
+    Card::new("not-let-in", "docket")
+        .subtitle(title)
+        .section(
+            None,
+            vec![
+                paragraph(&format!("{}.", esc(first.trim_end_matches('.')))),
+                paragraph(what),
+            ],
+        )
+        .build()
 }
 
 macro_rules! authed {
@@ -346,7 +398,47 @@ async fn message_context(
     };
     let mut context = suggest::context(&ctx.tenant.db, &ctx.user, &facts).await?;
     context.message_id_reused = message_id_reused;
+    for f in &mut context.already_filed {
+        let link = super::view::filing_link(state, "", &ctx.tenant.id, &f.filing_id, &ctx.user.id);
+        f.view_path = Some(link);
+    }
     Ok(context)
+}
+
+/// One "already filed" line: the record, who filed it (a rule by its name) and when, the
+/// note, and a View button.
+fn filed_line(f: &suggest::AlreadyFiled, public_url: &str) -> Value {
+    let when = crate::time_fmt::human_utc(&f.filed_at);
+    let mut bottom = format!("by {} · {when}", f.filed_by_name);
+    if let Some(note) = f.note.as_deref().filter(|n| !n.trim().is_empty()) {
+        bottom.push_str(&format!(" · “{}”", cards::truncate(note, 80)));
+    }
+    let mut w = decorated(
+        None,
+        &record_line(&f.target.kind, &f.target.id, &f.target.title),
+        Some(&bottom),
+    );
+    if let Some(path) = &f.view_path {
+        let url = format!("{public_url}{path}");
+        w["decoratedText"]["button"] =
+            serde_json::json!({ "text": "View", "onClick": { "openLink": { "url": url } } });
+    }
+    w
+}
+
+/// "When you file it, firm rule “X” also files it to M-1 · Title." (escaped HTML).
+fn rules_also_file(rule_filings: &[suggest::RuleFiling]) -> String {
+    let lines: Vec<String> = rule_filings
+        .iter()
+        .map(|r| {
+            format!(
+                "firm rule “{}” also files it to {}",
+                esc(&r.rule),
+                record_line(&r.target.kind, &r.target.id, &r.target.title)
+            )
+        })
+        .collect();
+    format!("When you file this message, {}.", lines.join("; "))
 }
 
 fn human_size(n: usize) -> String {
@@ -375,6 +467,7 @@ async fn message_card(
     let suggest::MessageContext {
         already_filed: filed,
         suggestions,
+        rule_filings,
         message_id_reused,
     } = message_context(state, ctx, &msg.parsed, &msg.raw, msg.thread_id.as_deref()).await?;
     let hits = match query {
@@ -398,23 +491,7 @@ async fn message_card(
     }
 
     if !filed.is_empty() {
-        let widgets = filed
-            .iter()
-            .map(|f| {
-                decorated(
-                    None,
-                    &record_line(&f.target.kind, &f.target.id, &f.target.title),
-                    Some(&format!(
-                        "by {} · {}",
-                        f.filed_by,
-                        f.filed_at
-                            .get(..16)
-                            .unwrap_or(&f.filed_at)
-                            .replace('T', " ")
-                    )),
-                )
-            })
-            .collect();
+        let widgets = filed.iter().map(|f| filed_line(f, &s.public_url)).collect();
         card = card.section(Some("Already filed"), widgets);
     }
     if !suggest::fileable(&ctx.user) {
@@ -434,6 +511,7 @@ async fn message_card(
             "No suggestions for this message. Search for a record below.",
         ));
     } else {
+        // Only the best suggestion is ticked: one click files where docket is most sure.
         let items = suggestions
             .iter()
             .enumerate()
@@ -452,6 +530,9 @@ async fn message_card(
             .collect();
         file_widgets.push(checkboxes("targets", "Suggested records", items));
     }
+    if !rule_filings.is_empty() {
+        file_widgets.push(paragraph(&rules_also_file(&rule_filings)));
+    }
     if let Some(q) = query {
         if hits.is_empty() {
             file_widgets.push(paragraph(&format!("No open record matches “{}”.", esc(q))));
@@ -459,11 +540,11 @@ async fn message_card(
             let items = hits
                 .iter()
                 .map(|h| {
-                    (
-                        format!("{} · {}", h.id, cards::truncate(&h.title, 50)),
-                        format!("{}:{}", h.kind, h.id),
-                        false,
-                    )
+                    let target = format!("{}:{}", h.kind, h.id);
+                    let already = filed.iter().any(|f| f.target.target() == target);
+                    let mark = if already { " (already filed)" } else { "" };
+                    let title = cards::truncate(&h.title, 50);
+                    (format!("{} · {title}{mark}", h.id), target, false)
                 })
                 .collect();
             file_widgets.push(checkboxes("found", "Search results", items));
@@ -903,7 +984,11 @@ pub(crate) struct ContextAttachment {
 pub(crate) struct ContextAnswer {
     message: ContextMessage,
     already_filed: Vec<suggest::AlreadyFiled>,
+    /// Records to choose from, best first; only the first is meant to be pre-ticked.
     suggestions: Vec<suggest::Suggestion>,
+    /// Where the firm's `auto_file` rules also file the message when it is filed: shown
+    /// apart, never as a choice.
+    rule_filings: Vec<suggest::RuleFiling>,
     /// An earlier, different message used this message's Message-ID.
     message_id_reused: bool,
     /// That, in words (null otherwise).
@@ -947,6 +1032,7 @@ pub(crate) async fn context_api(
     let suggest::MessageContext {
         already_filed: filed,
         suggestions,
+        rule_filings,
         message_id_reused,
     } = message_context(&state, &ctx, &parsed, &raw, thread.as_deref()).await?;
     let notice =
@@ -970,6 +1056,7 @@ pub(crate) async fn context_api(
         },
         already_filed: filed,
         suggestions,
+        rule_filings,
         message_id_reused,
         notice,
         can_file: suggest::fileable(&ctx.user),
