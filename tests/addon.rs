@@ -1936,7 +1936,10 @@ async fn view_link_opens_the_filing_while_valid() {
 
     let page = http.get(&local).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(csp.contains("default-src 'none'"), "{csp}");
     assert!(csp.contains("base-uri 'none'"), "{csp}");
     // Without its capability the link is a problem, not axum's plain-text rejection.
@@ -1948,11 +1951,44 @@ async fn view_link_opens_the_filing_while_valid() {
     assert_eq!(p["type"], "urn:docket:problem:invalid-link", "{p}");
     let html = page.text().await.unwrap();
     assert!(
-        html.contains("Exhibit &lt;b&gt;A&lt;/b&gt;"),
-        "escaped subject"
+        html.contains("Exhibit &lt;b&gt;A&lt;/b&gt;")
+            || html.contains("Exhibit &#60;b&#62;A&#60;/b&#62;"),
+        "escaped subject: {html}"
     );
     assert!(!html.contains("<b>A</b>"));
-    assert!(html.contains("matter:M-1"));
+    assert!(html.contains("M-1 — Acme v. Widget"), "{html}");
+    // Laid out like the console: its stylesheet, human dates (the exact value on hover),
+    // no empty rows, and the body in a sandboxed frame.
+    assert!(
+        html.contains("href=\"/console/static/console.css\""),
+        "{html}"
+    );
+    assert!(
+        csp.contains("style-src 'self'") && csp.contains("frame-src 'self'"),
+        "{csp}"
+    );
+    assert!(html.contains(" UTC</time>"), "{html}");
+    assert!(!html.contains("<th>Cc</th>"), "no empty Cc row: {html}");
+    assert!(html.contains("<th>Date</th><td>"), "{html}");
+    let (page_path, page_query) = local.split_once('?').unwrap();
+    let frame = http
+        .get(format!("{page_path}/body?{page_query}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(frame.status(), 200);
+    let frame_csp = frame.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(frame_csp.starts_with("sandbox"), "{frame_csp}");
+    let frame_text = frame.text().await.unwrap();
+    assert!(
+        frame_text.contains("Please&#32;see&#32;below."),
+        "{frame_text}"
+    );
+    let frame_src = format!("src=\"{}/body?", page_path.trim_start_matches(&t.app.base));
+    assert!(html.contains(&frame_src), "{html}");
     // The original message downloads byte-identical with the same capability.
     let (path, query) = local.split_once('?').unwrap();
     let got = http

@@ -22,6 +22,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/view/filings/{id}", get(page))
         .route("/view/filings/{id}/raw", get(raw))
+        .route("/view/filings/{id}/body", get(body))
         .route("/view/filings/{id}/attachments/{n}", get(attachment))
 }
 
@@ -99,14 +100,6 @@ async fn authorise(
     Ok((tenant, cap.user, view))
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 fn people(list: &[crate::mail::Mailbox]) -> String {
     list.iter()
         .map(|m| match (&m.name, &m.address) {
@@ -119,67 +112,96 @@ fn people(list: &[crate::mail::Mailbox]) -> String {
         .join(", ")
 }
 
+/// The read-only page of one filing, laid out like the console's filing page.
+#[derive(askama::Template)]
+#[template(path = "view/filing.html")]
+struct FilingPage {
+    f: FilingView,
+    /// The link's capability, for the page's own links.
+    t: String,
+    tenant_name: String,
+    subject: String,
+    filed_at: String,
+    filed_by: String,
+    note: Option<String>,
+    from: String,
+    to: String,
+    cc: String,
+    date: Option<String>,
+    size: String,
+}
+
+/// `n` bytes as people read it (`48 KB`, `1.2 MB`).
+fn human_bytes(n: i64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / (1 << 20) as f64),
+        n if n >= 1 << 10 => format!("{} KB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
 async fn page(
     State(state): State<AppState>,
     Path(id): Path<String>,
     q: LinkQ,
 ) -> AppResult<Response> {
+    use askama::Template;
     let t = link_token(q)?;
-    let (_, _, f) = authorise(&state, &id, &t).await?;
-    let t = esc(&t);
+    let (tenant, _, f) = authorise(&state, &id, &t).await?;
     let m = &f.message;
-    let row = |k: &str, v: &str| format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
-    let mut rows = String::new();
-    rows += &row(
-        "Filed to",
-        &format!("{}:{} · {}", f.target.kind, f.target.id, f.target.title),
-    );
-    rows += &row("Filed by", &f.filed_by);
-    rows += &row("Filed at", &f.filed_at);
-    if let Some(n) = &f.note {
-        rows += &row("Note", n);
-    }
-    rows += &row("From", &people(&m.from));
-    rows += &row("To", &people(&m.to));
-    rows += &row("Cc", &people(&m.cc));
-    rows += &row("Date", m.date.as_deref().unwrap_or(""));
-    rows += &row("Message-ID", m.message_id.as_deref().unwrap_or("(none)"));
-    rows += &row("Size", &format!("{} bytes", m.size));
-    rows += &row("SHA-256", &m.sha256);
-    let atts: String = if f.attachments.is_empty() {
-        "<p>No attachments were kept with this filing.</p>".into()
-    } else {
-        let items: String = f
-            .attachments
-            .iter()
-            .map(|a| {
-                format!(
-                    "<li><a href=\"/view/filings/{id}/attachments/{}?t={t}\">{}</a> <span>{} · {} bytes · SHA-256 {}</span></li>",
-                    a.index,
-                    esc(&a.name),
-                    esc(&a.content_type),
-                    a.size,
-                    esc(&a.sha256)
-                )
-            })
-            .collect();
-        format!("<ul>{items}</ul>")
+    let filer = crate::directory::user_by_email(&tenant.db, &f.filed_by).await?;
+    let filed_by = match filer.as_ref().map(|u| u.display_name.trim()) {
+        Some(name) if !name.is_empty() => format!("{name} ({})", f.filed_by),
+        _ => f.filed_by.clone(),
     };
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-<title>{subject} · docket</title><style>body{{font:15px/1.5 system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#1f1f1f}}\
-th{{text-align:left;padding:.2rem 1rem .2rem 0;color:#555;font-weight:500;vertical-align:top}}td{{word-break:break-word}}span{{color:#666;font-size:13px}}</style></head>\
-<body><h1>{subject}</h1><table>{rows}</table><h2>Attachments</h2>{atts}\
-<p><a href=\"/view/filings/{id}/raw?t={t}\">Download the original message (.eml)</a></p>\
-<p><small>This link expires 30 minutes after it was created.</small></p></body></html>",
-        subject = esc(m.subject.as_deref().unwrap_or("(no subject)")),
-    );
+    let page = FilingPage {
+        t,
+        tenant_name: tenant.name.clone(),
+        subject: m.subject.clone().unwrap_or_else(|| "(no subject)".into()),
+        filed_at: crate::time_fmt::human_utc(&f.filed_at),
+        filed_by,
+        note: f.note.clone().filter(|n| !n.trim().is_empty()),
+        from: people(&m.from),
+        to: people(&m.to),
+        cc: people(&m.cc),
+        date: m.date.as_deref().map(crate::time_fmt::human_utc),
+        size: human_bytes(m.size),
+        f,
+    };
+    let html = page
+        .render()
+        .map_err(|e| AppError::internal(anyhow::anyhow!(e)))?;
     let mut resp = Html(html).into_response();
     resp.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'"),
+        HeaderValue::from_static("default-src 'none'; style-src 'self'; frame-src 'self'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'"),
     );
     Ok(resp)
+}
+
+/// The message body, sanitised as in the console, for the page's sandboxed frame.
+async fn body(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    q: LinkQ,
+) -> AppResult<Response> {
+    let (tenant, _, f) = authorise(&state, &id, &link_token(q)?).await?;
+    let blob = read_blob(&state, &tenant, f.message.sha256.clone()).await?;
+    let crate::http::filings::HeldBlob { bytes: raw, held } = blob;
+    let html = crate::mail::guard::isolated(move || {
+        Ok(crate::http::console::browse::sanitised_body(&raw))
+    })
+    .await?;
+    drop(held);
+    let mut r = Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"></head><body>{html}</body></html>"
+    ))
+    .into_response();
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(crate::http::console::browse::BODY_CSP),
+    );
+    Ok(r)
 }
 
 async fn raw(

@@ -21,7 +21,7 @@ use crate::http::AppState;
 
 /// The message body frame: nothing may run or load from outside; only inline styles and
 /// data: images survive.
-const BODY_CSP: &str =
+pub(crate) const BODY_CSP: &str =
     "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'";
 
 #[derive(Template)]
