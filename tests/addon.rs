@@ -886,8 +886,70 @@ async fn snapshot_homepage() {
     let t = Addon::sqlite().await;
     let reply = t.call("/addon/homepage", &event(ALICE)).await;
     assert!(all_text(&reply).contains("<b>alice@a.test</b> (filer)"));
+    assert!(all_text(&reply).contains("You have not filed anything yet."));
     assert!(t.gmail.seen().is_empty(), "the homepage reads no mail");
     insta::assert_json_snapshot!("homepage", normalised(reply));
+}
+
+/// The homepage says what docket is, lists the user's recent filings with View links, and
+/// searches the filed mail the user may see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_homepage_lists_recent_filings_and_searches_filed_mail() {
+    let t = Addon::sqlite().await;
+    let lease = mail(
+        "dana@acme.com",
+        "Lease renewal",
+        "home-1@acme.com",
+        None,
+        &[],
+        &[],
+    );
+    let draft = mail(
+        "dana@acme.com",
+        "Draft settlement",
+        "home-2@acme.com",
+        None,
+        &[],
+        &[],
+    );
+    t.file(ALICE, &lease, &["contract:K-1"], None).await;
+    t.file("adam@a.test", &draft, &["matter:M-1"], None).await;
+    let reply = t.call("/addon/homepage", &event(ALICE)).await;
+    let text = all_text(&reply);
+    assert!(
+        text.contains("files Firm A's email into its matters"),
+        "{text}"
+    );
+    assert!(text.contains("Your recent filings"), "{text}");
+    assert!(text.contains("Lease renewal"), "{text}");
+    assert!(
+        !text.contains("Draft settlement"),
+        "adam's filing is not alice's: {text}"
+    );
+    let lines = widgets(&reply, "decoratedText");
+    let view = lines[0]["button"]["onClick"]["openLink"]["url"]
+        .as_str()
+        .unwrap();
+    assert!(
+        view.starts_with(&format!("{PUBLIC_URL}/view/filings/")),
+        "{view}"
+    );
+    assert!(ops(&reply).contains(&"home_search".to_string()));
+
+    let ev = with_input(with_op(event(ALICE), "home_search"), "q", &["settlement"]);
+    let reply = t.call("/addon/action", &ev).await;
+    let text = all_text(card(&reply));
+    assert!(
+        text.contains("Results") && text.contains("Draft settlement"),
+        "{text}"
+    );
+    let ev = with_input(
+        with_op(event(ALICE), "home_search"),
+        "q",
+        &["nothing like it"],
+    );
+    let reply = t.call("/addon/action", &ev).await;
+    assert!(all_text(&reply).contains("Nothing filed matches “nothing like it”."));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

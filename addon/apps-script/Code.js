@@ -119,12 +119,32 @@ function contextCardModel_(e) {
 // ---------------------------------------------------------------------------
 // Triggers (appsscript.json)
 
+/** The homepage model: the user's recent filings and, for a search, what matches. */
+function homepageModel_(query) {
+  var base = docketUrl_();
+  var token = identityToken_();
+  var recent = callDocket_(buildFilingsRequest(base, token, { mine: true, limit: 5 }));
+  var results = query ? callDocket_(buildFilingsRequest(base, token, { query: query, limit: 20 })) : null;
+  return homepageCardModel(recent, base, query, results);
+}
+
 function onHomepage(e) {
   try {
-    docketUrl_();
-    return buildCard_(homepageCardModel());
+    return buildCard_(homepageModel_(""));
   } catch (err) {
     return buildCard_(errorCardModel(describeError_(err)));
+  }
+}
+
+/** "Search filed mail" on the homepage. */
+function onSearchFiled(e) {
+  try {
+    var query = firstInputValue_(formInputs_(e).q).trim();
+    if (!query) return buildActionResponse_(null, "none", "Type a subject, sender or record to search for.");
+    return buildActionResponse_(homepageModel_(query), "update");
+  } catch (err) {
+    var text = describeError_(err);
+    return buildActionResponse_(errorCardModel(text), "update", text);
   }
 }
 

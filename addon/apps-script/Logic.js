@@ -494,21 +494,72 @@ function filingResultToCardModel(filingJson, ids) {
   };
 }
 
-function homepageCardModel() {
-  return {
-    name: "home",
-    header: { title: "docket" },
-    sections: [
-      {
-        widgets: [
-          {
-            type: "paragraph",
-            text: "Open an email to file it, with its attachments, to a matter, case or contract.",
-          },
-        ],
-      },
-    ],
+/** GET /v1/filings: the caller's own filings (mine) or filings matching text (query). */
+function buildFilingsRequest(baseUrl, idToken, options) {
+  options = options || {};
+  var params = ["limit=" + (options.limit || MAX_SEARCH_RESULTS)];
+  if (options.mine) params.push("mine=true");
+  if (options.query) params.push("q=" + encodeURIComponent(String(options.query).trim()));
+  return { url: joinUrl(baseUrl, "/v1/filings") + "?" + params.join("&"), options: authorizedOptions_(idToken, "get") };
+}
+
+/** One filing of a list: record, subject, when, and a View link when docket sent one. */
+function filingLine_(f, baseUrl) {
+  var target = f.target || {};
+  var message = f.message || {};
+  var widget = {
+    type: "decoratedText",
+    topLabel: targetLabel(target),
+    text: message.subject || "(no subject)",
+    bottomLabel: formatTimestamp(f.filed_at),
   };
+  if (f.view_path && baseUrl) widget.link = { text: "View", url: String(baseUrl).replace(/\/+$/, "") + f.view_path };
+  return widget;
+}
+
+/**
+ * The homepage: what docket is, a search of the filed mail, and the user's recent filings.
+ * recentJson and resultsJson are GET /v1/filings answers (resultsJson only after a search).
+ */
+function homepageCardModel(recentJson, baseUrl, query, resultsJson) {
+  var sections = [
+    {
+      widgets: [
+        {
+          type: "paragraph",
+          text: "docket files your firm's email into its matters, cases and contracts. Open an email to see where it belongs and file it, with its attachments, in one click.",
+        },
+      ],
+    },
+    {
+      header: "Find filed mail",
+      widgets: [
+        { type: "textInput", name: "q", label: "Search filed mail", hint: "Subject, sender or record", value: query || "" },
+        { type: "buttons", buttons: [{ text: "Search", functionName: "onSearchFiled", parameters: {} }] },
+      ],
+    },
+  ];
+  if (resultsJson) {
+    var found = resultsJson.filings || [];
+    sections.push({
+      header: "Results",
+      widgets: found.length
+        ? found.map(function (f) {
+            return filingLine_(f, baseUrl);
+          })
+        : [{ type: "paragraph", text: "Nothing filed matches “" + query + "”." }],
+    });
+  }
+  var recent = (recentJson && recentJson.filings) || [];
+  sections.push({
+    header: "Your recent filings",
+    widgets: recent.length
+      ? recent.map(function (f) {
+          return filingLine_(f, baseUrl);
+        })
+      : [{ type: "paragraph", text: "You have not filed anything yet." }],
+  });
+  return { name: "home", header: { title: "docket" }, sections: sections };
 }
 
 /** A card that says what went wrong; ids (optional) add a "Try again" button. */
@@ -618,5 +669,6 @@ if (typeof module !== "undefined") {
     normaliseMessageId: normaliseMessageId,
     parseTarget: parseTarget,
     formInputsToSelection: formInputsToSelection,
+    buildFilingsRequest: buildFilingsRequest,
   };
 }

@@ -417,39 +417,52 @@ pub async fn load_filing(
 }
 
 /// Filings of records `viewer` (a user id) may see, newest first, optionally of one record.
+/// Which filings [`list_filings`] returns (besides visibility, which always applies).
+#[derive(Debug, Clone, Default)]
+pub struct FilingFilter<'a> {
+    /// Only filings to this record.
+    pub target: Option<(RecordKind, &'a str)>,
+    /// Only filings made by this user (id).
+    pub filed_by: Option<&'a str>,
+    /// Only filings whose subject, sender, record reference or record title contains this
+    /// text (case-insensitive).
+    pub text: Option<&'a str>,
+}
+
 pub async fn list_filings(
     pool: &AnyPool,
     viewer: &str,
-    target: Option<(RecordKind, &str)>,
+    filter: &FilingFilter<'_>,
     limit: i64,
     offset: i64,
 ) -> AppResult<Vec<FilingView>> {
-    let rows = match target {
-        Some((kind, reference)) => {
-            sqlx::query(&format!(
-                "{FILING_SELECT} WHERE r.kind = $1 AND r.reference = $2 AND {} ORDER BY f.filed_at DESC, f.id LIMIT $3 OFFSET $4",
-                visible_for(viewer, 5)
-            ))
-            .bind(kind.as_str())
-            .bind(reference)
-            .bind(limit)
-            .bind(offset)
-            .bind(viewer)
-            .fetch_all(pool)
-            .await?
-        }
-        None => {
-            sqlx::query(&format!(
-                "{FILING_SELECT} WHERE {} ORDER BY f.filed_at DESC, f.id LIMIT $1 OFFSET $2",
-                visible_for(viewer, 3)
-            ))
-            .bind(limit)
-            .bind(offset)
-            .bind(viewer)
-            .fetch_all(pool)
-            .await?
-        }
-    };
+    let mut binds: Vec<String> = vec![viewer.to_string()];
+    let mut sql = format!("{FILING_SELECT} WHERE {}", visible_for(viewer, 1));
+    if let Some((kind, reference)) = filter.target {
+        binds.extend([kind.as_str().to_string(), reference.to_string()]);
+        let n = binds.len();
+        sql += &format!(" AND r.kind = ${} AND r.reference = ${n}", n - 1);
+    }
+    if let Some(user) = filter.filed_by {
+        binds.push(user.to_string());
+        sql += &format!(" AND f.filed_by = ${}", binds.len());
+    }
+    if let Some(text) = filter.text.filter(|t| !t.trim().is_empty()) {
+        binds.push(crate::suggest::contains_pattern(text));
+        let n = binds.len();
+        sql += &format!(
+            " AND (LOWER(COALESCE(m.subject, '')) LIKE ${n} ESCAPE '\\' \
+             OR LOWER(COALESCE(m.from_addr, '')) LIKE ${n} ESCAPE '\\' \
+             OR LOWER(r.reference) LIKE ${n} ESCAPE '\\' OR LOWER(r.title) LIKE ${n} ESCAPE '\\')"
+        );
+    }
+    // `limit` and `offset` are numbers checked by the callers, never text.
+    sql += &format!(" ORDER BY f.filed_at DESC, f.id LIMIT {limit} OFFSET {offset}");
+    let mut q = sqlx::query(&sql);
+    for b in &binds {
+        q = q.bind(b);
+    }
+    let rows = q.fetch_all(pool).await?;
     let mut conn = pool.acquire().await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {

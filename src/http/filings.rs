@@ -171,12 +171,26 @@ pub(crate) struct ListQuery {
     limit: Option<i64>,
     /// Filings to skip (newest first); default 0.
     offset: Option<i64>,
+    /// `true`: only the caller's own filings.
+    mine: Option<bool>,
+    /// Only filings whose subject, sender, record reference or title contains this text.
+    q: Option<String>,
 }
 
 /// A page of filings the caller may see, newest first.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct FilingList {
-    filings: Vec<filing::FilingView>,
+    filings: Vec<ListedFiling>,
+}
+
+/// A filing in a list, with a link to its read-only page.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ListedFiling {
+    #[serde(flatten)]
+    filing: filing::FilingView,
+    /// `/view/filings/{id}?t=…`: the filing's read-only page for the caller, valid 30
+    /// minutes (put docket's address before it).
+    view_path: String,
 }
 
 /// The filings of the records the caller may see (teams and walls applied), newest first.
@@ -186,6 +200,7 @@ pub(crate) struct FilingList {
         (status = 401, description = "No valid bearer token")),
     security(("google_id_token" = []), ("access_token" = [])), tag = "filings")]
 pub(crate) async fn list(
+    State(state): State<AppState>,
     ctx: TenantCtx,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> AppResult<Response> {
@@ -210,14 +225,20 @@ pub(crate) async fn list(
             Some((kind, parsed.id))
         }
     };
-    let filings = filing::list_filings(
-        &ctx.tenant.db,
-        &ctx.user.id,
-        target.as_ref().map(|(k, r)| (*k, r.as_str())),
-        limit,
-        q.offset.unwrap_or(0),
-    )
-    .await?;
+    let filter = filing::FilingFilter {
+        target: target.as_ref().map(|(k, r)| (*k, r.as_str())),
+        filed_by: q.mine.unwrap_or(false).then_some(ctx.user.id.as_str()),
+        text: q.q.as_deref(),
+    };
+    let offset = q.offset.unwrap_or(0);
+    let filings = filing::list_filings(&ctx.tenant.db, &ctx.user.id, &filter, limit, offset)
+        .await?
+        .into_iter()
+        .map(|f| ListedFiling {
+            view_path: super::view::filing_link(&state, "", &ctx.tenant.id, &f.id, &ctx.user.id),
+            filing: f,
+        })
+        .collect();
     Ok(Json(FilingList { filings }).into_response())
 }
 

@@ -460,3 +460,78 @@ both_backends!(
         assert_eq!((messages, filings), (1, 1));
     }
 );
+
+// The filing list answers "my recent filings" and "filed mail about …", each filing with a
+// link to its read-only page (the add-on's homepage uses both), within what the caller may
+// see.
+both_backends!(
+    filings_can_be_listed_by_filer_and_by_words_with_view_links,
+    |app: TestApp| async move {
+        let alice = app.token("alice@a.test");
+        let adam = app.token("adam@a.test");
+        let lease = email("Lease renewal terms", Some("<lease@acme.com>"), &[]);
+        let draft = email("Draft settlement", Some("<draft@acme.com>"), &[]);
+        assert_eq!(
+            app.post_filing(&alice, &filing_body(&lease, &["contract:K-1"]))
+                .await
+                .status(),
+            201
+        );
+        assert_eq!(
+            app.post_filing(&adam, &filing_body(&draft, &["matter:M-1"]))
+                .await
+                .status(),
+            201
+        );
+        let list = |tok: String, q: &'static str| {
+            let app = &app;
+            async move {
+                let v: Value = app
+                    .get(&tok, &format!("/v1/filings?{q}"))
+                    .await
+                    .json()
+                    .await
+                    .unwrap();
+                v["filings"].as_array().unwrap().clone()
+            }
+        };
+        let subjects = |fs: &[Value]| -> Vec<String> {
+            fs.iter()
+                .map(|f| f["message"]["subject"].as_str().unwrap().to_string())
+                .collect()
+        };
+        // Mine: only alice's own.
+        let mine = list(alice.clone(), "mine=true").await;
+        assert_eq!(subjects(&mine), ["Lease renewal terms"]);
+        assert_eq!(subjects(&list(alice.clone(), "").await).len(), 2);
+        // Words: subject, record reference or title, sender; any case.
+        assert_eq!(
+            subjects(&list(alice.clone(), "q=SETTLEMENT").await),
+            ["Draft settlement"]
+        );
+        assert_eq!(
+            subjects(&list(alice.clone(), "q=k-1").await),
+            ["Lease renewal terms"]
+        );
+        assert_eq!(list(alice.clone(), "q=nothing%20like%20it").await.len(), 0);
+        assert_eq!(
+            subjects(&list(adam.clone(), "mine=true&q=lease").await).len(),
+            0
+        );
+        // Each has a View link that opens for its caller.
+        let path = mine[0]["view_path"].as_str().unwrap();
+        assert!(path.starts_with(&format!(
+            "/view/filings/{}?t=",
+            mine[0]["id"].as_str().unwrap()
+        )));
+        let page = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        // Bob of another firm sees none of it.
+        assert_eq!(list(app.token("bob@b.test"), "q=settlement").await.len(), 0);
+    }
+);

@@ -251,10 +251,43 @@ test("no identity token, or a message Gmail will not give, gives an error card",
   assert.ok(S.textsOf(run(unknown, "onGmailMessage", gmailEvent())).some((t) => /Could not read this email/.test(t)));
 });
 
-test("onHomepage shows how to use the add-on", () => {
-  const addon = S.loadAddon();
+function listedFiling(subject, target, viewPath) {
+  const f = F.filingAnswer(true, [target]).filings[0];
+  return { ...f, message: { ...f.message, subject }, view_path: viewPath };
+}
+
+test("onHomepage says what docket is, offers a search of filed mail and lists your recent filings", () => {
+  const recent = { filings: [listedFiling("Draft settlement", F.acme, "/view/filings/f-10?t=cap")] };
+  const addon = S.loadAddon({ responses: [{ status: 200, body: recent }] });
   const card = run(addon, "onHomepage", { commonEventObject: { hostApp: "GMAIL" } });
-  assert.ok(S.textsOf(card).some((t) => /Open an email/.test(t)));
+  assert.equal(addon.urlFetch.requests[0].url, "https://docket.example.com/v1/filings?limit=5&mine=true");
+  const texts = S.textsOf(card);
+  assert.ok(texts.some((t) => /files your firm's email/.test(t) && /Open an email/.test(t)), texts.join("\n"));
+  assert.ok(texts.includes("Draft settlement"), texts.join("\n"));
+  assert.ok(texts.includes("M-2024-017 · Acme v. Widget"), texts.join("\n"));
+  assert.ok(JSON.stringify(card).includes("https://docket.example.com/view/filings/f-10?t=cap"));
+  assert.equal(S.findButton(card, "Search").onClickAction.functionName, "onSearchFiled");
+});
+
+test("onHomepage with nothing filed yet says so", () => {
+  const addon = S.loadAddon({ responses: [{ status: 200, body: { filings: [] } }] });
+  const card = run(addon, "onHomepage", { commonEventObject: { hostApp: "GMAIL" } });
+  assert.ok(S.textsOf(card).includes("You have not filed anything yet."));
+});
+
+test("onSearchFiled finds filed mail and keeps the recent filings below", () => {
+  const recent = { filings: [listedFiling("Draft settlement", F.acme, "/view/filings/f-10?t=a")] };
+  const found = { filings: [listedFiling("Lease renewal", F.widgetLease, "/view/filings/f-11?t=b")] };
+  const addon = S.loadAddon({ responses: [{ status: 200, body: recent }, { status: 200, body: found }] });
+  const response = run(addon, "onSearchFiled", S.actionEvent({ formInputs: { q: ["lease "] } }));
+  assert.equal(addon.urlFetch.requests[1].url, "https://docket.example.com/v1/filings?limit=20&q=lease");
+  const card = response.navigation.steps[0].updateCard;
+  const texts = S.textsOf(card);
+  assert.ok(texts.includes("Lease renewal") && texts.includes("Draft settlement"), texts.join("\n"));
+  assert.equal(S.findInput(card, "q").value, "lease");
+  const none = S.loadAddon({ responses: [{ status: 200, body: recent }, { status: 200, body: { filings: [] } }] });
+  const empty = run(none, "onSearchFiled", S.actionEvent({ formInputs: { q: ["zzz"] } }));
+  assert.ok(S.textsOf(empty.navigation.steps[0].updateCard).includes("Nothing filed matches “zzz”."));
 });
 
 test("onRefresh replaces the card with the message's context again", () => {

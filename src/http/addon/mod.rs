@@ -21,7 +21,7 @@ use serde_json::Value;
 use super::extract::{token_error, verify_user, ReaderCtx, TenantCtx};
 use super::AppState;
 use crate::error::{AppError, AppResult};
-use crate::filing::{self, AttachmentSelection, FilingInput, TargetRef};
+use crate::filing::{self, AttachmentSelection, FilingInput, FilingView, TargetRef};
 use crate::gmail::GmailError;
 use crate::mail::{self, ParsedMessage};
 use crate::suggest::{self, MessageFacts};
@@ -621,19 +621,95 @@ pub(crate) async fn homepage(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let (_ev, ctx, _s) = authed!(state, headers, uri, body, false);
-    let card = Card::new("home", "docket")
-        .subtitle(&ctx.tenant.name)
-        .section(
-            None,
-            vec![paragraph(&format!(
-                "Signed in as <b>{}</b> ({}).<br>Open an email to see where it belongs and file it.",
-                esc(&ctx.user.email),
-                ctx.user.role.as_str()
-            ))],
-        )
-        .build();
+    let (_ev, ctx, s) = authed!(state, headers, uri, body, false);
+    let card = home_card(&state, &ctx, &s, None)
+        .await
+        .unwrap_or_else(|e| failure_card(&s, e.into()));
     Json(cards::push(card)).into_response()
+}
+
+/// How many of the user's own filings the homepage lists.
+const RECENT_FILINGS: i64 = 5;
+
+/// The homepage: what docket is, a search of the filed mail the user may see, and the
+/// user's recent filings, each with its View link. `query`: a search to show results for.
+async fn home_card(
+    state: &AppState,
+    ctx: &TenantCtx,
+    s: &AddonSettings,
+    query: Option<&str>,
+) -> AppResult<Value> {
+    let action_url = format!("{}/addon/action", s.public_url);
+    let about = format!(
+        "docket files {}'s email into its matters, cases and contracts. Open an email to see \
+         where it belongs and file it with one click.<br>Signed in as <b>{}</b> ({}).",
+        esc(&ctx.tenant.name),
+        esc(&ctx.user.email),
+        ctx.user.role.as_str()
+    );
+    let search = vec![
+        text_input(
+            "q",
+            "Search filed mail",
+            Some("subject, sender or record"),
+            query,
+        ),
+        buttons(vec![action_button(
+            "Search",
+            &action_url,
+            &[("op", "home_search")],
+        )]),
+    ];
+    let mut card = Card::new("home", "docket")
+        .subtitle(&ctx.tenant.name)
+        .section(None, vec![paragraph(&about)])
+        .section(Some("Find filed mail"), search);
+    let lines = |list: Vec<FilingView>| -> Vec<Value> {
+        list.iter().map(|f| filing_line(state, ctx, s, f)).collect()
+    };
+    if let Some(q) = query {
+        let filter = crate::filing::FilingFilter {
+            text: Some(q),
+            ..Default::default()
+        };
+        let found =
+            crate::filing::list_filings(&ctx.tenant.db, &ctx.user.id, &filter, 20, 0).await?;
+        let widgets = match found.is_empty() {
+            true => vec![paragraph(&format!("Nothing filed matches “{}”.", esc(q)))],
+            false => lines(found),
+        };
+        card = card.section(Some("Results"), widgets);
+    }
+    let mine = crate::filing::FilingFilter {
+        filed_by: Some(&ctx.user.id),
+        ..Default::default()
+    };
+    let recent =
+        crate::filing::list_filings(&ctx.tenant.db, &ctx.user.id, &mine, RECENT_FILINGS, 0).await?;
+    let widgets = match recent.is_empty() {
+        true => vec![paragraph("You have not filed anything yet.")],
+        false => lines(recent),
+    };
+    Ok(card.section(Some("Your recent filings"), widgets).build())
+}
+
+/// One filing in a list: its subject, the record, when, and a View button.
+fn filing_line(state: &AppState, ctx: &TenantCtx, s: &AddonSettings, f: &FilingView) -> Value {
+    let subject = f.message.subject.as_deref().unwrap_or("(no subject)");
+    let when = crate::time_fmt::human_utc(&f.filed_at);
+    let mut w = decorated(
+        Some(&format!(
+            "{} · {}",
+            f.target.id,
+            cards::truncate(&f.target.title, 40)
+        )),
+        &esc(&cards::truncate(subject, 80)),
+        Some(&when),
+    );
+    let link = super::view::filing_link(state, &s.public_url, &ctx.tenant.id, &f.id, &ctx.user.id);
+    w["decoratedText"]["button"] =
+        serde_json::json!({ "text": "View", "onClick": { "openLink": { "url": link } } });
+    w
 }
 
 /// Google Workspace add-on HTTP runtime: the contextual trigger when a message is opened.
@@ -691,6 +767,10 @@ pub(crate) async fn action(
                 Err(f) => cards::update(failure_card(&s, f), None),
             }
         }
+        "home_search" => match home_card(&state, &ctx, &s, ev.input("q").as_deref()).await {
+            Ok(card) => cards::update(card, None),
+            Err(e) => cards::update(failure_card(&s, e.into()), None),
+        },
         "file" => file_action(&state, &ctx, &s, &ev).await,
         "file_thread" => file_thread_action(&state, &ctx, &s, &ev).await,
         other => {
