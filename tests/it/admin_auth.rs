@@ -1027,10 +1027,28 @@ async fn csrf_is_required_on_session_changes() {
         assert_eq!(r.status(), 403);
     }
     assert_eq!(status_of(&a, "vera@a.test").await, "active");
+    // Suspending asks first: a page that says what will happen, with the button that does it
+    // and a way back; nothing changes until it is confirmed.
     let r = console
         .post(format!("{}/console/users/{vera}/suspend", app.base))
         .header("cookie", &full)
         .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Suspend vera@a.test?"), "{page}");
+    assert!(page.contains("name=\"confirm\" value=\"yes\""), "{page}");
+    assert!(
+        page.contains(&format!("href=\"/console/users/{vera}\">Cancel")),
+        "{page}"
+    );
+    assert_eq!(status_of(&a, "vera@a.test").await, "active");
+    let r = console
+        .post(format!("{}/console/users/{vera}/suspend", app.base))
+        .header("cookie", &full)
+        .form(&[("csrf", csrf.as_str()), ("confirm", "yes")])
         .send()
         .await
         .unwrap();

@@ -1610,3 +1610,105 @@ both_backends!(
         assert_eq!(scalar(&a, "SELECT COUNT(*) FROM users").await, users + 1);
     }
 );
+
+// The console for a real firm (issue 14): a record's page lists its filings; closing a
+// record asks first (a second page, no script) and changes nothing until confirmed; the
+// filings browser takes a bare reference.
+both_backends!(
+    a_record_page_lists_its_filings_and_closing_asks_first,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        let raw = email("Settlement draft v3", Some("<v3@acme.com>"), &[]);
+        let r = app
+            .post_filing(
+                &app.token("alice@a.test"),
+                &filing_body(&raw, &["matter:M-1"]),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        let filing = r.json::<Value>().await.unwrap()["filings"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let m1: String = sqlx::query("SELECT id FROM records WHERE reference = 'M-1'")
+            .fetch_one(&a.db)
+            .await
+            .unwrap()
+            .get(0);
+        let (cookie, csrf) = session_for(&app, &a, "adam@a.test").await;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let get = |path: String| {
+            let (http, cookie) = (http.clone(), cookie.clone());
+            async move {
+                let r = http
+                    .get(path)
+                    .header("cookie", cookie)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                r.text().await.unwrap()
+            }
+        };
+        let page = get(format!("{}/console/records/{m1}", app.base)).await;
+        assert!(page.contains("<h2>Filings</h2>"), "{page}");
+        assert!(
+            page.contains(&format!(
+                "href=\"/console/filings/{filing}\">Settlement draft v3</a>"
+            )),
+            "{page}"
+        );
+
+        let close = |confirm: bool| {
+            let (http, cookie, csrf) = (http.clone(), cookie.clone(), csrf.clone());
+            let url = format!("{}/console/records/{m1}/status", app.base);
+            async move {
+                let mut form = vec![("csrf", csrf), ("status", "closed".to_string())];
+                if confirm {
+                    form.push(("confirm", "yes".into()));
+                }
+                http.post(url)
+                    .header("cookie", cookie)
+                    .form(&form)
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+        let r = close(false).await;
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap();
+        assert!(page.contains("Close M-1 Acme v. Widget?"), "{page}");
+        assert!(
+            page.contains(&format!("href=\"/console/records/{m1}\">Cancel")),
+            "{page}"
+        );
+        let open: String = sqlx::query("SELECT status FROM records WHERE id = $1")
+            .bind(&m1)
+            .fetch_one(&a.db)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(open, "open", "nothing changes before the confirmation");
+        let r = close(true).await;
+        assert_eq!(r.status(), 303);
+        let closed: String = sqlx::query("SELECT status FROM records WHERE id = $1")
+            .bind(&m1)
+            .fetch_one(&a.db)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(closed, "closed");
+
+        // The filings browser by a bare reference, in any letter case.
+        for record in ["M-1", "m-1", "matter:M-1"] {
+            let page = get(format!("{}/console/filings?record={record}", app.base)).await;
+            assert!(page.contains("Settlement draft v3"), "{record}: {page}");
+        }
+        let page = get(format!("{}/console/filings?record=K-1", app.base)).await;
+        assert!(!page.contains("Settlement draft v3"), "{page}");
+    }
+);

@@ -22,7 +22,7 @@ use crate::http::AppState;
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct FilingQuery {
-    /// Record id, or `kind:reference` (e.g. `matter:M-1`).
+    /// Record id, `kind:reference` (e.g. `matter:M-1`) or a bare reference (`M-1`).
     pub record: Option<String>,
     /// Words in the subject, sender or record title.
     pub q: Option<String>,
@@ -78,8 +78,12 @@ pub async fn search_filings(
                 binds.len()
             ));
         } else {
+            // A record id, or a bare reference (`M-2024-017`, any letter case).
             binds.push(rec.to_string());
-            sql.push_str(&format!(" AND r.id = ${}", binds.len()));
+            let n = binds.len();
+            sql.push_str(&format!(
+                " AND (r.id = ${n} OR UPPER(r.reference) = UPPER(${n}))"
+            ));
         }
     }
     if let Some(words) = q.q.as_deref().filter(|s| !s.trim().is_empty()) {

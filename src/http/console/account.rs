@@ -593,10 +593,43 @@ fn urlencode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+#[derive(serde::Deserialize)]
+struct ConfirmForm {
+    #[serde(default)]
+    #[allow(dead_code)]
+    csrf: String,
+    /// `yes` on the confirmation page's form.
+    #[serde(default)]
+    confirm: Option<String>,
+}
+
 async fn suspend_user(
     Path(id): Path<String>,
-    ConsoleForm(ctx, _): ConsoleForm<CsrfForm>,
+    ConsoleForm(ctx, form): ConsoleForm<ConfirmForm>,
 ) -> Response {
+    if !super::confirmed(&form.confirm) {
+        let back = format!("/console/users/{}", urlencode(&id));
+        let user = match directory::user_by_id(&ctx.tenant.db, &id).await {
+            Ok(Some(u)) => u,
+            Ok(None) => {
+                let msg = "no such user".to_string();
+                return error_page(&ctx, StatusCode::NOT_FOUND, msg, "/console/users");
+            }
+            Err(e) => return e.into_response(),
+        };
+        return render(&super::ConfirmPage {
+            chrome: Chrome::new(&ctx, "users"),
+            question: format!("Suspend {}?", user.email),
+            consequence: "They are signed out everywhere, their access tokens and set-password \
+                          links stop working, and they cannot use docket until an administrator \
+                          reactivates them. What they filed stays."
+                .into(),
+            action: format!("/console/users/{}/suspend", urlencode(&id)),
+            fields: vec![],
+            button: "Suspend user".into(),
+            back,
+        });
+    }
     user_action(ctx, id, UserAction::Suspend).await
 }
 

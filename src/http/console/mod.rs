@@ -134,6 +134,27 @@ pub fn step_up(ctx: &ConsoleCtx, what: &str, back: &str) -> Option<Response> {
     Some(account::reauth_page(ctx, e.status(), detail, back))
 }
 
+/// The second step of a destructive button: a page that says what will happen, with the
+/// button that does it (`confirm=yes` added to the same form) and a way back. No script.
+#[derive(Template)]
+#[template(path = "console/confirm.html")]
+pub struct ConfirmPage {
+    pub chrome: Chrome,
+    pub question: String,
+    pub consequence: String,
+    /// Where the confirmed form posts (the same URL as the first step).
+    pub action: String,
+    /// The first step's other fields, carried over.
+    pub fields: Vec<(String, String)>,
+    pub button: String,
+    pub back: String,
+}
+
+/// Whether a destructive form carries its confirmation (`confirm=yes`).
+pub fn confirmed(confirm: &Option<String>) -> bool {
+    confirm.as_deref() == Some("yes")
+}
+
 /// A console form post: the admin, and the form (`T`) whose `csrf` field matched.
 pub struct ConsoleForm<T>(pub ConsoleCtx, pub T);
 

@@ -166,11 +166,18 @@ pub struct AccessRow {
 struct RecordPage {
     chrome: Chrome,
     record: RecordDetail,
+    /// The newest filings of the record the admin may see (walls apply to admins too).
+    filings: Vec<crate::http::admin::browse::FilingRow>,
+    /// Whether there are more than `filings` shows.
+    more_filings: bool,
     contacts_text: String,
     groups: Vec<AccessRow>,
     users: Vec<AccessRow>,
     error: Option<String>,
 }
+
+/// How many filings a record's page lists (the filings browser has the rest).
+const RECORD_PAGE_FILINGS: i64 = 25;
 
 async fn record_page(
     ctx: &ConsoleCtx,
@@ -217,8 +224,19 @@ async fn record_page(
         Some(m) => chrome.flash(m),
         None => chrome,
     };
+    let q = crate::http::admin::browse::FilingQuery {
+        record: Some(record.id.clone()),
+        limit: Some(RECORD_PAGE_FILINGS + 1),
+        ..Default::default()
+    };
+    let mut filings =
+        crate::http::admin::browse::search_filings(&ctx.tenant.db, &ctx.user.id, &q).await?;
+    let more_filings = filings.len() as i64 > RECORD_PAGE_FILINGS;
+    filings.truncate(RECORD_PAGE_FILINGS as usize);
     Ok(RecordPage {
         chrome,
+        filings,
+        more_filings,
         contacts_text: record.contacts.join("\n"),
         record,
         groups,
@@ -275,12 +293,32 @@ async fn save(
 #[derive(Deserialize)]
 struct StatusForm {
     status: String,
+    /// `yes` on the confirmation page's form (closing asks first).
+    #[serde(default)]
+    confirm: Option<String>,
 }
 
 async fn set_status(
     Path(id): Path<String>,
     ConsoleForm(ctx, form): ConsoleForm<StatusForm>,
 ) -> AppResult<Response> {
+    if form.status == "closed" && !super::confirmed(&form.confirm) {
+        let record = directory::record_detail(&ctx.tenant.db, &id)
+            .await?
+            .ok_or_else(|| AppError::not_found("no such record"))?;
+        let name = format!("{} {}", record.reference, record.title);
+        return Ok(render(&super::ConfirmPage {
+            chrome: Chrome::new(&ctx, "records"),
+            question: format!("Close {name}?"),
+            consequence: "Nobody can file to a closed record until it is reopened. Its filings \
+                          stay, and its retention period starts to run."
+                .into(),
+            action: format!("/console/records/{id}/status"),
+            fields: vec![("status".into(), "closed".into())],
+            button: "Close record".into(),
+            back: format!("/console/records/{id}"),
+        }));
+    }
     let patch = RecordPatch {
         status: Some(form.status.clone()),
         ..Default::default()
