@@ -1712,3 +1712,83 @@ both_backends!(
         assert!(!page.contains("Settlement draft v3"), "{page}");
     }
 );
+
+// The console's home page is a dashboard (issue 14): counts, reset requests waiting, the
+// audit chain, the last backup and a chart of filings per week drawn as SVG, no script.
+both_backends!(
+    the_console_home_is_a_dashboard_with_a_weekly_chart,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        let alice = app.token("alice@a.test");
+        for (subject, id) in [("First", "<d1@acme.com>"), ("Second", "<d2@acme.com>")] {
+            let raw = email(subject, Some(id), &[]);
+            let r = app
+                .post_filing(&alice, &filing_body(&raw, &["matter:M-1"]))
+                .await;
+            assert_eq!(r.status(), 201);
+        }
+        // One of them was filed three weeks ago.
+        let old = docket::time_fmt::format_utc(
+            time::OffsetDateTime::now_utc() - time::Duration::days(21),
+        );
+        sqlx::query("UPDATE filings SET filed_at = $1 WHERE id = (SELECT MIN(id) FROM filings)")
+            .bind(&old)
+            .execute(&a.db)
+            .await
+            .unwrap();
+        docket::accounts::reset::request(&a, "alice@a.test", "127.0.0.1", "t")
+            .await
+            .unwrap();
+        let (cookie, _) = session_for(&app, &a, "adam@a.test").await;
+        let r = app
+            .http
+            .get(format!("{}/console", app.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap();
+        let squashed: String = page.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(squashed.contains("<span class=\"num\">2</span><span>Filings</span><span class=\"muted\">1 in the last 7 days</span>"), "{squashed}");
+        assert!(
+            squashed
+                .contains("<span class=\"num bad\">1</span><span>Reset requests waiting</span>"),
+            "{squashed}"
+        );
+        assert!(
+            squashed.contains("<span class=\"ok\">intact</span>"),
+            "{squashed}"
+        );
+        assert!(squashed.contains("none yet"), "{squashed}");
+        assert!(!page.contains("<script"), "no script");
+        // The chart: twelve bars; this week and the week three weeks back hold one each.
+        assert_eq!(page.matches("<rect").count(), 12, "{page}");
+        let caption = squashed
+            .split("<figcaption")
+            .nth(1)
+            .unwrap()
+            .split("</figcaption>")
+            .next()
+            .unwrap();
+        let counts: Vec<i64> = caption
+            .split("(UTC): ")
+            .nth(1)
+            .unwrap()
+            .split(", ")
+            .map(|w| {
+                w.trim_end_matches('.')
+                    .rsplit(": ")
+                    .next()
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(counts.len(), 12, "{caption}");
+        assert_eq!(counts[11], 1, "{caption}");
+        assert_eq!(counts.iter().sum::<i64>(), 2, "{caption}");
+        assert_eq!(counts[8], 1, "three weeks back: {caption}");
+    }
+);

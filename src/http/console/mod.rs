@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod browse;
+pub mod dashboard;
 pub mod people;
 pub mod privacy;
 pub mod records;
@@ -247,18 +248,6 @@ impl FromRequest<AppState> for ConsoleUpload {
     }
 }
 
-#[derive(Template)]
-#[template(path = "console/home.html")]
-struct Home {
-    chrome: Chrome,
-}
-
-async fn home(ctx: ConsoleCtx) -> Response {
-    render(&Home {
-        chrome: Chrome::new(&ctx, "home"),
-    })
-}
-
 async fn css() -> Response {
     (
         [
@@ -272,7 +261,7 @@ async fn css() -> Response {
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/console", get(home))
+        .route("/console", get(dashboard::home))
         .route("/console/static/console.css", get(css))
         .merge(account::router())
         .merge(people::router())
