@@ -623,6 +623,10 @@ test("the admin console: TOTP sign-in, CSV import, rules, dry run, filings, audi
     // -------------------------------------------------------------------------------------
     await stage("view the audit log", async () => {
       await open("/console", "the console home");
+      // The home page is a dashboard: counts, the chain, and the weekly chart (SVG, no script).
+      assert.equal(await page.locator("main svg.chart rect").count(), 12, "twelve weeks of filings");
+      assert.match(await page.locator("main").innerText(), /Filings per week[\s\S]*Audit chain\s+intact/);
+      await page.screenshot({ path: artifact("console-home.png"), fullPage: true });
       await checkPage(await submit(page.getByRole("navigation", { name: "Console sections" }).getByRole("link", { name: "Audit log" })), "the audit log");
       assert.equal(new URL(page.url()).pathname, "/console/audit");
       const chain = await page.locator("#chain-status").innerText();
