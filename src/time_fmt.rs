@@ -35,6 +35,27 @@ pub fn human_utc(s: &str) -> String {
     }
 }
 
+/// A stored timestamp for a page: `<time datetime="…" title="… (UTC)">1 Dec 2026, 06:30
+/// UTC</time>` — read as a date, the exact value on hover. Escaped; text that is not a
+/// timestamp is shown as it is.
+pub fn when_html(s: impl AsRef<str>) -> String {
+    let s = s.as_ref();
+    let esc = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    match parse(s) {
+        Some(_) => format!(
+            "<time datetime=\"{0}\" title=\"{0}\">{1}</time>",
+            esc(s),
+            esc(&human_utc(s))
+        ),
+        None => esc(s),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -48,5 +69,14 @@ mod tests {
             "5 Jan 2026, 09:05 UTC"
         );
         assert_eq!(super::human_utc("soon"), "soon");
+    }
+
+    #[test]
+    fn when_html_shows_a_date_and_keeps_the_exact_value_on_hover() {
+        assert_eq!(
+            super::when_html("2026-11-29T22:56:15.009Z"),
+            "<time datetime=\"2026-11-29T22:56:15.009Z\" title=\"2026-11-29T22:56:15.009Z\">29 Nov 2026, 22:56 UTC</time>"
+        );
+        assert_eq!(super::when_html("<b>"), "&lt;b&gt;");
     }
 }

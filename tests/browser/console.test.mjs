@@ -196,6 +196,15 @@ test("the admin console: TOTP sign-in, CSV import, rules, dry run, filings, audi
       assert.equal(resp.status(), status, `${what}: ${resp.request().method()} ${resp.url()} answered ${resp.status()}${body}`);
       assertNoScriptCsp(resp.headers()["content-security-policy"], `${what} (${resp.url()})`);
       assert.equal(await page.locator("script").count(), 0, `${what}: the page has a <script> element`);
+      // Dates read as dates (the exact value is on hover); raw data shown as such (code,
+      // disclosed JSON) is left alone.
+      const prose = await page.evaluate(() => {
+        const copy = document.body.cloneNode(true);
+        copy.querySelectorAll("code, pre, details, textarea, input").forEach((e) => e.remove());
+        return copy.innerText || copy.textContent || "";
+      });
+      const raw = prose.match(/\d{4}-\d{2}-\d{2}T\d{2}:\d{2}[^\s]*/);
+      assert.equal(raw, null, `${what}: a raw timestamp is shown: ${raw && raw[0]}`);
       // Errors since this stage began (earlier ones failed their own stage, and the last one).
       assert.deepEqual(pageErrors.slice(mark.page), [], `${what}: the browser logged errors`);
       assert.deepEqual(serverErrors.slice(mark.server), [], `${what}: server errors`);
