@@ -262,6 +262,16 @@ pub enum TenantAction {
         #[arg(long)]
         pattern: String,
     },
+    /// Set the firm's time zone (an IANA name such as Europe/London): dates on the console's
+    /// pages are shown in it. Audited.
+    SetTimeZone {
+        /// The tenant: its id, name or one of its domains.
+        #[arg(long)]
+        tenant: String,
+        /// The time zone, e.g. Europe/London, America/New_York, UTC.
+        #[arg(long)]
+        time_zone: String,
+    },
     /// Map one address (e.g. an account without a Workspace domain) to a tenant.
     MapAddress {
         /// The tenant: its id, name or one of its domains.
@@ -863,6 +873,22 @@ async fn run(
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     println!("subject pattern of {} set", t.name);
+                }
+                TenantAction::SetTimeZone { tenant, time_zone } => {
+                    let t = catalog
+                        .tenant(&catalog.find_tenant(&tenant).await?.id)
+                        .await?;
+                    let tz = time_zone.trim();
+                    if !crate::time_fmt::valid_time_zone(tz) {
+                        anyhow::bail!(
+                            "{tz:?} is not a time zone: give an IANA name such as Europe/London"
+                        );
+                    }
+                    let key = crate::http::admin::ctx::TIME_ZONE_SETTING;
+                    crate::suggest::set_setting(&t.db, key, tz, "operator")
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!("time zone of {} set to {tz}", t.name);
                 }
                 TenantAction::MapAddress { tenant, email } => {
                     let t = catalog.find_tenant(&tenant).await?;

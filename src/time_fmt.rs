@@ -56,6 +56,43 @@ pub fn when_html(s: impl AsRef<str>) -> String {
     }
 }
 
+/// Whether `name` is a time zone of the IANA database (`Europe/London`, `UTC`).
+pub fn valid_time_zone(name: &str) -> bool {
+    !name.trim().is_empty() && jiff::tz::TimeZone::get(name.trim()).is_ok()
+}
+
+/// A stored timestamp in the time zone `tz` as people read it: `29 Nov 2026, 23:56 CET`.
+/// UTC when `tz` is not a known zone; text that is not a timestamp comes back as it is.
+pub fn human_in(s: &str, tz: &str) -> String {
+    let Ok(ts) = s.parse::<jiff::Timestamp>() else {
+        return s.to_string();
+    };
+    let zoned = ts
+        .in_tz(tz)
+        .unwrap_or_else(|_| ts.to_zoned(jiff::tz::TimeZone::UTC));
+    zoned.strftime("%-d %b %Y, %H:%M %Z").to_string()
+}
+
+/// [`when_html`] in the firm's time zone `tz`; the hover shows the exact UTC value.
+pub fn when_html_in(s: impl AsRef<str>, tz: impl AsRef<str>) -> String {
+    let (s, tz) = (s.as_ref(), tz.as_ref());
+    match parse(s) {
+        Some(_) => format!(
+            "<time datetime=\"{0}\" title=\"{0}\">{1}</time>",
+            escape(s),
+            escape(&human_in(s, tz))
+        ),
+        None => escape(s),
+    }
+}
+
+fn escape(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -78,5 +115,24 @@ mod tests {
             "<time datetime=\"2026-11-29T22:56:15.009Z\" title=\"2026-11-29T22:56:15.009Z\">29 Nov 2026, 22:56 UTC</time>"
         );
         assert_eq!(super::when_html("<b>"), "&lt;b&gt;");
+    }
+
+    #[test]
+    fn dates_show_in_the_firms_time_zone() {
+        let t = "2026-11-29T22:56:15.009Z";
+        assert_eq!(super::human_in(t, "Europe/Paris"), "29 Nov 2026, 23:56 CET");
+        assert_eq!(
+            super::human_in(t, "America/New_York"),
+            "29 Nov 2026, 17:56 EST"
+        );
+        assert_eq!(
+            super::human_in("2026-07-01T12:00:00Z", "Europe/London"),
+            "1 Jul 2026, 13:00 BST"
+        );
+        assert_eq!(super::human_in(t, "UTC"), "29 Nov 2026, 22:56 UTC");
+        assert_eq!(super::human_in(t, "Mars/Base"), "29 Nov 2026, 22:56 UTC");
+        assert!(super::when_html_in(t, "Europe/Paris")
+            .contains(&format!("title=\"{t}\">29 Nov 2026, 23:56 CET<")));
+        assert!(super::valid_time_zone("Asia/Tokyo") && !super::valid_time_zone("Nowhere/Land"));
     }
 }

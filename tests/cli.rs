@@ -2003,3 +2003,27 @@ async fn postgres_start_up_logs_no_notice_per_tenant_database() {
     }
     assert!(served.contains("docket listening"), "{served}");
 }
+
+#[test]
+fn the_firms_time_zone_is_set_from_the_command_line() {
+    let site = Site::new();
+    seed_firm(&site);
+    site.run(&[
+        "tenant",
+        "set-time-zone",
+        "--tenant",
+        "firm.test",
+        "--time-zone",
+        "Nowhere/Land",
+    ])
+    .fails_naming(&["Nowhere/Land", "IANA"]);
+    let out = site.ok(&[
+        "tenant",
+        "set-time-zone",
+        "--tenant",
+        "firm.test",
+        "--time-zone",
+        "America/New_York",
+    ]);
+    assert!(out.contains("America/New_York"), "{out}");
+}

@@ -1792,3 +1792,73 @@ both_backends!(
         assert_eq!(counts[8], 1, "three weeks back: {caption}");
     }
 );
+
+// Dates on the console's pages are in the firm's time zone (issue 14), set on the Tenant
+// page (an unknown zone is refused and nothing changes), with the exact UTC value on hover.
+both_backends!(
+    console_dates_follow_the_firms_time_zone,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        let raw = email("Zoned", Some("<zoned@acme.com>"), &[]);
+        let r = app
+            .post_filing(
+                &app.token("alice@a.test"),
+                &filing_body(&raw, &["matter:M-1"]),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        sqlx::query("UPDATE filings SET filed_at = '2026-11-29T22:56:15.009Z'")
+            .execute(&a.db)
+            .await
+            .unwrap();
+        let (cookie, csrf) = session_for(&app, &a, "adam@a.test").await;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let filings_page = || {
+            let (http, cookie) = (http.clone(), cookie.clone());
+            let url = format!("{}/console/filings", app.base);
+            async move {
+                let r = http.get(url).header("cookie", cookie).send().await.unwrap();
+                r.text().await.unwrap()
+            }
+        };
+        let page = filings_page().await;
+        assert!(
+            page.contains("title=\"2026-11-29T22:56:15.009Z\">29 Nov 2026, 22:56 UTC</time>"),
+            "{page}"
+        );
+        let set = |tz: &'static str| {
+            let (http, cookie, csrf) = (http.clone(), cookie.clone(), csrf.clone());
+            let url = format!("{}/console/tenant/time-zone", app.base);
+            async move {
+                http.post(url)
+                    .header("cookie", cookie)
+                    .form(&[("csrf", csrf.as_str()), ("time_zone", tz)])
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+        let r = set("Mars/Olympus_Mons").await;
+        assert_eq!(r.status(), 422);
+        assert!(r.text().await.unwrap().contains("is not a time zone"));
+        assert!(filings_page().await.contains("22:56 UTC</time>"));
+        let r = set("Europe/Paris").await;
+        assert_eq!(r.status(), 303);
+        let page = filings_page().await;
+        assert!(
+            page.contains("title=\"2026-11-29T22:56:15.009Z\">29 Nov 2026, 23:56 CET</time>"),
+            "{page}"
+        );
+        assert_eq!(
+            scalar(
+                &a,
+                "SELECT COUNT(*) FROM audit_log WHERE action = 'setting.changed' AND subject = 'time_zone'"
+            )
+            .await,
+            1
+        );
+    }
+);

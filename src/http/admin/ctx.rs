@@ -68,6 +68,8 @@ pub struct AdminCtx {
     pub user: User,
     pub via: Via,
     pub client: Client,
+    /// The firm's time zone for dates on pages (IANA name; `UTC` unless set).
+    pub tz: String,
 }
 
 impl AdminCtx {
@@ -300,11 +302,13 @@ pub async fn authenticate_admin(
             )
             .into());
         }
+        let tz = firm_time_zone(&tenant).await?;
         return Ok(AdminCtx {
             tenant,
             user,
             via: Via::Token(t),
             client,
+            tz,
         });
     }
     let Some((tenant, user, s)) = any_session(parts, state).await? else {
@@ -326,13 +330,25 @@ pub async fn authenticate_admin(
             return Err(csrf_error().into());
         }
     }
+    let tz = firm_time_zone(&tenant).await?;
     Ok(AdminCtx {
         tenant,
         user,
         via: Via::Session(s),
         client,
+        tz,
     })
 }
+
+/// The firm's time zone setting (`time_zone`), `UTC` when unset.
+pub async fn firm_time_zone(tenant: &Tenant) -> Result<String, AppError> {
+    Ok(crate::suggest::setting(&tenant.db, TIME_ZONE_SETTING)
+        .await?
+        .unwrap_or_else(|| "UTC".to_string()))
+}
+
+/// The settings key of the firm's time zone.
+pub const TIME_ZONE_SETTING: &str = "time_zone";
 
 pub fn csrf_error() -> AppError {
     AppError::new(

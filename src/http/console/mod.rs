@@ -41,6 +41,8 @@ pub struct Chrome {
     pub section: &'static str,
     /// A one-line message (e.g. "Record created").
     pub flash: Option<String>,
+    /// The firm's time zone: dates on pages are shown in it.
+    pub tz: String,
 }
 
 impl Chrome {
@@ -51,6 +53,7 @@ impl Chrome {
             csrf: ctx.csrf().to_string(),
             section,
             flash: None,
+            tz: ctx.tz.clone(),
         }
     }
     pub fn flash(mut self, msg: impl Into<String>) -> Chrome {

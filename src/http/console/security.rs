@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/users/{id}/password-link", post(password_link))
         .route("/console/tenant", get(tenant_page))
         .route("/console/tenant/close", post(close_tenant))
+        .route("/console/tenant/time-zone", post(set_time_zone))
         .route("/console/forgot", get(forgot_page).post(forgot))
         .route("/console/reset/{token}", get(reset_page).post(reset))
 }
@@ -54,6 +55,7 @@ fn flash_for(chrome: Chrome, done: &Done) -> Chrome {
     match done.done.as_deref() {
         Some("revoked") => chrome.flash("Token revoked"),
         Some("dismissed") => chrome.flash("Request dismissed"),
+        Some("time-zone") => chrome.flash("Time zone saved"),
         _ => chrome,
     }
 }
@@ -395,15 +397,59 @@ struct TenantPage {
     facts: TenantFacts,
     retention_days: u64,
     error: Option<String>,
+    /// Why the time zone given was not saved.
+    tz_error: Option<String>,
 }
 
-async fn tenant_page(State(state): State<AppState>, ctx: ConsoleCtx) -> Response {
-    match api::tenant_facts_of(&state, &ctx).await {
-        Ok(facts) => render(&TenantPage {
+#[derive(Deserialize)]
+struct TimeZoneForm {
+    #[serde(default)]
+    time_zone: String,
+}
+
+/// Sets the firm's time zone (an IANA name), audited as `setting.changed`; an unknown name
+/// is refused on the page (422) and nothing changes.
+async fn set_time_zone(
+    State(state): State<AppState>,
+    ConsoleForm(ctx, form): ConsoleForm<TimeZoneForm>,
+) -> Response {
+    let tz = form.time_zone.trim().to_string();
+    if !crate::time_fmt::valid_time_zone(&tz) {
+        let facts = match api::tenant_facts_of(&state, &ctx).await {
+            Ok(f) => f,
+            Err(e) => return e.into_response(),
+        };
+        let page = TenantPage {
             chrome: Chrome::new(&ctx, "tenant"),
             facts,
             retention_days: state.config.admin.retention_days,
             error: None,
+            tz_error: Some(format!(
+                "“{tz}” is not a time zone: give an IANA name such as Europe/London"
+            )),
+        };
+        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    }
+    let key = crate::http::admin::ctx::TIME_ZONE_SETTING;
+    match crate::suggest::set_setting(&ctx.tenant.db, key, &tz, &ctx.actor()).await {
+        Ok(()) => Redirect::to("/console/tenant?done=time-zone").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn tenant_page(
+    State(state): State<AppState>,
+    ctx: ConsoleCtx,
+    done: Result<Query<Done>, QueryRejection>,
+) -> Response {
+    let done = done.map(|q| q.0).unwrap_or_default();
+    match api::tenant_facts_of(&state, &ctx).await {
+        Ok(facts) => render(&TenantPage {
+            chrome: flash_for(Chrome::new(&ctx, "tenant"), &done),
+            facts,
+            retention_days: state.config.admin.retention_days,
+            error: None,
+            tz_error: None,
         }),
         Err(e) => e.into_response(),
     }
@@ -436,6 +482,7 @@ async fn close_tenant(
                 facts,
                 retention_days: state.config.admin.retention_days,
                 error: None,
+                tz_error: None,
             })
         }
         Err(e) if e.status().is_client_error() => render_status(
@@ -445,6 +492,7 @@ async fn close_tenant(
                 facts,
                 retention_days: state.config.admin.retention_days,
                 error: Some(message(&e)),
+                tz_error: None,
             },
         ),
         Err(e) => e.into_response(),
