@@ -1229,6 +1229,14 @@ async fn console_people_and_records_pages() {
         &[("csrf", &csrf), ("status", "closed")],
     )
     .await;
+    assert_eq!(s, 200, "closing asks first");
+    let (s, _) = post_form(
+        &app,
+        &cookie,
+        &format!("/console/records/{z}/status"),
+        &[("csrf", &csrf), ("status", "closed"), ("confirm", "yes")],
+    )
+    .await;
     assert_eq!(s, 303);
     let (_, html) = page(&app, &cookie, "/console/records?status=closed").await;
     assert!(html.contains("Z-1") && !html.contains("Acme v. Widget"));
