@@ -35,27 +35,6 @@ pub fn human_utc(s: &str) -> String {
     }
 }
 
-/// A stored timestamp for a page: `<time datetime="…" title="… (UTC)">1 Dec 2026, 06:30
-/// UTC</time>` — read as a date, the exact value on hover. Escaped; text that is not a
-/// timestamp is shown as it is.
-pub fn when_html(s: impl AsRef<str>) -> String {
-    let s = s.as_ref();
-    let esc = |t: &str| {
-        t.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
-    match parse(s) {
-        Some(_) => format!(
-            "<time datetime=\"{0}\" title=\"{0}\">{1}</time>",
-            esc(s),
-            esc(&human_utc(s))
-        ),
-        None => esc(s),
-    }
-}
-
 /// Whether `name` is a time zone of the IANA database (`Europe/London`, `UTC`).
 pub fn valid_time_zone(name: &str) -> bool {
     !name.trim().is_empty() && jiff::tz::TimeZone::get(name.trim()).is_ok()
@@ -73,7 +52,9 @@ pub fn human_in(s: &str, tz: &str) -> String {
     zoned.strftime("%-d %b %Y, %H:%M %Z").to_string()
 }
 
-/// [`when_html`] in the firm's time zone `tz`; the hover shows the exact UTC value.
+/// A stored timestamp for a page, in the firm's time zone `tz`: `<time datetime="…"
+/// title="…">29 Nov 2026, 23:56 CET</time>` — read as a date, the exact UTC value on hover.
+/// Escaped; text that is not a timestamp is shown as it is.
 pub fn when_html_in(s: impl AsRef<str>, tz: impl AsRef<str>) -> String {
     let (s, tz) = (s.as_ref(), tz.as_ref());
     match parse(s) {
@@ -111,10 +92,10 @@ mod tests {
     #[test]
     fn when_html_shows_a_date_and_keeps_the_exact_value_on_hover() {
         assert_eq!(
-            super::when_html("2026-11-29T22:56:15.009Z"),
+            super::when_html_in("2026-11-29T22:56:15.009Z", "UTC"),
             "<time datetime=\"2026-11-29T22:56:15.009Z\" title=\"2026-11-29T22:56:15.009Z\">29 Nov 2026, 22:56 UTC</time>"
         );
-        assert_eq!(super::when_html("<b>"), "&lt;b&gt;");
+        assert_eq!(super::when_html_in("<b>", "UTC"), "&lt;b&gt;");
     }
 
     #[test]

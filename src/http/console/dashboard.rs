@@ -95,7 +95,7 @@ pub async fn home(State(state): State<AppState>, ctx: ConsoleCtx) -> AppResult<R
         last_backup: mine
             .as_ref()
             .and_then(|b| b.last_backup.as_deref())
-            .map(crate::time_fmt::human_utc),
+            .map(|at| crate::time_fmt::human_in(at, &ctx.tz)),
         backup_failing: mine.is_some_and(|b| b.backup_failing),
         chart: bar_chart(&weeks),
         weeks,
