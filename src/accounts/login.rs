@@ -756,14 +756,7 @@ pub async fn reauthenticate(
         .await?;
         return Err(no_attempts_left());
     }
-    let stored = account(&tenant.db, &user.id).await?;
-    let hash = stored
-        .as_ref()
-        .map(|a| a.hash.as_str())
-        .unwrap_or(password::dummy_hash());
-    let pw_ok = stored.is_some()
-        && password.chars().count() <= password::MAX_CHARS
-        && password::verify_blocking(password, hash).await.ok;
+    let pw_ok = password_matches(&tenant.db, &user.id, password).await?;
     // The code is only tried after the password, so a wrong password cannot burn a
     // recovery code.
     let code_ok = pw_ok && totp::verify(tenant, user, code).await?.is_some();
@@ -806,6 +799,102 @@ pub async fn reauthenticate(
     .await?;
     tx.commit().await?;
     session::mark_reauth(&tenant.db, &session.id_hash).await
+}
+
+/// A user changing their own password from a complete session: the current password
+/// (each wrong one counts toward the lockout like a failed sign-in; audited
+/// `password.change_failed`), then the new one, typed twice and policy checked before
+/// anything is counted. Every other session of the user ends; this one stays. Audited
+/// `password.changed`. Errors: 422 `passwords-differ`, `same-password`, `weak-password`;
+/// 403 `wrong-password`; 403 `account-suspended` (3rd failure); 429 `attempts-exhausted`.
+pub async fn change_password(
+    tenant: &Tenant,
+    user: &User,
+    session: &Session,
+    current: &str,
+    new: &str,
+    repeat: &str,
+) -> AppResult<()> {
+    check_new_password(user, current, new, repeat)?;
+    if !claim_attempt(&tenant.db, &user.id).await? {
+        let why = "no-attempts-left";
+        let action = "password.change_failed";
+        failure(
+            &tenant.db,
+            Some(user),
+            false,
+            action,
+            None,
+            &user.email,
+            why,
+        )
+        .await?;
+        return Err(no_attempts_left());
+    }
+    if !password_matches(&tenant.db, &user.id, current).await? {
+        let action = "password.change_failed";
+        let reason = "wrong-password";
+        if failure(
+            &tenant.db,
+            Some(user),
+            true,
+            action,
+            None,
+            &user.email,
+            reason,
+        )
+        .await?
+        {
+            return Err(account_suspended());
+        }
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "wrong-password",
+            "the current password is not correct",
+        ));
+    }
+    let mut tx = tenant.begin().await?;
+    audit::lock_chain(&mut tx).await?;
+    password::change_password(&mut tx, &user.id, new, &session.id_hash).await?;
+    audit::append(
+        &mut tx,
+        &AuditEvent::new(&user.email, "password.changed", &user.id)
+            .detail(serde_json::json!({"session": session.id})),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The checks on a new password that need no secret: typed the same twice, not the
+/// current one, and within the policy.
+fn check_new_password(user: &User, current: &str, new: &str, repeat: &str) -> AppResult<()> {
+    if new != repeat {
+        return Err(AppError::unprocessable(
+            "passwords-differ",
+            "the new password and its repetition differ: type the same new password twice",
+        ));
+    }
+    if new == current {
+        return Err(AppError::unprocessable(
+            "same-password",
+            "the new password is the current one: choose a different password",
+        ));
+    }
+    password::check_policy(new, &[&user.email, &user.display_name])
+        .map_err(|m| AppError::unprocessable("weak-password", m))
+}
+
+/// Whether `pw` is the user's password (Argon2 work done even without an account).
+async fn password_matches(pool: &AnyPool, user_id: &str, pw: &str) -> AppResult<bool> {
+    let stored = account(pool, user_id).await?;
+    let hash = stored
+        .as_ref()
+        .map(|a| a.hash.as_str())
+        .unwrap_or(password::dummy_hash());
+    Ok(stored.is_some()
+        && pw.chars().count() <= password::MAX_CHARS
+        && password::verify_blocking(pw, hash).await.ok)
 }
 
 async fn user_or_404(conn: &mut AnyConnection, user_id: &str) -> AppResult<String> {

@@ -176,21 +176,47 @@ pub async fn set_password(
     user_id: &str,
     password: &str,
 ) -> AppResult<()> {
+    let hashed = checked_hash(conn, user_id, password).await?;
+    store_hash(conn, user_id, &hashed, None).await
+}
+
+/// Like [`set_password`], but the user's own session `keep` (its `id_hash`) stays signed
+/// in: every other session ends. For a user changing their own password.
+pub async fn change_password(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    password: &str,
+    keep: &str,
+) -> AppResult<()> {
+    let hashed = checked_hash(conn, user_id, password).await?;
+    store_hash(conn, user_id, &hashed, Some(keep)).await
+}
+
+/// The policy check against the user's own address and name (422 `weak-password`), then
+/// the hash. 404 for an unknown user.
+async fn checked_hash(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    password: &str,
+) -> AppResult<String> {
     let row = sqlx::query("SELECT email, display_name FROM users WHERE id = $1")
         .bind(user_id)
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| AppError::not_found("no such user"))?;
     use sqlx::Row;
-    let email: String = row.get("email");
-    let name: String = row.get("display_name");
+    let (email, name): (String, String) = (row.get("email"), row.get("display_name"));
     check_policy(password, &[&email, &name])
         .map_err(|m| AppError::unprocessable("weak-password", m))?;
-    let hashed = hash_blocking(password).await?;
-    store_hash(conn, user_id, &hashed).await
+    hash_blocking(password).await
 }
 
-async fn store_hash(conn: &mut AnyConnection, user_id: &str, hashed: &str) -> AppResult<()> {
+async fn store_hash(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    hashed: &str,
+    keep: Option<&str>,
+) -> AppResult<()> {
     let now = now_rfc3339();
     let n = sqlx::query(
         "UPDATE local_accounts SET password_hash = $1, failed_logins = 0, locked_at = NULL, \
@@ -213,7 +239,10 @@ async fn store_hash(conn: &mut AnyConnection, user_id: &str, hashed: &str) -> Ap
         .execute(&mut *conn)
         .await?;
     }
-    session::end_all_for_user(conn, user_id).await?;
+    match keep {
+        Some(keep) => session::end_others_for_user(conn, user_id, keep).await?,
+        None => session::end_all_for_user(conn, user_id).await?,
+    };
     Ok(())
 }
 
@@ -262,7 +291,7 @@ pub async fn import_hash(
     {
         return Err(AppError::not_found("no such user"));
     }
-    store_hash(conn, user_id, h).await
+    store_hash(conn, user_id, h, None).await
 }
 
 /// Hashes off the async runtime (Argon2id takes tens of milliseconds).

@@ -189,6 +189,23 @@ pub async fn end_all_for_user(conn: &mut AnyConnection, user_id: &str) -> sqlx::
         .rows_affected())
 }
 
+/// Ends every session of a user but `keep` (an `id_hash`): a password change from that
+/// session signs out everywhere else.
+pub async fn end_others_for_user(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    keep: &str,
+) -> sqlx::Result<u64> {
+    Ok(
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2")
+            .bind(user_id)
+            .bind(keep)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
+}
+
 /// A user's live sessions, newest first.
 pub async fn list_for_user(pool: &AnyPool, user_id: &str) -> AppResult<Vec<Session>> {
     let rows = sqlx::query(&format!(

@@ -245,11 +245,7 @@ pub async fn confirm_enrolment(
     };
     let code = normalise(code);
     let Some(step) = matching_step(&pending, &code, unix_now(), None) else {
-        return Err(AppError::unprocessable(
-            "invalid-code",
-            "that code does not match: check the time on your phone and enter the current \
-             6-digit code from the authenticator app",
-        ));
+        return Err(wrong_enrolment_code());
     };
     let sealed = tenant.blobs.seal_secret(&purpose(&user.id), &pending);
     let codes = new_recovery_codes();
@@ -277,6 +273,102 @@ pub async fn confirm_enrolment(
     .await?;
     tx.commit().await?;
     Ok(codes)
+}
+
+fn not_enrolled() -> AppError {
+    AppError::new(
+        axum::http::StatusCode::CONFLICT,
+        "not-enrolled",
+        "no authenticator is set up for this account yet: sign in again to set one up",
+    )
+}
+
+/// Replacing a confirmed authenticator (a new phone): proposes a new secret, kept sealed as
+/// pending beside the active one, which goes on working until a code from the new app
+/// confirms the swap ([`confirm_reenrolment`]). The same pending secret on reload, so a
+/// scanned code stays valid. The caller has made the user prove the old factor (a recent
+/// step-up with the old app's code or a recovery code). 409 `not-enrolled` without one.
+pub async fn begin_reenrolment(tenant: &Tenant, user: &User) -> AppResult<Enrolment> {
+    let s = secrets(tenant, &user.id).await?.ok_or_else(not_enrolled)?;
+    if s.active.is_none() {
+        return Err(not_enrolled());
+    }
+    if let Some(p) = s.pending {
+        return enrolment(&p, &user.email);
+    }
+    let mut secret = [0u8; 20];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let sealed = tenant.blobs.seal_secret(&purpose(&user.id), &secret);
+    sqlx::query(
+        "UPDATE local_accounts SET totp_pending_enc = $1 \
+         WHERE user_id = $2 AND totp_secret_enc IS NOT NULL",
+    )
+    .bind(sealed)
+    .bind(&user.id)
+    .execute(&tenant.db)
+    .await?;
+    enrolment(&secret, &user.email)
+}
+
+/// Confirms a re-enrolment with a code from the new app: the pending secret replaces the
+/// old one (whose codes stop working at once), all recovery codes are replaced by 10 new
+/// ones (returned, shown once). Audited `totp.replaced`. A wrong code is a 422
+/// `invalid-code` and changes nothing; 409 `no-enrolment` when none was begun.
+pub async fn confirm_reenrolment(
+    tenant: &Tenant,
+    user: &User,
+    code: &str,
+    actor: &str,
+) -> AppResult<Vec<String>> {
+    let s = secrets(tenant, &user.id).await?.ok_or_else(not_enrolled)?;
+    let (Some(_), Some(pending)) = (s.active, s.pending) else {
+        return Err(AppError::new(
+            axum::http::StatusCode::CONFLICT,
+            "no-enrolment",
+            "start replacing the authenticator first",
+        ));
+    };
+    let Some(step) = matching_step(&pending, &normalise(code), unix_now(), None) else {
+        return Err(wrong_enrolment_code());
+    };
+    let sealed = tenant.blobs.seal_secret(&purpose(&user.id), &pending);
+    let codes = new_recovery_codes();
+    let mut tx = tenant.begin().await?;
+    audit::lock_chain(&mut tx).await?;
+    let n = sqlx::query(
+        "UPDATE local_accounts SET totp_secret_enc = $1, totp_pending_enc = NULL, \
+         totp_last_step = $2 WHERE user_id = $3 AND totp_pending_enc IS NOT NULL",
+    )
+    .bind(sealed)
+    .bind(step)
+    .bind(&user.id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(AppError::new(
+            axum::http::StatusCode::CONFLICT,
+            "no-enrolment",
+            "the authenticator changed meanwhile: start again",
+        ));
+    }
+    store_recovery_codes(&mut tx, &user.id, &codes).await?;
+    audit::append(
+        &mut tx,
+        &AuditEvent::new(actor, "totp.replaced", &user.id)
+            .detail(serde_json::json!({"recovery_codes": codes.len()})),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(codes)
+}
+
+fn wrong_enrolment_code() -> AppError {
+    AppError::unprocessable(
+        "invalid-code",
+        "that code does not match: check the time on your phone and enter the current \
+         6-digit code from the authenticator app",
+    )
 }
 
 /// `ABCDE-FGHIJ-KLMNO-PQRST` style input → lowercase without separators.

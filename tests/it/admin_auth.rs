@@ -1494,3 +1494,212 @@ both_backends!(
         assert_eq!(audit_count(&a, "account.locked").await, 1);
     }
 );
+
+/// The console's own session page: `GET` with the cookie, returning (status, html).
+async fn console_get(web: &reqwest::Client, app: &TestApp, path: &str, c: &str) -> (u16, String) {
+    let r = web
+        .get(format!("{}{}", app.base, path))
+        .header("cookie", c)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn console_post(
+    web: &reqwest::Client,
+    app: &TestApp,
+    path: &str,
+    c: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    web.post(format!("{}{}", app.base, path))
+        .header("cookie", c)
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+both_backends!(
+    my_security_changes_the_password_and_replaces_the_authenticator,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        let uid = set_pw(&a, "adam@a.test", PW).await;
+        let web = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let (mine, _, old_secret, codes) = enrol(&app, "adam@a.test", PW).await;
+        forget_last_step(&a, &uid).await;
+        let (other, _) =
+            full_login(&app, "adam@a.test", PW, &totp::code_at(&old_secret, now())).await;
+        let (s, html) = console_get(&web, &app, "/console/security", &mine).await;
+        assert_eq!(s, 200);
+        assert!(html.contains("Change password") && html.contains("Replace authenticator"));
+        let csrf = between(&html, "name=\"csrf\" value=\"", "\"").to_string();
+        const NEW: &str = "Harbour-Violet-Compass-47";
+        let change = |current: &'static str, new: &'static str, repeat: &'static str| {
+            let (web, app, mine, csrf) = (web.clone(), &app, mine.clone(), csrf.clone());
+            async move {
+                let form = [
+                    ("csrf", csrf.as_str()),
+                    ("current_password", current),
+                    ("new_password", new),
+                    ("repeat_password", repeat),
+                ];
+                let r = console_post(&web, app, "/console/security/password", &mine, &form).await;
+                let s = r.status().as_u16();
+                let loc = r
+                    .headers()
+                    .get("location")
+                    .map(|l| l.to_str().unwrap().to_string());
+                (s, loc, r.text().await.unwrap())
+            }
+        };
+
+        // Mistakes in the new password are said before the current one is even checked.
+        let (s, _, html) = change(PW, NEW, "Harbour-Violet-Compass-48").await;
+        assert_eq!(s, 422);
+        assert!(
+            html.contains("differ") && html.contains("class=\"error\""),
+            "{html}"
+        );
+        let (s, _, html) = change(PW, "password1", "password1").await;
+        assert_eq!(s, 422);
+        assert!(html.contains("most commonly used passwords"), "{html}");
+        let (s, _, html) = change(PW, PW, PW).await;
+        assert_eq!(s, 422);
+        assert!(html.contains("the current one"), "{html}");
+        assert_eq!(audit_count(&a, "password.change_failed").await, 0);
+        // A wrong current password is refused and counts toward the lockout.
+        let (s, _, html) = change("not my password at all", NEW, NEW).await;
+        assert_eq!(s, 403);
+        assert!(html.contains("current password is not correct"), "{html}");
+        assert_eq!(audit_count(&a, "password.change_failed").await, 1);
+        assert_eq!(
+            scalar(
+                &a,
+                "SELECT failed_logins FROM local_accounts WHERE user_id = $1",
+                &uid
+            )
+            .await,
+            1
+        );
+        assert_eq!(password_login(&app, "adam@a.test", NEW).await.status(), 401);
+        // The right one: changed, this session stays, every other one ends.
+        let (s, loc, _) = change(PW, NEW, NEW).await;
+        assert_eq!(
+            (s, loc.as_deref()),
+            (303, Some("/console/security?done=password-changed"))
+        );
+        let (s, html) =
+            console_get(&web, &app, "/console/security?done=password-changed", &mine).await;
+        assert_eq!(s, 200);
+        assert!(html.contains("Password changed"), "{html}");
+        assert_eq!(console_get(&web, &app, "/console", &other).await.0, 303);
+        assert_eq!(audit_count(&a, "password.changed").await, 1);
+        assert_eq!(
+            scalar(
+                &a,
+                "SELECT failed_logins FROM local_accounts WHERE user_id = $1",
+                &uid
+            )
+            .await,
+            0
+        );
+        assert_eq!(password_login(&app, "adam@a.test", PW).await.status(), 401);
+        assert_eq!(password_login(&app, "adam@a.test", NEW).await.status(), 200);
+
+        // Replacing the authenticator needs a fresh step-up: age the sign-in.
+        sqlx::query("UPDATE sessions SET reauth_at = $1")
+            .bind(docket::time_fmt::format_utc(
+                time::OffsetDateTime::now_utc() - time::Duration::minutes(6),
+            ))
+            .execute(&a.db)
+            .await
+            .unwrap();
+        let (s, html) = console_get(&web, &app, "/console/security/authenticator", &mine).await;
+        assert_eq!(s, 403);
+        assert!(
+            html.contains("Confirm it is you") && html.contains("recovery codes"),
+            "{html}"
+        );
+        // The old phone is gone: a recovery code proves it is us.
+        let r = console_post(
+            &web,
+            &app,
+            "/console/reauth",
+            &mine,
+            &[
+                ("csrf", csrf.as_str()),
+                ("password", NEW),
+                ("code", codes[0].as_str()),
+                ("next", "/console/security/authenticator"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()["location"], "/console/security/authenticator");
+        let (s, html) = console_get(&web, &app, "/console/security/authenticator", &mine).await;
+        assert_eq!(s, 200, "{html}");
+        assert!(html.contains("<img src=\"data:image/svg+xml;base64,"));
+        let b32 = between(&html, "aria-label=\"Secret key\">", "<")
+            .trim()
+            .to_string();
+        let (_, again) = console_get(&web, &app, "/console/security/authenticator", &mine).await;
+        assert!(again.contains(&b32), "the same new secret on reload");
+        let new_secret = totp_rs::Secret::Encoded(b32).to_bytes().unwrap();
+        assert_ne!(new_secret, old_secret);
+
+        // Until confirmed, the old authenticator still signs in; a wrong code changes nothing.
+        let path = "/console/security/authenticator";
+        let r = console_post(
+            &web,
+            &app,
+            path,
+            &mine,
+            &[("csrf", &csrf), ("code", "000000")],
+        )
+        .await;
+        assert_eq!(r.status(), 422);
+        assert_eq!(audit_count(&a, "totp.replaced").await, 0);
+        forget_last_step(&a, &uid).await;
+        full_login(&app, "adam@a.test", NEW, &totp::code_at(&old_secret, now())).await;
+
+        let code = totp::code_at(&new_secret, now());
+        let r = console_post(&web, &app, path, &mine, &[("csrf", &csrf), ("code", &code)]).await;
+        assert_eq!(r.status(), 200);
+        let html = r.text().await.unwrap();
+        assert!(html.contains("Authenticator replaced"), "{html}");
+        assert_eq!(html.matches("<li><code>").count(), 10, "{html}");
+        assert_eq!(audit_count(&a, "totp.replaced").await, 1);
+
+        // Now the old app's codes and the old recovery codes are refused, the new app works.
+        for old in [totp::code_at(&old_secret, now() + 30), codes[1].clone()] {
+            forget_last_step(&a, &uid).await;
+            let r = password_login(&app, "adam@a.test", NEW).await;
+            let pending = cookie(&r);
+            let b: Value = r.json().await.unwrap();
+            let r = post_with(
+                &app,
+                "/v1/admin/session/second-factor",
+                &pending,
+                b["csrf"].as_str(),
+                json!({"code": old}),
+            )
+            .await;
+            assert_eq!(r.status(), 401, "{old}");
+        }
+        sqlx::query("UPDATE local_accounts SET failed_logins = 0")
+            .execute(&a.db)
+            .await
+            .unwrap();
+        forget_last_step(&a, &uid).await;
+        full_login(&app, "adam@a.test", NEW, &totp::code_at(&new_secret, now())).await;
+        assert!(matches!(
+            docket::audit::verify(&a.db).await.unwrap(),
+            docket::audit::ChainStatus::Intact { .. }
+        ));
+    }
+);

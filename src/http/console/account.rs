@@ -332,6 +332,7 @@ struct SecurityPage {
     codes_left: i64,
     new_codes: Vec<String>,
     error: Option<String>,
+    password_error: Option<String>,
     sessions: Vec<SessionRow>,
 }
 
@@ -370,6 +371,7 @@ async fn security_page_for(
         codes_left: totp::recovery_codes_left(db, &ctx.user.id).await?,
         new_codes,
         error,
+        password_error: None,
         sessions,
     })
 }
@@ -380,6 +382,9 @@ async fn security(
 ) -> Response {
     let flash = match q.ok().and_then(|q| q.0.done).as_deref() {
         Some("session-ended") => Some("Session ended"),
+        Some("password-changed") => {
+            Some("Password changed. Your other sessions were signed out; this one stays.")
+        }
         _ => None,
     };
     match security_page_for(&ctx, flash, Vec::new(), None).await {
@@ -418,6 +423,99 @@ async fn regenerate_codes(ConsoleForm(ctx, f): ConsoleForm<ReauthForm>) -> Respo
     };
     match page {
         Ok(p) => render_status(status, &p),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PasswordForm {
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+    #[serde(default)]
+    repeat_password: String,
+}
+
+/// `POST /console/security/password`: the user's own password change (current one first).
+async fn change_password(ConsoleForm(ctx, f): ConsoleForm<PasswordForm>) -> Response {
+    let Some(s) = ctx.session() else {
+        return AppError::forbidden("sign in to the console first").into_response();
+    };
+    let (current, new) = (&f.current_password, &f.new_password);
+    match login::change_password(&ctx.tenant, &ctx.user, s, current, new, &f.repeat_password).await
+    {
+        Ok(()) => redirect("/console/security?done=password-changed"),
+        // A 3rd wrong password suspends the account: the session is gone, say so plainly.
+        Err(e) if e.slug() == "account-suspended" => e.into_response(),
+        Err(AppError::Problem { status, detail, .. }) => {
+            match security_page_for(&ctx, None, Vec::new(), None).await {
+                Ok(mut p) => {
+                    p.password_error = Some(detail);
+                    render_status(status, &p)
+                }
+                Err(e) => e.into_response(),
+            }
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/account_reenrol.html")]
+struct ReenrolPage {
+    chrome: Chrome,
+    qr_data_url: String,
+    secret: String,
+    error: Option<String>,
+}
+
+const REENROL: &str = "/console/security/authenticator";
+
+fn reenrol_page(ctx: &ConsoleCtx, e: totp::Enrolment, error: Option<String>) -> ReenrolPage {
+    ReenrolPage {
+        chrome: Chrome::new(ctx, "security"),
+        qr_data_url: totp::svg_data_url(&e.qr_svg),
+        secret: e.secret,
+        error,
+    }
+}
+
+/// `GET /console/security/authenticator`: after a step-up (password and a code from the
+/// old app or a recovery code), the QR code of a new authenticator.
+async fn reenrol_get(ctx: ConsoleCtx) -> Response {
+    if let Some(r) = super::step_up(&ctx, "replacing your authenticator", REENROL) {
+        return r;
+    }
+    match totp::begin_reenrolment(&ctx.tenant, &ctx.user).await {
+        Ok(e) => render(&reenrol_page(&ctx, e, None)),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /console/security/authenticator`: a code from the new app swaps it in and shows
+/// the new recovery codes.
+async fn reenrol_post(ConsoleForm(ctx, f): ConsoleForm<ReauthForm>) -> Response {
+    if let Some(r) = super::step_up(&ctx, "replacing your authenticator", REENROL) {
+        return r;
+    }
+    let actor = ctx.actor();
+    match totp::confirm_reenrolment(&ctx.tenant, &ctx.user, &f.code, &actor).await {
+        Ok(codes) => {
+            match security_page_for(&ctx, Some("Authenticator replaced"), codes, None).await {
+                Ok(p) => render(&p),
+                Err(e) => e.into_response(),
+            }
+        }
+        Err(err) if err.slug() == "invalid-code" => {
+            match totp::begin_reenrolment(&ctx.tenant, &ctx.user).await {
+                Ok(e) => render_status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &reenrol_page(&ctx, e, Some(err.to_string())),
+                ),
+                Err(e) => e.into_response(),
+            }
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -658,6 +756,8 @@ pub fn router() -> Router<AppState> {
         .route("/console/logout", post(logout))
         .route("/console/security", get(security))
         .route("/console/security/recovery-codes", post(regenerate_codes))
+        .route("/console/security/password", post(change_password))
+        .route(REENROL, get(reenrol_get).post(reenrol_post))
         .route("/console/reauth", get(reauth_get).post(reauth_post))
         .route("/console/security/sessions/{id}/end", post(end_my_session))
         .route("/console/users/{id}/suspend", post(suspend_user))
