@@ -281,6 +281,33 @@ pub enum TenantAction {
         #[arg(long)]
         email: String,
     },
+    /// Remove an address mapping (refused while an active user signs in with it).
+    UnmapAddress {
+        /// The tenant: its id, name or one of its domains.
+        #[arg(long)]
+        tenant: String,
+        /// The mapped address.
+        #[arg(long)]
+        email: String,
+    },
+    /// Add a sign-in domain to a tenant (refused when any tenant has it).
+    AddDomain {
+        /// The tenant: its id, name or one of its domains.
+        #[arg(long)]
+        tenant: String,
+        /// The domain, e.g. example-law.com.
+        #[arg(long)]
+        domain: String,
+    },
+    /// Remove a sign-in domain (refused while active users sign in through it).
+    RemoveDomain {
+        /// The tenant: its id, name or one of its domains.
+        #[arg(long)]
+        tenant: String,
+        /// The domain.
+        #[arg(long)]
+        domain: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -639,6 +666,14 @@ fn init_tracing(config: &Config) {
     }
 }
 
+/// The tenant named by `--tenant` (id, name or domain), opened.
+async fn open_tenant(
+    catalog: &Catalog,
+    tenant: &str,
+) -> anyhow::Result<std::sync::Arc<crate::tenancy::Tenant>> {
+    catalog.tenant(&catalog.find_tenant(tenant).await?.id).await
+}
+
 async fn catalog_for_cli(config: &Config) -> anyhow::Result<Catalog> {
     // Operator commands also work on a `dev` data dir (its generated key).
     let key = app::master_key(config, Mode::Dev, false)
@@ -891,9 +926,32 @@ async fn run(
                     println!("time zone of {} set to {tz}", t.name);
                 }
                 TenantAction::MapAddress { tenant, email } => {
-                    let t = catalog.find_tenant(&tenant).await?;
-                    catalog.map_address(&t.id, &email).await?;
+                    let t = open_tenant(&catalog, &tenant).await?;
+                    crate::firm_settings::map_address(&catalog, &t, &email, "operator")
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
                     println!("{email} now signs in to {}", t.name);
+                }
+                TenantAction::UnmapAddress { tenant, email } => {
+                    let t = open_tenant(&catalog, &tenant).await?;
+                    crate::firm_settings::unmap_address(&catalog, &t, &email, "operator")
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!("{email} no longer signs in to {}", t.name);
+                }
+                TenantAction::AddDomain { tenant, domain } => {
+                    let t = open_tenant(&catalog, &tenant).await?;
+                    crate::firm_settings::add_domain(&catalog, &t, &domain, "operator")
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!("{domain} now signs in to {}", t.name);
+                }
+                TenantAction::RemoveDomain { tenant, domain } => {
+                    let t = open_tenant(&catalog, &tenant).await?;
+                    crate::firm_settings::remove_domain(&catalog, &t, &domain, "operator")
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!("{domain} no longer signs in to {}", t.name);
                 }
             }
             catalog.close().await;

@@ -15,6 +15,7 @@ pub mod dev;
 pub mod directory;
 pub mod error;
 pub mod filing;
+pub mod firm_settings;
 pub mod gdpr;
 pub mod gmail;
 pub mod http;

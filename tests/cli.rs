@@ -1679,6 +1679,22 @@ async fn user_add_refuses_an_address_that_could_never_sign_in() {
     user_add(&site, "pat@gmail.com", "filer").ok();
     user_add(&site, "Quinn@FIRM.test", "viewer").ok();
     assert_eq!(count(&db, "users").await, users + 2);
+
+    // Domains and mappings from the command line, guarded and audited as in the console.
+    let entries = operator_entries(&db).await;
+    let tenant = |verb: &str, flag: &str, value: &str| {
+        site.run(&["tenant", verb, "--tenant", "firm.test", flag, value])
+    };
+    tenant("unmap-address", "--email", "pat@gmail.com")
+        .fails_naming(&["pat@gmail.com", "suspend them first"]);
+    tenant("map-address", "--email", "boss@other.test").fails_naming(&["already signs in"]);
+    tenant("add-domain", "--domain", "other.test").fails_naming(&["other.test", "already belongs"]);
+    tenant("remove-domain", "--domain", "firm.test").fails_naming(&["sign in through firm.test"]);
+    tenant("add-domain", "--domain", "firm-law.test").ok();
+    tenant("remove-domain", "--domain", "firm-law.test").ok();
+    tenant("map-address", "--email", "temp@gmail.com").ok();
+    tenant("unmap-address", "--email", "temp@gmail.com").ok();
+    assert_eq!(operator_entries(&db).await, entries + 4);
 }
 
 #[tokio::test]

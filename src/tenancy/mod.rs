@@ -144,7 +144,9 @@ pub struct Catalog {
     clock: crate::clock::Clock,
 }
 
-fn valid_domain(d: &str) -> bool {
+/// Whether `d` is a plausible DNS name: lowercase-insensitive LDH labels of 1..=63
+/// characters, at least two of them, 253 characters at most (RFC 1035 §2.3.1).
+pub fn valid_domain(d: &str) -> bool {
     !d.is_empty()
         && d.len() <= 253
         && d.contains('.')
@@ -546,6 +548,48 @@ impl Catalog {
              ({theirs}) and the address is not mapped to it. The operator can map the address \
              to the firm (`docket tenant map-address`)"
         )))
+    }
+
+    /// Adds a sign-in domain to a tenant; `false` (nothing written) when any tenant already
+    /// has it. The caller validates the name ([`valid_domain`]).
+    pub async fn add_domain(&self, tenant_id: &str, domain: &str) -> anyhow::Result<bool> {
+        let domain = domain.trim().to_ascii_lowercase();
+        if self.tenant_id_for_domain(&domain).await?.is_some() {
+            return Ok(false);
+        }
+        let r = sqlx::query("INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2)")
+            .bind(&domain)
+            .bind(tenant_id)
+            .execute(&self.pool)
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            // Taken between the check and the insert.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a sign-in domain of a tenant; `false` when the tenant does not have it.
+    pub async fn remove_domain(&self, tenant_id: &str, domain: &str) -> anyhow::Result<bool> {
+        let n = sqlx::query("DELETE FROM tenant_domains WHERE domain = $1 AND tenant_id = $2")
+            .bind(domain.trim().to_ascii_lowercase())
+            .bind(tenant_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Removes one address mapping of a tenant; `false` when there is none.
+    pub async fn unmap_address(&self, tenant_id: &str, email: &str) -> anyhow::Result<bool> {
+        let n = sqlx::query("DELETE FROM tenant_addresses WHERE email = $1 AND tenant_id = $2")
+            .bind(email.trim().to_ascii_lowercase())
+            .bind(tenant_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
     }
 
     /// Maps one address (e.g. an account without `hd`) to a tenant.

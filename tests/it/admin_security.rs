@@ -1862,3 +1862,224 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    console_firm_settings_change_who_signs_in_and_the_subject_pattern,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        let catalog = &app.state.catalog;
+        let (cookie, csrf) = session_for(&app, &a, "adam@a.test").await;
+        let web = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let post = |path: &'static str, form: Vec<(&'static str, String)>| {
+            let (web, cookie, csrf) = (web.clone(), cookie.clone(), csrf.clone());
+            let url = format!("{}{}", app.base, path);
+            async move {
+                let mut f = vec![("csrf", csrf)];
+                f.extend(form);
+                let r = web
+                    .post(url)
+                    .header("cookie", cookie)
+                    .form(&f)
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        let audits = |action: &'static str| {
+            let a = a.clone();
+            async move {
+                sqlx::query("SELECT COUNT(*) FROM audit_log WHERE action = $1")
+                    .bind(action)
+                    .fetch_one(&a.db)
+                    .await
+                    .unwrap()
+                    .get::<i64, _>(0)
+            }
+        };
+        let page = app
+            .http
+            .get(format!("{}/console/tenant", app.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("<h1>Firm settings</h1>") && page.contains("<code>a.test</code>"));
+        assert!(page.contains("This is docket&#39;s default") || page.contains("docket's default"));
+
+        // Domains: added, refused when taken or malformed, kept while people use them.
+        let dom = |d: &str| vec![("domain", d.to_string())];
+        assert_eq!(
+            post("/console/tenant/domains", dom("A-Law.test")).await.0,
+            303
+        );
+        let a_id = Some(app.firm_a.id.clone());
+        assert_eq!(
+            catalog.tenant_id_for_domain("a-law.test").await.unwrap(),
+            a_id
+        );
+        assert_eq!(audits("tenant.domain_added").await, 1);
+        let (s, html) = post("/console/tenant/domains", dom("b.test")).await;
+        assert_eq!(s, 409);
+        assert!(html.contains("already belongs to a firm"), "{html}");
+        assert!(!html.contains("Firm B"), "which firm has it is not said");
+        assert_eq!(
+            post("/console/tenant/domains", dom("not a domain")).await.0,
+            422
+        );
+        let (s, html) = post("/console/tenant/domains/remove", dom("a.test")).await;
+        assert_eq!(s, 409);
+        assert!(
+            html.contains("3 active people sign in through a.test"),
+            "{html}"
+        );
+        assert_eq!(catalog.tenant_id_for_domain("a.test").await.unwrap(), a_id);
+        assert_eq!(
+            post("/console/tenant/domains/remove", dom("a-law.test"))
+                .await
+                .0,
+            303
+        );
+        assert_eq!(
+            catalog.tenant_id_for_domain("a-law.test").await.unwrap(),
+            None
+        );
+        assert_eq!(audits("tenant.domain_removed").await, 1);
+        assert_eq!(
+            post("/console/tenant/domains/remove", dom("b.test"))
+                .await
+                .0,
+            404
+        );
+        assert_eq!(
+            catalog.tenant_id_for_domain("b.test").await.unwrap(),
+            Some(app.firm_b.id.clone())
+        );
+
+        // Address mappings.
+        let addr = |e: &str| vec![("email", e.to_string())];
+        assert_eq!(
+            post("/console/tenant/addresses", addr("Consultant@Gmail.com"))
+                .await
+                .0,
+            303
+        );
+        assert_eq!(
+            catalog
+                .tenant_id_for_address("consultant@gmail.com")
+                .await
+                .unwrap(),
+            a_id
+        );
+        assert_eq!(audits("tenant.address_mapped").await, 1);
+        for (e, status) in [
+            ("consultant@gmail.com", 409),
+            ("boss@b.test", 409),
+            ("new@a.test", 422),
+            ("nobody", 422),
+        ] {
+            assert_eq!(
+                post("/console/tenant/addresses", addr(e)).await.0,
+                status,
+                "{e}"
+            );
+        }
+        assert_eq!(
+            catalog.tenant_id_for_address("boss@b.test").await.unwrap(),
+            None
+        );
+        directory::add_user(
+            &a.db,
+            "consultant@gmail.com",
+            "",
+            directory::Role::Filer,
+            "test",
+        )
+        .await
+        .unwrap();
+        let (s, html) = post(
+            "/console/tenant/addresses/remove",
+            addr("consultant@gmail.com"),
+        )
+        .await;
+        assert_eq!(s, 409);
+        assert!(html.contains("suspend them first"), "{html}");
+        assert_eq!(
+            post("/console/tenant/addresses/remove", addr("x@gmail.com"))
+                .await
+                .0,
+            404
+        );
+        assert_eq!(audits("tenant.address_unmapped").await, 0);
+
+        // The subject pattern: a test shows what it finds and changes nothing.
+        let pat = |p: &str, subject: &str, action: &str| {
+            vec![
+                ("pattern", p.to_string()),
+                ("subject", subject.to_string()),
+                ("action", action.to_string()),
+            ]
+        };
+        let (s, html) = post(
+            "/console/tenant/subject-pattern",
+            pat(
+                r"(?i)\b[MK]-\d+\b",
+                "Re: m-1 and K-1, not C-1, and M-77",
+                "test",
+            ),
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert!(
+            html.contains("<code>m-1</code> → matter:M-1 — Acme v. Widget"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<code>K-1</code> → contract:K-1 — Globex MSA"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<code>M-77</code> → <span class=\"muted\">no record"),
+            "{html}"
+        );
+        assert!(!html.contains("<code>C-1</code>"), "{html}");
+        assert!(
+            html.contains(r#"value="(?i)\b[MK]-\d+\b""#),
+            "the tried pattern stays: {html}"
+        );
+        assert_eq!(audits("setting.changed").await, 0);
+        let (s, html) = post("/console/tenant/subject-pattern", pat("(", "x", "save")).await;
+        assert_eq!(s, 422);
+        assert!(html.contains("not a valid regular expression"), "{html}");
+        assert_eq!(audits("setting.changed").await, 0);
+        let (s, _) = post(
+            "/console/tenant/subject-pattern",
+            pat(r"\b[MK]-\d+\b", "", "save"),
+        )
+        .await;
+        assert_eq!(s, 303);
+        let stored = docket::suggest::setting(&a.db, "subject_pattern")
+            .await
+            .unwrap();
+        assert_eq!(stored.as_deref(), Some(r"\b[MK]-\d+\b"));
+        assert_eq!(audits("setting.changed").await, 1);
+        post("/console/tenant/subject-pattern", pat("", "", "save")).await;
+        let stored = docket::suggest::setting(&a.db, "subject_pattern")
+            .await
+            .unwrap();
+        assert_eq!(
+            stored.as_deref(),
+            Some(docket::suggest::DEFAULT_SUBJECT_PATTERN)
+        );
+        assert!(matches!(
+            docket::audit::verify(&a.db).await.unwrap(),
+            docket::audit::ChainStatus::Intact { .. }
+        ));
+    }
+);

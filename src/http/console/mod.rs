@@ -11,6 +11,7 @@ pub mod records;
 pub mod retention;
 pub mod rules;
 pub mod security;
+pub mod settings;
 
 use std::collections::HashMap;
 
@@ -274,4 +275,5 @@ pub fn router() -> Router<AppState> {
         .merge(rules::router())
         .merge(browse::router())
         .merge(security::router())
+        .merge(settings::router())
 }

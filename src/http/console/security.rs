@@ -1,5 +1,5 @@
-//! Console pages for account security: access tokens, sign-ins, reset requests, the tenant
-//! and its closure; and the public "forgot password" and set-password pages.
+//! Console pages for account security: access tokens, sign-ins, reset requests; and the
+//! public "forgot password" and set-password pages.
 
 use std::time::Instant;
 
@@ -16,9 +16,7 @@ use super::{render, render_status, step_up, Chrome, ConsoleCtx, ConsoleForm};
 use crate::accounts::reset::{self, IssuedLink, ResetRequest};
 use crate::accounts::tokens::{self, AccessToken, Scope};
 use crate::error::AppError;
-use crate::http::admin::security::{
-    self as api, IpSummary, PublicClient, SignIn, SignInQuery, TenantFacts,
-};
+use crate::http::admin::security::{self as api, IpSummary, PublicClient, SignIn, SignInQuery};
 use crate::http::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -30,15 +28,12 @@ pub fn router() -> Router<AppState> {
         .route("/console/resets/{id}/issue", post(issue_reset))
         .route("/console/resets/{id}/dismiss", post(dismiss_reset))
         .route("/console/users/{id}/password-link", post(password_link))
-        .route("/console/tenant", get(tenant_page))
-        .route("/console/tenant/close", post(close_tenant))
-        .route("/console/tenant/time-zone", post(set_time_zone))
         .route("/console/forgot", get(forgot_page).post(forgot))
         .route("/console/reset/{token}", get(reset_page).post(reset))
 }
 
 /// The message of a problem, for showing on a page.
-fn message(e: &AppError) -> String {
+pub(super) fn message(e: &AppError) -> String {
     match e {
         AppError::Problem { detail, .. } => detail.clone(),
         AppError::Internal(_) => "something went wrong on our side; it has been logged".into(),
@@ -55,7 +50,6 @@ fn flash_for(chrome: Chrome, done: &Done) -> Chrome {
     match done.done.as_deref() {
         Some("revoked") => chrome.flash("Token revoked"),
         Some("dismissed") => chrome.flash("Request dismissed"),
-        Some("time-zone") => chrome.flash("Time zone saved"),
         _ => chrome,
     }
 }
@@ -384,117 +378,6 @@ async fn dismiss_reset(
         Err(e) if e.status().is_client_error() => {
             resets_view(&state, &ctx, Chrome::new(&ctx, "resets"), None, Some(&e)).await
         }
-        Err(e) => e.into_response(),
-    }
-}
-
-// ---- tenant and closure -----------------------------------------------------------------
-
-#[derive(Template)]
-#[template(path = "console/security_tenant.html")]
-struct TenantPage {
-    chrome: Chrome,
-    facts: TenantFacts,
-    retention_days: u64,
-    error: Option<String>,
-    /// Why the time zone given was not saved.
-    tz_error: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct TimeZoneForm {
-    #[serde(default)]
-    time_zone: String,
-}
-
-/// Sets the firm's time zone (an IANA name), audited as `setting.changed`; an unknown name
-/// is refused on the page (422) and nothing changes.
-async fn set_time_zone(
-    State(state): State<AppState>,
-    ConsoleForm(ctx, form): ConsoleForm<TimeZoneForm>,
-) -> Response {
-    let tz = form.time_zone.trim().to_string();
-    if !crate::time_fmt::valid_time_zone(&tz) {
-        let facts = match api::tenant_facts_of(&state, &ctx).await {
-            Ok(f) => f,
-            Err(e) => return e.into_response(),
-        };
-        let page = TenantPage {
-            chrome: Chrome::new(&ctx, "tenant"),
-            facts,
-            retention_days: state.config.admin.retention_days,
-            error: None,
-            tz_error: Some(format!(
-                "“{tz}” is not a time zone: give an IANA name such as Europe/London"
-            )),
-        };
-        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
-    }
-    let key = crate::http::admin::ctx::TIME_ZONE_SETTING;
-    match crate::suggest::set_setting(&ctx.tenant.db, key, &tz, &ctx.actor()).await {
-        Ok(()) => Redirect::to("/console/tenant?done=time-zone").into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn tenant_page(
-    State(state): State<AppState>,
-    ctx: ConsoleCtx,
-    done: Result<Query<Done>, QueryRejection>,
-) -> Response {
-    let done = done.map(|q| q.0).unwrap_or_default();
-    match api::tenant_facts_of(&state, &ctx).await {
-        Ok(facts) => render(&TenantPage {
-            chrome: flash_for(Chrome::new(&ctx, "tenant"), &done),
-            facts,
-            retention_days: state.config.admin.retention_days,
-            error: None,
-            tz_error: None,
-        }),
-        Err(e) => e.into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-struct CloseForm {
-    #[serde(default)]
-    password: String,
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    confirm_name: String,
-}
-
-async fn close_tenant(
-    State(state): State<AppState>,
-    ConsoleForm(ctx, form): ConsoleForm<CloseForm>,
-) -> Response {
-    let closed = api::close(&state, &ctx, &form.password, &form.code, &form.confirm_name).await;
-    let mut facts = match api::tenant_facts_of(&state, &ctx).await {
-        Ok(f) => f,
-        Err(e) => return e.into_response(),
-    };
-    match closed {
-        Ok(c) => {
-            facts.closure = Some(c);
-            render(&TenantPage {
-                chrome: Chrome::new(&ctx, "tenant").flash("This firm's docket is closed"),
-                facts,
-                retention_days: state.config.admin.retention_days,
-                error: None,
-                tz_error: None,
-            })
-        }
-        Err(e) if e.status().is_client_error() => render_status(
-            e.status(),
-            &TenantPage {
-                chrome: Chrome::new(&ctx, "tenant"),
-                facts,
-                retention_days: state.config.admin.retention_days,
-                error: Some(message(&e)),
-                tz_error: None,
-            },
-        ),
         Err(e) => e.into_response(),
     }
 }
