@@ -67,11 +67,13 @@ pub fn when_html_in(s: impl AsRef<str>, tz: impl AsRef<str>) -> String {
     }
 }
 
-fn escape(t: &str) -> String {
+/// `t` safe inside HTML text and double- or single-quoted attributes.
+pub fn escape(t: &str) -> String {
     t.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 #[cfg(test)]

@@ -640,22 +640,34 @@ test("the admin console: TOTP sign-in, CSV import, rules, dry run, filings, audi
       assert.equal(new URL(page.url()).pathname, "/console/audit");
       const chain = await page.locator("#chain-status").innerText();
       assert.match(chain, /^Chain verified: \d+ entries intact/, chain);
+      // Each entry: [seq, when, sentence, actor, action, raw detail]; the raw entry is behind
+      // a disclosure.
       const entries = await page.locator("main table tbody tr").evaluateAll((trs) =>
-        trs.map((tr) => [...tr.querySelectorAll("td")].map((td) => td.innerText.trim())));
-      const actions = entries.map((e) => e[3]);
+        trs.map((tr) => {
+          const td = [...tr.querySelectorAll(":scope > td")].map((c) => c.innerText.trim());
+          return [td[0], td[1], td[2], tr.dataset.actor, tr.dataset.action, tr.querySelector("pre").textContent];
+        }));
+      const actions = entries.map((e) => e[4]);
       for (const action of ["login.failed", "totp.enrolled", "login.succeeded", "recovery_code.used",
         "records.imported", "rule.created", "filing.created"]) {
         assert.ok(actions.includes(action), `the audit log has ${action}: ${JSON.stringify(actions)}`);
       }
-      const imported = entries.filter((e) => e[3] === "records.imported");
+      const imported = entries.filter((e) => e[4] === "records.imported");
       assert.equal(imported.length, 1, "one import (the refused one wrote nothing)");
-      assert.equal(imported[0][2], ADMIN, "the import is by alice");
+      assert.equal(imported[0][3], ADMIN, "the import is by alice");
+      assert.match(imported[0][2], /^Alice\b.* imported 2 records$/, "the entry reads as a sentence");
       assert.match(imported[0][5], /"imported":\s*2/, imported[0][5]);
       assert.match(imported[0][5], /"invalid_rows_skipped":\s*1/, imported[0][5]);
-      assert.equal(entries.filter((e) => e[3] === "login.succeeded").length >= 2, true, "two completed sign-ins after enrolment");
-      for (const e of entries.filter((x) => ["rule.created", "records.imported", "totp.enrolled"].includes(x[3]))) {
-        assert.equal(e[2], ADMIN, `${e[3]} by ${e[2]}`);
+      assert.equal(entries.filter((e) => e[4] === "login.succeeded").length >= 2, true, "two completed sign-ins after enrolment");
+      for (const e of entries.filter((x) => ["rule.created", "records.imported", "totp.enrolled"].includes(x[4]))) {
+        assert.equal(e[3], ADMIN, `${e[4]} by ${e[3]}`);
       }
+      // A filing reads "… filed <subject> to <record>", and its subject links to the filing.
+      const filed = entries.find((e) => e[4] === "filing.created");
+      assert.match(filed[2], / filed .+ to /, filed[2]);
+      const filingLink = page.locator("main table tbody tr[data-action='filing.created'] td.what em a").first();
+      assert.match(await filingLink.getAttribute("href"), /^\/console\/filings\/[0-9a-f]+$/);
+      assert.equal(await page.locator("main details[open]").count(), 0, "raw entries start closed");
       // Newest first.
       const seqs = entries.map((e) => Number(e[0]));
       assert.deepEqual(seqs, [...seqs].sort((a, b) => b - a), "entries are newest first");
@@ -663,7 +675,7 @@ test("the admin console: TOTP sign-in, CSV import, rules, dry run, filings, audi
       // Filtering by an action prefix.
       await page.getByLabel("Action").fill("rule.");
       await checkPage(await submit(page.getByRole("button", { name: "Filter" })), "the audit log filtered");
-      const filtered = await page.locator("main table tbody tr td:nth-child(4)").allInnerTexts();
+      const filtered = await page.locator("main table tbody tr").evaluateAll((trs) => trs.map((tr) => tr.dataset.action));
       assert.ok(filtered.length >= 1 && filtered.every((a) => a.startsWith("rule.")), JSON.stringify(filtered));
       await page.screenshot({ path: artifact("console-audit.png"), fullPage: true });
     }, { skip: !signedIn && "not signed in" });

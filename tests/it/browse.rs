@@ -567,3 +567,68 @@ async fn the_add_on_logo_is_served() {
         std::fs::read(format!("{root}/static/docket-logo.png")).unwrap()[..]
     );
 }
+
+both_backends!(
+    the_audit_log_reads_as_sentences_linking_to_what_they_name,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        directory::add_user(
+            &a.db,
+            "bea@a.test",
+            "Bea <Brown>",
+            directory::Role::Filer,
+            "adam@a.test",
+        )
+        .await
+        .unwrap();
+        let raw = email(
+            "Re: draft <b>settlement</b>",
+            Some("sentences-1@acme.com"),
+            &[],
+        );
+        let r = app
+            .post_filing(
+                &app.token("alice@a.test"),
+                &filing_body(&raw, &["matter:M-1"]),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        let fid = r.json::<Value>().await.unwrap()["filings"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let rec = directory::find_record(&a.db, directory::RecordKind::Matter, "M-1")
+            .await
+            .unwrap()
+            .unwrap();
+        let alice = user_id(&a, "alice@a.test").await;
+        let bea = user_id(&a, "bea@a.test").await;
+        let (cookie, _) = admin_session(&app, &a, "adam@a.test").await;
+        let (s, html) = page(&app, &cookie, "/console/audit").await;
+        assert_eq!(s, 200);
+        // "Alice filed <subject> to M-1": the person, the message and the record link.
+        let filed = format!(
+            "<a href=\"/console/users/{alice}\" title=\"alice@a.test\">alice@a.test</a> filed \
+             <em><a href=\"/console/filings/{fid}\">Re: draft &lt;b&gt;settlement&lt;/b&gt;</a></em> \
+             to <a href=\"/console/records/{}\">M-1 “Acme v. Widget”</a>",
+            rec.id
+        );
+        assert!(html.contains(&filed), "{filed}\nnot in\n{html}");
+        // Names are escaped.
+        let added =
+            format!("</a> added <a href=\"/console/users/{bea}\">Bea &lt;Brown&gt;</a> as filer");
+        assert!(html.contains(&added), "{added}\nnot in\n{html}");
+        // The raw entry stays one click away, closed.
+        assert!(html.contains("<details><summary>Raw entry</summary>"));
+        assert!(html.contains("<dd><code>filing.created</code></dd>"));
+        assert!(
+            html.contains("&#34;raw_sha256&#34;") || html.contains("&quot;raw_sha256&quot;"),
+            "the detail JSON is shown escaped"
+        );
+        assert!(!html.contains("<details open"));
+        assert!(
+            !html.contains("<b>settlement"),
+            "nothing from the mail is markup"
+        );
+    }
+);

@@ -181,11 +181,19 @@ async fn filing_attachment(
     attachment_download(&state, &ctx, &id, &index).await
 }
 
+/// An audit entry as the page shows it: a sentence, and the raw entry behind a disclosure.
+struct AuditLine {
+    row: AuditRow,
+    sentence: String,
+    /// The detail as indented JSON.
+    detail: String,
+}
+
 #[derive(Template)]
 #[template(path = "console/browse_audit.html")]
 struct AuditPage {
     chrome: Chrome,
-    rows: Vec<AuditRow>,
+    rows: Vec<AuditLine>,
     chain: ChainReport,
     action: String,
     actor: String,
@@ -217,6 +225,15 @@ async fn audit(
         ),
         _ => None,
     };
+    let names = super::audit_words::Names::load(&ctx.tenant.db, &rows).await?;
+    let rows = rows
+        .into_iter()
+        .map(|row| AuditLine {
+            sentence: super::audit_words::sentence(&row, &names),
+            detail: serde_json::to_string_pretty(&row.detail).unwrap_or_default(),
+            row,
+        })
+        .collect();
     Ok(render(&AuditPage {
         chrome: Chrome::new(&ctx, "audit"),
         rows,

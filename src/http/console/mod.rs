@@ -3,6 +3,7 @@
 //! CSRF token (checked by [`ConsoleForm`] / [`ConsoleUpload`]) and must be same-origin.
 
 pub mod account;
+pub mod audit_words;
 pub mod browse;
 pub mod dashboard;
 pub mod people;
