@@ -765,7 +765,8 @@ async fn console_pages_create_edit_move_and_dry_run() {
         "Condition 1 not",
         "Targets",
         "Create rule",
-        "matter:M-1 — Acme v. Widget",
+        "Add a target",
+        "<option value=\"matter:M-1\">Acme v. Widget</option>",
     ] {
         assert!(html.contains(label), "missing {label}");
     }
@@ -807,8 +808,9 @@ async fn console_pages_create_edit_move_and_dry_run() {
                 ("c2_op", "address"),
                 ("c2_value", ""),
                 ("action", "suggest"),
-                ("targets", &m1),
+                ("targets", " matter:M-1 "),
                 ("targets", &k1),
+                ("targets", ""),
                 ("enabled", "1"),
             ],
         )
@@ -837,6 +839,39 @@ async fn console_pages_create_edit_move_and_dry_run() {
     assert_eq!(rules[0].targets, vec![m1.clone(), k1.clone()]);
     assert!(rules[1].stop);
     let (first, second) = (rules[0].id.clone(), rules[1].id.clone());
+
+    // A target typed wrong is refused, naming it; nothing is created.
+    let resp = c
+        .post(
+            "/console/rules/new",
+            &[
+                ("name", "Typo"),
+                ("c0_field", "from"),
+                ("c0_op", "domain"),
+                ("c0_value", "acme.com"),
+                ("action", "suggest"),
+                ("targets", "matter:M-404"),
+                ("enabled", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), 422);
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("M-404") && html.contains("value=\"matter:M-404\""),
+        "{html}"
+    );
+    assert_eq!(docket::rules::list_rules(&t.db).await.unwrap().len(), 2);
+    // A saved rule's targets come back as references in their fields.
+    let (_, html) = c.get(&format!("/console/rules/{first}")).await;
+    assert!(
+        html.contains("name=\"targets\" value=\"matter:M-1\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("name=\"targets\" value=\"contract:K-1\""),
+        "{html}"
+    );
 
     let (s, html) = c.get("/console/rules?done=created").await;
     assert_eq!(s, 200);

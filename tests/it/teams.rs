@@ -1180,6 +1180,41 @@ async fn console_people_and_records_pages() {
         .unwrap()
         .unwrap();
     assert_eq!(g.members.len(), 1);
+    // The search-and-add field: add by address, remove by button, unknown refused.
+    let alice = user_id(&t, "alice@a.test").await;
+    let (_, html) = page(&app, &cookie, "/console/groups").await;
+    assert!(html.contains("Add a member to Partners") && !html.contains("name=\"user_"));
+    let add = [("csrf", csrf.as_str()), ("who", "ALICE@a.test")];
+    let (s, _) = post_form(&app, &cookie, "/console/groups/partners/members/add", &add).await;
+    assert_eq!(s, 303);
+    let members = |g: docket::directory::Group| {
+        let mut m: Vec<String> = g.members.into_iter().map(|m| m.email).collect();
+        m.sort();
+        m
+    };
+    let g = docket::directory::group(&t.db, "partners")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(members(g), ["alice@a.test", "nina@a.test"]);
+    let gone = [("csrf", csrf.as_str()), ("user", alice.as_str())];
+    let (s, _) = post_form(
+        &app,
+        &cookie,
+        "/console/groups/partners/members/remove",
+        &gone,
+    )
+    .await;
+    assert_eq!(s, 303);
+    let bad = [("csrf", csrf.as_str()), ("who", "nobody@a.test")];
+    let (s, html) = post_form(&app, &cookie, "/console/groups/partners/members/add", &bad).await;
+    assert_eq!(s, 422);
+    assert!(html.contains("is not the address of one person"), "{html}");
+    let g = docket::directory::group(&t.db, "partners")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(members(g), ["nina@a.test"]);
 
     // Records: add, team editor (wall alice off), close.
     let (s, loc) = post_form(
@@ -1202,10 +1237,12 @@ async fn console_people_and_records_pages() {
     assert_eq!(s, 200);
     assert!(
         html.contains("Record created")
-            && html.contains("Access for Partners")
+            && html.contains("Add a person or group")
+            && html.contains("<option value=\"group: Partners\">")
             && html.contains("Close record")
     );
-    let alice = user_id(&t, "alice@a.test").await;
+    // A firm of any size: the team is a search-and-add field, not a control per person.
+    assert!(!html.contains("name=\"user_") && !html.contains("name=\"group_"));
     let alice_key = format!("user_{alice}");
     let (s, _) = post_form(
         &app,
@@ -1222,6 +1259,74 @@ async fn console_people_and_records_pages() {
     assert_eq!(s, 303);
     assert!(!docket::access::can_see(&t.db, &alice, &z).await.unwrap());
     assert!(docket::access::can_see(&t.db, &nina, &z).await.unwrap());
+
+    // The picker: remove the wall, add it back by address, add a group by name; an unknown
+    // name is refused and changes nothing.
+    let team = |change: &'static str, fields: Vec<(&'static str, String)>| {
+        let (app, cookie, csrf, z) = (&app, cookie.clone(), csrf.clone(), z.clone());
+        async move {
+            let mut f: Vec<(&str, &str)> = vec![("csrf", csrf.as_str())];
+            f.extend(fields.iter().map(|(k, v)| (*k, v.as_str())));
+            post_form(
+                app,
+                &cookie,
+                &format!("/console/records/{z}/team/{change}"),
+                &f,
+            )
+            .await
+        }
+    };
+    let (_, html) = page(&app, &cookie, &format!("/console/records/{z}")).await;
+    assert!(
+        html.contains("<span class=\"bad\">walled off</span>"),
+        "{html}"
+    );
+    let (s, _) = team("remove", vec![("principal", format!("user:{alice}"))]).await;
+    assert_eq!(s, 303);
+    assert!(docket::access::can_see(&t.db, &alice, &z).await.unwrap());
+    let (s, _) = team(
+        "add",
+        vec![
+            ("who", "Alice@A.test".into()),
+            ("effect", "excluded".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, 303);
+    assert!(!docket::access::can_see(&t.db, &alice, &z).await.unwrap());
+    let (s, html) = team(
+        "add",
+        vec![("who", "nobody@a.test".into()), ("effect", "member".into())],
+    )
+    .await;
+    assert_eq!(s, 422);
+    assert!(
+        html.contains("neither the address of a person nor the name of a group"),
+        "{html}"
+    );
+    let (s, _) = team("firm-wide", vec![]).await;
+    assert_eq!(s, 303);
+    let (s, _) = team("remove", vec![("principal", "group:partners".into())]).await;
+    assert_eq!(s, 303);
+    assert!(!docket::access::can_see(&t.db, &nina, &z).await.unwrap());
+    let (s, _) = team(
+        "add",
+        vec![
+            ("who", "group: partners".into()),
+            ("effect", "member".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, 303);
+    assert!(docket::access::can_see(&t.db, &nina, &z).await.unwrap());
+    let d = docket::directory::record_detail(&t.db, &z)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !d.firm_wide && d.members.len() == 1 && d.excluded.len() == 1,
+        "{d:?}"
+    );
     let (s, _) = post_form(
         &app,
         &cookie,

@@ -247,16 +247,13 @@ async fn save_user(
     }
 }
 
-pub struct GroupRow {
-    pub group: Group,
-    pub members: Vec<Choice>,
-}
-
 #[derive(Template)]
 #[template(path = "console/people_groups.html")]
 struct GroupsPage {
     chrome: Chrome,
-    groups: Vec<GroupRow>,
+    groups: Vec<Group>,
+    /// Everyone, for the add-a-member field's suggestions (a native `<datalist>`).
+    people: Vec<crate::directory::User>,
     error: Option<String>,
 }
 
@@ -265,29 +262,10 @@ async fn groups_page(
     chrome: Chrome,
     error: Option<String>,
 ) -> AppResult<GroupsPage> {
-    let users = directory::list_users(&ctx.tenant.db).await?;
-    let groups = directory::list_groups(&ctx.tenant.db)
-        .await?
-        .into_iter()
-        .map(|g| GroupRow {
-            members: users
-                .iter()
-                .map(|u| Choice {
-                    id: u.id.clone(),
-                    label: if u.display_name.is_empty() {
-                        u.email.clone()
-                    } else {
-                        format!("{} ({})", u.display_name, u.email)
-                    },
-                    checked: g.members.iter().any(|m| m.id == u.id),
-                })
-                .collect(),
-            group: g,
-        })
-        .collect();
     Ok(GroupsPage {
         chrome,
-        groups,
+        groups: directory::list_groups(&ctx.tenant.db).await?,
+        people: directory::list_users(&ctx.tenant.db).await?,
         error,
     })
 }
@@ -343,6 +321,58 @@ async fn group_members(
     groups_result(&ctx, r, "members").await
 }
 
+#[derive(Deserialize)]
+struct MemberForm {
+    /// The add form: a person's address (or display name, when only one has it).
+    #[serde(default)]
+    who: String,
+    /// The remove buttons: a user id.
+    #[serde(default)]
+    user: String,
+}
+
+/// Adds one member to a group, or removes one, keeping the others. Audited as
+/// `group.members_set`.
+async fn change_member(
+    Path((id, change)): Path<(String, String)>,
+    ConsoleForm(ctx, f): ConsoleForm<MemberForm>,
+) -> AppResult<Response> {
+    let r = async {
+        let db = &ctx.tenant.db;
+        let g = directory::group(db, &id)
+            .await?
+            .ok_or_else(|| AppError::not_found("no such group"))?;
+        let mut ids: Vec<String> = g.members.iter().map(|m| m.id.clone()).collect();
+        match change.as_str() {
+            "add" => {
+                let who = f.who.trim();
+                let users = directory::list_users(db).await?;
+                let mut hits = users.iter().filter(|u| {
+                    u.email.eq_ignore_ascii_case(who)
+                        || (!who.contains('@') && u.display_name.eq_ignore_ascii_case(who))
+                });
+                let u = match (hits.next(), hits.next()) {
+                    (Some(u), None) => u,
+                    _ => {
+                        return Err(AppError::unprocessable(
+                            "unknown-user",
+                            format!("“{who}” is not the address of one person of this firm"),
+                        ))
+                    }
+                };
+                if !ids.contains(&u.id) {
+                    ids.push(u.id.clone());
+                }
+            }
+            "remove" => ids.retain(|m| *m != f.user),
+            _ => return Err(AppError::not_found("no such page")),
+        }
+        directory::set_group_members(db, &id, &ids, &ctx.actor()).await
+    }
+    .await;
+    groups_result(&ctx, r, "members").await
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/console/users", get(list_users).post(add_user))
@@ -350,4 +380,5 @@ pub fn router() -> Router<AppState> {
         .route("/console/groups", get(list_groups).post(add_group))
         .route("/console/groups/{id}/rename", post(rename_group))
         .route("/console/groups/{id}/members", post(group_members))
+        .route("/console/groups/{id}/members/{change}", post(change_member))
 }

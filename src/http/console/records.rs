@@ -153,12 +153,21 @@ async fn add(ConsoleForm(ctx, form): ConsoleForm<HashMap<String, String>>) -> Ap
     }
 }
 
-/// One row of the team editor: a user or group and its access.
-pub struct AccessRow {
-    pub field: String,
+/// One person or group on a record's team (a member, or walled off).
+pub struct TeamRow {
+    /// `user:<id>` or `group:<id>`, as the remove form posts it.
+    pub principal: String,
+    /// The user's address or the group's name.
     pub label: String,
-    /// `""`, `member` or `excluded`.
+    pub group: bool,
+    /// `member` or `excluded`.
     pub effect: &'static str,
+}
+
+/// One suggestion of the add-to-team field (a native `<datalist>`, no script).
+pub struct Choice {
+    pub value: String,
+    pub label: String,
 }
 
 #[derive(Template)]
@@ -171,8 +180,8 @@ struct RecordPage {
     /// Whether there are more than `filings` shows.
     more_filings: bool,
     contacts_text: String,
-    groups: Vec<AccessRow>,
-    users: Vec<AccessRow>,
+    team: Vec<TeamRow>,
+    choices: Vec<Choice>,
     error: Option<String>,
 }
 
@@ -188,37 +197,31 @@ async fn record_page(
     let record = directory::record_detail(&ctx.tenant.db, id)
         .await?
         .ok_or_else(|| AppError::not_found("no such record"))?;
-    let effect = |kind: PrincipalKind, pid: &str| -> &'static str {
-        if record
-            .excluded
-            .iter()
-            .any(|p| p.kind == kind && p.id == pid)
-        {
-            "excluded"
-        } else if record.members.iter().any(|p| p.kind == kind && p.id == pid) {
-            "member"
-        } else {
-            ""
-        }
+    let row = |p: &crate::access::NamedPrincipal, effect| TeamRow {
+        principal: principal_text(p.kind, &p.id),
+        label: p.name.clone(),
+        group: p.kind == PrincipalKind::Group,
+        effect,
     };
-    let groups = directory::list_groups(&ctx.tenant.db)
+    let mut team: Vec<TeamRow> = record.members.iter().map(|p| row(p, "member")).collect();
+    team.extend(record.excluded.iter().map(|p| row(p, "excluded")));
+    let mut choices: Vec<Choice> = directory::list_users(&ctx.tenant.db)
         .await?
         .into_iter()
-        .map(|g| AccessRow {
-            field: format!("group_{}", g.id),
-            effect: effect(PrincipalKind::Group, &g.id),
-            label: g.name,
+        .map(|u| Choice {
+            label: u.display_name,
+            value: u.email,
         })
         .collect();
-    let users = directory::list_users(&ctx.tenant.db)
-        .await?
-        .into_iter()
-        .map(|u| AccessRow {
-            field: format!("user_{}", u.id),
-            effect: effect(PrincipalKind::User, &u.id),
-            label: u.email,
-        })
-        .collect();
+    choices.extend(
+        directory::list_groups(&ctx.tenant.db)
+            .await?
+            .into_iter()
+            .map(|g| Choice {
+                value: format!("group: {}", g.name),
+                label: format!("{} members", g.members.len()),
+            }),
+    );
     let chrome = Chrome::new(ctx, "records");
     let chrome = match flash_for(done) {
         Some(m) => chrome.flash(m),
@@ -239,8 +242,8 @@ async fn record_page(
         more_filings,
         contacts_text: record.contacts.join("\n"),
         record,
-        groups,
-        users,
+        team,
+        choices,
         error,
     })
 }
@@ -375,6 +378,125 @@ async fn save_team(
     after(&ctx, &id, r, "team").await
 }
 
+fn principal_text(kind: PrincipalKind, id: &str) -> String {
+    match kind {
+        PrincipalKind::User => format!("user:{id}"),
+        PrincipalKind::Group => format!("group:{id}"),
+    }
+}
+
+fn unknown_principal(who: &str) -> AppError {
+    AppError::unprocessable(
+        "unknown-principal",
+        format!("“{who}” is neither the address of a person nor the name of a group of this firm"),
+    )
+}
+
+/// What the add-to-team field names: `group: Name`, a user's address, a group's name, or a
+/// user's display name when only one person has it (all case-insensitive).
+async fn resolve_principal(db: &sqlx::AnyPool, who: &str) -> AppResult<Principal> {
+    let who = who.trim();
+    let group_name = who.strip_prefix("group:").map(str::trim);
+    let groups = directory::list_groups(db).await?;
+    let group = groups
+        .iter()
+        .find(|g| g.name.eq_ignore_ascii_case(group_name.unwrap_or(who)));
+    if let Some(g) = group {
+        if group_name.is_some() || !who.contains('@') {
+            return Ok(Principal {
+                kind: PrincipalKind::Group,
+                id: g.id.clone(),
+            });
+        }
+    }
+    if group_name.is_some() {
+        return Err(unknown_principal(who));
+    }
+    let users = directory::list_users(db).await?;
+    let mut hits = users.iter().filter(|u| {
+        u.email.eq_ignore_ascii_case(who)
+            || (!who.contains('@') && u.display_name.eq_ignore_ascii_case(who))
+    });
+    match (hits.next(), hits.next()) {
+        (Some(u), None) => Ok(Principal {
+            kind: PrincipalKind::User,
+            id: u.id.clone(),
+        }),
+        (Some(_), Some(_)) => Err(AppError::unprocessable(
+            "ambiguous-principal",
+            format!("several people are called “{who}”: give the address instead"),
+        )),
+        (None, _) => Err(unknown_principal(who)),
+    }
+}
+
+fn principals(list: &[crate::access::NamedPrincipal]) -> Vec<Principal> {
+    list.iter()
+        .map(|p| Principal {
+            kind: p.kind,
+            id: p.id.clone(),
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct TeamChange {
+    /// The add form: who (address, group name), and `member` or `excluded`.
+    #[serde(default)]
+    who: String,
+    #[serde(default)]
+    effect: String,
+    /// The remove buttons: `user:<id>` or `group:<id>`.
+    #[serde(default)]
+    principal: String,
+    /// The whole-firm form.
+    #[serde(default)]
+    firm_wide: Option<String>,
+}
+
+/// Changes one thing about a record's team and keeps the rest: `add` a person or group as
+/// member or walled off, `remove` one, or set `firm-wide`. Audited as `record.team_changed`.
+async fn change_team(
+    Path((id, change)): Path<(String, String)>,
+    ConsoleForm(ctx, f): ConsoleForm<TeamChange>,
+) -> AppResult<Response> {
+    let r = async {
+        let db = &ctx.tenant.db;
+        let rec = directory::record_detail(db, &id)
+            .await?
+            .ok_or_else(|| AppError::not_found("no such record"))?;
+        let (mut members, mut excluded) = (principals(&rec.members), principals(&rec.excluded));
+        let mut firm_wide = rec.firm_wide;
+        match change.as_str() {
+            "add" => {
+                let p = resolve_principal(db, &f.who).await?;
+                members.retain(|m| m != &p);
+                excluded.retain(|m| m != &p);
+                match f.effect.as_str() {
+                    "member" => members.push(p),
+                    "excluded" => excluded.push(p),
+                    other => {
+                        return Err(AppError::unprocessable(
+                            "invalid-access",
+                            format!("unknown access {other:?}"),
+                        ))
+                    }
+                }
+            }
+            "remove" => {
+                let keep = |p: &Principal| principal_text(p.kind, &p.id) != f.principal;
+                members.retain(keep);
+                excluded.retain(keep);
+            }
+            "firm-wide" => firm_wide = f.firm_wide.is_some(),
+            _ => return Err(AppError::not_found("no such page")),
+        }
+        directory::set_record_team(db, &id, firm_wide, &members, &excluded, &ctx.actor()).await
+    }
+    .await;
+    after(&ctx, &id, r, "team").await
+}
+
 #[derive(Template)]
 #[template(path = "console/records_import.html")]
 struct ImportPage {
@@ -464,4 +586,5 @@ pub fn router() -> Router<AppState> {
         .route("/console/records/{id}", get(show).post(save))
         .route("/console/records/{id}/status", post(set_status))
         .route("/console/records/{id}/team", post(save_team))
+        .route("/console/records/{id}/team/{change}", post(change_team))
 }

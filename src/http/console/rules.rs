@@ -180,10 +180,11 @@ struct RowView {
     negate: bool,
 }
 
+/// An open record offered by the target fields' `<datalist>` (native, no script).
 struct RecordOpt {
-    id: String,
+    /// `kind:reference`, what the field takes.
+    value: String,
     label: String,
-    selected: bool,
 }
 
 #[derive(Template)]
@@ -195,6 +196,8 @@ struct EditorPage {
     name: String,
     rows: Vec<RowView>,
     actions: Vec<Opt>,
+    /// The chosen targets as `kind:reference` (or as typed, when the form came back).
+    targets: Vec<String>,
     records: Vec<RecordOpt>,
     enabled: bool,
     stop: bool,
@@ -225,7 +228,7 @@ impl Draft {
                 "action" => d.action = v.clone(),
                 "enabled" => d.enabled = !v.is_empty(),
                 "stop" => d.stop = !v.is_empty(),
-                "targets" => d.targets.push(v.clone()),
+                "targets" if !v.trim().is_empty() => d.targets.push(v.trim().to_string()),
                 _ => {
                     let Some((i, part)) = k
                         .strip_prefix('c')
@@ -353,33 +356,32 @@ async fn editor(
     .fetch_all(&ctx.tenant.db)
     .await?;
     let mut records = Vec::new();
+    let mut refs = std::collections::HashMap::new();
     for r in rows_db {
         let id: String = r.try_get("id")?;
         let status: String = r.try_get("status")?;
-        let selected = d.targets.contains(&id);
-        if status != "open" && !selected {
-            continue;
-        }
         let kind: String = r.try_get("kind")?;
         let reference: String = r.try_get("reference")?;
-        let title: String = r.try_get("title")?;
-        let closed = if status == "open" {
-            String::new()
-        } else {
-            format!(" ({status})")
-        };
-        records.push(RecordOpt {
-            id,
-            label: format!("{kind}:{reference} — {title}{closed}"),
-            selected,
-        });
+        let value = format!("{kind}:{reference}");
+        refs.insert(id, value.clone());
+        if status == "open" {
+            let label: String = r.try_get("title")?;
+            records.push(RecordOpt { value, label });
+        }
     }
+    // Ids (a saved rule) read as references; what was typed stays as typed.
+    let targets = d
+        .targets
+        .iter()
+        .map(|t| refs.get(t).cloned().unwrap_or_else(|| t.clone()))
+        .collect();
     Ok(EditorPage {
         chrome: Chrome::new(ctx, "rules"),
         rule_id,
         name: d.name.clone(),
         rows,
         actions,
+        targets,
         records,
         enabled: d.enabled,
         stop: d.stop,
