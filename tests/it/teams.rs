@@ -1423,3 +1423,90 @@ async fn csv_import_reports_true_line_numbers_for_crlf_files() {
         "{rep}"
     );
 }
+
+both_backends!(
+    console_lists_paginate_and_show_teams_and_walls_at_a_glance,
+    |app: TestApp| async move {
+        use docket::directory::{self, RecordKind, Role};
+        let t = app.tenant(&app.firm_a).await;
+        for i in 0..118 {
+            let r = format!("P-{i:03}");
+            directory::add_record(&t.db, RecordKind::Matter, &r, "Paged", "", &[], "test")
+                .await
+                .unwrap();
+        }
+        for i in 0..60 {
+            let email = format!("person{i:02}@a.test");
+            directory::add_user(
+                &t.db,
+                &email,
+                &format!("Person {i:02}"),
+                Role::Filer,
+                "test",
+            )
+            .await
+            .unwrap();
+        }
+        let (cookie, csrf) = admin_session(&app, &t, "adam@a.test").await;
+        let rows = |html: &str| html.matches("<tr>").count() - 1;
+
+        // 121 records: 50, 50, 21, the filter kept in every link.
+        let (s, html) = page(&app, &cookie, "/console/records?kind=matter").await;
+        assert_eq!(s, 200);
+        assert_eq!(rows(&html), 50);
+        assert!(html.contains("1–50 of 119"), "{html}");
+        assert!(
+            html.contains("href=\"/console/records?kind=matter&#38;page=2\" rel=\"next\""),
+            "{}",
+            &html[html.find("pager").unwrap_or(0)..]
+        );
+        let (_, html) = page(&app, &cookie, "/console/records?kind=matter&page=3").await;
+        assert_eq!(rows(&html), 19);
+        assert!(html.contains("101–119 of 119") && html.contains("P-117"));
+        assert!(!html.contains("rel=\"next\""));
+        assert!(html.contains("href=\"/console/records?kind=matter&#38;page=2\" rel=\"prev\""));
+
+        // Teams and walls at a glance.
+        let p0 = record_id(&t, "matter", "P-000").await;
+        let alice = user_id(&t, "alice@a.test").await;
+        let f = [
+            ("csrf", csrf.as_str()),
+            (&format!("user_{alice}"), "excluded"),
+            ("user_x", ""),
+        ];
+        let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
+        let (s, _) = post_form(&app, &cookie, &format!("/console/records/{p0}/team"), &f).await;
+        assert_eq!(s, 303);
+        let (s, _) = post_form(
+            &app,
+            &cookie,
+            &format!("/console/records/{p0}/team/add"),
+            &[
+                ("csrf", &csrf),
+                ("who", "person07@a.test"),
+                ("effect", "member"),
+            ],
+        )
+        .await;
+        assert_eq!(s, 303);
+        let (_, html) = page(&app, &cookie, "/console/records?q=P-000").await;
+        assert!(
+            html.contains("team: person07@a.test") && html.contains("walled off: alice@a.test"),
+            "{html}"
+        );
+
+        // 60 people and the firm's own: a search, and pages.
+        let (_, html) = page(&app, &cookie, "/console/users").await;
+        assert_eq!(rows(&html), 50);
+        let total: usize = html
+            .split_once("1–50 of ")
+            .and_then(|(_, rest)| rest.split('<').next()?.parse().ok())
+            .expect("a pager");
+        assert!(total > 60);
+        let (_, html) = page(&app, &cookie, "/console/users?page=2").await;
+        assert_eq!(rows(&html), total - 50);
+        let (_, html) = page(&app, &cookie, "/console/users?q=person 0").await;
+        assert_eq!(rows(&html), 10, "Person 00..09");
+        assert!(!html.contains("rel=\"next\""));
+    }
+);

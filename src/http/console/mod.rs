@@ -6,6 +6,7 @@ pub mod account;
 pub mod audit_words;
 pub mod browse;
 pub mod dashboard;
+pub mod pager;
 pub mod people;
 pub mod privacy;
 pub mod records;

@@ -25,10 +25,15 @@ pub struct Choice {
     pub checked: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct Done {
     #[serde(default)]
     done: Option<String>,
+    /// The users list: words of an address or name, and the page.
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    page: Option<usize>,
 }
 
 fn flash_for(done: &Option<String>) -> Option<&'static str> {
@@ -67,6 +72,8 @@ const ROLES: [&str; 3] = ["admin", "filer", "viewer"];
 struct UsersPage {
     chrome: Chrome,
     users: Vec<UserDetail>,
+    q: String,
+    pager: super::pager::Pager,
     groups: Vec<Choice>,
     roles: [&'static str; 3],
     error: Option<String>,
@@ -80,8 +87,21 @@ async fn users_page(
     chrome: Chrome,
     error: Option<String>,
     form: Option<&HashMap<String, String>>,
+    list: &Done,
 ) -> AppResult<UsersPage> {
-    let users = directory::list_user_details(&ctx.tenant.db).await?;
+    let q = list.q.clone().unwrap_or_default();
+    let words = q.trim().to_lowercase();
+    let users: Vec<UserDetail> = directory::list_user_details(&ctx.tenant.db)
+        .await?
+        .into_iter()
+        .filter(|u| {
+            words.is_empty()
+                || u.email.to_lowercase().contains(&words)
+                || u.display_name.to_lowercase().contains(&words)
+        })
+        .collect();
+    let (users, pager) =
+        super::pager::Pager::slice(users, list.page, "/console/users", &[("q", q.as_str())]);
     let get = |k: &str| form.and_then(|f| f.get(k)).cloned().unwrap_or_default();
     let groups = directory::list_groups(&ctx.tenant.db)
         .await?
@@ -95,6 +115,8 @@ async fn users_page(
     Ok(UsersPage {
         chrome,
         users,
+        q,
+        pager,
         groups,
         roles: ROLES,
         error,
@@ -108,7 +130,7 @@ async fn users_page(
 
 async fn list_users(ctx: ConsoleCtx, Query(d): Query<Done>) -> AppResult<Response> {
     let chrome = with_flash(Chrome::new(&ctx, "users"), &d.done);
-    Ok(render(&users_page(&ctx, chrome, None, None).await?))
+    Ok(render(&users_page(&ctx, chrome, None, None, &d).await?))
 }
 
 fn chosen(form: &HashMap<String, String>, prefix: &str) -> Vec<String> {
@@ -157,7 +179,8 @@ async fn add_user(
             let Some(msg) = problem_text(&e) else {
                 return Err(e);
             };
-            let page = users_page(&ctx, Chrome::new(&ctx, "users"), Some(msg), Some(&form)).await?;
+            let chrome = Chrome::new(&ctx, "users");
+            let page = users_page(&ctx, chrome, Some(msg), Some(&form), &Done::default()).await?;
             Ok(render_status(e.status(), &page))
         }
     }

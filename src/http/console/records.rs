@@ -58,13 +58,55 @@ pub struct ListQuery {
     kind: Option<String>,
     #[serde(default)]
     done: Option<String>,
+    #[serde(default)]
+    page: Option<usize>,
+}
+
+/// Who sees a listed record, at a glance: its team and its walls, by name.
+#[derive(Default)]
+pub struct Glance {
+    pub members: Vec<String>,
+    pub excluded: Vec<String>,
+}
+
+/// The team members and walls of `records`, by the user's address or the group's name.
+async fn glances(db: &sqlx::AnyPool, records: &[Record]) -> AppResult<HashMap<String, Glance>> {
+    let mut out: HashMap<String, Glance> = HashMap::new();
+    if records.is_empty() {
+        return Ok(out);
+    }
+    let ids: Vec<String> = (1..=records.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT a.record_id, a.effect, COALESCE(u.email, g.name, a.principal_id) AS name \
+         FROM record_access a \
+         LEFT JOIN users u ON a.principal_kind = 'user' AND u.id = a.principal_id \
+         LEFT JOIN groups g ON a.principal_kind = 'group' AND g.id = a.principal_id \
+         WHERE a.record_id IN ({}) ORDER BY a.principal_kind DESC, name",
+        ids.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for r in records {
+        q = q.bind(&r.id);
+    }
+    for row in q.fetch_all(db).await? {
+        use sqlx::Row;
+        let (id, effect, name): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        let g = out.entry(id).or_default();
+        if effect == "excluded" {
+            g.excluded.push(name);
+        } else {
+            g.members.push(name);
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Template)]
 #[template(path = "console/records_list.html")]
 struct ListPage {
     chrome: Chrome,
-    records: Vec<Record>,
+    records: Vec<(Record, Glance)>,
+    pager: super::pager::Pager,
     q: String,
     status: String,
     kind: String,
@@ -92,10 +134,25 @@ async fn list_page(
         q: lq.q.clone(),
         status: lq.status.clone(),
         kind: lq.kind.clone(),
-        limit: None,
+        limit: Some(5000),
     };
     let (filter, limit) = filter_of(&rq)?;
-    let records = directory::search_catalogue(&ctx.tenant.db, &filter, limit).await?;
+    let all = directory::search_catalogue(&ctx.tenant.db, &filter, limit).await?;
+    let (q, status, kind) = (
+        lq.q.clone().unwrap_or_default(),
+        lq.status.clone().unwrap_or_default(),
+        lq.kind.clone().unwrap_or_default(),
+    );
+    let params = [("q", q.as_str()), ("status", &status), ("kind", &kind)];
+    let (shown, pager) = super::pager::Pager::slice(all, lq.page, "/console/records", &params);
+    let mut glance = glances(&ctx.tenant.db, &shown).await?;
+    let records = shown
+        .into_iter()
+        .map(|r| {
+            let g = glance.remove(&r.id).unwrap_or_default();
+            (r, g)
+        })
+        .collect();
     let chrome = Chrome::new(ctx, "records");
     let chrome = match flash_for(lq.done.as_deref()) {
         Some(m) => chrome.flash(m),
@@ -105,9 +162,10 @@ async fn list_page(
     Ok(ListPage {
         chrome,
         records,
-        q: lq.q.clone().unwrap_or_default(),
-        status: lq.status.clone().unwrap_or_default(),
-        kind: lq.kind.clone().unwrap_or_default(),
+        pager,
+        q,
+        status,
+        kind,
         kinds: KINDS,
         error,
         form,

@@ -67,11 +67,14 @@ struct ListRow {
 struct ListPage {
     chrome: Chrome,
     rows: Vec<ListRow>,
+    pager: super::pager::Pager,
 }
 
 #[derive(serde::Deserialize, Default)]
 struct Done {
     done: Option<String>,
+    #[serde(default)]
+    page: Option<usize>,
 }
 
 fn done_message(done: Option<&str>) -> Option<&'static str> {
@@ -110,12 +113,17 @@ async fn list(ctx: ConsoleCtx, Query(done): Query<Done>) -> AppResult<Response> 
             first: i == 0,
             last: i + 1 == n,
         })
-        .collect();
+        .collect::<Vec<_>>();
     let mut chrome = Chrome::new(&ctx, "rules");
     if let Some(msg) = done_message(done.done.as_deref()) {
         chrome = chrome.flash(msg);
     }
-    Ok(render(&ListPage { chrome, rows }))
+    let (rows, pager) = super::pager::Pager::slice(rows, done.page, "/console/rules", &[]);
+    Ok(render(&ListPage {
+        chrome,
+        rows,
+        pager,
+    }))
 }
 
 #[derive(serde::Deserialize)]

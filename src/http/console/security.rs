@@ -199,6 +199,7 @@ struct SignInsPage {
     result: String,
     limit: i64,
     attempts: Vec<SignIn>,
+    pager: super::pager::Pager,
     ips: Vec<IpSummary>,
     error: Option<String>,
 }
@@ -211,18 +212,20 @@ struct SignInForm {
     result: Option<String>,
     #[serde(default)]
     limit: Option<String>,
+    #[serde(default)]
+    page: Option<usize>,
 }
 
 async fn sign_ins_page(ctx: ConsoleCtx, q: Result<Query<SignInForm>, QueryRejection>) -> Response {
     let f = q.map(|q| q.0).unwrap_or_default();
     let mut error = None;
     let limit = match f.limit.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        None => 100,
+        None => 1000,
         Some(s) => match s.parse::<i64>() {
             Ok(n) if (1..=1000).contains(&n) => n,
             _ => {
-                error = Some("“Show at most” must be a number from 1 to 1000".to_string());
-                100
+                error = Some("“Look through the newest” must be a number from 1 to 1000".into());
+                1000
             }
         },
     };
@@ -238,8 +241,21 @@ async fn sign_ins_page(ctx: ConsoleCtx, q: Result<Query<SignInForm>, QueryReject
         (Ok(a), Ok(i)) => (a, i),
         (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
+    let (email, result, depth) = (
+        f.email.clone().unwrap_or_default(),
+        f.result.clone().unwrap_or_default(),
+        f.limit.clone().unwrap_or_default(),
+    );
+    let params = [
+        ("email", email.as_str()),
+        ("result", &result),
+        ("limit", &depth),
+    ];
+    let (attempts, pager) =
+        super::pager::Pager::slice(attempts, f.page, "/console/sign-ins", &params);
     let page = SignInsPage {
         chrome: Chrome::new(&ctx, "sign-ins"),
+        pager,
         email: f.email.unwrap_or_default(),
         result: f.result.unwrap_or_default(),
         limit,
