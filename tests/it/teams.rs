@@ -1469,13 +1469,29 @@ both_backends!(
         // Teams and walls at a glance.
         let p0 = record_id(&t, "matter", "P-000").await;
         let alice = user_id(&t, "alice@a.test").await;
-        let f = [
-            ("csrf", csrf.as_str()),
-            (&format!("user_{alice}"), "excluded"),
-            ("user_x", ""),
-        ];
-        let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
-        let (s, _) = post_form(&app, &cookie, &format!("/console/records/{p0}/team"), &f).await;
+        let (s, _) = post_form(
+            &app,
+            &cookie,
+            &format!("/console/records/{p0}/team/add"),
+            &[
+                ("csrf", &csrf),
+                ("who", &format!("{alice}@x")),
+                ("effect", "excluded"),
+            ],
+        )
+        .await;
+        assert_eq!(s, 422, "an id is not an address");
+        let (s, _) = post_form(
+            &app,
+            &cookie,
+            &format!("/console/records/{p0}/team/add"),
+            &[
+                ("csrf", &csrf),
+                ("who", "alice@a.test"),
+                ("effect", "excluded"),
+            ],
+        )
+        .await;
         assert_eq!(s, 303);
         let (s, _) = post_form(
             &app,
@@ -1491,7 +1507,8 @@ both_backends!(
         assert_eq!(s, 303);
         let (_, html) = page(&app, &cookie, "/console/records?q=P-000").await;
         assert!(
-            html.contains("team: person07@a.test") && html.contains("walled off: alice@a.test"),
+            html.contains("the whole firm; team person07@a.test")
+                && html.contains("walled off: alice@a.test"),
             "{html}"
         );
 
