@@ -429,7 +429,7 @@ test("the admin console: TOTP sign-in, CSV import, rules, dry run, filings, audi
       await open("/console/records?q=2099", "the records list (filtered)");
       const listed = await page.locator("main table tbody tr").allInnerTexts();
       assert.equal(listed.length, 2, `two imported records: ${JSON.stringify(listed)}`);
-      assert.ok(listed.some((r) => /matter\s+M-2099-101\s+Browser Holdings v\. Example\s+Browser Holdings\s+open\s+the firm/.test(r)), JSON.stringify(listed));
+      assert.ok(listed.some((r) => /matter\s+M-2099-101\s+Browser Holdings v\. Example\s+Browser Holdings\s+open\s+the whole firm/.test(r)), JSON.stringify(listed));
       assert.ok(listed.some((r) => /case\s+C-2099-102\s+Browser Holdings appeal/.test(r)), JSON.stringify(listed));
       assert.ok(!listed.some((r) => /X-2099-1/.test(r)), "the invalid row was skipped");
       // ...and open.
@@ -677,6 +677,50 @@ test("the admin console: TOTP sign-in, CSV import, rules, dry run, filings, audi
       const filtered = await page.locator("main table tbody tr").evaluateAll((trs) => trs.map((tr) => tr.dataset.action));
       assert.ok(filtered.length >= 1 && filtered.every((a) => a.startsWith("rule.")), JSON.stringify(filtered));
       await page.screenshot({ path: artifact("console-audit.png"), fullPage: true });
+    }, { skip: !signedIn && "not signed in" });
+
+    // -------------------------------------------------------------------------------------
+    // 7. Every console page at a desktop and a phone size: screenshots to review (under
+    //    tests/artifacts/pages/), no page wider than the screen, no short value (a reference,
+    //    an address, a date, a tag) broken across lines.
+    // -------------------------------------------------------------------------------------
+    await stage("every page at 1280x900 and 390x844", async () => {
+      const firstLink = async (p, sel) => {
+        await open(p, p);
+        return page.locator(sel).first().getAttribute("href");
+      };
+      const user = await firstLink("/console/users", "main table tbody a");
+      const record = await firstLink("/console/records", "main table tbody a");
+      const filing = await firstLink("/console/filings", "main table tbody a[href^='/console/filings/']");
+      const rule = await firstLink("/console/rules", "main table tbody a[href^='/console/rules/']");
+      const pages = [
+        ["home", "/console"], ["users", "/console/users"], ["user", user], ["groups", "/console/groups"],
+        ["records", "/console/records"], ["record", record], ["records-import", "/console/records/import"],
+        ["rules", "/console/rules"], ["rule", rule], ["rule-new", "/console/rules/new"],
+        ["dry-run", "/console/rules/dry-run"], ["retention", "/console/retention"], ["holds", "/console/holds"],
+        ["privacy", "/console/privacy"], ["filings", "/console/filings"], ["filing", filing],
+        ["audit", "/console/audit"], ["sign-ins", "/console/sign-ins"], ["resets", "/console/resets"],
+        ["tokens", "/console/tokens"], ["security", "/console/security"], ["firm-settings", "/console/tenant"],
+      ];
+      fs.mkdirSync(artifact("pages"), { recursive: true });
+      for (const [width, height] of [[1280, 900], [390, 844]]) {
+        await page.setViewportSize({ width, height });
+        for (const [name, p] of pages) {
+          assert.ok(p, `a link to the ${name} page`);
+          await open(p, `${name} at ${width}px`);
+          await page.screenshot({ path: artifact(`pages/${name}-${width}.png`), fullPage: true });
+          const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+          assert.ok(overflow <= 1, `${name} at ${width}px is ${overflow}px wider than the screen`);
+          const broken = await page.evaluate(() =>
+            // A token: a date, a tag, code, or a link without spaces (a reference, an address).
+            [...document.querySelectorAll("main a, main code, main .tag, main .ref, main time, header a, nav a")]
+              .filter((e) => e.matches("time, .tag, .ref") || !/\s/.test(e.textContent.trim()))
+              .filter((e) => !e.closest("pre, details, .secret") && e.getClientRects().length > 1)
+              .map((e) => e.textContent.trim()));
+          assert.deepEqual(broken, [], `${name} at ${width}px breaks values across lines`);
+        }
+      }
+      await page.setViewportSize({ width: 1280, height: 900 });
     }, { skip: !signedIn && "not signed in" });
 
     await stage("no browser or server errors", async () => {
