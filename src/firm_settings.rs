@@ -17,7 +17,7 @@ use crate::suggest;
 use crate::tenancy::{valid_domain, Catalog, Tenant};
 
 /// The settings as the page shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FirmSettings {
     /// Sign-in domains (Google Workspace `hd`, and the console's e-mail domain), sorted.
     pub domains: Vec<String>,
@@ -259,7 +259,7 @@ pub async fn set_subject_pattern(tenant: &Tenant, pattern: &str, actor: &str) ->
 }
 
 /// One reference a pattern finds in a subject, and the records it names.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Found {
     pub reference: String,
     /// `kind:reference — title` of each record with this reference (closed ones say so).

@@ -2077,9 +2077,113 @@ both_backends!(
             stored.as_deref(),
             Some(docket::suggest::DEFAULT_SUBJECT_PATTERN)
         );
+        // Who signs in needs a recent sign-in: an older session is asked to confirm first.
+        sqlx::query("UPDATE sessions SET reauth_at = $1")
+            .bind(docket::time_fmt::format_utc(
+                time::OffsetDateTime::now_utc() - time::Duration::minutes(6),
+            ))
+            .execute(&a.db)
+            .await
+            .unwrap();
+        let (s, html) = post("/console/tenant/domains", dom("late.test")).await;
+        assert_eq!(s, 403);
+        assert!(html.contains("Confirm it is you"), "{html}");
+        assert_eq!(
+            catalog.tenant_id_for_domain("late.test").await.unwrap(),
+            None
+        );
         assert!(matches!(
             docket::audit::verify(&a.db).await.unwrap(),
             docket::audit::ChainStatus::Intact { .. }
         ));
+    }
+);
+
+both_backends!(
+    the_admin_api_changes_firm_settings_and_an_access_token_cannot_change_who_signs_in,
+    |app: TestApp| async move {
+        let a = app.tenant(&app.firm_a).await;
+        let token = token_for(&a, "adam@a.test", &[Scope::Admin]).await;
+        let go = |m: reqwest::Method, path: &'static str, body: Option<Value>| {
+            call(&app, Ok(&token), m, path, body)
+        };
+        use reqwest::Method as M;
+        let r = go(M::GET, "/v1/admin/tenant/settings", None).await;
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["domains"], json!(["a.test"]));
+        // Who signs in is a person's act, never a token's.
+        for (m, path, body) in [
+            (
+                M::POST,
+                "/v1/admin/tenant/domains",
+                Some(json!({"domain": "a-law.test"})),
+            ),
+            (M::DELETE, "/v1/admin/tenant/domains/a.test", None),
+            (
+                M::POST,
+                "/v1/admin/tenant/addresses",
+                Some(json!({"email": "x@gmail.com"})),
+            ),
+            (M::DELETE, "/v1/admin/tenant/addresses/x@gmail.com", None),
+            (
+                M::POST,
+                "/v1/admin/me/password",
+                Some(json!({"current_password": "a", "new_password": "b"})),
+            ),
+            (M::POST, "/v1/admin/me/totp/replace", None),
+        ] {
+            let (s, p) = problem(go(m, path, body).await).await;
+            assert_eq!(s, 403, "{path}: {p}");
+            assert!(
+                p["type"].as_str().unwrap().ends_with(":session-required"),
+                "{path}: {p}"
+            );
+        }
+        assert_eq!(
+            app.state
+                .catalog
+                .tenant_id_for_domain("a-law.test")
+                .await
+                .unwrap(),
+            None
+        );
+        // The subject pattern and the time zone are ordinary settings.
+        let body = json!({"pattern": r"\bM-\d+\b", "subject": "Re: M-1 and M-2"});
+        let r = go(M::POST, "/v1/admin/tenant/subject-pattern/test", Some(body)).await;
+        assert_eq!(r.status(), 200);
+        let found: Value = r.json().await.unwrap();
+        assert_eq!(found[0]["reference"], "M-1");
+        assert_eq!(found[0]["records"], json!(["matter:M-1 — Acme v. Widget"]));
+        assert_eq!(found[1]["records"], json!([]));
+        let bad = json!({"pattern": "("});
+        let (s, _) = problem(go(M::PUT, "/v1/admin/tenant/subject-pattern", Some(bad)).await).await;
+        assert_eq!(s, 422);
+        let ok = json!({"pattern": r"\bM-\d+\b"});
+        let r = go(M::PUT, "/v1/admin/tenant/subject-pattern", Some(ok)).await;
+        assert_eq!(r.status(), 204);
+        let (s, _) = problem(
+            go(
+                M::PUT,
+                "/v1/admin/tenant/time-zone",
+                Some(json!({"time_zone": "Mars/Base"})),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(s, 422);
+        let tz = json!({"time_zone": "Europe/Paris"});
+        assert_eq!(
+            go(M::PUT, "/v1/admin/tenant/time-zone", Some(tz))
+                .await
+                .status(),
+            204
+        );
+        let v: Value = go(M::GET, "/v1/admin/tenant/settings", None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["subject_pattern"], r"\bM-\d+\b");
     }
 );

@@ -10,6 +10,7 @@ pub mod privacy;
 pub mod records;
 pub mod rules;
 pub mod security;
+pub mod settings;
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -113,6 +114,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(rules::router())
         .merge(browse::router())
         .merge(security::router())
+        .merge(settings::router())
         .split_for_parts()
 }
 

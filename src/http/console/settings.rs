@@ -210,6 +210,9 @@ async fn add_domain(
     State(state): State<AppState>,
     ConsoleForm(ctx, f): ConsoleForm<DomainForm>,
 ) -> Response {
+    if let Some(r) = super::step_up(&ctx, "adding a sign-in domain", "/console/tenant") {
+        return r;
+    }
     let r = settings::add_domain(&state.catalog, &ctx.tenant, &f.domain, &ctx.actor()).await;
     outcome(&state, &ctx, r, "domains", "domain-added").await
 }
@@ -218,6 +221,9 @@ async fn remove_domain(
     State(state): State<AppState>,
     ConsoleForm(ctx, f): ConsoleForm<DomainForm>,
 ) -> Response {
+    if let Some(r) = super::step_up(&ctx, "removing a sign-in domain", "/console/tenant") {
+        return r;
+    }
     let r = settings::remove_domain(&state.catalog, &ctx.tenant, &f.domain, &ctx.actor()).await;
     outcome(&state, &ctx, r, "domains", "domain-removed").await
 }
@@ -232,6 +238,9 @@ async fn map_address(
     State(state): State<AppState>,
     ConsoleForm(ctx, f): ConsoleForm<AddressForm>,
 ) -> Response {
+    if let Some(r) = super::step_up(&ctx, "mapping an address to the firm", "/console/tenant") {
+        return r;
+    }
     let r = settings::map_address(&state.catalog, &ctx.tenant, &f.email, &ctx.actor()).await;
     outcome(&state, &ctx, r, "addresses", "address-mapped").await
 }
@@ -240,6 +249,9 @@ async fn unmap_address(
     State(state): State<AppState>,
     ConsoleForm(ctx, f): ConsoleForm<AddressForm>,
 ) -> Response {
+    if let Some(r) = super::step_up(&ctx, "removing an address mapping", "/console/tenant") {
+        return r;
+    }
     let r = settings::unmap_address(&state.catalog, &ctx.tenant, &f.email, &ctx.actor()).await;
     outcome(&state, &ctx, r, "addresses", "address-unmapped").await
 }
