@@ -739,7 +739,7 @@ fn normalised(mut v: Value) -> Value {
         (
             Regex::new(r"\b[0-9a-f]{32}\b").unwrap(),
             Regex::new(
-                r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?|\d{1,2} [A-Z][a-z]{2} \d{4}, \d{2}:\d{2} UTC",
+                r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?|\d{1,2} [A-Z][a-z]{2} \d{4}, \d{2}:\d{2} [A-Z][A-Za-z0-9+-]+",
             )
             .unwrap(),
         )
@@ -935,6 +935,33 @@ async fn the_homepage_lists_recent_filings_and_searches_filed_mail() {
         "{view}"
     );
     assert!(ops(&reply).contains(&"home_search".to_string()));
+    // Dates read in the user's own time zone in Gmail, else the firm's, else UTC.
+    assert!(
+        all_text(&reply).contains(" GMT"),
+        "Europe/London from the event"
+    );
+    let mut tokyo = event(ALICE);
+    tokyo["commonEventObject"]["timeZone"] = json!({"id": "Asia/Tokyo", "offset": 32400000});
+    let text = all_text(&t.call("/addon/homepage", &tokyo).await);
+    assert!(text.contains(" JST") && !text.contains(" GMT"), "{text}");
+    let mut unsaid = event(ALICE);
+    unsaid["commonEventObject"]
+        .as_object_mut()
+        .unwrap()
+        .remove("timeZone");
+    let text = all_text(&t.call("/addon/homepage", &unsaid).await);
+    assert!(text.contains(" UTC"), "{text}");
+    let a = t.app.tenant(&t.app.firm_a).await;
+    docket::suggest::set_setting(&a.db, "time_zone", "Europe/Paris", "test")
+        .await
+        .unwrap();
+    let text = all_text(&t.call("/addon/homepage", &unsaid).await);
+    assert!(text.contains(" CET") && !text.contains(" UTC"), "{text}");
+    let text = all_text(&t.call("/addon/homepage", &tokyo).await);
+    assert!(text.contains(" JST"), "the user's own zone wins: {text}");
+    docket::suggest::set_setting(&a.db, "time_zone", "UTC", "test")
+        .await
+        .unwrap();
 
     let ev = with_input(with_op(event(ALICE), "home_search"), "q", &["settlement"]);
     let reply = t.call("/addon/action", &ev).await;
@@ -2018,7 +2045,7 @@ async fn view_link_opens_the_filing_while_valid() {
         "escaped subject: {html}"
     );
     assert!(!html.contains("<b>A</b>"));
-    assert!(html.contains("M-1 — Acme v. Widget"), "{html}");
+    assert!(html.contains("M-1</span> — Acme v. Widget"), "{html}");
     // Laid out like the console: its stylesheet, human dates (the exact value on hover),
     // no empty rows, and the body in a sandboxed frame.
     assert!(
@@ -2030,6 +2057,13 @@ async fn view_link_opens_the_filing_while_valid() {
         "{csp}"
     );
     assert!(html.contains(" UTC</time>"), "{html}");
+    // Dates in the firm's time zone once it has one.
+    let a = t.app.tenant(&t.app.firm_a).await;
+    docket::suggest::set_setting(&a.db, "time_zone", "Europe/Paris", "test")
+        .await
+        .unwrap();
+    let paris = http.get(&local).send().await.unwrap().text().await.unwrap();
+    assert!(paris.contains(" CET</time>"), "{paris}");
     assert!(!html.contains("<th>Cc</th>"), "no empty Cc row: {html}");
     assert!(html.contains("<th>Date</th><td>"), "{html}");
     let (page_path, page_query) = local.split_once('?').unwrap();

@@ -154,17 +154,18 @@ async fn page(
         Some(name) if !name.is_empty() => format!("{name} ({})", f.filed_by),
         _ => f.filed_by.clone(),
     };
+    let tz = crate::http::admin::ctx::firm_time_zone(&tenant).await?;
     let page = FilingPage {
         t,
         tenant_name: tenant.name.clone(),
         subject: m.subject.clone().unwrap_or_else(|| "(no subject)".into()),
-        filed_at: crate::time_fmt::human_utc(&f.filed_at),
+        filed_at: crate::time_fmt::human_in(&f.filed_at, &tz),
         filed_by,
         note: f.note.clone().filter(|n| !n.trim().is_empty()),
         from: people(&m.from),
         to: people(&m.to),
         cc: people(&m.cc),
-        date: m.date.as_deref().map(crate::time_fmt::human_utc),
+        date: m.date.as_deref().map(|d| crate::time_fmt::human_in(d, &tz)),
         size: human_bytes(m.size),
         f,
     };

@@ -65,8 +65,17 @@ pub struct AddonEvent {
 #[serde(rename_all = "camelCase", default)]
 pub struct CommonEvent {
     pub host_app: Option<String>,
+    /// The user's time zone in Gmail (`{"id": "Europe/London", "offset": 0}`).
+    pub time_zone: Option<EventTimeZone>,
     pub form_inputs: HashMap<String, FormInput>,
     pub parameters: HashMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct EventTimeZone {
+    /// An IANA name.
+    pub id: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +137,8 @@ struct AddonSettings {
     public_url: String,
     service_account: String,
     oauth_client_id: String,
+    /// Dates on the cards: the user's own time zone in Gmail, else the firm's, else UTC.
+    time_zone: String,
 }
 
 fn settings(state: &AppState) -> AppResult<AddonSettings> {
@@ -137,6 +148,7 @@ fn settings(state: &AppState) -> AppResult<AddonSettings> {
             public_url: u.trim_end_matches('/').to_string(),
             service_account: s.to_ascii_lowercase(),
             oauth_client_id: c.clone(),
+            time_zone: "UTC".into(),
         }),
         _ => Err(AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -195,7 +207,7 @@ async fn authenticate(
     body: &Bytes,
     needs_message: bool,
 ) -> AppResult<Result<(AddonEvent, TenantCtx, AddonSettings), Value>> {
-    let s = settings(state)?;
+    let mut s = settings(state)?;
     let ev: AddonEvent = serde_json::from_slice(body).map_err(|e| {
         AppError::bad_request(
             "invalid-event",
@@ -240,6 +252,15 @@ async fn authenticate(
             }));
         }
         Err(e) => return Err(e),
+    };
+    s.time_zone = match ev
+        .common_event_object
+        .time_zone
+        .as_ref()
+        .map(|t| t.id.trim())
+    {
+        Some(tz) if crate::time_fmt::valid_time_zone(tz) => tz.to_string(),
+        _ => crate::http::admin::ctx::firm_time_zone(&ctx.tenant).await?,
     };
     Ok(Ok((ev, ctx, s)))
 }
@@ -407,8 +428,9 @@ async fn message_context(
 
 /// One "already filed" line: the record, who filed it (a rule by its name) and when, the
 /// note, and a View button.
-fn filed_line(f: &suggest::AlreadyFiled, public_url: &str) -> Value {
-    let when = crate::time_fmt::human_utc(&f.filed_at);
+fn filed_line(f: &suggest::AlreadyFiled, s: &AddonSettings) -> Value {
+    let public_url = &s.public_url;
+    let when = crate::time_fmt::human_in(&f.filed_at, &s.time_zone);
     let mut bottom = format!("by {} · {when}", f.filed_by_name);
     if let Some(note) = f.note.as_deref().filter(|n| !n.trim().is_empty()) {
         bottom.push_str(&format!(" · “{}”", cards::truncate(note, 80)));
@@ -491,7 +513,7 @@ async fn message_card(
     }
 
     if !filed.is_empty() {
-        let widgets = filed.iter().map(|f| filed_line(f, &s.public_url)).collect();
+        let widgets = filed.iter().map(|f| filed_line(f, s)).collect();
         card = card.section(Some("Already filed"), widgets);
     }
     if !suggest::fileable(&ctx.user) {
@@ -696,7 +718,7 @@ async fn home_card(
 /// One filing in a list: its subject, the record, when, and a View button.
 fn filing_line(state: &AppState, ctx: &TenantCtx, s: &AddonSettings, f: &FilingView) -> Value {
     let subject = f.message.subject.as_deref().unwrap_or("(no subject)");
-    let when = crate::time_fmt::human_utc(&f.filed_at);
+    let when = crate::time_fmt::human_in(&f.filed_at, &s.time_zone);
     let mut w = decorated(
         Some(&format!(
             "{} · {}",
