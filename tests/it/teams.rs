@@ -1522,6 +1522,33 @@ both_backends!(
         assert!(total > 60);
         let (_, html) = page(&app, &cookie, "/console/users?page=2").await;
         assert_eq!(rows(&html), total - 50);
+        // Groups page too; and a handled reset request shows human dates.
+        for i in 0..51 {
+            directory::create_group(&t.db, &format!("Team {i:02}"), "test")
+                .await
+                .unwrap();
+        }
+        let (_, html) = page(&app, &cookie, "/console/groups").await;
+        assert!(
+            html.contains("1–50 of ") && html.contains("rel=\"next\""),
+            "{html}"
+        );
+        let (_, html) = page(&app, &cookie, "/console/groups?page=2").await;
+        assert!(
+            html.contains("Team 50") && !html.contains("Team 00"),
+            "{html}"
+        );
+        let req = docket::accounts::reset::request(&t, "alice@a.test", "127.0.0.1", "t")
+            .await
+            .unwrap()
+            .unwrap();
+        docket::accounts::reset::dismiss(&t, &req.id, "adam@a.test")
+            .await
+            .unwrap();
+        let (_, html) = page(&app, &cookie, "/console/resets").await;
+        let raw = regex::Regex::new(r">\d{4}-\d{2}-\d{2}T").unwrap();
+        assert!(!raw.is_match(&html), "a raw timestamp: {html}");
+        assert!(html.contains("dismissed"), "{html}");
         let (_, html) = page(&app, &cookie, "/console/users?q=person 0").await;
         assert_eq!(rows(&html), 10, "Person 00..09");
         assert!(!html.contains("rel=\"next\""));

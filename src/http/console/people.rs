@@ -275,6 +275,7 @@ async fn save_user(
 struct GroupsPage {
     chrome: Chrome,
     groups: Vec<Group>,
+    pager: super::pager::Pager,
     /// Everyone, for the add-a-member field's suggestions (a native `<datalist>`).
     people: Vec<crate::directory::User>,
     error: Option<String>,
@@ -284,10 +285,14 @@ async fn groups_page(
     ctx: &ConsoleCtx,
     chrome: Chrome,
     error: Option<String>,
+    page: Option<usize>,
 ) -> AppResult<GroupsPage> {
+    let all = directory::list_groups(&ctx.tenant.db).await?;
+    let (groups, pager) = super::pager::Pager::slice(all, page, "/console/groups", &[]);
     Ok(GroupsPage {
         chrome,
-        groups: directory::list_groups(&ctx.tenant.db).await?,
+        groups,
+        pager,
         people: directory::list_users(&ctx.tenant.db).await?,
         error,
     })
@@ -295,7 +300,7 @@ async fn groups_page(
 
 async fn list_groups(ctx: ConsoleCtx, Query(d): Query<Done>) -> AppResult<Response> {
     let chrome = with_flash(Chrome::new(&ctx, "groups"), &d.done);
-    Ok(render(&groups_page(&ctx, chrome, None).await?))
+    Ok(render(&groups_page(&ctx, chrome, None, d.page).await?))
 }
 
 async fn groups_result<T>(
@@ -309,7 +314,7 @@ async fn groups_result<T>(
             let (Some(msg), false) = (problem_text(&e), e.status() == StatusCode::NOT_FOUND) else {
                 return Err(e);
             };
-            let page = groups_page(ctx, Chrome::new(ctx, "groups"), Some(msg)).await?;
+            let page = groups_page(ctx, Chrome::new(ctx, "groups"), Some(msg), None).await?;
             Ok(render_status(e.status(), &page))
         }
     }

@@ -39,6 +39,8 @@ pub fn router() -> Router<AppState> {
 struct Done {
     #[serde(default)]
     done: Option<String>,
+    #[serde(default)]
+    page: Option<usize>,
 }
 
 fn flash(chrome: Chrome, done: &Done) -> Chrome {
@@ -225,21 +227,24 @@ struct HoldsPage {
     error: Option<String>,
     active: Vec<Hold>,
     released: Vec<Hold>,
+    pager: super::pager::Pager,
     form_record: String,
     form_email: String,
     form_reason: String,
 }
 
-async fn load_holds(ctx: &ConsoleCtx, chrome: Chrome) -> AppResult<HoldsPage> {
-    let (active, released) = retention::holds(&ctx.tenant.db, true)
+async fn load_holds(ctx: &ConsoleCtx, chrome: Chrome, page: Option<usize>) -> AppResult<HoldsPage> {
+    let (active, released): (Vec<_>, Vec<_>) = retention::holds(&ctx.tenant.db, true)
         .await?
         .into_iter()
         .partition(|h| h.released_at.is_none());
+    let (released, pager) = super::pager::Pager::slice(released, page, "/console/holds", &[]);
     Ok(HoldsPage {
         chrome,
         error: None,
         active,
         released,
+        pager,
         form_record: String::new(),
         form_email: String::new(),
         form_reason: String::new(),
@@ -252,7 +257,7 @@ async fn holds_page(
 ) -> AppResult<Response> {
     let done = done.map(|d| d.0).unwrap_or_default();
     let chrome = flash(Chrome::new(&ctx, "holds"), &done);
-    Ok(render(&load_holds(&ctx, chrome).await?))
+    Ok(render(&load_holds(&ctx, chrome, done.page).await?))
 }
 
 /// The record a hold form names: `kind:reference`, or a bare reference that only one
@@ -308,7 +313,7 @@ async fn place_hold(
             let Some(msg) = message(&e) else {
                 return Err(e);
             };
-            let mut page = load_holds(&ctx, Chrome::new(&ctx, "holds")).await?;
+            let mut page = load_holds(&ctx, Chrome::new(&ctx, "holds"), None).await?;
             page.error = Some(msg);
             (page.form_record, page.form_email, page.form_reason) = (record, email, reason);
             Ok(render_status(e.status(), &page))

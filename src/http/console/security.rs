@@ -44,6 +44,8 @@ pub(super) fn message(e: &AppError) -> String {
 struct Done {
     #[serde(default)]
     done: Option<String>,
+    #[serde(default)]
+    page: Option<usize>,
 }
 
 fn flash_for(chrome: Chrome, done: &Done) -> Chrome {
@@ -61,6 +63,7 @@ fn flash_for(chrome: Chrome, done: &Done) -> Chrome {
 struct TokensPage {
     chrome: Chrome,
     tokens: Vec<AccessToken>,
+    pager: super::pager::Pager,
     /// Other people's live tokens with their owner's email (any admin may revoke them).
     others: Vec<(AccessToken, String)>,
     new_secret: Option<String>,
@@ -74,9 +77,16 @@ struct TokensPage {
 }
 
 impl TokensPage {
-    async fn load(ctx: &ConsoleCtx, chrome: Chrome) -> Result<TokensPage, AppError> {
+    async fn load(
+        ctx: &ConsoleCtx,
+        chrome: Chrome,
+        page_no: Option<usize>,
+    ) -> Result<TokensPage, AppError> {
         let db = &ctx.tenant.db;
-        let mut page = TokensPage::new(chrome, tokens::list_for_user(db, &ctx.user.id).await?);
+        let mine = tokens::list_for_user(db, &ctx.user.id).await?;
+        let (mine, pager) = super::pager::Pager::slice(mine, page_no, "/console/tokens", &[]);
+        let mut page = TokensPage::new(chrome, mine);
+        page.pager = pager;
         page.others = tokens::list_others_live(db, &ctx.user.id).await?;
         Ok(page)
     }
@@ -85,6 +95,7 @@ impl TokensPage {
         TokensPage {
             chrome,
             tokens,
+            pager: Default::default(),
             others: Vec::new(),
             new_secret: None,
             new_name: String::new(),
@@ -100,7 +111,8 @@ impl TokensPage {
 
 async fn tokens_page(ctx: ConsoleCtx, done: Result<Query<Done>, QueryRejection>) -> Response {
     let done = done.map(|q| q.0).unwrap_or_default();
-    match TokensPage::load(&ctx, flash_for(Chrome::new(&ctx, "tokens"), &done)).await {
+    let chrome = flash_for(Chrome::new(&ctx, "tokens"), &done);
+    match TokensPage::load(&ctx, chrome, done.page).await {
         Ok(page) => render(&page),
         Err(e) => e.into_response(),
     }
@@ -152,7 +164,7 @@ async fn create_token(ConsoleForm(ctx, form): ConsoleForm<TokenForm>) -> Respons
             format!("a token must expire within 1..={} days", tokens::MAX_DAYS),
         )),
     };
-    let mut page = match TokensPage::load(&ctx, Chrome::new(&ctx, "tokens")).await {
+    let mut page = match TokensPage::load(&ctx, Chrome::new(&ctx, "tokens"), None).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -282,6 +294,7 @@ struct ResetsPage {
     error: Option<String>,
     open: Vec<ResetRequest>,
     handled: Vec<ResetRequest>,
+    pager: super::pager::Pager,
 }
 
 async fn resets_view(
@@ -290,12 +303,14 @@ async fn resets_view(
     chrome: Chrome,
     issued: Option<IssuedLink>,
     error: Option<&AppError>,
+    page_no: Option<usize>,
 ) -> Response {
     let all = match reset::list(&ctx.tenant.db, None, 500).await {
         Ok(l) => l,
         Err(e) => return e.into_response(),
     };
-    let (open, handled) = all.into_iter().partition(|r| r.status == "open");
+    let (open, handled): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| r.status == "open");
+    let (handled, pager) = super::pager::Pager::slice(handled, page_no, "/console/resets", &[]);
     let page = ResetsPage {
         chrome,
         minutes: state.config.admin.reset_link_minutes,
@@ -311,6 +326,7 @@ async fn resets_view(
         error: error.map(message),
         open,
         handled,
+        pager,
     };
     match error {
         Some(e) => render_status(e.status(), &page),
@@ -325,7 +341,7 @@ async fn resets_page(
 ) -> Response {
     let done = done.map(|q| q.0).unwrap_or_default();
     let chrome = flash_for(Chrome::new(&ctx, "resets"), &done);
-    resets_view(&state, &ctx, chrome, None, None).await
+    resets_view(&state, &ctx, chrome, None, None, done.page).await
 }
 
 async fn issued_or_error(
@@ -337,10 +353,10 @@ async fn issued_or_error(
         Ok(link) => {
             let chrome =
                 Chrome::new(ctx, "resets").flash(format!("Link issued for {}", link.email));
-            resets_view(state, ctx, chrome, Some(link), None).await
+            resets_view(state, ctx, chrome, Some(link), None, None).await
         }
         Err(e) if e.status().is_client_error() => {
-            resets_view(state, ctx, Chrome::new(ctx, "resets"), None, Some(&e)).await
+            resets_view(state, ctx, Chrome::new(ctx, "resets"), None, Some(&e), None).await
         }
         Err(e) => e.into_response(),
     }
@@ -392,7 +408,15 @@ async fn dismiss_reset(
     match reset::dismiss(&ctx.tenant, &id, &ctx.actor()).await {
         Ok(_) => Redirect::to("/console/resets?done=dismissed").into_response(),
         Err(e) if e.status().is_client_error() => {
-            resets_view(&state, &ctx, Chrome::new(&ctx, "resets"), None, Some(&e)).await
+            resets_view(
+                &state,
+                &ctx,
+                Chrome::new(&ctx, "resets"),
+                None,
+                Some(&e),
+                None,
+            )
+            .await
         }
         Err(e) => e.into_response(),
     }
