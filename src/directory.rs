@@ -887,12 +887,26 @@ pub async fn set_group_members(
     user_ids: &[String],
     actor: &str,
 ) -> AppResult<Group> {
+    edit_group_members(pool, id, actor, |ids| *ids = user_ids.to_vec()).await
+}
+
+/// Changes a group's members from what they are inside the same transaction (the audit
+/// chain's lock serialises it with every other change), so two admins adding and removing
+/// at once both count. `edit` gets the member ids. Audited like [`set_group_members`].
+pub async fn edit_group_members(
+    pool: &AnyPool,
+    id: &str,
+    actor: &str,
+    edit: impl FnOnce(&mut Vec<String>),
+) -> AppResult<Group> {
     let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     let before = group_on(&mut tx, id)
         .await?
         .ok_or_else(|| AppError::not_found("no such group"))?;
-    let users = known_users(&mut tx, user_ids).await?;
+    let mut user_ids: Vec<String> = before.members.iter().map(|m| m.id.clone()).collect();
+    edit(&mut user_ids);
+    let users = known_users(&mut tx, &user_ids).await?;
     sqlx::query("DELETE FROM group_members WHERE group_id = $1")
         .bind(id)
         .execute(&mut *tx)
@@ -1388,11 +1402,55 @@ pub async fn set_record_team(
     excluded: &[Principal],
     actor: &str,
 ) -> AppResult<RecordDetail> {
+    edit_record_team(pool, id, actor, |t| {
+        *t = TeamEdit {
+            firm_wide,
+            members: members.to_vec(),
+            excluded: excluded.to_vec(),
+        };
+    })
+    .await
+}
+
+/// A record's team as an edit sees it.
+#[derive(Debug, Clone)]
+pub struct TeamEdit {
+    pub firm_wide: bool,
+    pub members: Vec<Principal>,
+    pub excluded: Vec<Principal>,
+}
+
+fn principals_of(list: &[access::NamedPrincipal]) -> Vec<Principal> {
+    list.iter()
+        .map(|p| Principal {
+            kind: p.kind,
+            id: p.id.clone(),
+        })
+        .collect()
+}
+
+/// Changes a record's team from what it is inside the same transaction (the audit chain's
+/// lock serialises it with every other change), so a wall added by one admin is never
+/// lost to another admin's simultaneous edit. Validated and audited like
+/// [`set_record_team`].
+pub async fn edit_record_team(
+    pool: &AnyPool,
+    id: &str,
+    actor: &str,
+    edit: impl FnOnce(&mut TeamEdit),
+) -> AppResult<RecordDetail> {
     let mut tx = crate::tenancy::db::begin(pool).await?;
     audit::lock_chain(&mut tx).await?;
     let before = record_detail_on(&mut tx, id)
         .await?
         .ok_or_else(|| AppError::not_found("no such record"))?;
+    let mut t = TeamEdit {
+        firm_wide: before.firm_wide,
+        members: principals_of(&before.members),
+        excluded: principals_of(&before.excluded),
+    };
+    edit(&mut t);
+    let (firm_wide, members, excluded) = (t.firm_wide, &t.members, &t.excluded);
     access::validate_team(&mut tx, members, excluded).await?;
     let team_before = access::team_of(&mut tx, id).await?;
     access::write_team(&mut tx, id, firm_wide, members, excluded).await?;

@@ -64,8 +64,32 @@ async fn audited(
     Ok(())
 }
 
-/// Adds a sign-in domain. 422 `invalid-domain`; 409 `domain-taken` when any firm on this
-/// instance has it (which one is not said). Audited `tenant.domain_added`.
+/// Mail services whose addresses belong to people, not to a firm: never a firm's domain.
+const PERSONAL_MAIL: &[&str] = &[
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "live.com",
+    "msn.com",
+    "yahoo.com",
+    "icloud.com",
+    "me.com",
+    "aol.com",
+    "proton.me",
+    "protonmail.com",
+    "gmx.com",
+    "gmx.net",
+    "gmx.de",
+    "web.de",
+    "yandex.com",
+    "mail.com",
+    "zoho.com",
+];
+
+/// Adds a sign-in domain. 422 `invalid-domain`, 422 `personal-mail-domain` (gmail.com and
+/// the like); 409 `domain-taken` when any firm on this instance has it or has an address
+/// in it mapped (which firm is not said). Audited `tenant.domain_added`.
 pub async fn add_domain(
     catalog: &Catalog,
     tenant: &Tenant,
@@ -79,7 +103,20 @@ pub async fn add_domain(
             format!("“{domain}” is not a domain name: give one such as example-law.com"),
         ));
     }
-    if !catalog.add_domain(&tenant.id, &domain).await? {
+    if PERSONAL_MAIL.contains(&domain.as_str()) {
+        return Err(AppError::unprocessable(
+            "personal-mail-domain",
+            format!(
+                "{domain} is a personal-mail service, not a firm's domain: map single \
+                 addresses of it instead"
+            ),
+        ));
+    }
+    if catalog
+        .domain_has_others_addresses(&tenant.id, &domain)
+        .await?
+        || !catalog.add_domain(&tenant.id, &domain).await?
+    {
         return Err(conflict(
             "domain-taken",
             format!(
@@ -245,14 +282,12 @@ pub async fn unmap_address(
 }
 
 /// Sets the subject pattern (a regular expression, 500 characters at most); an empty one
-/// goes back to docket's default. 422 `invalid-pattern`. Audited `setting.changed`.
+/// removes the firm's own, so docket's default (and its future improvements) applies. 422 `invalid-pattern`. Audited `setting.changed`.
 pub async fn set_subject_pattern(tenant: &Tenant, pattern: &str, actor: &str) -> AppResult<()> {
     let pattern = pattern.trim();
-    let pattern = if pattern.is_empty() {
-        suggest::DEFAULT_SUBJECT_PATTERN
-    } else {
-        pattern
-    };
+    if pattern.is_empty() {
+        return suggest::clear_setting(&tenant.db, "subject_pattern", actor).await;
+    }
     suggest::validate_pattern(pattern)
         .map_err(|m| AppError::unprocessable("invalid-pattern", m))?;
     suggest::set_setting(&tenant.db, "subject_pattern", pattern, actor).await
@@ -273,7 +308,11 @@ pub async fn test_subject_pattern(
     pattern: &str,
     subject: &str,
 ) -> AppResult<Vec<Found>> {
-    let re = suggest::validate_pattern(pattern.trim())
+    let pattern = match pattern.trim() {
+        "" => suggest::DEFAULT_SUBJECT_PATTERN,
+        p => p,
+    };
+    let re = suggest::validate_pattern(pattern)
         .map_err(|m| AppError::unprocessable("invalid-pattern", m))?;
     let mut out: Vec<Found> = Vec::new();
     for m in re.find_iter(subject).take(10) {

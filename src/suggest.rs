@@ -113,6 +113,24 @@ pub async fn set_setting(pool: &AnyPool, key: &str, value: &str, actor: &str) ->
     Ok(())
 }
 
+/// Removes a setting (back to its default), audited `setting.changed` with a null value.
+pub async fn clear_setting(pool: &AnyPool, key: &str, actor: &str) -> AppResult<()> {
+    let mut tx = crate::tenancy::db::begin(pool).await?;
+    crate::audit::lock_chain(&mut tx).await?;
+    sqlx::query("DELETE FROM settings WHERE key = $1")
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+    crate::audit::append(
+        &mut tx,
+        &crate::audit::AuditEvent::new(actor, "setting.changed", key)
+            .detail(serde_json::json!({ "value": null })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The tenant's subject pattern, validated.
 pub async fn subject_pattern(pool: &AnyPool) -> AppResult<Regex> {
     let p = setting(pool, "subject_pattern")

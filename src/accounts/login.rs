@@ -853,9 +853,11 @@ pub async fn change_password(
             "the current password is not correct",
         ));
     }
+    // Argon2 takes a while: never while holding the firm's write lock.
+    let hashed = password::hash_blocking(new).await?;
     let mut tx = tenant.begin().await?;
     audit::lock_chain(&mut tx).await?;
-    password::change_password(&mut tx, &user.id, new, &session.id_hash).await?;
+    password::store_changed_password(&mut tx, &user.id, &hashed, &session.id_hash).await?;
     audit::append(
         &mut tx,
         &AuditEvent::new(&user.email, "password.changed", &user.id)

@@ -180,16 +180,16 @@ pub async fn set_password(
     store_hash(conn, user_id, &hashed, None).await
 }
 
-/// Like [`set_password`], but the user's own session `keep` (its `id_hash`) stays signed
-/// in: every other session ends. For a user changing their own password.
-pub async fn change_password(
+/// Stores an already checked and hashed new password of a user changing their own: like
+/// [`set_password`], but their session `keep` (its `id_hash`) stays signed in while every
+/// other one ends. Hash first ([`hash_blocking`]), outside any transaction.
+pub async fn store_changed_password(
     conn: &mut AnyConnection,
     user_id: &str,
-    password: &str,
+    hashed: &str,
     keep: &str,
 ) -> AppResult<()> {
-    let hashed = checked_hash(conn, user_id, password).await?;
-    store_hash(conn, user_id, &hashed, Some(keep)).await
+    store_hash(conn, user_id, hashed, Some(keep)).await
 }
 
 /// The policy check against the user's own address and name (422 `weak-password`), then
@@ -220,7 +220,7 @@ async fn store_hash(
     let now = now_rfc3339();
     let n = sqlx::query(
         "UPDATE local_accounts SET password_hash = $1, failed_logins = 0, locked_at = NULL, \
-         password_set_at = $2 WHERE user_id = $3",
+         password_set_at = $2, totp_pending_enc = NULL WHERE user_id = $3",
     )
     .bind(hashed)
     .bind(&now)

@@ -181,7 +181,7 @@ fn already_enrolled() -> AppError {
 }
 
 /// Proposes a new secret (stored sealed as pending until confirmed by a code). Refused
-/// once an authenticator is confirmed: replacing one needs an admin to reset it.
+/// once an authenticator is confirmed: replacing one is [`begin_reenrolment`].
 pub async fn begin_enrolment(tenant: &Tenant, user: &User) -> AppResult<Enrolment> {
     let Some(s) = secrets(tenant, &user.id).await? else {
         return Err(AppError::new(
@@ -285,16 +285,14 @@ fn not_enrolled() -> AppError {
 
 /// Replacing a confirmed authenticator (a new phone): proposes a new secret, kept sealed as
 /// pending beside the active one, which goes on working until a code from the new app
-/// confirms the swap ([`confirm_reenrolment`]). The same pending secret on reload, so a
-/// scanned code stays valid. The caller has made the user prove the old factor (a recent
-/// step-up with the old app's code or a recovery code). 409 `not-enrolled` without one.
+/// confirms the swap ([`confirm_reenrolment`]). Every call makes a new secret (a key seen
+/// once, by anyone, is never handed to the user later); [`pending_reenrolment`] shows the
+/// current one again. The caller has made the user prove the old factor (a recent step-up
+/// with the old app's code or a recovery code). 409 `not-enrolled` without one.
 pub async fn begin_reenrolment(tenant: &Tenant, user: &User) -> AppResult<Enrolment> {
     let s = secrets(tenant, &user.id).await?.ok_or_else(not_enrolled)?;
     if s.active.is_none() {
         return Err(not_enrolled());
-    }
-    if let Some(p) = s.pending {
-        return enrolment(&p, &user.email);
     }
     let mut secret = [0u8; 20];
     rand::rngs::OsRng.fill_bytes(&mut secret);
@@ -308,6 +306,18 @@ pub async fn begin_reenrolment(tenant: &Tenant, user: &User) -> AppResult<Enrolm
     .execute(&tenant.db)
     .await?;
     enrolment(&secret, &user.email)
+}
+
+/// The replacement in progress (to show the same QR code after a mistyped code), if any.
+pub async fn pending_reenrolment(tenant: &Tenant, user: &User) -> AppResult<Option<Enrolment>> {
+    match secrets(tenant, &user.id).await? {
+        Some(Secrets {
+            active: Some(_),
+            pending: Some(p),
+            ..
+        }) => enrolment(&p, &user.email).map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// Confirms a re-enrolment with a code from the new app: the pending secret replaces the

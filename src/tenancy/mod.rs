@@ -570,6 +570,23 @@ impl Catalog {
         }
     }
 
+    /// Whether an address in `domain` is mapped to a tenant other than `tenant_id` (such a
+    /// person signs in to that other firm, which a domain claim must not take over).
+    pub async fn domain_has_others_addresses(
+        &self,
+        tenant_id: &str,
+        domain: &str,
+    ) -> anyhow::Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 FROM tenant_addresses WHERE email LIKE $1 AND tenant_id <> $2 LIMIT 1",
+        )
+        .bind(format!("%@{}", domain.trim().to_ascii_lowercase()))
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// Removes a sign-in domain of a tenant; `false` when the tenant does not have it.
     pub async fn remove_domain(&self, tenant_id: &str, domain: &str) -> anyhow::Result<bool> {
         let n = sqlx::query("DELETE FROM tenant_domains WHERE domain = $1 AND tenant_id = $2")

@@ -1644,12 +1644,17 @@ both_backends!(
         let (s, html) = console_get(&web, &app, "/console/security/authenticator", &mine).await;
         assert_eq!(s, 200, "{html}");
         assert!(html.contains("<img src=\"data:image/svg+xml;base64,"));
-        let b32 = between(&html, "aria-label=\"Secret key\">", "<")
+        let first = between(&html, "aria-label=\"Secret key\">", "<")
             .trim()
             .to_string();
+        // Each visit makes a new key: one seen before (by anyone) is never the one to use.
         let (_, again) = console_get(&web, &app, "/console/security/authenticator", &mine).await;
-        assert!(again.contains(&b32), "the same new secret on reload");
-        let new_secret = totp_rs::Secret::Encoded(b32).to_bytes().unwrap();
+        let b32 = between(&again, "aria-label=\"Secret key\">", "<")
+            .trim()
+            .to_string();
+        assert_ne!(b32, first);
+        let new_secret = totp_rs::Secret::Encoded(b32.clone()).to_bytes().unwrap();
+        let stale = totp_rs::Secret::Encoded(first).to_bytes().unwrap();
         assert_ne!(new_secret, old_secret);
 
         // Until confirmed, the old authenticator still signs in; a wrong code changes nothing.
@@ -1663,6 +1668,14 @@ both_backends!(
         )
         .await;
         assert_eq!(r.status(), 422);
+        assert!(
+            r.text().await.unwrap().contains(&b32),
+            "the same key after a mistyped code"
+        );
+        let code = totp::code_at(&stale, now());
+        let form = [("csrf", csrf.as_str()), ("code", code.as_str())];
+        let r = console_post(&web, &app, path, &mine, &form).await;
+        assert_eq!(r.status(), 422, "the key shown first no longer counts");
         assert_eq!(audit_count(&a, "totp.replaced").await, 0);
         forget_last_step(&a, &uid).await;
         full_login(&app, "adam@a.test", NEW, &totp::code_at(&old_secret, now())).await;

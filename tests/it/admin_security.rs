@@ -2074,9 +2074,12 @@ both_backends!(
             .await
             .unwrap();
         assert_eq!(
-            stored.as_deref(),
-            Some(docket::suggest::DEFAULT_SUBJECT_PATTERN)
+            stored, None,
+            "an empty pattern goes back to docket's default"
         );
+        assert_eq!(audits("setting.changed").await, 2);
+        let (_, html) = crate::common::page(&app, &cookie, "/console/tenant").await;
+        assert!(html.contains("This is docket's default."), "{html}");
         // Who signs in needs a recent sign-in: an older session is asked to confirm first.
         sqlx::query("UPDATE sessions SET reauth_at = $1")
             .bind(docket::time_fmt::format_utc(

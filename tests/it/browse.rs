@@ -630,5 +630,21 @@ both_backends!(
             !html.contains("<b>settlement"),
             "nothing from the mail is markup"
         );
+        // A wall binds admins in the audit log too: the subject of a filing they may not
+        // see is not shown.
+        let adam = user_id(&a, "adam@a.test").await;
+        let wall = [docket::access::Principal {
+            kind: docket::access::PrincipalKind::User,
+            id: adam,
+        }];
+        directory::set_record_team(&a.db, &rec.id, true, &[], &wall, "test")
+            .await
+            .unwrap();
+        let (_, html) = page(&app, &cookie, "/console/audit").await;
+        assert!(!html.contains("draft &lt;b&gt;settlement"), "{html}");
+        assert!(
+            html.contains(&format!("<a href=\"/console/filings/{fid}\">a message</a>")),
+            "{html}"
+        );
     }
 );

@@ -508,11 +508,12 @@ async fn reenrol_post(ConsoleForm(ctx, f): ConsoleForm<ReauthForm>) -> Response 
             }
         }
         Err(err) if err.slug() == "invalid-code" => {
-            match totp::begin_reenrolment(&ctx.tenant, &ctx.user).await {
-                Ok(e) => render_status(
+            match totp::pending_reenrolment(&ctx.tenant, &ctx.user).await {
+                Ok(Some(e)) => render_status(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     &reenrol_page(&ctx, e, Some(err.to_string())),
                 ),
+                Ok(None) => redirect(REENROL),
                 Err(e) => e.into_response(),
             }
         }

@@ -36,6 +36,17 @@ async fn fetch(
     sql: &str,
     keys: &BTreeSet<String>,
 ) -> AppResult<Vec<sqlx::any::AnyRow>> {
+    fetch_with(pool, sql, keys, None).await
+}
+
+/// The rows of `sql` whose `{in}` is the keys' placeholders; `last`, when given, is bound
+/// after the keys (the viewer of a visibility check). Nothing for no keys.
+async fn fetch_with(
+    pool: &AnyPool,
+    sql: &str,
+    keys: &BTreeSet<String>,
+    last: Option<&str>,
+) -> AppResult<Vec<sqlx::any::AnyRow>> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
@@ -43,6 +54,9 @@ async fn fetch(
     let mut q = sqlx::query(&sql);
     for k in keys {
         q = q.bind(k.clone());
+    }
+    if let Some(v) = last {
+        q = q.bind(v.to_string());
     }
     Ok(q.fetch_all(pool).await?)
 }
@@ -56,13 +70,20 @@ fn target_of(e: &AuditRow) -> Option<&str> {
 
 impl Names {
     /// Looks up every person, record and filing the entries name.
-    pub async fn load(pool: &AnyPool, rows: &[AuditRow]) -> AppResult<Names> {
+    /// Message subjects only of filings `viewer` may see (ethical walls bind admins too):
+    /// others read "a message".
+    pub async fn load(pool: &AnyPool, rows: &[AuditRow], viewer: &str) -> AppResult<Names> {
         let mut ids = BTreeSet::new();
         let mut emails = BTreeSet::new();
         let mut refs = BTreeSet::new();
         for e in rows {
             ids.insert(e.subject.clone());
-            emails.insert(e.actor.to_ascii_lowercase());
+            // `alice@x (token …)`: the person.
+            let actor = e
+                .actor
+                .split_once(" (")
+                .map_or(e.actor.as_str(), |(a, _)| a);
+            emails.insert(actor.to_ascii_lowercase());
             for k in ["owner", "user_id"] {
                 if let Some(v) = e.detail.get(k).and_then(Value::as_str) {
                     ids.insert(v.to_string());
@@ -102,10 +123,12 @@ impl Names {
                 .insert(format!("{kind}:{reference}"), id.clone());
             n.records.insert(id, format!("{reference} “{title}”"));
         }
-        let fil_sql =
+        let fil_sql = format!(
             "SELECT f.id, m.subject FROM filings f JOIN messages m ON m.id = f.message_id \
-                       WHERE f.id IN ({in})";
-        for r in fetch(pool, fil_sql, &ids).await? {
+             JOIN records r ON r.id = f.record_id WHERE f.id IN ({{in}}) AND {}",
+            crate::access::visible_sql("r", ids.len() + 1)
+        );
+        for r in fetch_with(pool, &fil_sql, &ids, Some(viewer)).await? {
             let subject: Option<String> = r.get(1);
             n.filings
                 .insert(r.get(0), subject.unwrap_or_else(|| "(no subject)".into()));

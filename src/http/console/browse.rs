@@ -225,7 +225,7 @@ async fn audit(
         ),
         _ => None,
     };
-    let names = super::audit_words::Names::load(&ctx.tenant.db, &rows).await?;
+    let names = super::audit_words::Names::load(&ctx.tenant.db, &rows, &ctx.user.id).await?;
     let rows = rows
         .into_iter()
         .map(|row| AuditLine {

@@ -367,10 +367,7 @@ async fn change_member(
 ) -> AppResult<Response> {
     let r = async {
         let db = &ctx.tenant.db;
-        let g = directory::group(db, &id)
-            .await?
-            .ok_or_else(|| AppError::not_found("no such group"))?;
-        let mut ids: Vec<String> = g.members.iter().map(|m| m.id.clone()).collect();
+        let actor = ctx.actor();
         match change.as_str() {
             "add" => {
                 let who = f.who.trim();
@@ -380,7 +377,7 @@ async fn change_member(
                         || (!who.contains('@') && u.display_name.eq_ignore_ascii_case(who))
                 });
                 let u = match (hits.next(), hits.next()) {
-                    (Some(u), None) => u,
+                    (Some(u), None) => u.id.clone(),
                     _ => {
                         return Err(AppError::unprocessable(
                             "unknown-user",
@@ -388,14 +385,20 @@ async fn change_member(
                         ))
                     }
                 };
-                if !ids.contains(&u.id) {
-                    ids.push(u.id.clone());
-                }
+                directory::edit_group_members(db, &id, &actor, |ids| {
+                    if !ids.contains(&u) {
+                        ids.push(u)
+                    }
+                })
+                .await
             }
-            "remove" => ids.retain(|m| *m != f.user),
-            _ => return Err(AppError::not_found("no such page")),
+            "remove" => {
+                let gone = f.user.clone();
+                directory::edit_group_members(db, &id, &actor, |ids| ids.retain(|m| *m != gone))
+                    .await
+            }
+            _ => Err(AppError::not_found("no such page")),
         }
-        directory::set_group_members(db, &id, &ids, &ctx.actor()).await
     }
     .await;
     groups_result(&ctx, r, "members").await

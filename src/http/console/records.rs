@@ -107,6 +107,8 @@ struct ListPage {
     chrome: Chrome,
     records: Vec<(Record, Glance)>,
     pager: super::pager::Pager,
+    /// The search found the most a list holds (5000): there may be more.
+    capped: bool,
     q: String,
     status: String,
     kind: String,
@@ -138,6 +140,7 @@ async fn list_page(
     };
     let (filter, limit) = filter_of(&rq)?;
     let all = directory::search_catalogue(&ctx.tenant.db, &filter, limit).await?;
+    let capped = all.len() as i64 == limit;
     let (q, status, kind) = (
         lq.q.clone().unwrap_or_default(),
         lq.status.clone().unwrap_or_default(),
@@ -163,6 +166,7 @@ async fn list_page(
         chrome,
         records,
         pager,
+        capped,
         q,
         status,
         kind,
@@ -488,15 +492,6 @@ async fn resolve_principal(db: &sqlx::AnyPool, who: &str) -> AppResult<Principal
     }
 }
 
-fn principals(list: &[crate::access::NamedPrincipal]) -> Vec<Principal> {
-    list.iter()
-        .map(|p| Principal {
-            kind: p.kind,
-            id: p.id.clone(),
-        })
-        .collect()
-}
-
 #[derive(Deserialize)]
 struct TeamChange {
     /// The add form: who (address, group name), and `member` or `excluded`.
@@ -520,36 +515,44 @@ async fn change_team(
 ) -> AppResult<Response> {
     let r = async {
         let db = &ctx.tenant.db;
-        let rec = directory::record_detail(db, &id)
-            .await?
-            .ok_or_else(|| AppError::not_found("no such record"))?;
-        let (mut members, mut excluded) = (principals(&rec.members), principals(&rec.excluded));
-        let mut firm_wide = rec.firm_wide;
+        let actor = ctx.actor();
         match change.as_str() {
             "add" => {
                 let p = resolve_principal(db, &f.who).await?;
-                members.retain(|m| m != &p);
-                excluded.retain(|m| m != &p);
-                match f.effect.as_str() {
-                    "member" => members.push(p),
-                    "excluded" => excluded.push(p),
+                let wall = match f.effect.as_str() {
+                    "member" => false,
+                    "excluded" => true,
                     other => {
-                        return Err(AppError::unprocessable(
-                            "invalid-access",
-                            format!("unknown access {other:?}"),
-                        ))
+                        let msg = format!("unknown access {other:?}");
+                        return Err(AppError::unprocessable("invalid-access", msg));
                     }
-                }
+                };
+                directory::edit_record_team(db, &id, &actor, |t| {
+                    t.members.retain(|m| m != &p);
+                    t.excluded.retain(|m| m != &p);
+                    if wall {
+                        t.excluded.push(p)
+                    } else {
+                        t.members.push(p)
+                    }
+                })
+                .await
             }
             "remove" => {
-                let keep = |p: &Principal| principal_text(p.kind, &p.id) != f.principal;
-                members.retain(keep);
-                excluded.retain(keep);
+                let gone = f.principal.clone();
+                directory::edit_record_team(db, &id, &actor, |t| {
+                    let keep = |p: &Principal| principal_text(p.kind, &p.id) != gone;
+                    t.members.retain(keep);
+                    t.excluded.retain(keep);
+                })
+                .await
             }
-            "firm-wide" => firm_wide = f.firm_wide.is_some(),
-            _ => return Err(AppError::not_found("no such page")),
+            "firm-wide" => {
+                let on = f.firm_wide.is_some();
+                directory::edit_record_team(db, &id, &actor, |t| t.firm_wide = on).await
+            }
+            _ => Err(AppError::not_found("no such page")),
         }
-        directory::set_record_team(db, &id, firm_wide, &members, &excluded, &ctx.actor()).await
     }
     .await;
     after(&ctx, &id, r, "team").await
