@@ -92,39 +92,37 @@ pub async fn setting(pool: &AnyPool, key: &str) -> AppResult<Option<String>> {
 }
 
 pub async fn set_setting(pool: &AnyPool, key: &str, value: &str, actor: &str) -> AppResult<()> {
-    let mut tx = crate::tenancy::db::begin(pool).await?;
-    crate::audit::lock_chain(&mut tx).await?;
-    sqlx::query("DELETE FROM settings WHERE key = $1")
-        .bind(key)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2)")
-        .bind(key)
-        .bind(value)
-        .execute(&mut *tx)
-        .await?;
-    crate::audit::append(
-        &mut tx,
-        &crate::audit::AuditEvent::new(actor, "setting.changed", key)
-            .detail(serde_json::json!({ "value": value })),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
+    write_setting(pool, key, Some(value), actor).await
 }
 
 /// Removes a setting (back to its default), audited `setting.changed` with a null value.
 pub async fn clear_setting(pool: &AnyPool, key: &str, actor: &str) -> AppResult<()> {
+    write_setting(pool, key, None, actor).await
+}
+
+async fn write_setting(
+    pool: &AnyPool,
+    key: &str,
+    value: Option<&str>,
+    actor: &str,
+) -> AppResult<()> {
     let mut tx = crate::tenancy::db::begin(pool).await?;
     crate::audit::lock_chain(&mut tx).await?;
     sqlx::query("DELETE FROM settings WHERE key = $1")
         .bind(key)
         .execute(&mut *tx)
         .await?;
+    if let Some(v) = value {
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2)")
+            .bind(key)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+    }
     crate::audit::append(
         &mut tx,
         &crate::audit::AuditEvent::new(actor, "setting.changed", key)
-            .detail(serde_json::json!({ "value": null })),
+            .detail(serde_json::json!({ "value": value })),
     )
     .await?;
     tx.commit().await?;

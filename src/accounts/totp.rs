@@ -193,6 +193,11 @@ pub async fn begin_enrolment(tenant: &Tenant, user: &User) -> AppResult<Enrolmen
     if s.active.is_some() {
         return Err(already_enrolled());
     }
+    propose_secret(tenant, user).await
+}
+
+/// A new random secret, stored sealed as the user's pending one (replacing any earlier).
+async fn propose_secret(tenant: &Tenant, user: &User) -> AppResult<Enrolment> {
     let mut secret = [0u8; 20];
     rand::rngs::OsRng.fill_bytes(&mut secret);
     let sealed = tenant.blobs.seal_secret(&purpose(&user.id), &secret);
@@ -204,16 +209,21 @@ pub async fn begin_enrolment(tenant: &Tenant, user: &User) -> AppResult<Enrolmen
     enrolment(&secret, &user.email)
 }
 
-/// The enrolment in progress (to show the same QR code again), if any.
-pub async fn pending_enrolment(tenant: &Tenant, user: &User) -> AppResult<Option<Enrolment>> {
+/// The pending secret, if any, when the user's enrolment state is `enrolled`.
+async fn pending_of(tenant: &Tenant, user: &User, enrolled: bool) -> AppResult<Option<Enrolment>> {
     match secrets(tenant, &user.id).await? {
         Some(Secrets {
-            active: None,
+            active,
             pending: Some(p),
             ..
-        }) => enrolment(&p, &user.email).map(Some),
+        }) if active.is_some() == enrolled => enrolment(&p, &user.email).map(Some),
         _ => Ok(None),
     }
+}
+
+/// The enrolment in progress (to show the same QR code again), if any.
+pub async fn pending_enrolment(tenant: &Tenant, user: &User) -> AppResult<Option<Enrolment>> {
+    pending_of(tenant, user, false).await
 }
 
 /// Confirms the pending secret with a code from the app: it becomes the user's TOTP secret,
@@ -294,30 +304,12 @@ pub async fn begin_reenrolment(tenant: &Tenant, user: &User) -> AppResult<Enrolm
     if s.active.is_none() {
         return Err(not_enrolled());
     }
-    let mut secret = [0u8; 20];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
-    let sealed = tenant.blobs.seal_secret(&purpose(&user.id), &secret);
-    sqlx::query(
-        "UPDATE local_accounts SET totp_pending_enc = $1 \
-         WHERE user_id = $2 AND totp_secret_enc IS NOT NULL",
-    )
-    .bind(sealed)
-    .bind(&user.id)
-    .execute(&tenant.db)
-    .await?;
-    enrolment(&secret, &user.email)
+    propose_secret(tenant, user).await
 }
 
 /// The replacement in progress (to show the same QR code after a mistyped code), if any.
 pub async fn pending_reenrolment(tenant: &Tenant, user: &User) -> AppResult<Option<Enrolment>> {
-    match secrets(tenant, &user.id).await? {
-        Some(Secrets {
-            active: Some(_),
-            pending: Some(p),
-            ..
-        }) => enrolment(&p, &user.email).map(Some),
-        _ => Ok(None),
-    }
+    pending_of(tenant, user, true).await
 }
 
 /// Confirms a re-enrolment with a code from the new app: the pending secret replaces the

@@ -977,7 +977,9 @@ async fn console_pages_create_edit_move_and_dry_run() {
     let (s, html) = c.upload("/console/rules/dry-run", b"", fid).await;
     assert_eq!(s, 200, "{html}");
     assert!(html.contains("from dana@legal.acme.com is in domain acme.com"));
-    assert!(html.contains("Suggested: matter:M-1 — Acme v. Widget (rule Acme all)"));
+    assert!(html.contains(
+        "Suggested: <span class=\"ref\">matter:M-1</span> — Acme v. Widget (rule Acme all)"
+    ));
     // Neither given, or a bad filing id: the page says so.
     let (s, html) = c.upload("/console/rules/dry-run", b"", "").await;
     assert_eq!(s, 422);

@@ -1301,7 +1301,7 @@ async fn console_people_and_records_pages() {
     .await;
     assert_eq!(s, 422);
     assert!(
-        html.contains("neither the address of a person nor the name of a group"),
+        html.contains("neither the address of one person nor the name of a group"),
         "{html}"
     );
     let (s, _) = team("firm-wide", vec![]).await;

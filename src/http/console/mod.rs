@@ -157,6 +157,24 @@ pub struct ConfirmPage {
     pub back: String,
 }
 
+/// The one person `who` names in a picker: their address, or a display name only one person
+/// has (both case-insensitive). `None` when no one, or several, match.
+pub async fn person_named(
+    db: &sqlx::AnyPool,
+    who: &str,
+) -> crate::error::AppResult<Option<crate::directory::User>> {
+    let who = who.trim();
+    let users = crate::directory::list_users(db).await?;
+    let mut hits = users.into_iter().filter(|u| {
+        u.email.eq_ignore_ascii_case(who)
+            || (!who.contains('@') && u.display_name.eq_ignore_ascii_case(who))
+    });
+    Ok(match (hits.next(), hits.next()) {
+        (Some(u), None) => Some(u),
+        _ => None,
+    })
+}
+
 /// Whether a destructive form carries its confirmation (`confirm=yes`).
 pub fn confirmed(confirm: &Option<String>) -> bool {
     confirm.as_deref() == Some("yes")

@@ -370,21 +370,16 @@ async fn change_member(
         let actor = ctx.actor();
         match change.as_str() {
             "add" => {
-                let who = f.who.trim();
-                let users = directory::list_users(db).await?;
-                let mut hits = users.iter().filter(|u| {
-                    u.email.eq_ignore_ascii_case(who)
-                        || (!who.contains('@') && u.display_name.eq_ignore_ascii_case(who))
-                });
-                let u = match (hits.next(), hits.next()) {
-                    (Some(u), None) => u.id.clone(),
-                    _ => {
-                        return Err(AppError::unprocessable(
-                            "unknown-user",
-                            format!("“{who}” is not the address of one person of this firm"),
-                        ))
-                    }
+                let Some(u) = super::person_named(db, &f.who).await? else {
+                    return Err(AppError::unprocessable(
+                        "unknown-user",
+                        format!(
+                            "“{}” is not the address of one person of this firm",
+                            f.who.trim()
+                        ),
+                    ));
                 };
+                let u = u.id;
                 directory::edit_group_members(db, &id, &actor, |ids| {
                     if !ids.contains(&u) {
                         ids.push(u)

@@ -450,7 +450,10 @@ fn principal_text(kind: PrincipalKind, id: &str) -> String {
 fn unknown_principal(who: &str) -> AppError {
     AppError::unprocessable(
         "unknown-principal",
-        format!("“{who}” is neither the address of a person nor the name of a group of this firm"),
+        format!(
+            "“{who}” is neither the address of one person nor the name of a group of this \
+             firm (a name several people share needs the address)"
+        ),
     )
 }
 
@@ -474,21 +477,12 @@ async fn resolve_principal(db: &sqlx::AnyPool, who: &str) -> AppResult<Principal
     if group_name.is_some() {
         return Err(unknown_principal(who));
     }
-    let users = directory::list_users(db).await?;
-    let mut hits = users.iter().filter(|u| {
-        u.email.eq_ignore_ascii_case(who)
-            || (!who.contains('@') && u.display_name.eq_ignore_ascii_case(who))
-    });
-    match (hits.next(), hits.next()) {
-        (Some(u), None) => Ok(Principal {
+    match super::person_named(db, who).await? {
+        Some(u) => Ok(Principal {
             kind: PrincipalKind::User,
-            id: u.id.clone(),
+            id: u.id,
         }),
-        (Some(_), Some(_)) => Err(AppError::unprocessable(
-            "ambiguous-principal",
-            format!("several people are called “{who}”: give the address instead"),
-        )),
-        (None, _) => Err(unknown_principal(who)),
+        None => Err(unknown_principal(who)),
     }
 }
 
