@@ -192,7 +192,8 @@ async fn as_new(
     root: &Path,
     old_key: &Key,
 ) -> anyhow::Result<(Arc<Tenant>, usize)> {
-    let info = catalog.create_tenant(name, &[], "operator").await?;
+    // Born suspended: nothing else opens it while its database files are replaced.
+    let info = catalog.create_suspended_tenant(name, "operator").await?;
     let made = async {
         write_database(catalog, &info.id, &m.backend, plain, true).await?;
         catalog.evict(&info.id).await;
@@ -206,7 +207,9 @@ async fn as_new(
         }
         // The copy's chain keeps the erasures recorded for the original.
         audit::anchor::copy_erasures(catalog.pool(), &m.tenant_id, &info.id).await?;
-        let t = open_restored(catalog, &info.id, m).await?;
+        open_restored(catalog, &info.id, m).await?;
+        catalog.set_status(&info.id, "active").await?;
+        let t = catalog.tenant(&info.id).await?;
         Ok::<_, anyhow::Error>((t, written))
     }
     .await;

@@ -286,6 +286,28 @@ impl Catalog {
         domains: &[String],
         actor: &str,
     ) -> anyhow::Result<TenantInfo> {
+        self.create_tenant_as(name, domains, actor, "active").await
+    }
+
+    /// As [`Catalog::create_tenant`], born `suspended`: no background task (retention,
+    /// sweeps, anchoring) and no request opens it until [`Catalog::set_status`] makes it
+    /// active. A restore into a new tenant replaces its database files first, which must
+    /// not happen under a connection opened meanwhile.
+    pub async fn create_suspended_tenant(
+        &self,
+        name: &str,
+        actor: &str,
+    ) -> anyhow::Result<TenantInfo> {
+        self.create_tenant_as(name, &[], actor, "suspended").await
+    }
+
+    async fn create_tenant_as(
+        &self,
+        name: &str,
+        domains: &[String],
+        actor: &str,
+        status: &str,
+    ) -> anyhow::Result<TenantInfo> {
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
             bail!("tenant name must be 1..=200 characters");
@@ -348,10 +370,11 @@ impl Catalog {
             let mut tx = crate::tenancy::db::begin(&self.pool).await?;
             sqlx::query(
                 "INSERT INTO tenants (id, name, status, created_at, db_name, db_password_enc, dek_enc) \
-                 VALUES ($1, $2, 'active', $3, $4, $5, $6)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&id)
             .bind(name)
+            .bind(status)
             .bind(now_rfc3339())
             .bind(db_name.clone())
             .bind(pw_enc.clone())
