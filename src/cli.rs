@@ -108,6 +108,42 @@ pub enum Command {
         #[command(subcommand)]
         action: MaintenanceAction,
     },
+    /// Measure docket itself (see the README's "How suggestions are ranked").
+    Eval {
+        #[command(subcommand)]
+        action: EvalAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EvalAction {
+    /// Replay a firm's mail history in time order — ask for suggestions as the filer, then
+    /// file to the true record — and print top-1, top-3, "no suggestion" and the confidence
+    /// calibration by category. Works in a throw-away SQLite tenant; touches no data dir.
+    Suggestions {
+        /// Seed of the synthetic firm (one seed, one firm); ignored with --dir.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Synthetic firm: number of records.
+        #[arg(long, default_value_t = 50)]
+        records: usize,
+        /// Synthetic firm: number of messages.
+        #[arg(long, default_value_t = 1500)]
+        messages: usize,
+        /// Replay a real history instead: DIR holds records.csv, truth.csv and the .eml
+        /// files (see the README).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// With --dir: the firm's own mail domain (default: the first filer's).
+        #[arg(long)]
+        firm_domain: Option<String>,
+        /// Also fit the confidence curve to this replay and print its coefficients.
+        #[arg(long)]
+        fit: bool,
+        /// Print the first N messages whose true record was not suggested first.
+        #[arg(long, default_value_t = 0)]
+        show_misses: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -630,6 +666,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut config = config;
+    if matches!(cli.command, Command::Eval { .. }) {
+        // A replay files thousands of messages: only warnings and errors go to the log.
+        config.log.filter = "warn".into();
+    }
     init_tracing(&config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -1186,6 +1227,46 @@ async fn run(
             let code = backup_command(&catalog, action).await;
             catalog.close().await;
             return code;
+        }
+        Command::Eval {
+            action:
+                EvalAction::Suggestions {
+                    seed,
+                    records,
+                    messages,
+                    dir,
+                    firm_domain,
+                    fit,
+                    show_misses,
+                },
+        } => {
+            let firm = match &dir {
+                Some(d) => crate::eval::folder::load(d, firm_domain.as_deref())?,
+                None => {
+                    crate::eval::synth::firm(seed, crate::eval::synth::Shape { records, messages })
+                }
+            };
+            let what = match &dir {
+                Some(d) => format!("{}", d.display()),
+                None => format!("synthetic firm, seed {seed}"),
+            };
+            println!(
+                "replaying {} messages, {} records ({what})",
+                firm.cases.len(),
+                firm.records.len()
+            );
+            let work = tempfile::tempdir()?;
+            let started = std::time::Instant::now();
+            let report = crate::eval::replay(&firm, work.path()).await?;
+            print!("{}", report.render());
+            println!("  replayed in {:.1} s", started.elapsed().as_secs_f64());
+            for m in report.misses.iter().take(show_misses) {
+                print!("  missed: {m}");
+            }
+            if fit {
+                let (a, b, c) = report.fit();
+                println!("  fitted confidence: A = {a:.3}, B = {b:.3}, C = {c:.3}");
+            }
         }
         Command::Maintenance {
             action: MaintenanceAction::Sweep { grace_minutes },

@@ -1227,6 +1227,7 @@ async fn insert_record(
         .execute(&mut *conn)
         .await?;
     write_contacts(conn, &id, &f.contacts).await?;
+    crate::suggest::terms::write_record_terms(conn, &id, &f.title, &f.client).await?;
     access::write_team(conn, &id, firm_wide, members, excluded).await?;
     audit::append(
         conn,
@@ -1356,6 +1357,7 @@ pub async fn update_record(
     if patch.contacts.is_some() {
         write_contacts(&mut tx, id, &fields.contacts).await?;
     }
+    crate::suggest::terms::write_record_terms(&mut tx, id, &fields.title, &fields.client).await?;
     let mut after = record_detail_on(&mut tx, id)
         .await?
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("record vanished")))?;

@@ -65,7 +65,7 @@ async fn audited(
 }
 
 /// Mail services whose addresses belong to people, not to a firm: never a firm's domain.
-const PERSONAL_MAIL: &[&str] = &[
+pub(crate) const PERSONAL_MAIL: &[&str] = &[
     "gmail.com",
     "googlemail.com",
     "outlook.com",

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dev;
 pub mod directory;
 pub mod error;
+pub mod eval;
 pub mod filing;
 pub mod firm_settings;
 pub mod gdpr;

@@ -691,6 +691,7 @@ pub async fn delete_filing(
     if others.is_none() {
         for sql in [
             "DELETE FROM message_attachments WHERE message_id = $1",
+            "DELETE FROM message_parties WHERE message_id = $1",
             "DELETE FROM messages WHERE id = $1",
         ] {
             sqlx::query(sql).bind(message_id).execute(&mut *tx).await?;

@@ -317,7 +317,9 @@ function contextToCardModel(context, ids, baseUrl) {
       if (firstSelectable < 0 && s.target && !filedValues[targetValue(s.target)]) firstSelectable = i;
     });
     var widgets = suggestions.map(function (s) {
-      var reasons = (s.reasons || []).join("; ");
+      // The two strongest reasons, after the likelihood in a word ("likely", "possible").
+      var reasons = (s.reasons || []).slice(0, 2).join("; ");
+      if (s.likelihood && s.likelihood !== "unsure") reasons = s.likelihood + (reasons ? ": " + reasons : "");
       return {
         type: "decoratedText",
         topLabel: s.target.kind || "",

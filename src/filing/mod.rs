@@ -254,6 +254,16 @@ impl MessageView {
 }
 
 /// The message's row and its attachments' rows, added to `writes`; returns the new id.
+/// The message's participants ([`crate::suggest::terms::parties`]).
+fn insert_parties(writes: &mut Script, id: &str, p: &ParsedMessage) {
+    for (address, domain) in crate::suggest::terms::parties(p) {
+        writes.push(
+            "INSERT INTO message_parties (message_id, address, domain) VALUES ($1, $2, $3)",
+            vec![id.into(), address.into(), domain.into()],
+        );
+    }
+}
+
 fn insert_message(
     writes: &mut Script,
     p: &ParsedMessage,
@@ -288,6 +298,7 @@ fn insert_message(
             (&p.content_sha256).into(),
         ],
     );
+    insert_parties(writes, &id, p);
     for a in &p.attachments {
         writes.push(
             "INSERT INTO message_attachments (message_id, idx, display_name, content_type, size, sha256) VALUES ($1, $2, $3, $4, $5, $6)",

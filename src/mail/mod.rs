@@ -92,7 +92,7 @@ impl ParsedAttachment {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ParsedMessage {
     /// `mid:<Message-ID>`, or `sha256:<hash of the CRLF-canonical bytes>` when it has none.
     pub dedup_key: String,
@@ -111,7 +111,14 @@ pub struct ParsedMessage {
     /// Message-ID are the same message only when this is equal too.
     pub content_sha256: String,
     pub attachments: Vec<ParsedAttachment>,
+    /// The start of the body's text (text parts, or the HTML converted to text), at most
+    /// [`BODY_EXCERPT_CHARS`] characters: what suggestions read (record words, the senders
+    /// of forwarded mail quoted in it).
+    pub body_excerpt: String,
 }
+
+/// Longest [`ParsedMessage::body_excerpt`], in characters.
+pub const BODY_EXCERPT_CHARS: usize = 4000;
 
 /// Longest display form of one header value, in characters; the raw message keeps it whole.
 pub const MAX_HEADER_DISPLAY_CHARS: usize = 2000;
@@ -423,8 +430,11 @@ fn extract(raw: &[u8], msg: &Message, limits: &Limits) -> Result<ParsedMessage, 
         raw_sha256,
         content_sha256: String::new(),
         attachments,
+        body_excerpt: String::new(),
     };
-    parsed.content_sha256 = content_fingerprint(raw, msg, &parsed);
+    let texts = content::body_texts(raw, msg, 100);
+    parsed.content_sha256 = content_fingerprint(raw, msg, &texts, &parsed);
+    parsed.body_excerpt = excerpt(&texts);
     Ok(parsed)
 }
 
@@ -437,7 +447,7 @@ fn extract(raw: &[u8], msg: &Message, limits: &Limits) -> Result<ParsedMessage, 
 /// twice, with CRLF or LF, refolded or re-encoded (base64 ↔ quoted-printable ↔ 8bit) has
 /// one fingerprint; a message differing in any header a reader sees, in its body or in an
 /// attachment's name or bytes has another.
-fn content_fingerprint(raw: &[u8], msg: &Message, p: &ParsedMessage) -> String {
+fn content_fingerprint(raw: &[u8], msg: &Message, texts: &[String], p: &ParsedMessage) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     let mut field = |b: &[u8]| {
@@ -449,10 +459,7 @@ fn content_fingerprint(raw: &[u8], msg: &Message, p: &ParsedMessage) -> String {
         field(name.as_bytes());
         field(value.as_bytes());
     }
-    for text in content::body_texts(raw, msg, 100)
-        .iter()
-        .chain(&content::body_htmls(raw, msg, 100))
-    {
+    for text in texts.iter().chain(&content::body_htmls(raw, msg, 100)) {
         field(normalised_text(text.as_bytes()).as_slice());
     }
     for a in &p.attachments {
@@ -464,6 +471,25 @@ fn content_fingerprint(raw: &[u8], msg: &Message, p: &ParsedMessage) -> String {
         }
     }
     hex::encode(h.finalize())
+}
+
+/// The first [`BODY_EXCERPT_CHARS`] characters of the body texts, joined by new lines.
+fn excerpt(texts: &[String]) -> String {
+    let mut out = String::new();
+    let mut left = BODY_EXCERPT_CHARS;
+    for t in texts {
+        if left == 0 {
+            break;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+            left -= 1;
+        }
+        let part: String = t.chars().take(left).collect();
+        left -= part.chars().count();
+        out.push_str(&part);
+    }
+    out
 }
 
 /// The top-level header fields a reader sees (see [`content_fingerprint`]), as sorted

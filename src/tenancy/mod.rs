@@ -758,6 +758,9 @@ impl Catalog {
         drop(open);
         if upgrade_chain {
             self.upgrade_audit_chain(&tenant).await;
+            if crate::suggest::terms::ensure_index(&tenant.db).await? {
+                tracing::info!(tenant = %tenant.id, "suggestion index rebuilt");
+            }
         }
         Ok(tenant)
     }

@@ -53,7 +53,7 @@ test("onGmailMessage reads the open message, sends it with the identity token an
   assert.equal(card.header.title, "Counter-offer <draft>");
   const texts = S.textsOf(card);
   assert.ok(texts.includes("M-2024-017 · Acme v. Widget"));
-  assert.ok(texts.includes("same thread as a message filed to M-2024-017; from a contact of M-2024-017"));
+  assert.ok(texts.includes("likely: same thread as a message filed to M-2024-017; from a contact of M-2024-017"));
   const targets = S.findInput(card, "targets");
   assert.equal(targets.type, "CHECK_BOX");
   assert.deepEqual(

@@ -16,8 +16,15 @@ function contextWithSuggestions() {
     message,
     already_filed: [],
     suggestions: [
-      { target: acme, reasons: ["same thread as a message filed to M-2024-017", "from a contact of M-2024-017"], source: "thread" },
-      { target: widgetLease, reasons: ["subject mentions K-2025-003"], source: "subject" },
+      {
+        target: acme,
+        reasons: ["same thread as a message filed to M-2024-017", "from a contact of M-2024-017", "you filed 2 of your latest 9 filings here"],
+        source: "thread",
+        score: 16.5,
+        confidence: 0.998,
+        likelihood: "likely",
+      },
+      { target: widgetLease, reasons: ["subject mentions K-2025-003"], source: "subject", score: 11, confidence: 0.31, likelihood: "unsure" },
     ],
     attachments: [
       { index: 0, name: "offer.pdf", content_type: "application/pdf", size: 52300 },

@@ -161,7 +161,8 @@ test("context card: nothing filed, suggestions with their reasons, best one tick
   assert.deepEqual(
     explained.map((w) => [w.topLabel, w.text, w.bottomLabel]),
     [
-      ["matter", "M-2024-017 · Acme v. Widget", "same thread as a message filed to M-2024-017; from a contact of M-2024-017"],
+      // The likelihood in a word, then the two strongest reasons; "unsure" says nothing.
+      ["matter", "M-2024-017 · Acme v. Widget", "likely: same thread as a message filed to M-2024-017; from a contact of M-2024-017"],
       ["contract", "K-2025-003 · Widget lease", "subject mentions K-2025-003"],
     ]
   );

@@ -476,6 +476,22 @@ fn record_line(kind: &str, id: &str, title: &str) -> String {
     format!("<b>{}</b> · {}", esc(id), esc(title))
 }
 
+/// A suggestion's line on the card: its likelihood in a word (when not "unsure") and its
+/// two strongest reasons (the JSON API has them all).
+fn suggestion_reasons(sg: &suggest::Suggestion) -> String {
+    let reasons = sg
+        .reasons
+        .iter()
+        .take(2)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    match sg.likelihood {
+        "unsure" => reasons,
+        word => format!("{word}: {reasons}"),
+    }
+}
+
 /// The message-opened card: already filed, suggestions with reasons, search, attachments,
 /// note, File.
 async fn message_card(
@@ -543,7 +559,7 @@ async fn message_card(
                         "{} · {} — {}",
                         sg.target.id,
                         cards::truncate(&sg.target.title, 40),
-                        sg.reasons.join("; ")
+                        suggestion_reasons(sg)
                     ),
                     sg.target.target(),
                     i == 0 && filed.is_empty(),

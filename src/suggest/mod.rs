@@ -2,7 +2,7 @@
 //! with their reasons, and record search. One place decides which records a user may see
 //! and file to ([`fileable`]), so the cards and the JSON API apply the same rules.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use regex::Regex;
 use serde::Serialize;
@@ -12,6 +12,9 @@ use crate::access::visible_sql;
 use crate::directory::User;
 use crate::error::{AppError, AppResult};
 use crate::mail::ParsedMessage;
+
+pub mod model;
+pub mod terms;
 
 /// Record references in subjects: `M-2024-017`, `C-88`, `K-2025-003`. Tenants can set their own.
 pub const DEFAULT_SUBJECT_PATTERN: &str = r"\b[A-Za-z]{1,4}-\d{1,6}(?:-\d{1,6})?\b";
@@ -34,10 +37,22 @@ impl RecordRef {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Suggestion {
     pub target: RecordRef,
+    /// Why, in words, the strongest signal's reasons first.
     pub reasons: Vec<String>,
-    /// `thread`, `rule`, `subject`, `contact` or `history`: the strongest source that found it.
+    /// `thread`, `rule`, `subject` (a reference), `words` (the record's title or client
+    /// words), `contact` or `history`: the signal that gave the most points.
     #[schema(value_type = String)]
     pub source: &'static str,
+    /// The model's points for this record (the sum over signals; see the README's "How
+    /// suggestions are ranked"). Comparable within one answer, not across versions.
+    pub score: f64,
+    /// The probability, 0–1, that this is the right record: calibrated so that of the
+    /// suggestions with a confidence of at least 0.9, at least 90% were right in the
+    /// evaluation (`docket eval suggestions`).
+    pub confidence: f64,
+    /// The confidence in a word: `likely` (≥ 0.9), `possible` (≥ 0.5) or `unsure`.
+    #[schema(value_type = String)]
+    pub likelihood: &'static str,
 }
 
 /// A filing of this message the user may see.
@@ -198,35 +213,6 @@ pub async fn already_filed(
         .collect())
 }
 
-struct Ranked {
-    order: Vec<String>,
-    by_target: HashMap<String, Suggestion>,
-}
-
-impl Ranked {
-    fn add(&mut self, rec: RecordRef, source: &'static str, reason: String) {
-        let key = rec.target();
-        match self.by_target.get_mut(&key) {
-            Some(s) => {
-                if !s.reasons.contains(&reason) {
-                    s.reasons.push(reason);
-                }
-            }
-            None => {
-                self.order.push(key.clone());
-                self.by_target.insert(
-                    key,
-                    Suggestion {
-                        target: rec,
-                        reasons: vec![reason],
-                        source,
-                    },
-                );
-            }
-        }
-    }
-}
-
 fn rec_from(r: &sqlx::any::AnyRow, offset: usize) -> RecordRef {
     RecordRef {
         kind: r.get(offset),
@@ -255,11 +241,19 @@ pub struct MessageFacts<'a> {
     pub raw: &'a [u8],
 }
 
-/// Ranked suggestions: earlier filings in the same thread (Gmail thread, In-Reply-To,
-/// References), then the firm's routing rules (the rule's name is the reason), then
-/// references in the subject, then participants matching record contacts
-/// (address, then domain), then the user's own history with this sender. Only open records
-/// the user may file to; records in `filed` (where the message already is) are left out.
+/// `r.status = 'open'` and visible to the user bound as `$user_param`.
+fn open(user_param: usize) -> String {
+    format!("r.status = 'open' AND {}", visible_sql("r", user_param))
+}
+
+/// Ranked suggestions from one scoring model ([`model`]): earlier filings in the same
+/// thread (Gmail thread, In-Reply-To, References), the firm's routing rules, references in
+/// the subject, the record's title and client words in the subject, attachment names and
+/// body, participants (sender, forwarded senders, To, Cc) matching record contacts, where
+/// the firm filed earlier mail from these addresses and organisations, and the user's own
+/// filings. Only open records the user may file to, whatever their score; records in
+/// `filed` (where the message already is) are left out. Each suggestion keeps its reasons
+/// and a calibrated confidence.
 ///
 /// The targets of the firm's `auto_file` rules are not suggestions: they are filed whenever
 /// the message is, whatever the user ticks, so they come back apart as [`RuleFiling`]s
@@ -273,16 +267,81 @@ pub async fn suggestions(
     if !fileable(user) {
         return Ok((Vec::new(), Vec::new()));
     }
-    let m = facts.message;
-    let mut ranked = Ranked {
-        order: Vec::new(),
-        by_target: HashMap::new(),
-    };
-    // Each query binds the user's id last, as `$n` with n = its own parameter count + 1.
-    let open =
-        |user_param: usize| format!("r.status = 'open' AND {}", visible_sql("r", user_param));
+    let (scored, by_rules) = score(pool, user, facts).await?;
+    let filed: BTreeSet<String> = filed.iter().map(|f| f.target.target()).collect();
+    let mut by_rules = by_rules;
+    by_rules.retain(|r| !filed.contains(&r.target.target()));
+    let automatic: BTreeSet<String> = by_rules.iter().map(|r| r.target.target()).collect();
+    let shown: Vec<model::Scored> = scored
+        .into_iter()
+        .filter(|s| {
+            let k = s.target.target();
+            !filed.contains(&k) && !automatic.contains(&k)
+        })
+        .collect();
+    Ok((present(shown), by_rules))
+}
 
-    // 1. Thread.
+/// Every candidate record, best first, with the `auto_file` rule targets apart.
+pub async fn score(
+    pool: &AnyPool,
+    user: &User,
+    facts: &MessageFacts<'_>,
+) -> AppResult<(Vec<model::Scored>, Vec<RuleFiling>)> {
+    let m = facts.message;
+    let mut board = model::Board::default();
+    thread(pool, &user.id, facts, &mut board).await?;
+    let by_rules = rules(pool, &user.id, facts, &mut board).await?;
+    references(pool, &user.id, m, &mut board).await?;
+    model::words(pool, &user.id, m, &mut board).await?;
+    let parties = model::outside_parties(m, facts.own_domains, &user.email);
+    model::contacts(pool, &user.id, &parties, &mut board).await?;
+    model::history(pool, &user.id, &parties, facts.dedup_key, &mut board).await?;
+    let sender = parties
+        .iter()
+        .find(|p| p.role == model::Role::Sender)
+        .map(|p| p.address.as_str());
+    model::own_history(pool, &user.id, sender, facts.dedup_key, &mut board).await?;
+    Ok((board.ranked(), by_rules))
+}
+
+/// The first [`MAX_SUGGESTIONS`] of `ranked` as suggestions, each with its confidence
+/// (from its score and its lead over the best other record).
+fn present(ranked: Vec<model::Scored>) -> Vec<Suggestion> {
+    let scores: Vec<f64> = ranked.iter().map(model::Scored::score).collect();
+    ranked
+        .into_iter()
+        .take(MAX_SUGGESTIONS)
+        .enumerate()
+        .map(|(i, s)| {
+            let best_other = scores
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, v)| *v)
+                .fold(0.0, f64::max);
+            let score = scores[i];
+            let confidence = model::confidence(score, score - best_other);
+            Suggestion {
+                reasons: s.reasons(),
+                source: s.strongest().source(),
+                target: s.target,
+                score: (score * 100.0).round() / 100.0,
+                confidence: (confidence * 1000.0).round() / 1000.0,
+                likelihood: model::likelihood(confidence),
+            }
+        })
+        .collect()
+}
+
+/// Earlier filings in the same conversation: the Gmail thread, In-Reply-To, References.
+async fn thread(
+    pool: &AnyPool,
+    user: &str,
+    facts: &MessageFacts<'_>,
+    board: &mut model::Board,
+) -> AppResult<()> {
+    let m = facts.message;
     let mut ids: Vec<String> = m
         .in_reply_to
         .iter()
@@ -292,30 +351,38 @@ pub async fn suggestions(
     ids.sort();
     ids.dedup();
     ids.truncate(100);
-    if facts.gmail_thread_id.is_some() || !ids.is_empty() {
-        let thread = facts.gmail_thread_id.unwrap_or("");
-        let sql = format!(
-            "SELECT DISTINCT r.kind, r.reference, r.title FROM messages m JOIN filings f ON f.message_id = m.id \
-             JOIN records r ON r.id = f.record_id WHERE {} AND m.dedup_key <> $1 AND (m.gmail_thread_id = $2{}) \
-             ORDER BY r.kind, r.reference",
-            open(3 + ids.len()),
-            if ids.is_empty() { String::new() } else { format!(" OR m.message_id IN ({})", placeholders(3, ids.len())) }
-        );
-        let mut q = sqlx::query(&sql).bind(facts.dedup_key).bind(thread);
-        for id in &ids {
-            q = q.bind(id);
-        }
-        q = q.bind(&user.id);
-        for r in q.fetch_all(pool).await? {
-            let rec = rec_from(&r, 0);
-            let reason = format!("same thread as a message filed to {}", rec.id);
-            ranked.add(rec, "thread", reason);
-        }
+    if facts.gmail_thread_id.is_none() && ids.is_empty() {
+        return Ok(());
     }
+    let sql = format!(
+        "SELECT DISTINCT r.kind, r.reference, r.title FROM messages m JOIN filings f ON f.message_id = m.id \
+         JOIN records r ON r.id = f.record_id WHERE {} AND m.dedup_key <> $1 AND (m.gmail_thread_id = $2{})",
+        open(3 + ids.len()),
+        if ids.is_empty() { String::new() } else { format!(" OR m.message_id IN ({})", placeholders(3, ids.len())) }
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(facts.dedup_key)
+        .bind(facts.gmail_thread_id.unwrap_or(""));
+    for id in &ids {
+        q = q.bind(id);
+    }
+    for r in q.bind(user).fetch_all(pool).await? {
+        let rec = rec_from(&r, 0);
+        let reason = format!("same thread as a message filed to {}", rec.id);
+        board.add(rec, model::Signal::Thread, model::points::THREAD, reason);
+    }
+    Ok(())
+}
 
-    // 2. The firm's routing rules (admins' deliberate choices), with the rule as the reason;
-    // `auto_file` targets go apart (see above).
-    let decision = crate::rules::evaluate(pool, m, facts.raw).await?;
+/// The firm's routing rules (admins' deliberate choices), with the rule as the reason;
+/// `auto_file` targets come back apart.
+async fn rules(
+    pool: &AnyPool,
+    user: &str,
+    facts: &MessageFacts<'_>,
+    board: &mut model::Board,
+) -> AppResult<Vec<RuleFiling>> {
+    let decision = crate::rules::evaluate(pool, facts.message, facts.raw).await?;
     let rec_of = |r: &crate::rules::Routed| RecordRef {
         kind: r.record.kind.clone(),
         id: r.record.reference.clone(),
@@ -325,157 +392,57 @@ pub async fn suggestions(
     for r in &decision.auto_file {
         let target = rec_of(r);
         let known = by_rules.iter().any(|x| x.target == target);
-        if !known && open_and_visible(pool, &user.id, &r.record.id).await? {
+        if !known && open_and_visible(pool, user, &r.record.id).await? {
             let rule = r.rule.clone();
             by_rules.push(RuleFiling { target, rule });
         }
     }
     for r in &decision.suggest {
-        if crate::access::can_see(pool, &user.id, &r.record.id).await? {
-            ranked.add(rec_of(r), "rule", format!("rule “{}”", r.rule));
+        if open_and_visible(pool, user, &r.record.id).await? {
+            let reason = format!("rule “{}”", r.rule);
+            board.add(rec_of(r), model::Signal::Rule, model::points::RULE, reason);
         }
     }
+    Ok(by_rules)
+}
 
-    // 3. Subject references.
-    if let Some(subject) = &m.subject {
-        let pattern = subject_pattern(pool).await?;
-        let mut seen = BTreeSet::new();
-        for found in pattern.find_iter(subject).take(10) {
-            let reference = found.as_str();
-            if !seen.insert(reference.to_ascii_uppercase()) {
-                continue;
-            }
-            let rows = sqlx::query(&format!(
-                "SELECT r.kind, r.reference, r.title FROM records r WHERE UPPER(r.reference) = UPPER($1) AND {} ORDER BY r.kind",
-                open(2)
-            ))
-            .bind(reference)
-            .bind(&user.id)
-            .fetch_all(pool)
-            .await?;
-            for r in rows {
-                let rec = rec_from(&r, 0);
-                let reason = format!("subject contains {}", rec.id);
-                ranked.add(rec, "subject", reason);
-            }
+/// Record references in the subject (the firm's pattern).
+async fn references(
+    pool: &AnyPool,
+    user: &str,
+    m: &ParsedMessage,
+    board: &mut model::Board,
+) -> AppResult<()> {
+    let Some(subject) = &m.subject else {
+        return Ok(());
+    };
+    let pattern = subject_pattern(pool).await?;
+    let mut seen = BTreeSet::new();
+    for found in pattern.find_iter(subject).take(10) {
+        let reference = found.as_str();
+        if !seen.insert(reference.to_ascii_uppercase()) {
+            continue;
         }
-    }
-
-    // 4. Participants matching contacts: addresses first, then domains.
-    let sender: Option<String> = m.from.iter().find_map(|b| b.address.clone());
-    let mut participants: Vec<(String, bool)> = Vec::new();
-    for (b, is_sender) in m
-        .from
-        .iter()
-        .map(|b| (b, true))
-        .chain(m.to.iter().chain(m.cc.iter()).map(|b| (b, false)))
-    {
-        if let Some(a) = &b.address {
-            let domain = a.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            let own = facts.own_domains.iter().any(|d| d == domain);
-            if !own && a != &user.email && !participants.iter().any(|(p, _)| p == a) {
-                participants.push((a.clone(), is_sender));
-            }
-        }
-    }
-    participants.truncate(50);
-    if !participants.is_empty() {
-        let addrs: Vec<&str> = participants.iter().map(|(a, _)| a.as_str()).collect();
-        let sql = format!(
-            "SELECT c.value, r.kind, r.reference, r.title FROM record_contacts c JOIN records r ON r.id = c.record_id \
-             WHERE c.kind = 'address' AND c.value IN ({}) AND {} ORDER BY r.kind, r.reference",
-            placeholders(1, addrs.len()),
-            open(addrs.len() + 1)
-        );
-        let mut q = sqlx::query(&sql);
-        for a in &addrs {
-            q = q.bind(*a);
-        }
-        q = q.bind(&user.id);
-        let rows = q.fetch_all(pool).await?;
-        for (addr, is_sender) in &participants {
-            for r in rows.iter().filter(|r| r.get::<String, _>(0) == *addr) {
-                let rec = rec_from(r, 1);
-                let who = if *is_sender { "sender" } else { "participant" };
-                let reason = format!("{who} {addr} is a contact of {}", rec.title);
-                ranked.add(rec, "contact", reason);
-            }
-        }
-        let mut domains: Vec<(String, bool)> = Vec::new();
-        for (a, is_sender) in &participants {
-            let d = a
-                .rsplit_once('@')
-                .map(|(_, d)| d.to_string())
-                .unwrap_or_default();
-            if !d.is_empty() && !domains.iter().any(|(x, _)| *x == d) {
-                domains.push((d, *is_sender));
-            }
-        }
-        let sql = format!(
-            "SELECT c.value, r.kind, r.reference, r.title FROM record_contacts c JOIN records r ON r.id = c.record_id \
-             WHERE c.kind = 'domain' AND c.value IN ({}) AND {} ORDER BY r.kind, r.reference",
-            placeholders(1, domains.len()),
-            open(domains.len() + 1)
-        );
-        let mut q = sqlx::query(&sql);
-        for (d, _) in &domains {
-            q = q.bind(d);
-        }
-        q = q.bind(&user.id);
-        let rows = q.fetch_all(pool).await?;
-        for (domain, is_sender) in &domains {
-            for r in rows.iter().filter(|r| r.get::<String, _>(0) == *domain) {
-                let rec = rec_from(r, 1);
-                let who = if *is_sender { "sender" } else { "participant" };
-                let reason = format!("{who} {domain} is a contact of {}", rec.title);
-                ranked.add(rec, "contact", reason);
-            }
-        }
-    }
-
-    // 5. The user's own history with this sender.
-    if let Some(sender) = &sender {
         let rows = sqlx::query(&format!(
-            "SELECT r.kind, r.reference, r.title, COUNT(*) AS n FROM filings f JOIN messages m ON m.id = f.message_id \
-             JOIN records r ON r.id = f.record_id WHERE f.filed_by = $1 AND m.from_addr = $2 AND m.dedup_key <> $3 AND {} \
-             GROUP BY r.kind, r.reference, r.title ORDER BY n DESC, r.kind, r.reference LIMIT 5",
-            open(1)
+            "SELECT r.kind, r.reference, r.title FROM records r WHERE UPPER(r.reference) = UPPER($1) AND {}",
+            open(2)
         ))
-        .bind(&user.id)
-        .bind(sender)
-        .bind(facts.dedup_key)
+        .bind(reference)
+        .bind(user)
         .fetch_all(pool)
         .await?;
         for r in rows {
-            let n: i64 = r.get(3);
             let rec = rec_from(&r, 0);
-            let times = if n == 1 {
-                "once".to_string()
-            } else {
-                format!("{n} times")
-            };
-            ranked.add(
+            let reason = format!("subject contains {}", rec.id);
+            board.add(
                 rec,
-                "history",
-                format!("you filed mail from this sender here {times}"),
+                model::Signal::Reference,
+                model::points::REFERENCE,
+                reason,
             );
         }
     }
-
-    let filed: BTreeSet<String> = filed.iter().map(|f| f.target.target()).collect();
-    by_rules.retain(|r| !filed.contains(&r.target.target()));
-    let automatic: BTreeSet<String> = by_rules.iter().map(|r| r.target.target()).collect();
-    let Ranked {
-        order,
-        mut by_target,
-    } = ranked;
-    let suggestions = order
-        .into_iter()
-        .filter(|k| !filed.contains(k) && !automatic.contains(k))
-        .filter_map(|k| by_target.remove(&k))
-        .take(MAX_SUGGESTIONS)
-        .collect();
-    Ok((suggestions, by_rules))
+    Ok(())
 }
 
 /// Whether record `id` is open and `user` may see it (teams and walls).

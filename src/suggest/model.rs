@@ -1,0 +1,638 @@
+//! The suggestion model: each signal gives a record points, with a reason in words; a
+//! record's score is the sum over signals (within one signal, its strongest evidence
+//! counts), and its confidence comes from its score and its lead over the next record
+//! ([`confidence`], calibrated with `docket eval suggestions`). The README's "How
+//! suggestions are ranked" lists the signals and their points.
+
+use std::collections::HashMap;
+
+use sqlx::{AnyPool, Row};
+
+use super::{open, placeholders, rec_from, RecordRef};
+use crate::error::AppResult;
+use crate::mail::ParsedMessage;
+
+/// What found a record, strongest first in [`Signal::source`]'s words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Signal {
+    Thread,
+    Rule,
+    Reference,
+    Words,
+    Contact,
+    History,
+    OwnHistory,
+}
+
+impl Signal {
+    /// The `source` the JSON API names (`history` for both kinds of history).
+    pub fn source(self) -> &'static str {
+        match self {
+            Signal::Thread => "thread",
+            Signal::Rule => "rule",
+            Signal::Reference => "subject",
+            Signal::Words => "words",
+            Signal::Contact => "contact",
+            Signal::History | Signal::OwnHistory => "history",
+        }
+    }
+}
+
+/// Points per signal. Thread, rule and reference outweigh everything else together, so
+/// replies and referenced mail keep their record first.
+pub mod points {
+    pub const THREAD: f64 = 12.0;
+    pub const RULE: f64 = 10.0;
+    pub const REFERENCE: f64 = 11.0;
+    pub const CONTACT_ADDRESS: f64 = 3.0;
+    pub const CONTACT_DOMAIN: f64 = 1.5;
+    /// Most points the record words' weight can give ([`super::word_weight`] of each).
+    pub const WORDS_MAX: f64 = 3.0;
+    /// Points when the message names every word of the record's title and client (in the
+    /// subject; less for attachment names and the body), in proportion.
+    pub const WORDS_COVERAGE: f64 = 5.0;
+    /// Per unit of a word's weight ([`super::word_weight`]).
+    pub const WORDS_PER_WEIGHT: f64 = 0.5;
+    /// An address's history: BASE + SHARE × the share of its filed mail filed here, + LAST
+    /// when its latest filing went here.
+    pub const ADDRESS_BASE: f64 = 1.0;
+    pub const ADDRESS_SHARE: f64 = 3.0;
+    pub const ADDRESS_LAST: f64 = 1.0;
+    pub const DOMAIN_BASE: f64 = 0.5;
+    pub const DOMAIN_SHARE: f64 = 2.0;
+    pub const DOMAIN_LAST: f64 = 0.7;
+    /// The user's own latest filings: OWN_SHARE × the share of them filed here.
+    pub const OWN_SHARE: f64 = 2.0;
+    /// The user filed this sender's mail here before: OWN_SENDER + OWN_SHARE × the share
+    /// of the user's filings of this sender's mail.
+    pub const OWN_SENDER: f64 = 1.0;
+    /// Weight of a To/Cc participant's evidence against the sender's.
+    pub const PARTICIPANT: f64 = 0.7;
+}
+
+/// `confidence = 1 / (1 + e^-(A + B·score + C·lead))`, fitted by logistic regression on
+/// `docket eval suggestions --fit` over synthetic firm histories (see the README).
+pub mod calibration {
+    pub const A: f64 = -1.86;
+    pub const B: f64 = 0.164;
+    pub const C: f64 = 0.542;
+}
+
+/// The probability that a suggestion with this score, leading the next one by `lead`
+/// points (its score when it is alone), is the right record.
+pub fn confidence(score: f64, lead: f64) -> f64 {
+    use calibration::*;
+    1.0 / (1.0 + (-(A + B * score + C * lead)).exp())
+}
+
+/// The word the card shows for a confidence.
+pub fn likelihood(confidence: f64) -> &'static str {
+    match confidence {
+        c if c >= 0.9 => "likely",
+        c if c >= 0.5 => "possible",
+        _ => "unsure",
+    }
+}
+
+/// One record's evidence so far.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub target: RecordRef,
+    /// When a signal first found it (signals run strongest kind first): breaks ties.
+    found: usize,
+    /// Per signal: its points (the strongest evidence) and every reason given.
+    parts: Vec<(Signal, f64, Vec<String>)>,
+}
+
+impl Scored {
+    pub fn score(&self) -> f64 {
+        self.parts.iter().map(|p| p.1).sum()
+    }
+
+    /// The signal that gave the most points.
+    pub fn strongest(&self) -> Signal {
+        self.parts
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(Signal::History, |p| p.0)
+    }
+
+    /// Reasons, the strongest signal's first.
+    pub fn reasons(&self) -> Vec<String> {
+        let mut parts: Vec<&(Signal, f64, Vec<String>)> = self.parts.iter().collect();
+        parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+        parts
+            .into_iter()
+            .flat_map(|p| p.2.iter().cloned())
+            .collect()
+    }
+
+    /// Each signal's points, for the evaluation tool.
+    pub fn points(&self) -> Vec<(Signal, f64)> {
+        self.parts.iter().map(|p| (p.0, p.1)).collect()
+    }
+}
+
+/// Every record any signal found, by `kind:reference`.
+#[derive(Default)]
+pub struct Board {
+    by_target: HashMap<String, Scored>,
+}
+
+impl Board {
+    pub fn add(&mut self, rec: RecordRef, signal: Signal, points: f64, reason: String) {
+        let found = self.by_target.len();
+        let s = self
+            .by_target
+            .entry(rec.target())
+            .or_insert_with(|| Scored {
+                target: rec,
+                found,
+                parts: Vec::new(),
+            });
+        match s.parts.iter_mut().find(|p| p.0 == signal) {
+            Some(p) => {
+                p.1 = p.1.max(points);
+                if !p.2.contains(&reason) {
+                    p.2.push(reason);
+                }
+            }
+            None => s.parts.push((signal, points, vec![reason])),
+        }
+    }
+
+    /// Best first; on a tie, the one found first (by the stronger kind of signal, or
+    /// earlier in the subject).
+    pub fn ranked(self) -> Vec<Scored> {
+        let mut all: Vec<Scored> = self.by_target.into_values().collect();
+        all.sort_by(|a, b| b.score().total_cmp(&a.score()).then(a.found.cmp(&b.found)));
+        all
+    }
+}
+
+/// How a participant takes part in the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Sender,
+    /// The sender of mail forwarded in the body (a colleague forwarding a client's email).
+    Forwarded,
+    Participant,
+}
+
+impl Role {
+    fn weight(self) -> f64 {
+        match self {
+            Role::Sender | Role::Forwarded => 1.0,
+            Role::Participant => points::PARTICIPANT,
+        }
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            Role::Sender => "sender",
+            Role::Forwarded => "forwarded sender",
+            Role::Participant => "participant",
+        }
+    }
+}
+
+/// A person outside the firm the message involves.
+#[derive(Debug, Clone)]
+pub struct Party {
+    pub address: String,
+    pub domain: String,
+    pub role: Role,
+}
+
+/// The message's outside participants: From, the senders of forwarded mail, To and Cc,
+/// less the firm's own domains and the user; each address once, in its strongest role.
+pub fn outside_parties(m: &ParsedMessage, own_domains: &[String], user_email: &str) -> Vec<Party> {
+    let forwarded = super::terms::forwarded_senders(&m.body_excerpt);
+    let senders: Vec<String> = m.from.iter().filter_map(|b| b.address.clone()).collect();
+    let mut out: Vec<Party> = Vec::new();
+    for (address, domain) in super::terms::parties(m) {
+        let own = own_domains.iter().any(|d| d.eq_ignore_ascii_case(&domain));
+        if own || address.eq_ignore_ascii_case(user_email) {
+            continue;
+        }
+        let role = if senders.iter().any(|s| s.eq_ignore_ascii_case(&address)) {
+            Role::Sender
+        } else if forwarded.contains(&address) {
+            Role::Forwarded
+        } else {
+            Role::Participant
+        };
+        out.push(Party {
+            address,
+            domain,
+            role,
+        });
+    }
+    out
+}
+
+/// Distinct domains of `parties` that say something about a record: not personal mail
+/// (gmail.com…), each in its strongest role.
+fn org_domains(parties: &[Party]) -> Vec<(String, Role)> {
+    let mut out: Vec<(String, Role)> = Vec::new();
+    for p in parties {
+        if crate::firm_settings::PERSONAL_MAIL.contains(&p.domain.as_str()) {
+            continue;
+        }
+        match out.iter_mut().find(|(d, _)| *d == p.domain) {
+            Some(d) if p.role.weight() > d.1.weight() => d.1 = p.role,
+            Some(_) => {}
+            None => out.push((p.domain.clone(), p.role)),
+        }
+    }
+    out
+}
+
+/// Contacts: a participant's address (or domain) is one of a record's contacts.
+pub async fn contacts(
+    pool: &AnyPool,
+    user: &str,
+    parties: &[Party],
+    board: &mut Board,
+) -> AppResult<()> {
+    let addrs: Vec<(String, Role)> = parties
+        .iter()
+        .map(|p| (p.address.clone(), p.role))
+        .collect();
+    let domains: Vec<(String, Role)> =
+        parties
+            .iter()
+            .fold(Vec::<(String, Role)>::new(), |mut v, p| {
+                if !v.iter().any(|(d, _)| *d == p.domain) {
+                    v.push((p.domain.clone(), p.role));
+                }
+                v
+            });
+    for (kind, list, pts) in [
+        ("address", &addrs, points::CONTACT_ADDRESS),
+        ("domain", &domains, points::CONTACT_DOMAIN),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let sql = format!(
+            "SELECT LOWER(c.value), r.kind, r.reference, r.title FROM record_contacts c JOIN records r ON r.id = c.record_id \
+             WHERE c.kind = '{kind}' AND LOWER(c.value) IN ({}) AND {}",
+            placeholders(1, list.len()),
+            open(list.len() + 1)
+        );
+        let mut q = sqlx::query(&sql);
+        for (v, _) in list {
+            q = q.bind(v);
+        }
+        for r in q.bind(user).fetch_all(pool).await? {
+            let value: String = r.get(0);
+            let Some((_, role)) = list.iter().find(|(v, _)| *v == value) else {
+                continue;
+            };
+            let rec = rec_from(&r, 1);
+            let reason = format!("{} {value} is a contact of {}", role.word(), rec.title);
+            board.add(rec, Signal::Contact, pts * role.weight(), reason);
+        }
+    }
+    Ok(())
+}
+
+/// Per (key, record): how many of the key's earlier messages were filed there, and when
+/// last. `column` is `address` or `domain` of `message_parties`.
+async fn history_rows(
+    pool: &AnyPool,
+    user: &str,
+    column: &str,
+    keys: &[String],
+    dedup_key: &str,
+) -> AppResult<Vec<(String, RecordRef, i64, String)>> {
+    let sql = format!(
+        "SELECT h.k, r.kind, r.reference, r.title, h.n, h.last FROM \
+         (SELECT p.{column} AS k, f.record_id, COUNT(*) AS n, MAX(f.filed_at) AS last \
+          FROM message_parties p JOIN filings f ON f.message_id = p.message_id \
+          WHERE p.{column} IN ({}) AND p.message_id NOT IN (SELECT id FROM messages WHERE dedup_key = ${}) \
+          GROUP BY p.{column}, f.record_id) h \
+         JOIN records r ON r.id = h.record_id WHERE {}",
+        placeholders(1, keys.len()),
+        keys.len() + 1,
+        open(keys.len() + 2)
+    );
+    let mut q = sqlx::query(&sql);
+    for k in keys {
+        q = q.bind(k);
+    }
+    let rows = q.bind(dedup_key).bind(user).fetch_all(pool).await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), rec_from(r, 1), r.get(4), r.get(5)))
+        .collect())
+}
+
+/// Firm-wide history: where the firm filed earlier mail from or with these addresses, and
+/// from these organisations' domains (each key's share of its filings, and its latest).
+pub async fn history(
+    pool: &AnyPool,
+    user: &str,
+    parties: &[Party],
+    dedup_key: &str,
+    board: &mut Board,
+) -> AppResult<()> {
+    let addrs: Vec<(String, Role)> = parties
+        .iter()
+        .map(|p| (p.address.clone(), p.role))
+        .collect();
+    let domains = org_domains(parties);
+    for (list, by_domain) in [(addrs, false), (domains, true)] {
+        if list.is_empty() {
+            continue;
+        }
+        let keys: Vec<String> = list.iter().map(|(k, _)| k.clone()).collect();
+        let column = if by_domain { "domain" } else { "address" };
+        let rows = history_rows(pool, user, column, &keys, dedup_key).await?;
+        for (key, role) in &list {
+            let mine: Vec<&(String, RecordRef, i64, String)> =
+                rows.iter().filter(|r| r.0 == *key).collect();
+            let total: i64 = mine.iter().map(|r| r.2).sum();
+            let latest = mine.iter().map(|r| r.3.as_str()).max().unwrap_or("");
+            for (_, rec, n, last) in mine.iter().map(|r| (&r.0, &r.1, r.2, &r.3)) {
+                let share = n as f64 / total as f64;
+                let is_last = last.as_str() == latest;
+                let (base, per, at_last) = match by_domain {
+                    false => (
+                        points::ADDRESS_BASE,
+                        points::ADDRESS_SHARE,
+                        points::ADDRESS_LAST,
+                    ),
+                    true => (
+                        points::DOMAIN_BASE,
+                        points::DOMAIN_SHARE,
+                        points::DOMAIN_LAST,
+                    ),
+                };
+                let pts =
+                    role.weight() * (base + per * share + if is_last { at_last } else { 0.0 });
+                let mut reason = filed_here(*role, key, n, total);
+                if is_last && total > n {
+                    reason.push_str(", the latest too");
+                }
+                board.add(rec.clone(), Signal::History, pts, reason);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// "all 3 messages from dana@acme.com were filed here", in words.
+fn filed_here(role: Role, key: &str, n: i64, total: i64) -> String {
+    let with = match role {
+        Role::Participant => "with",
+        _ => "from",
+    };
+    match (n, total) {
+        (1, 1) => format!("the one message {with} {key} was filed here"),
+        (n, t) if n == t => format!("all {n} messages {with} {key} were filed here"),
+        (1, t) => format!("1 of {t} messages {with} {key} was filed here"),
+        (n, t) => format!("{n} of {t} messages {with} {key} were filed here"),
+    }
+}
+
+/// How many of the user's latest filings [`own_history`] looks at.
+const OWN_WINDOW: i64 = 200;
+
+/// The user's own work: the records their latest filings went to, and where they filed
+/// this sender's mail before.
+pub async fn own_history(
+    pool: &AnyPool,
+    user: &str,
+    sender: Option<&str>,
+    dedup_key: &str,
+    board: &mut Board,
+) -> AppResult<()> {
+    let sql = format!(
+        "SELECT r.kind, r.reference, r.title, COUNT(*) FROM \
+         (SELECT record_id FROM filings WHERE filed_by = $1 ORDER BY filed_at DESC LIMIT $2) f \
+         JOIN records r ON r.id = f.record_id WHERE {} GROUP BY r.kind, r.reference, r.title",
+        open(3)
+    );
+    let rows = sqlx::query(&sql)
+        .bind(user)
+        .bind(OWN_WINDOW)
+        .bind(user)
+        .fetch_all(pool)
+        .await?;
+    let total: i64 = rows.iter().map(|r| r.get::<i64, _>(3)).sum();
+    for r in &rows {
+        let n: i64 = r.get(3);
+        let share = n as f64 / total as f64;
+        let reason = format!("you filed {n} of your latest {total} filings here");
+        board.add(
+            rec_from(r, 0),
+            Signal::OwnHistory,
+            points::OWN_SHARE * share,
+            reason,
+        );
+    }
+    let Some(sender) = sender else { return Ok(()) };
+    let rows = sqlx::query(&format!(
+        "SELECT r.kind, r.reference, r.title, COUNT(*) AS n FROM filings f JOIN messages m ON m.id = f.message_id \
+         JOIN records r ON r.id = f.record_id WHERE f.filed_by = $1 AND m.from_addr = $2 AND m.dedup_key <> $3 AND {} \
+         GROUP BY r.kind, r.reference, r.title ORDER BY n DESC, r.kind, r.reference LIMIT 5",
+        open(4)
+    ))
+    .bind(user)
+    .bind(sender)
+    .bind(dedup_key)
+    .bind(user)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = rows.iter().map(|r| r.get::<i64, _>(3)).sum();
+    for r in rows {
+        let n: i64 = r.get(3);
+        let times = match n {
+            1 => "once".to_string(),
+            n => format!("{n} times"),
+        };
+        let reason = format!("you filed mail from this sender here {times}");
+        board.add(
+            rec_from(&r, 0),
+            Signal::OwnHistory,
+            points::OWN_SENDER + points::OWN_SHARE * n as f64 / total as f64,
+            reason,
+        );
+    }
+    Ok(())
+}
+
+/// Where a word was found, and how much that place counts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Place {
+    Subject,
+    Attachment,
+    Body,
+}
+
+impl Place {
+    fn weight(self) -> f64 {
+        match self {
+            Place::Subject => 1.0,
+            Place::Attachment => 0.7,
+            Place::Body => 0.35,
+        }
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            Place::Subject => "subject",
+            Place::Attachment => "attachment name",
+            Place::Body => "message",
+        }
+    }
+}
+
+/// The message's words with where each was found first (subject, then attachment names,
+/// then the body).
+fn message_words(m: &ParsedMessage) -> Vec<(String, Place)> {
+    let mut out: Vec<(String, Place)> = Vec::new();
+    let names: Vec<&str> = m
+        .attachments
+        .iter()
+        .map(|a| a.display_name.as_str())
+        .collect();
+    let sources = [
+        (m.subject.clone().unwrap_or_default(), Place::Subject, 20),
+        (names.join(" "), Place::Attachment, 20),
+        (m.body_excerpt.clone(), Place::Body, 80),
+    ];
+    for (text, place, max) in sources {
+        for w in super::terms::words(&text, max) {
+            if !out.iter().any(|(x, _)| *x == w) {
+                out.push((w, place));
+            }
+        }
+    }
+    out
+}
+
+/// How telling a word is: rarer among open records is stronger (`ln(1 + open / df)`).
+fn word_weight(open_records: i64, df: i64) -> f64 {
+    (1.0 + open_records as f64 / df.max(1) as f64).ln()
+}
+
+/// A word found in more open records than this says nothing (subject, attachment names);
+/// body words are held to a tighter bound, since bodies say many things.
+const MAX_DF: i64 = 200;
+const MAX_DF_BODY: i64 = 25;
+
+/// Record words: the record's title and client named in the subject, attachment names or
+/// body ("Northwind - lease renewal" → "Northwind lease").
+pub async fn words(
+    pool: &AnyPool,
+    user: &str,
+    m: &ParsedMessage,
+    board: &mut Board,
+) -> AppResult<()> {
+    let found = message_words(m);
+    if found.is_empty() {
+        return Ok(());
+    }
+    let terms: Vec<&str> = found.iter().map(|(w, _)| w.as_str()).collect();
+    let sql = format!(
+        "SELECT t.term, COUNT(DISTINCT t.record_id) FROM record_terms t JOIN records r ON r.id = t.record_id \
+         WHERE t.term IN ({}) AND r.status = 'open' GROUP BY t.term",
+        placeholders(1, terms.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for t in &terms {
+        q = q.bind(*t);
+    }
+    let df: HashMap<String, i64> = q
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let usable: Vec<&(String, Place)> = found
+        .iter()
+        .filter(|(w, p)| {
+            let n = df.get(w).copied().unwrap_or(0);
+            n > 0
+                && n <= if *p == Place::Body {
+                    MAX_DF_BODY
+                } else {
+                    MAX_DF
+                }
+        })
+        .collect();
+    if usable.is_empty() {
+        return Ok(());
+    }
+    let open_records: i64 = sqlx::query("SELECT COUNT(*) FROM records WHERE status = 'open'")
+        .fetch_one(pool)
+        .await?
+        .get(0);
+    let sql = format!(
+        "SELECT t.term, t.field, r.kind, r.reference, r.title, \
+         (SELECT COUNT(DISTINCT a.term) FROM record_terms a WHERE a.record_id = r.id) \
+         FROM record_terms t JOIN records r ON r.id = t.record_id WHERE t.term IN ({}) AND {}",
+        placeholders(1, usable.len()),
+        open(usable.len() + 1)
+    );
+    let mut q = sqlx::query(&sql);
+    for (w, _) in &usable {
+        q = q.bind(w);
+    }
+    let rows = q.bind(user).fetch_all(pool).await?;
+    score_words(&rows, &usable, &df, open_records, board);
+    Ok(())
+}
+
+/// A record's word evidence: the record, the words' weight, its name's coverage, and the
+/// words found with where.
+type WordEvidence = (RecordRef, f64, f64, Vec<(String, Place)>);
+
+fn score_words(
+    rows: &[sqlx::any::AnyRow],
+    usable: &[&(String, Place)],
+    df: &HashMap<String, i64>,
+    open_records: i64,
+    board: &mut Board,
+) {
+    // Per record: how telling its words found are, how much of its name they cover (by
+    // place), and the words found.
+    let mut per: HashMap<String, WordEvidence> = HashMap::new();
+    for r in rows {
+        let term: String = r.get(0);
+        let field: String = r.get(1);
+        let rec = rec_from(r, 2);
+        let n_terms = r.get::<i64, _>(5).max(1) as f64;
+        let Some((_, place)) = usable.iter().find(|(w, _)| *w == term) else {
+            continue;
+        };
+        let field_w = if field == "title" { 1.0 } else { 0.8 };
+        let w = word_weight(open_records, df[&term]) * place.weight() * field_w;
+        let e = per
+            .entry(rec.target())
+            .or_insert_with(|| (rec, 0.0, 0.0, Vec::new()));
+        if !e.3.iter().any(|(t, _)| *t == term) {
+            e.1 += w;
+            e.2 += place.weight() / n_terms;
+            e.3.push((term, *place));
+        }
+    }
+    for (_, (rec, weight, coverage, found)) in per {
+        let pts = (weight * points::WORDS_PER_WEIGHT).min(points::WORDS_MAX)
+            + points::WORDS_COVERAGE * coverage.min(1.0);
+        for place in [Place::Subject, Place::Attachment, Place::Body] {
+            let ws: Vec<String> = found
+                .iter()
+                .filter(|(_, p)| *p == place)
+                .map(|(t, _)| format!("“{t}”"))
+                .collect();
+            if !ws.is_empty() {
+                let reason = format!("{} mentions {}", place.word(), ws.join(", "));
+                board.add(rec.clone(), Signal::Words, pts, reason);
+            }
+        }
+    }
+}
