@@ -1459,6 +1459,328 @@ addon_both_backends!(rank_never_crosses_tenants, |t: Addon| async move {
     );
 });
 
+/// A message with the given From, To, Subject and plain-text body (and an attachment
+/// name, when given).
+fn raw_mail(
+    from: &str,
+    to: &str,
+    subject: &str,
+    id: &str,
+    body: &str,
+    attachment: Option<&str>,
+) -> Vec<u8> {
+    let head = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+    );
+    match attachment {
+        None => format!("{head}Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"),
+        Some(name) => format!(
+            "{head}Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n{body}\r\n--b\r\n\
+             Content-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"{name}\"\r\n\r\n%PDF-1.4\r\n--b--\r\n"
+        ),
+    }
+    .into_bytes()
+}
+
+addon_both_backends!(
+    rank_record_words_in_subject_attachments_and_body,
+    |t: Addon| async move {
+        for (reference, title) in [
+            ("M-20", "Northwind lease"),
+            ("M-21", "Northwind acquisition"),
+            ("M-22", "Harbour lease"),
+        ] {
+            t.record(
+                RecordKind::Matter,
+                reference,
+                title,
+                "Northwind Traders",
+                &[],
+            )
+            .await;
+        }
+        // The subject names the client and the topic of one of its records.
+        let raw = raw_mail(
+            "x@unknown.example",
+            ALICE,
+            "Northwind - lease renewal",
+            "w1@unknown.example",
+            "Hello",
+            None,
+        );
+        let ctx = t.context(ALICE, &raw, None).await;
+        assert_eq!(suggested(&ctx)[0], "matter:M-20", "{ctx}");
+        assert_eq!(sources(&ctx)[0], "words");
+        assert_eq!(reasons(&ctx, 0), ["subject mentions “northwind”, “lease”"]);
+        // Nothing in the subject; the attachment's name tells.
+        let raw = raw_mail(
+            "x@unknown.example",
+            ALICE,
+            "Documents",
+            "w2@unknown.example",
+            "Hello",
+            Some("Northwind_acquisition_v2.pdf"),
+        );
+        let ctx = t.context(ALICE, &raw, None).await;
+        assert_eq!(suggested(&ctx)[0], "matter:M-21", "{ctx}");
+        assert_eq!(
+            reasons(&ctx, 0),
+            ["attachment name mentions “northwind”, “acquisition”"]
+        );
+        // Only the body tells, and weaker.
+        let raw = raw_mail(
+            "x@unknown.example",
+            ALICE,
+            "Call",
+            "w3@unknown.example",
+            "About the Harbour lease, call me.",
+            None,
+        );
+        let ctx = t.context(ALICE, &raw, None).await;
+        assert_eq!(suggested(&ctx)[0], "matter:M-22", "{ctx}");
+        assert_eq!(reasons(&ctx, 0), ["message mentions “harbour”, “lease”"]);
+        assert_ne!(ctx["suggestions"][0]["likelihood"], "likely", "{ctx}");
+        // Words alone never bring back a closed record.
+        t.close("matter", "M-22").await;
+        let ctx = t.context(ALICE, &raw, None).await;
+        assert!(
+            !suggested(&ctx).contains(&"matter:M-22".to_string()),
+            "{ctx}"
+        );
+    }
+);
+
+addon_both_backends!(
+    rank_firm_history_by_domain_picks_among_a_clients_records,
+    |t: Addon| async move {
+        // One client domain on three records: the contact alone cannot choose.
+        for (reference, title) in [
+            ("M-30", "Contoso one"),
+            ("M-31", "Contoso two"),
+            ("M-32", "Contoso three"),
+        ] {
+            t.record(
+                RecordKind::Matter,
+                reference,
+                title,
+                "Contoso",
+                &["contoso.example"],
+            )
+            .await;
+        }
+        // A colleague filed two messages from Contoso people to M-31.
+        for i in 0..2 {
+            let m = raw_mail(
+                &format!("p{i}@contoso.example"),
+                "adam@a.test",
+                "Hello",
+                &format!("h{i}@contoso.example"),
+                "Hi",
+                None,
+            );
+            t.file("adam@a.test", &m, &["matter:M-31"], None).await;
+        }
+        // Someone new at Contoso writes to alice: the firm's history at the domain decides.
+        let raw = raw_mail(
+            "new@contoso.example",
+            ALICE,
+            "Question",
+            "q@contoso.example",
+            "Hi",
+            None,
+        );
+        let ctx = t.context(ALICE, &raw, None).await;
+        assert_eq!(
+            suggested(&ctx)[..3],
+            ["matter:M-31", "matter:M-30", "matter:M-32"],
+            "{ctx}"
+        );
+        assert_eq!(sources(&ctx)[0], "history");
+        assert_eq!(
+            reasons(&ctx, 0)[0],
+            "all 2 messages from contoso.example were filed here"
+        );
+        // Personal mail domains say nothing about a record.
+        let m = raw_mail(
+            "a@gmail.com",
+            "adam@a.test",
+            "Hello",
+            "g1@gmail.com",
+            "Hi",
+            None,
+        );
+        t.file("adam@a.test", &m, &["matter:M-30"], None).await;
+        let raw = raw_mail("b@gmail.com", ALICE, "Hello", "g2@gmail.com", "Hi", None);
+        let ctx = t.context(ALICE, &raw, None).await;
+        assert!(
+            !suggested(&ctx).contains(&"matter:M-30".to_string()),
+            "{ctx}"
+        );
+    }
+);
+
+addon_both_backends!(
+    rank_participants_and_forwarded_senders,
+    |t: Addon| async move {
+        t.record(
+            RecordKind::Matter,
+            "M-40",
+            "Dana Holdings",
+            "Dana",
+            &["dana@acme.com"],
+        )
+        .await;
+        // Alice writes to the contact: the recipient counts (less than a sender).
+        let out = raw_mail(
+            ALICE,
+            "Dana <dana@acme.com>",
+            "Hello",
+            "o1@a.test",
+            "Hi",
+            None,
+        );
+        let ctx = t.context(ALICE, &out, None).await;
+        assert_eq!(suggested(&ctx)[0], "matter:M-40", "{ctx}");
+        assert_eq!(
+            reasons(&ctx, 0),
+            ["participant dana@acme.com is a contact of Dana Holdings"]
+        );
+        // A colleague forwards Dana's email: the forwarded sender counts as a sender.
+        let body = "FYI\r\n\r\n---------- Forwarded message ---------\r\nFrom: Dana <dana@acme.com>\r\nDate: Mon\r\n\r\nHi";
+        let fwd = raw_mail("adam@a.test", ALICE, "Fwd: Hello", "f1@a.test", body, None);
+        let ctx = t.context(ALICE, &fwd, None).await;
+        assert_eq!(suggested(&ctx)[0], "matter:M-40", "{ctx}");
+        assert_eq!(
+            reasons(&ctx, 0)[0],
+            "forwarded sender dana@acme.com is a contact of Dana Holdings"
+        );
+        // The firm's own people are never participants that count.
+        let internal = raw_mail("adam@a.test", ALICE, "Lunch", "i1@a.test", "Hi", None);
+        let ctx = t.context(ALICE, &internal, None).await;
+        assert!(suggested(&ctx).is_empty(), "{ctx}");
+    }
+);
+
+addon_both_backends!(
+    rank_a_record_the_user_may_not_see_is_never_suggested,
+    |t: Addon| async move {
+        t.record(
+            RecordKind::Matter,
+            "W-50",
+            "Walled lease",
+            "Walled",
+            &["walled.example", "ceo@walled.example"],
+        )
+        .await;
+        let tenant = t.app.tenant(&t.app.firm_a).await;
+        let id: String = sqlx::query_scalar("SELECT id FROM records WHERE reference = 'W-50'")
+            .fetch_one(&tenant.db)
+            .await
+            .unwrap();
+        let adam = docket::directory::user_by_email(&tenant.db, "adam@a.test")
+            .await
+            .unwrap()
+            .unwrap();
+        // Every signal points at W-50: history (adam files there), reference, words, contacts.
+        let earlier = raw_mail(
+            "ceo@walled.example",
+            "adam@a.test",
+            "Walled lease",
+            "e1@walled.example",
+            "Hi",
+            None,
+        );
+        t.file("adam@a.test", &earlier, &["matter:W-50"], None)
+            .await;
+        let raw = raw_mail(
+            "ceo@walled.example",
+            ALICE,
+            "W-50 Walled lease",
+            "e2@walled.example",
+            "Walled lease",
+            Some("Walled_lease.pdf"),
+        );
+        let ctx = t.context(ALICE, &raw, None).await;
+        assert_eq!(suggested(&ctx)[0], "matter:W-50", "{ctx}");
+        // A wall: only adam may see W-50.
+        let mut conn = tenant.db.acquire().await.unwrap();
+        let member = docket::access::Principal {
+            kind: docket::access::PrincipalKind::User,
+            id: adam.id.clone(),
+        };
+        docket::access::write_team(&mut conn, &id, false, &[member], &[])
+            .await
+            .unwrap();
+        drop(conn);
+        let ctx = t.context(ALICE, &raw, None).await;
+        assert!(
+            suggested(&ctx).is_empty() && !all_text(&ctx["suggestions"]).contains("Walled"),
+            "{ctx}"
+        );
+        let ctx = t.context("adam@a.test", &raw, None).await;
+        assert_eq!(suggested(&ctx)[0], "matter:W-50", "{ctx}");
+        assert_eq!(ctx["suggestions"][0]["likelihood"], "likely", "{ctx}");
+    }
+);
+
+addon_both_backends!(
+    rank_index_is_rebuilt_when_its_version_changes,
+    |t: Addon| async move {
+        t.record(
+            RecordKind::Matter,
+            "M-60",
+            "Fabrikam lease",
+            "Fabrikam",
+            &[],
+        )
+        .await;
+        let m = raw_mail("x@fab.example", ALICE, "Hi", "r1@fab.example", "Hi", None);
+        t.file(ALICE, &m, &["matter:M-60"], None).await;
+        let tenant = t.app.tenant(&t.app.firm_a).await;
+        let count = |sql: &'static str| {
+            let db = tenant.db.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&db)
+                    .await
+                    .unwrap()
+            }
+        };
+        let terms = count("SELECT COUNT(*) FROM record_terms").await;
+        let parties = count("SELECT COUNT(*) FROM message_parties").await;
+        assert!(terms > 0 && parties > 0);
+        // Up to date: nothing to do.
+        assert!(!docket::suggest::terms::ensure_index(&tenant.db)
+            .await
+            .unwrap());
+        // Lost (or built by another version): rebuilt from the records and messages.
+        for sql in [
+            "DELETE FROM record_terms",
+            "DELETE FROM message_parties",
+            "DELETE FROM settings WHERE key = 'suggest_index_version'",
+        ] {
+            sqlx::query(sql).execute(&tenant.db).await.unwrap();
+        }
+        assert!(docket::suggest::terms::ensure_index(&tenant.db)
+            .await
+            .unwrap());
+        assert_eq!(count("SELECT COUNT(*) FROM record_terms").await, terms);
+        assert_eq!(count("SELECT COUNT(*) FROM message_parties").await, parties);
+        let raw = raw_mail(
+            "y@other.example",
+            ALICE,
+            "Fabrikam lease",
+            "r2@other.example",
+            "Hi",
+            None,
+        );
+        assert_eq!(
+            suggested(&t.context(ALICE, &raw, None).await)[0],
+            "matter:M-60"
+        );
+    }
+);
+
 addon_both_backends!(records_search_api, |t: Addon| async move {
     t.record(
         RecordKind::Matter,

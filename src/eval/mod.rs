@@ -381,6 +381,117 @@ fn solve3(a: [[f64; 3]; 3], b: [f64; 3]) -> [f64; 3] {
 mod tests {
     use super::*;
 
+    /// A small synthetic firm replayed end to end: every reply and every referenced
+    /// message has its record first, most first messages do, and the numbers add up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_synthetic_firm_replays_with_replies_and_references_first() {
+        let firm = synth::firm(
+            7,
+            synth::Shape {
+                records: 12,
+                messages: 150,
+            },
+        );
+        assert_eq!(firm.cases.len(), 150);
+        assert_eq!(
+            synth::firm(
+                7,
+                synth::Shape {
+                    records: 12,
+                    messages: 150
+                }
+            )
+            .cases[42]
+                .raw,
+            firm.cases[42].raw
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let report = replay(&firm, dir.path()).await.unwrap();
+        assert_eq!(report.outcomes.len(), 150);
+        for c in [
+            Category::ReplyWithoutReference,
+            Category::ReplyWithReference,
+            Category::FirstWithReference,
+        ] {
+            let os: Vec<&Outcome> = report.outcomes.iter().filter(|o| o.category == c).collect();
+            assert!(!os.is_empty(), "{c:?}");
+            assert_eq!(rates(&os).0, 100.0, "{c:?}: {}", report.render());
+        }
+        let all: Vec<&Outcome> = report.outcomes.iter().collect();
+        assert!(rates(&all).0 > 70.0, "{}", report.render());
+        assert!(report.render().contains("shown as \"likely\""));
+    }
+
+    /// A real history: records.csv, truth.csv and .eml files, replayed in Date order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_folder_of_eml_files_with_a_truth_file_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("records.csv"),
+            "kind,reference,title,client,contacts\nmatter,M-1,Northwind lease,Northwind,northwind.example\ncase,C-2,Contoso v. Fabrikam,Contoso,\n",
+        )
+        .unwrap();
+        let eml = |from: &str, subject: &str, id: &str, date: &str, reply: &str| {
+            format!("From: {from}\r\nTo: ann@firm.example\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: {date}\r\n{reply}\r\nHi\r\n")
+        };
+        std::fs::write(
+            d.join("b.eml"),
+            eml(
+                "x@northwind.example",
+                "Re: lease",
+                "b@x",
+                "Tue, 2 Jan 2024 10:00:00 +0000",
+                "In-Reply-To: <a@x>",
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("a.eml"),
+            eml(
+                "x@northwind.example",
+                "lease",
+                "a@x",
+                "Mon, 1 Jan 2024 10:00:00 +0000",
+                "X-A: 1",
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("c.eml"),
+            eml(
+                "y@contoso.example",
+                "Contoso v. Fabrikam",
+                "c@x",
+                "Wed, 3 Jan 2024 10:00:00 +0000",
+                "X-A: 1",
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("truth.csv"),
+            "file,target,filer\nb.eml,matter:M-1,Ann@firm.example\na.eml,matter:M-1,ann@firm.example\nc.eml,case:C-2,ann@firm.example\n",
+        )
+        .unwrap();
+        let firm = folder::load(d, None).unwrap();
+        assert_eq!(firm.domain, "firm.example");
+        assert_eq!(firm.users, ["ann@firm.example"]);
+        // In Date order: a (the first message), then its reply b.
+        assert!(String::from_utf8_lossy(&firm.cases[0].raw).contains("<a@x>"));
+        let work = tempfile::tempdir().unwrap();
+        let report = replay(&firm, work.path()).await.unwrap();
+        let ranks: Vec<Option<usize>> = report.outcomes.iter().map(|o| o.rank).collect();
+        assert_eq!(ranks, [Some(0), Some(0), Some(0)], "{}", report.render());
+        assert_eq!(report.outcomes[1].category, Category::ReplyWithoutReference);
+        // A truth file naming a file that is not there says which.
+        std::fs::write(
+            d.join("truth.csv"),
+            "file,target,filer\nmissing.eml,matter:M-1,ann@firm.example\n",
+        )
+        .unwrap();
+        assert!(format!("{:#}", folder::load(d, None).unwrap_err()).contains("missing.eml"));
+    }
+
     #[test]
     fn the_fit_recovers_a_known_logistic_curve() {
         // Scores 0..10; right exactly as often as σ(-3 + 0.6·score) says.

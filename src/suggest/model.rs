@@ -624,11 +624,14 @@ fn score_words(
         let pts = (weight * points::WORDS_PER_WEIGHT).min(points::WORDS_MAX)
             + points::WORDS_COVERAGE * coverage.min(1.0);
         for place in [Place::Subject, Place::Attachment, Place::Body] {
-            let ws: Vec<String> = found
+            // In the order the message has them.
+            let mut here: Vec<(usize, &String)> = found
                 .iter()
                 .filter(|(_, p)| *p == place)
-                .map(|(t, _)| format!("“{t}”"))
+                .map(|(t, _)| (usable.iter().position(|(w, _)| w == t).unwrap_or(0), t))
                 .collect();
+            here.sort();
+            let ws: Vec<String> = here.iter().map(|(_, t)| format!("“{t}”")).collect();
             if !ws.is_empty() {
                 let reason = format!("{} mentions {}", place.word(), ws.join(", "));
                 board.add(rec.clone(), Signal::Words, pts, reason);
