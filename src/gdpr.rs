@@ -479,6 +479,12 @@ pub async fn erase(
             .execute(&mut *tx)
             .await?
             .rows_affected() as i64;
+    // The suggestion index's participants (incl. senders of mail forwarded in a body, which
+    // the header search above does not see); held messages keep their headers.
+    sqlx::query("DELETE FROM message_parties WHERE address = $1")
+        .bind(email.to_lowercase())
+        .execute(&mut *tx)
+        .await?;
     for (sql, n) in [
         (
             "DELETE FROM login_attempts WHERE LOWER(email) = $1 OR user_id = $2",

@@ -255,11 +255,11 @@ impl MessageView {
 
 /// The message's row and its attachments' rows, added to `writes`; returns the new id.
 /// The message's participants ([`crate::suggest::terms::parties`]).
-fn insert_parties(writes: &mut Script, id: &str, p: &ParsedMessage) {
+fn insert_parties(writes: &mut Script, id: &str, p: &ParsedMessage, now: &str) {
     for (address, domain) in crate::suggest::terms::parties(p) {
         writes.push(
-            "INSERT INTO message_parties (message_id, address, domain) VALUES ($1, $2, $3)",
-            vec![id.into(), address.into(), domain.into()],
+            "INSERT INTO message_parties (message_id, address, domain, at) VALUES ($1, $2, $3, $4)",
+            vec![id.into(), address.into(), domain.into(), now.into()],
         );
     }
 }
@@ -298,7 +298,7 @@ fn insert_message(
             (&p.content_sha256).into(),
         ],
     );
-    insert_parties(writes, &id, p);
+    insert_parties(writes, &id, p, now);
     for a in &p.attachments {
         writes.push(
             "INSERT INTO message_attachments (message_id, idx, display_name, content_type, size, sha256) VALUES ($1, $2, $3, $4, $5, $6)",

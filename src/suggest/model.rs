@@ -277,7 +277,7 @@ pub async fn contacts(
         }
         let sql = format!(
             "SELECT LOWER(c.value), r.kind, r.reference, r.title FROM record_contacts c JOIN records r ON r.id = c.record_id \
-             WHERE c.kind = '{kind}' AND LOWER(c.value) IN ({}) AND {}",
+             WHERE c.kind = '{kind}' AND LOWER(c.value) IN ({}) AND {} ORDER BY r.kind, r.reference",
             placeholders(1, list.len()),
             open(list.len() + 1)
         );
@@ -298,8 +298,14 @@ pub async fn contacts(
     Ok(())
 }
 
-/// Per (key, record): how many of the key's earlier messages were filed there, and when
-/// last. `column` is `address` or `domain` of `message_parties`.
+/// How many of an address's (or domain's) latest messages history reads.
+const HISTORY_WINDOW: i64 = 200;
+/// Most addresses, and most domains, history asks about.
+const HISTORY_KEYS: usize = 10;
+
+/// Per (key, record): how many of the key's latest [`HISTORY_WINDOW`] messages (not this
+/// one) were filed there, and when last. `column` is `address` or `domain` of
+/// `message_parties`. One indexed query per key.
 async fn history_rows(
     pool: &AnyPool,
     user: &str,
@@ -308,25 +314,30 @@ async fn history_rows(
     dedup_key: &str,
 ) -> AppResult<Vec<(String, RecordRef, i64, String)>> {
     let sql = format!(
-        "SELECT h.k, r.kind, r.reference, r.title, h.n, h.last FROM \
-         (SELECT p.{column} AS k, f.record_id, COUNT(*) AS n, MAX(f.filed_at) AS last \
-          FROM message_parties p JOIN filings f ON f.message_id = p.message_id \
-          WHERE p.{column} IN ({}) AND p.message_id NOT IN (SELECT id FROM messages WHERE dedup_key = ${}) \
-          GROUP BY p.{column}, f.record_id) h \
-         JOIN records r ON r.id = h.record_id WHERE {}",
-        placeholders(1, keys.len()),
-        keys.len() + 1,
-        open(keys.len() + 2)
+        "SELECT r.kind, r.reference, r.title, h.n, h.last FROM \
+         (SELECT f.record_id, COUNT(*) AS n, MAX(f.filed_at) AS last FROM \
+          (SELECT message_id FROM message_parties WHERE {column} = $1 \
+           AND message_id NOT IN (SELECT id FROM messages WHERE dedup_key = $2) \
+           ORDER BY at DESC LIMIT $3) p \
+          JOIN filings f ON f.message_id = p.message_id GROUP BY f.record_id) h \
+         JOIN records r ON r.id = h.record_id WHERE {} ORDER BY r.kind, r.reference",
+        open(4)
     );
-    let mut q = sqlx::query(&sql);
-    for k in keys {
-        q = q.bind(k);
+    let mut out = Vec::new();
+    for k in keys.iter().take(HISTORY_KEYS) {
+        let rows = sqlx::query(&sql)
+            .bind(k)
+            .bind(dedup_key)
+            .bind(HISTORY_WINDOW)
+            .bind(user)
+            .fetch_all(pool)
+            .await?;
+        out.extend(
+            rows.iter()
+                .map(|r| (k.clone(), rec_from(r, 0), r.get(3), r.get(4))),
+        );
     }
-    let rows = q.bind(dedup_key).bind(user).fetch_all(pool).await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), rec_from(r, 1), r.get(4), r.get(5)))
-        .collect())
+    Ok(out)
 }
 
 /// Firm-wide history: where the firm filed earlier mail from or with these addresses, and
@@ -412,7 +423,8 @@ pub async fn own_history(
     let sql = format!(
         "SELECT r.kind, r.reference, r.title, COUNT(*) FROM \
          (SELECT record_id FROM filings WHERE filed_by = $1 ORDER BY filed_at DESC LIMIT $2) f \
-         JOIN records r ON r.id = f.record_id WHERE {} GROUP BY r.kind, r.reference, r.title",
+         JOIN records r ON r.id = f.record_id WHERE {} GROUP BY r.kind, r.reference, r.title \
+         ORDER BY r.kind, r.reference",
         open(3)
     );
     let rows = sqlx::query(&sql)
@@ -620,6 +632,9 @@ fn score_words(
             e.3.push((term, *place));
         }
     }
+    // In a fixed order, so that ties break the same way every time.
+    let mut per: Vec<(String, WordEvidence)> = per.into_iter().collect();
+    per.sort_by(|a, b| a.0.cmp(&b.0));
     for (_, (rec, weight, coverage, found)) in per {
         let pts = (weight * points::WORDS_PER_WEIGHT).min(points::WORDS_MAX)
             + points::WORDS_COVERAGE * coverage.min(1.0);

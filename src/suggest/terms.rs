@@ -293,7 +293,7 @@ async fn rebuild(tx: &mut sqlx::AnyConnection) -> AppResult<()> {
         .await?;
     // Stored messages keep their header lists but not their bodies in the database: a
     // rebuild indexes From, To and Cc (forwarded senders count from the next filing on).
-    let rows = sqlx::query("SELECT id, from_json, to_json, cc_json FROM messages")
+    let rows = sqlx::query("SELECT id, from_json, to_json, cc_json, created_at FROM messages")
         .fetch_all(&mut *tx)
         .await?;
     for r in &rows {
@@ -306,14 +306,15 @@ async fn rebuild(tx: &mut sqlx::AnyConnection) -> AppResult<()> {
             cc: list(3),
             ..ParsedMessage::default()
         };
-        let id: String = r.get(0);
+        let (id, at): (String, String) = (r.get(0), r.get(4));
         for (address, domain) in parties(&p) {
             sqlx::query(
-                "INSERT INTO message_parties (message_id, address, domain) VALUES ($1, $2, $3)",
+                "INSERT INTO message_parties (message_id, address, domain, at) VALUES ($1, $2, $3, $4)",
             )
             .bind(&id)
             .bind(address)
             .bind(domain)
+            .bind(&at)
             .execute(&mut *tx)
             .await?;
         }

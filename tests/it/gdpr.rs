@@ -300,6 +300,23 @@ both_backends!(
             0
         );
         assert_eq!(scalar(&t, "SELECT COUNT(*) FROM login_attempts").await, 0);
+        // The suggestion index forgets the address, also for the held and walled messages.
+        assert_eq!(
+            scalar(
+                &t,
+                "SELECT COUNT(*) FROM message_parties WHERE address = 'vera@a.test'"
+            )
+            .await,
+            0
+        );
+        assert!(
+            scalar(
+                &t,
+                "SELECT COUNT(*) FROM message_parties WHERE address = 'cfo@globex.com'"
+            )
+            .await
+                > 0
+        );
         assert_eq!(scalar(&t, "SELECT COUNT(*) FROM audit_log WHERE LOWER(actor || subject || detail) LIKE '%vera@a.test%' AND detail NOT LIKE '%avera@a.test%'").await, 0);
         assert_eq!(scalar(&t, "SELECT COUNT(*) FROM messages WHERE LOWER(from_json || to_json || cc_json) LIKE '%vera@a.test%' AND from_json NOT LIKE '%avera%'").await, 2, "the held one and the walled one");
         let tok = app.token("alice@a.test");

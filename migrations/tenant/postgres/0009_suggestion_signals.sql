@@ -18,10 +18,13 @@ CREATE TABLE message_parties (
     message_id TEXT NOT NULL REFERENCES messages(id),
     address    TEXT NOT NULL,
     domain     TEXT NOT NULL,
+    -- When the message was stored (RFC 3339): history reads each address's and domain's
+    -- latest messages only, so a busy domain costs no more than a quiet one.
+    at         TEXT NOT NULL,
     PRIMARY KEY (message_id, address)
 );
-CREATE INDEX message_parties_address ON message_parties (address, message_id);
-CREATE INDEX message_parties_domain ON message_parties (domain, message_id);
+CREATE INDEX message_parties_address ON message_parties (address, at, message_id);
+CREATE INDEX message_parties_domain ON message_parties (domain, at, message_id);
 
 -- "The records you file to": a user's latest filings.
 CREATE INDEX filings_filer_recent ON filings (filed_by, filed_at);
