@@ -526,7 +526,32 @@ fn message_words(m: &ParsedMessage) -> Vec<(String, Place)> {
     out
 }
 
-/// How telling a word is: rarer among open records is stronger (`ln(1 + open / df)`).
+/// In how many records (open or closed) each word is, counted up to [`MAX_DF`] + 1: each
+/// count reads at most that many index entries, so a word in thousands of records costs
+/// no more than a rare one.
+async fn document_frequencies(pool: &AnyPool, terms: &[&str]) -> AppResult<HashMap<String, i64>> {
+    let parts: Vec<String> = (1..=terms.len())
+        .map(|i| {
+            format!(
+                "SELECT ${i} AS term, (SELECT COUNT(*) FROM (SELECT 1 AS one FROM record_terms \
+                 WHERE term = ${i} LIMIT {}) capped) AS n",
+                MAX_DF + 1
+            )
+        })
+        .collect();
+    let sql = parts.join(" UNION ALL ");
+    let mut q = sqlx::query(&sql);
+    for t in terms {
+        q = q.bind(*t);
+    }
+    Ok(q.fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
+        .collect())
+}
+
+/// How telling a word is: rarer among records is stronger (`ln(1 + records / df)`).
 fn word_weight(open_records: i64, df: i64) -> f64 {
     (1.0 + open_records as f64 / df.max(1) as f64).ln()
 }
@@ -549,21 +574,7 @@ pub async fn words(
         return Ok(());
     }
     let terms: Vec<&str> = found.iter().map(|(w, _)| w.as_str()).collect();
-    let sql = format!(
-        "SELECT t.term, COUNT(DISTINCT t.record_id) FROM record_terms t JOIN records r ON r.id = t.record_id \
-         WHERE t.term IN ({}) AND r.status = 'open' GROUP BY t.term",
-        placeholders(1, terms.len())
-    );
-    let mut q = sqlx::query(&sql);
-    for t in &terms {
-        q = q.bind(*t);
-    }
-    let df: HashMap<String, i64> = q
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let df = document_frequencies(pool, &terms).await?;
     let usable: Vec<&(String, Place)> = found
         .iter()
         .filter(|(w, p)| {
@@ -579,7 +590,7 @@ pub async fn words(
     if usable.is_empty() {
         return Ok(());
     }
-    let open_records: i64 = sqlx::query("SELECT COUNT(*) FROM records WHERE status = 'open'")
+    let open_records: i64 = sqlx::query("SELECT COUNT(*) FROM records")
         .fetch_one(pool)
         .await?
         .get(0);
