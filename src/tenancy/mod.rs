@@ -758,8 +758,13 @@ impl Catalog {
         drop(open);
         if upgrade_chain {
             self.upgrade_audit_chain(&tenant).await;
-            if crate::suggest::terms::ensure_index(&tenant.db).await? {
-                tracing::info!(tenant = %tenant.id, "suggestion index rebuilt");
+            // A failed rebuild costs suggestions, not the tenant: logged, tried at next open.
+            match crate::suggest::terms::ensure_index(&tenant.db).await {
+                Ok(true) => tracing::info!(tenant = %tenant.id, "suggestion index rebuilt"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(tenant = %tenant.id, error = %e, "suggestion index not rebuilt")
+                }
             }
         }
         Ok(tenant)
