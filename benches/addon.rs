@@ -17,18 +17,20 @@
 //! 2. One "open message" is built so that every suggestion source fires: its Gmail thread is
 //!    a seeded, filed thread; its References/In-Reply-To name a filed Message-ID of another
 //!    thread; its subject names an existing open record; its sender's domain is a record
-//!    contact; alice has filed mail from that sender before (the heaviest sender: worst case).
+//!    contact; alice has filed mail from that sender before (the heaviest sender: worst case);
+//!    its subject and body name 61 record code names (each in about ten records' titles),
+//!    so the words signal weighs every one.
 //! 3. Sequential requests (after a warm-up), each checked (200 and suggestions present):
 //!    `POST /addon/message` (system token + user token in the event, Gmail fetch through the
 //!    fake), `POST /v1/addon/context` (same message, raw in the body) and
 //!    `GET /v1/records?q=…` (rotating queries). Latency is measured by the client over
 //!    loopback (an upper bound of the server-side time).
 //! 4. In-process breakdown: the Gmail fetch against the fake (what "Google's latency" costs
-//!    here), parsing, `suggest::already_filed`, `suggest::suggestions`, and each suggestion
-//!    query on its own (SQL mirrored from src/suggest.rs) with its `EXPLAIN QUERY PLAN`.
+//!    here), parsing, `suggest::already_filed`, `suggest::suggestions`, and each signal of
+//!    the suggestion model (`suggest::model`) on its own.
 //!
 //! Environment (all optional): BENCH_BACKEND (`sqlite`, or `postgres` for the local
-//! PostgreSQL server the tests use; the per-query plans are SQLite's and skipped there),
+//! PostgreSQL server the tests use),
 //! BENCH_RECORDS (10000), BENCH_FILINGS (100000),
 //! BENCH_REQUESTS (500), BENCH_WARMUP (20), BENCH_QUERY_REPS (200), BENCH_KEEP_DIR (set: keep
 //! the data directory, SQLite files included, and print its path).
@@ -233,6 +235,24 @@ fn capitalise(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Syllables of the records' code names.
+const SYLLABLES: [&str; 10] = [
+    "ka", "lo", "mi", "ren", "tor", "vas", "quin", "bel", "dor", "sa",
+];
+
+/// Record `i`'s code name, one of 1,000 words, each in the titles of about ten records out
+/// of 10,000: rare words for the suggestion model's words signal to weigh (the client and
+/// topic words are each in hundreds of records, above its cut-off).
+fn codename(i: usize) -> String {
+    let k = (i * 7_919) % 1_000;
+    capitalise(&format!(
+        "{}{}{}",
+        SYLLABLES[k % 10],
+        SYLLABLES[k / 10 % 10],
+        SYLLABLES[k / 100]
+    ))
+}
+
 fn ts(secs: i64) -> String {
     docket::time_fmt::format_utc(time::OffsetDateTime::from_unix_timestamp(secs).expect("time"))
 }
@@ -361,6 +381,7 @@ fn generate(n_records: usize, n_msgs: usize) -> Data {
             "case" => format!("{} v. {}", capitalise(LAST[rng.gen_range(0..20)]), cl.name),
             _ => format!("{} {}", cl.name, CONTRACT_TYPES[rng.gen_range(0..6)]),
         };
+        let title = format!("{title} ({})", codename(i));
         let address_contact = if rng.gen_bool(0.10) {
             Some(if c < SENDERS && rng.gen_bool(0.5) {
                 senders[c].addr.clone()
@@ -799,8 +820,18 @@ fn open_message(data: &Data) -> Open {
         .expect("an open matter");
     let snd = sender(0, &data.clients);
     let subject = format!(
-        "Re: {} – revised draft settlement agreement",
-        data.records[subject_record].reference
+        "Re: {} – revised draft settlement agreement ({})",
+        data.records[subject_record].reference,
+        codename(subject_record)
+    );
+    // The worst case for the words signal: 60 code names in the body, each in about ten
+    // records' titles (under the body's cut-off), so every one of them is looked up.
+    let names: Vec<String> = (0..60).map(codename).collect();
+    let body = format!(
+        "{}\r\nSee also {}.\r\n",
+        "Dear Alice,\r\n\r\nPlease find attached the revised draft with our comments.\r\n"
+            .repeat(20),
+        names.join(", ")
     );
     let raw = mail_builder::MessageBuilder::new()
         .from((snd.name.as_str(), snd.addr.as_str()))
@@ -811,10 +842,7 @@ fn open_message(data: &Data) -> Open {
         .in_reply_to(referenced_mid.clone())
         .references(vec![referenced_mid.clone()])
         .date(1_735_000_000i64)
-        .text_body(
-            "Dear Alice,\r\n\r\nPlease find attached the revised draft with our comments.\r\n"
-                .repeat(20),
-        )
+        .text_body(body)
         .attachment("application/pdf", "draft-v3.pdf", noise(40_000, 7))
         .write_to_vec()
         .expect("mail");
@@ -829,18 +857,23 @@ fn open_message(data: &Data) -> Open {
     }
 }
 
-/// The reasons each suggestion source writes (src/suggest.rs).
-const REASONS: [(&str, &str); 4] = [
+/// The reasons each suggestion source writes (src/suggest).
+const REASONS: [(&str, &str); 5] = [
     ("thread", "same thread as a message filed to"),
     ("subject", "subject contains"),
     ("contact", "is a contact of"),
-    ("history", "you filed mail from this sender here"),
+    ("history", "you filed mail with this sender here"),
+    ("words", "mentions “"),
 ];
 
-fn missing_sources(text: &str) -> Vec<&'static str> {
+/// The sources whose reasons are on the card and in the context's first ten (the others,
+/// weaker here, are checked in the full ranking: [`time_signals`]).
+const FIRST_TEN: [&str; 3] = ["thread", "subject", "history"];
+
+fn missing_sources(text: &str, sources: &[&str]) -> Vec<&'static str> {
     REASONS
         .iter()
-        .filter(|(_, r)| !text.contains(r))
+        .filter(|(s, r)| sources.contains(s) && !text.contains(r))
         .map(|(s, _)| *s)
         .collect()
 }
@@ -850,28 +883,7 @@ fn excerpt(s: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Individual queries (mirrored from src/suggest.rs, visible clause "1 = 1")
-
-struct NamedQuery {
-    name: &'static str,
-    sql: String,
-    binds: Vec<Val>,
-}
-
-fn clone_val(v: &Val) -> Val {
-    match v {
-        Val::S(s) => Val::S(s.clone()),
-        Val::N(s) => Val::N(s.clone()),
-        Val::I(i) => Val::I(*i),
-    }
-}
-
-fn placeholders(start: usize, n: usize) -> String {
-    (start..start + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+// Backend
 
 /// `BENCH_BACKEND`: SQLite unless it says `postgres`.
 fn bench_backend() -> Backend {
@@ -881,129 +893,81 @@ fn bench_backend() -> Backend {
     }
 }
 
-fn queries_for(
-    parsed: &docket::mail::ParsedMessage,
-    open: &Open,
-    data: &Data,
-    alice: &User,
-) -> Vec<NamedQuery> {
-    let reference = data.records[open.subject_record].reference.clone();
-    suggestion_queries(parsed, &open.thread_hex, &alice.id, &reference)
-}
-
-fn suggestion_queries(
-    parsed: &docket::mail::ParsedMessage,
-    thread: &str,
-    user_id: &str,
-    reference: &str,
-) -> Vec<NamedQuery> {
-    let open = "r.status = 'open' AND 1 = 1";
-    let mut ids: Vec<String> = parsed
-        .in_reply_to
+/// Each signal of the suggestion model on its own, `reps` times (the card runs them all,
+/// plus the thread, rule and reference lookups, in `suggest::score`).
+async fn time_signals(
+    pool: &AnyPool,
+    user: &User,
+    facts: &MessageFacts<'_>,
+    reps: usize,
+) -> Vec<(&'static str, Stats)> {
+    use docket::suggest::model;
+    let m = facts.message;
+    let parties = model::outside_parties(m, facts.own_domains, &user.email);
+    let sender = parties
         .iter()
-        .chain(parsed.references.iter())
-        .cloned()
-        .collect();
-    ids.sort();
-    ids.dedup();
-    let sender = parsed
-        .from
-        .iter()
-        .find_map(|b| b.address.clone())
-        .expect("sender");
-    let domain = sender.rsplit_once('@').expect("domain").1.to_string();
-    let mut thread_binds = vec![Val::S(parsed.dedup_key.clone()), Val::S(thread.into())];
-    thread_binds.extend(ids.iter().map(|i| Val::S(i.clone())));
-    vec![
-        NamedQuery {
-            name: "1 thread",
-            sql: format!(
-                "SELECT DISTINCT r.kind, r.reference, r.title FROM messages m JOIN filings f ON f.message_id = m.id \
-                 JOIN records r ON r.id = f.record_id WHERE {open} AND m.dedup_key <> $1 AND (m.gmail_thread_id = $2{}) \
-                 ORDER BY r.kind, r.reference",
-                if ids.is_empty() { String::new() } else { format!(" OR m.message_id IN ({})", placeholders(3, ids.len())) }
-            ),
-            binds: thread_binds,
-        },
-        NamedQuery {
-            name: "2 subject reference",
-            sql: format!(
-                "SELECT r.kind, r.reference, r.title FROM records r WHERE UPPER(r.reference) = UPPER($1) AND {open} ORDER BY r.kind"
-            ),
-            binds: vec![Val::S(reference.into())],
-        },
-        NamedQuery {
-            name: "3a contact address",
-            sql: format!(
-                "SELECT c.value, r.kind, r.reference, r.title FROM record_contacts c JOIN records r ON r.id = c.record_id \
-                 WHERE c.kind = 'address' AND c.value IN ($1) AND {open} ORDER BY r.kind, r.reference"
-            ),
-            binds: vec![Val::S(sender.clone())],
-        },
-        NamedQuery {
-            name: "3b contact domain",
-            sql: format!(
-                "SELECT c.value, r.kind, r.reference, r.title FROM record_contacts c JOIN records r ON r.id = c.record_id \
-                 WHERE c.kind = 'domain' AND c.value IN ($1) AND {open} ORDER BY r.kind, r.reference"
-            ),
-            binds: vec![Val::S(domain)],
-        },
-        NamedQuery {
-            name: "4 sender history",
-            sql: format!(
-                "SELECT r.kind, r.reference, r.title, COUNT(*) AS n FROM filings f JOIN messages m ON m.id = f.message_id \
-                 JOIN records r ON r.id = f.record_id WHERE f.filed_by = $1 AND m.from_addr = $2 AND m.dedup_key <> $3 AND {open} \
-                 GROUP BY r.kind, r.reference, r.title ORDER BY n DESC, r.kind, r.reference LIMIT 5"
-            ),
-            binds: vec![
-                Val::S(user_id.into()),
-                Val::S(sender),
-                Val::S(parsed.dedup_key.clone()),
-            ],
-        },
-        NamedQuery {
-            name: "5 already filed",
-            sql: "SELECT f.id, f.filed_at, u.email, r.kind, r.reference, r.title FROM messages m \
-                  JOIN filings f ON f.message_id = m.id JOIN records r ON r.id = f.record_id JOIN users u ON u.id = f.filed_by \
-                  WHERE m.dedup_key = $1 AND 1 = 1 ORDER BY f.filed_at, r.kind, r.reference"
-                .into(),
-            binds: vec![Val::S(parsed.dedup_key.clone())],
-        },
-    ]
-}
-
-fn bound<'q>(
-    sql: &'q str,
-    binds: &[Val],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    let mut q = sqlx::query(sql);
-    for v in binds {
-        q = match clone_val(v) {
-            Val::S(s) => q.bind(s),
-            Val::N(s) => q.bind(s),
-            Val::I(i) => q.bind(i),
-        };
-    }
-    q
-}
-
-async fn query_plan(pool: &AnyPool, sql: &str, binds: &[Val]) -> Vec<String> {
-    let explain = format!("EXPLAIN QUERY PLAN {sql}");
-    let rows = bound(&explain, binds)
-        .fetch_all(pool)
+        .find(|p| p.role == model::Role::Sender)
+        .map(|p| p.address.clone());
+    let (parties, sender, uid) = (&parties, sender.as_deref(), user.id.as_str());
+    let mut b = model::Board::default();
+    model::words(pool, &user.id, m, &mut b)
         .await
-        .unwrap_or_else(|e| panic!("explain: {e}"));
-    let mut depth: BTreeMap<i64, usize> = BTreeMap::new();
-    rows.iter()
-        .map(|r| {
-            let id: i64 = r.try_get(0).unwrap_or(0);
-            let parent: i64 = r.try_get(1).unwrap_or(0);
-            let detail: String = r.try_get(3).unwrap_or_default();
-            let d = depth.get(&parent).map_or(0, |d| d + 1);
-            depth.insert(id, d);
-            format!("{}{detail}", "  ".repeat(d))
-        })
-        .collect()
+        .expect("words");
+    let found = b.ranked().len();
+    assert!(found > 0, "the words signal found no record");
+    println!("  (the words signal alone finds {found} records)");
+    let words = time_reps(reps, || async move {
+        let mut b = model::Board::default();
+        model::words(pool, uid, m, &mut b).await.expect("words");
+    })
+    .await;
+    let contacts = time_reps(reps, || async move {
+        let mut b = model::Board::default();
+        model::contacts(pool, uid, parties, &mut b)
+            .await
+            .expect("contacts");
+    })
+    .await;
+    let history = time_reps(reps, || async move {
+        let mut b = model::Board::default();
+        model::history(pool, uid, parties, facts.dedup_key, &mut b)
+            .await
+            .expect("history");
+    })
+    .await;
+    let own = time_reps(reps, || async move {
+        let mut b = model::Board::default();
+        model::own_history(pool, uid, sender, facts.dedup_key, &mut b)
+            .await
+            .expect("own history");
+    })
+    .await;
+    let rules = time_reps(reps, || async move {
+        docket::rules::evaluate(pool, m, facts.raw)
+            .await
+            .expect("rules")
+    })
+    .await;
+    let score = time_reps(reps, || async move {
+        suggest::score(pool, user, facts).await.expect("score")
+    })
+    .await;
+    let (ranked, _) = suggest::score(pool, user, facts).await.expect("score");
+    let all: Vec<String> = ranked.iter().flat_map(|s| s.reasons()).collect();
+    let missing = missing_sources(&all.join("\n"), &REASONS.map(|(s, _)| s));
+    assert!(missing.is_empty(), "the ranking lacks sources {missing:?}");
+    println!(
+        "  ({} records ranked, every source among them)",
+        ranked.len()
+    );
+    vec![
+        ("words", words),
+        ("contacts", contacts),
+        ("history", history),
+        ("own history", own),
+        ("rules (200)", rules),
+        ("suggest::score (all)", score),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1296,7 +1260,7 @@ async fn run(cfg: Cfg) {
                 );
             }
             if i == 0 {
-                let missing = missing_sources(body);
+                let missing = missing_sources(body, &FIRST_TEN);
                 assert!(
                     missing.is_empty(),
                     "the card lacks suggestion sources {missing:?}:\n{body}"
@@ -1338,7 +1302,7 @@ async fn run(cfg: Cfg) {
                 );
             }
             if i == 0 {
-                let missing = missing_sources(body);
+                let missing = missing_sources(body, &FIRST_TEN);
                 assert!(
                     missing.is_empty(),
                     "the context lacks suggestion sources {missing:?}:\n{body}"
@@ -1471,31 +1435,10 @@ async fn run(cfg: Cfg) {
         );
     }
 
-    println!("\nsuggestion queries one by one (SQL mirrored from src/suggest.rs) …");
-    let queries = if backend == Backend::Postgres {
-        println!("  (skipped: the plans are SQLite's)");
-        Vec::new()
-    } else {
-        queries_for(&parsed, &open, &data, &alice)
-    };
-    let mut query_stats: Vec<(&str, Stats, usize, Vec<String>)> = Vec::new();
-    for q in &queries {
-        let rows = bound(&q.sql, &q.binds)
-            .fetch_all(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", q.name))
-            .len();
-        let (sql, binds) = (q.sql.as_str(), q.binds.as_slice());
-        let st = time_reps(reps, || async move {
-            bound(sql, binds).fetch_all(p).await.expect("query").len()
-        })
-        .await;
-        let plan = query_plan(&pool, &q.sql, &q.binds).await;
-        println!("  {:<22} {:>4} rows  {}", q.name, rows, st.line());
-        for p in &plan {
-            println!("      {p}");
-        }
-        query_stats.push((q.name, st, rows, plan));
+    println!("\nsuggestion signals one by one (the model's own functions) …");
+    let signals = time_signals(&pool, &alice, &facts, reps).await;
+    for (name, st) in &signals {
+        println!("  {name:<22} {}", st.line());
     }
 
     // ---- report
@@ -1520,14 +1463,12 @@ async fn run(cfg: Cfg) {
     );
     println!("=======================================================");
 
-    let queries_json: Vec<Value> = query_stats
-        .iter()
-        .map(|(name, st, rows, plan)| json!({ "name": name, "rows": rows, "stats": st.json(), "plan": plan }))
-        .collect();
+    let signals_json: BTreeMap<&str, Value> =
+        signals.iter().map(|(n, st)| (*n, st.json())).collect();
     let out = json!({
         "bench": "addon",
         "smoke": cfg.smoke,
-        "backend": "sqlite",
+        "backend": format!("{backend:?}").to_lowercase(),
         "records": n_records,
         "record_contacts": n_contacts,
         "rules": n_rules,
@@ -1561,7 +1502,7 @@ async fn run(cfg: Cfg) {
         },
         "suggestions": sugg.len(),
         "suggestions_by_source": by_source,
-        "queries": queries_json,
+        "signals": signals_json,
         "budget_ms": BUDGET_MS,
         "pass": pass,
     });

@@ -1001,7 +1001,9 @@ fn check_record_fields(
     }
     let mut typed = Vec::new();
     for c in contacts {
-        let c = c.trim().to_ascii_lowercase();
+        // Lowercased as the suggestion model lowercases participants (Unicode), so that
+        // `suggest::model::contacts` can match stored values exactly, through the index.
+        let c = c.trim().to_lowercase();
         if c.is_empty() {
             continue;
         }

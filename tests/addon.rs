@@ -1300,6 +1300,23 @@ addon_both_backends!(rank_contacts_address_before_domain, |t: Addon| async move 
     let raw = msg("eve@acme.com", "Hello", "contact2@acme.com");
     let ctx = t.context(ALICE, &raw, None).await;
     assert_eq!(suggested(&ctx), ["matter:M-1"], "{ctx}");
+    // Case never matters, in contacts or in headers, Unicode letters included (RFC 6532
+    // addresses): the contact is stored as the model lowercases participants.
+    t.record(
+        RecordKind::Matter,
+        "M-8",
+        "Ünal estate",
+        "Ünal",
+        &["Jürgen.ÜNAL@Probate.EXAMPLE"],
+    )
+    .await;
+    let raw = msg("JÜRGEN.ünal@probate.example", "Hallo", "u1@probate.example");
+    let ctx = t.context(ALICE, &raw, None).await;
+    assert_eq!(suggested(&ctx), ["matter:M-8"], "{ctx}");
+    assert_eq!(
+        reasons(&ctx, 0),
+        ["sender jürgen.ünal@probate.example is a contact of Ünal estate"]
+    );
 });
 
 addon_both_backends!(rank_own_history_with_sender, |t: Addon| async move {
@@ -1316,8 +1333,8 @@ addon_both_backends!(rank_own_history_with_sender, |t: Addon| async move {
     let raw = msg("carl@other.example", "New", "h-new@other.example");
     let ctx = t.context(ALICE, &raw, None).await;
     assert_eq!(suggested(&ctx), ["contract:K-1", "case:C-1"], "{ctx}");
-    assert!(reasons(&ctx, 0).contains(&"you filed mail from this sender here 3 times".into()));
-    assert!(reasons(&ctx, 1).contains(&"you filed mail from this sender here once".into()));
+    assert!(reasons(&ctx, 0).contains(&"you filed mail with this sender here 3 times".into()));
+    assert!(reasons(&ctx, 1).contains(&"you filed mail with this sender here once".into()));
     assert!(reasons(&ctx, 0)
         .contains(&"3 of 4 messages from carl@other.example were filed here".into()));
     assert!(
@@ -1354,7 +1371,7 @@ addon_both_backends!(rank_order_across_sources, |t: Addon| async move {
         reasons(&ctx, 2)[0],
         "all 2 messages from dana@acme.com were filed here"
     );
-    assert!(reasons(&ctx, 2).contains(&"you filed mail from this sender here 2 times".into()));
+    assert!(reasons(&ctx, 2).contains(&"you filed mail with this sender here 2 times".into()));
     assert_eq!(
         reasons(&ctx, 3),
         ["sender acme.com is a contact of Acme v. Widget"]

@@ -63,8 +63,8 @@ pub mod points {
     pub const DOMAIN_LAST: f64 = 0.7;
     /// The user's own latest filings: OWN_SHARE × the share of them filed here.
     pub const OWN_SHARE: f64 = 2.0;
-    /// The user filed this sender's mail here before: OWN_SENDER + OWN_SHARE × the share
-    /// of the user's filings of this sender's mail.
+    /// The user filed mail with this sender here before: OWN_SENDER + OWN_SHARE × the
+    /// share of the user's filings among the sender's latest messages.
     pub const OWN_SENDER: f64 = 1.0;
     /// Weight of a To/Cc participant's evidence against the sender's.
     pub const PARTICIPANT: f64 = 0.7;
@@ -208,14 +208,21 @@ pub struct Party {
 /// less the firm's own domains and the user; each address once, in its strongest role.
 pub fn outside_parties(m: &ParsedMessage, own_domains: &[String], user_email: &str) -> Vec<Party> {
     let forwarded = super::terms::forwarded_senders(&m.body_excerpt);
-    let senders: Vec<String> = m.from.iter().filter_map(|b| b.address.clone()).collect();
+    // `terms::parties` lowercases addresses (Unicode): compare with the same.
+    let senders: Vec<String> = m
+        .from
+        .iter()
+        .filter_map(|b| b.address.as_deref())
+        .map(|a| a.trim().to_lowercase())
+        .collect();
+    let user_email = user_email.to_lowercase();
     let mut out: Vec<Party> = Vec::new();
     for (address, domain) in super::terms::parties(m) {
-        let own = own_domains.iter().any(|d| d.eq_ignore_ascii_case(&domain));
-        if own || address.eq_ignore_ascii_case(user_email) {
+        let own = own_domains.iter().any(|d| d.to_lowercase() == domain);
+        if own || address == user_email {
             continue;
         }
-        let role = if senders.iter().any(|s| s.eq_ignore_ascii_case(&address)) {
+        let role = if senders.contains(&address) {
             Role::Sender
         } else if forwarded.contains(&address) {
             Role::Forwarded
@@ -276,8 +283,8 @@ pub async fn contacts(
             continue;
         }
         let sql = format!(
-            "SELECT LOWER(c.value), r.kind, r.reference, r.title FROM record_contacts c JOIN records r ON r.id = c.record_id \
-             WHERE c.kind = '{kind}' AND LOWER(c.value) IN ({}) AND {} ORDER BY r.kind, r.reference",
+            "SELECT c.value, r.kind, r.reference, r.title FROM record_contacts c JOIN records r ON r.id = c.record_id \
+             WHERE c.kind = '{kind}' AND c.value IN ({}) AND {} ORDER BY r.kind, r.reference",
             placeholders(1, list.len()),
             open(list.len() + 1)
         );
@@ -319,7 +326,7 @@ async fn history_rows(
           (SELECT message_id FROM message_parties WHERE {column} = $1 \
            AND message_id NOT IN (SELECT id FROM messages WHERE dedup_key = $2) \
            ORDER BY at DESC LIMIT $3) p \
-          JOIN filings f ON f.message_id = p.message_id GROUP BY f.record_id) h \
+          CROSS JOIN filings f WHERE f.message_id = p.message_id GROUP BY f.record_id) h \
          JOIN records r ON r.id = h.record_id WHERE {} ORDER BY r.kind, r.reference",
         open(4)
     );
@@ -412,7 +419,7 @@ fn filed_here(role: Role, key: &str, n: i64, total: i64) -> String {
 const OWN_WINDOW: i64 = 200;
 
 /// The user's own work: the records their latest filings went to, and where they filed
-/// this sender's mail before.
+/// the sender's latest [`HISTORY_WINDOW`] messages (from or to the sender) before.
 pub async fn own_history(
     pool: &AnyPool,
     user: &str,
@@ -446,15 +453,23 @@ pub async fn own_history(
         );
     }
     let Some(sender) = sender else { return Ok(()) };
+    // The sender's latest messages (any role), then which of them this user filed where.
+    // CROSS JOIN keeps SQLite from starting at the user's (many) filings instead
+    // (SQLite 3.46 chose that plan: 650 ms at 35,000 filings instead of 0.2 ms).
     let rows = sqlx::query(&format!(
-        "SELECT r.kind, r.reference, r.title, COUNT(*) AS n FROM filings f JOIN messages m ON m.id = f.message_id \
-         JOIN records r ON r.id = f.record_id WHERE f.filed_by = $1 AND m.from_addr = $2 AND m.dedup_key <> $3 AND {} \
+        "SELECT r.kind, r.reference, r.title, COUNT(*) AS n FROM \
+         (SELECT message_id FROM message_parties WHERE address = $2 \
+          AND message_id NOT IN (SELECT id FROM messages WHERE dedup_key = $3) \
+          ORDER BY at DESC LIMIT $4) p \
+         CROSS JOIN filings f JOIN records r ON r.id = f.record_id \
+         WHERE f.message_id = p.message_id AND f.filed_by = $1 AND {} \
          GROUP BY r.kind, r.reference, r.title ORDER BY n DESC, r.kind, r.reference LIMIT 5",
-        open(4)
+        open(5)
     ))
     .bind(user)
     .bind(sender)
     .bind(dedup_key)
+    .bind(HISTORY_WINDOW)
     .bind(user)
     .fetch_all(pool)
     .await?;
@@ -465,7 +480,7 @@ pub async fn own_history(
             1 => "once".to_string(),
             n => format!("{n} times"),
         };
-        let reason = format!("you filed mail from this sender here {times}");
+        let reason = format!("you filed mail with this sender here {times}");
         board.add(
             rec_from(&r, 0),
             Signal::OwnHistory,
