@@ -1142,6 +1142,16 @@ async fn run(cfg: Cfg) {
         "  suggestion index (record words, message participants) built in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    if backend == Backend::Postgres {
+        // A live PostgreSQL database has statistics (autovacuum analyzes tables after
+        // large changes); freshly bulk-loaded tables have none until it runs, and without
+        // them the planner picks plans no running firm would get (and JIT-compiles them).
+        sqlx::query("ANALYZE")
+            .execute(&pool)
+            .await
+            .expect("analyze");
+        println!("  ANALYZE run (as autovacuum would)");
+    }
     let count = |sql: &'static str| {
         let pool = pool.clone();
         async move {
