@@ -866,9 +866,10 @@ const REASONS: [(&str, &str); 5] = [
     ("words", "mentions “"),
 ];
 
-/// The sources whose reasons are on the card and in the context's first ten (the others,
-/// weaker here, are checked in the full ranking: [`time_signals`]).
-const FIRST_TEN: [&str; 3] = ["thread", "subject", "history"];
+/// The sources whose reasons are sure to be on the card (it shows the two strongest
+/// reasons of the first ten) and in the context; all five are checked in the full ranking
+/// ([`time_signals`]).
+const FIRST_TEN: [&str; 2] = ["thread", "subject"];
 
 fn missing_sources(text: &str, sources: &[&str]) -> Vec<&'static str> {
     REASONS
