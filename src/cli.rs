@@ -124,12 +124,12 @@ pub enum EvalAction {
         /// Seed of the synthetic firm (one seed, one firm); ignored with --dir.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Synthetic firm: number of records.
-        #[arg(long, default_value_t = 50)]
-        records: usize,
+        /// Synthetic firm: number of records (at least 10: a firm of a few clients).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(10..=100_000))]
+        records: u64,
         /// Synthetic firm: number of messages.
-        #[arg(long, default_value_t = 1500)]
-        messages: usize,
+        #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        messages: u64,
         /// Replay a real history instead: DIR holds records.csv, truth.csv and the .eml
         /// files (see the README).
         #[arg(long)]
@@ -1242,9 +1242,13 @@ async fn run(
         } => {
             let firm = match &dir {
                 Some(d) => crate::eval::folder::load(d, firm_domain.as_deref())?,
-                None => {
-                    crate::eval::synth::firm(seed, crate::eval::synth::Shape { records, messages })
-                }
+                None => crate::eval::synth::firm(
+                    seed,
+                    crate::eval::synth::Shape {
+                        records: records as usize,
+                        messages: messages as usize,
+                    },
+                ),
             };
             let what = match &dir {
                 Some(d) => format!("{}", d.display()),

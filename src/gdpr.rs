@@ -111,9 +111,10 @@ async fn find_on(conn: &mut AnyConnection, email: &str, viewer: Option<&str>) ->
     let lowered = db_lower(conn, email);
     let record_contacts: Vec<String> = sqlx::query(
         "SELECT r.kind || ':' || r.reference FROM record_contacts c JOIN records r ON r.id = c.record_id \
-         WHERE c.kind = 'address' AND LOWER(c.value) = $1 ORDER BY 1",
+         WHERE c.kind = 'address' AND (LOWER(c.value) = $1 OR c.value = $2) ORDER BY 1",
     )
     .bind(&lowered)
+    .bind(email.to_lowercase())
     .fetch_all(&mut *conn)
     .await?
     .iter()
@@ -473,12 +474,16 @@ pub async fn erase(
         .unwrap_or("")
         .to_string();
     let lowered = db_lower(&tx, &email);
-    out.record_contacts_removed =
-        sqlx::query("DELETE FROM record_contacts WHERE kind = 'address' AND LOWER(value) = $1")
-            .bind(&lowered)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected() as i64;
+    // Contacts are stored Unicode-lowercased (`directory`); older ones were lowered as
+    // ASCII only, which `LOWER(value)` matches on either backend.
+    out.record_contacts_removed = sqlx::query(
+        "DELETE FROM record_contacts WHERE kind = 'address' AND (LOWER(value) = $1 OR value = $2)",
+    )
+    .bind(&lowered)
+    .bind(email.to_lowercase())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected() as i64;
     // The suggestion index's participants (incl. senders of mail forwarded in a body, which
     // the header search above does not see); held messages keep their headers.
     sqlx::query("DELETE FROM message_parties WHERE address = $1")

@@ -1741,6 +1741,59 @@ addon_both_backends!(
 );
 
 addon_both_backends!(
+    rank_a_record_the_user_may_not_see_never_changes_a_score,
+    |t: Addon| async move {
+        // A record alice may see, named in the subject by its client's word.
+        t.record(RecordKind::Matter, "F-1", "Falcon supply", "Falcon", &[])
+            .await;
+        let raw = msg(
+            "erin@elsewhere.example",
+            "Falcon",
+            "falcon1@elsewhere.example",
+        );
+        let before = t.context(ALICE, &raw, None).await;
+        assert_eq!(suggested(&before), ["matter:F-1"], "{before}");
+        // Another record with the same word, behind a wall alice is not inside.
+        t.record(
+            RecordKind::Matter,
+            "F-2",
+            "Falcon acquisition",
+            "Falcon",
+            &[],
+        )
+        .await;
+        let tenant = t.app.tenant(&t.app.firm_a).await;
+        let id: String = sqlx::query_scalar("SELECT id FROM records WHERE reference = 'F-2'")
+            .fetch_one(&tenant.db)
+            .await
+            .unwrap();
+        let adam = docket::directory::user_by_email(&tenant.db, "adam@a.test")
+            .await
+            .unwrap()
+            .unwrap();
+        let member = docket::access::Principal {
+            kind: docket::access::PrincipalKind::User,
+            id: adam.id.clone(),
+        };
+        let mut conn = tenant.db.acquire().await.unwrap();
+        docket::access::write_team(&mut conn, &id, false, &[member], &[])
+            .await
+            .unwrap();
+        drop(conn);
+        // Its words weigh in for adam, who may see it, never for alice: her answer is
+        // the same to the last digit (score and confidence).
+        let after = t.context(ALICE, &raw, None).await;
+        assert_eq!(after["suggestions"], before["suggestions"], "{after}");
+        let adams = t.context("adam@a.test", &raw, None).await;
+        assert_eq!(suggested(&adams).len(), 2, "{adams}");
+        assert_ne!(
+            adams["suggestions"][0]["score"], before["suggestions"][0]["score"],
+            "the word is commoner among the records adam may see: {adams}"
+        );
+    }
+);
+
+addon_both_backends!(
     rank_index_is_rebuilt_when_its_version_changes,
     |t: Addon| async move {
         t.record(

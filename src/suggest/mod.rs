@@ -356,7 +356,8 @@ async fn thread(
     }
     let sql = format!(
         "SELECT DISTINCT r.kind, r.reference, r.title FROM messages m JOIN filings f ON f.message_id = m.id \
-         JOIN records r ON r.id = f.record_id WHERE {} AND m.dedup_key <> $1 AND (m.gmail_thread_id = $2{})",
+         JOIN records r ON r.id = f.record_id WHERE {} AND m.dedup_key <> $1 AND (m.gmail_thread_id = $2{}) \
+         ORDER BY r.kind, r.reference",
         open(3 + ids.len()),
         if ids.is_empty() { String::new() } else { format!(" OR m.message_id IN ({})", placeholders(3, ids.len())) }
     );
@@ -424,7 +425,8 @@ async fn references(
             continue;
         }
         let rows = sqlx::query(&format!(
-            "SELECT r.kind, r.reference, r.title FROM records r WHERE UPPER(r.reference) = UPPER($1) AND {}",
+            "SELECT r.kind, r.reference, r.title FROM records r WHERE UPPER(r.reference) = UPPER($1) AND {} \
+             ORDER BY r.kind, r.reference",
             open(2)
         ))
         .bind(reference)

@@ -541,15 +541,22 @@ fn message_words(m: &ParsedMessage) -> Vec<(String, Place)> {
     out
 }
 
-/// In how many records (open or closed) each word is, counted up to [`MAX_DF`] + 1: each
-/// count reads at most that many index entries, so a word in thousands of records costs
-/// no more than a rare one.
-async fn document_frequencies(pool: &AnyPool, terms: &[&str]) -> AppResult<HashMap<String, i64>> {
+/// In how many records each word is, among the open records `user` may see (as the
+/// suggestions are), counted up to [`MAX_DF`] + 1: each count reads at most that many
+/// records, so a word in thousands of records costs no more than a rare one. Records the
+/// user may not see never weigh in: a walled record's words must not change a score.
+async fn document_frequencies(
+    pool: &AnyPool,
+    user: &str,
+    terms: &[&str],
+) -> AppResult<HashMap<String, i64>> {
+    let user_param = terms.len() + 1;
     let parts: Vec<String> = (1..=terms.len())
         .map(|i| {
             format!(
-                "SELECT ${i} AS term, (SELECT COUNT(*) FROM (SELECT 1 AS one FROM record_terms \
-                 WHERE term = ${i} LIMIT {}) capped) AS n",
+                "SELECT ${i} AS term, (SELECT COUNT(*) FROM (SELECT DISTINCT t.record_id FROM record_terms t \
+                 JOIN records r ON r.id = t.record_id WHERE t.term = ${i} AND {} LIMIT {}) capped) AS n",
+                open(user_param),
                 MAX_DF + 1
             )
         })
@@ -559,7 +566,8 @@ async fn document_frequencies(pool: &AnyPool, terms: &[&str]) -> AppResult<HashM
     for t in terms {
         q = q.bind(*t);
     }
-    Ok(q.fetch_all(pool)
+    Ok(q.bind(user)
+        .fetch_all(pool)
         .await?
         .iter()
         .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
@@ -589,7 +597,7 @@ pub async fn words(
         return Ok(());
     }
     let terms: Vec<&str> = found.iter().map(|(w, _)| w.as_str()).collect();
-    let df = document_frequencies(pool, &terms).await?;
+    let df = document_frequencies(pool, user, &terms).await?;
     let usable: Vec<&(String, Place)> = found
         .iter()
         .filter(|(w, p)| {
@@ -605,14 +613,17 @@ pub async fn words(
     if usable.is_empty() {
         return Ok(());
     }
-    let open_records: i64 = sqlx::query("SELECT COUNT(*) FROM records")
-        .fetch_one(pool)
-        .await?
-        .get(0);
+    let open_records: i64 =
+        sqlx::query(&format!("SELECT COUNT(*) FROM records r WHERE {}", open(1)))
+            .bind(user)
+            .fetch_one(pool)
+            .await?
+            .get(0);
     let sql = format!(
         "SELECT t.term, t.field, r.kind, r.reference, r.title, \
          (SELECT COUNT(DISTINCT a.term) FROM record_terms a WHERE a.record_id = r.id) \
-         FROM record_terms t JOIN records r ON r.id = t.record_id WHERE t.term IN ({}) AND {}",
+         FROM record_terms t JOIN records r ON r.id = t.record_id WHERE t.term IN ({}) AND {} \
+         ORDER BY r.kind, r.reference, t.term, t.field DESC",
         placeholders(1, usable.len()),
         open(usable.len() + 1)
     );
@@ -652,6 +663,8 @@ fn score_words(
         let e = per
             .entry(rec.target())
             .or_insert_with(|| (rec, 0.0, 0.0, Vec::new()));
+        // A word in both title and client counts once, as a title word (the rows come
+        // title first: the query's ORDER BY).
         if !e.3.iter().any(|(t, _)| *t == term) {
             e.1 += w;
             e.2 += place.weight() / n_terms;

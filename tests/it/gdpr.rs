@@ -415,3 +415,60 @@ async fn the_console_looks_up_exports_and_erases_on_a_second_page() {
     let (_, html) = page(&app, &cookie, &to).await;
     assert!(html.contains("Personal data erased"), "{html}");
 }
+
+both_backends!(
+    a_contact_with_non_ascii_letters_is_found_and_erased,
+    |app: TestApp| async move {
+        let t = app.tenant(&app.firm_a).await;
+        // Stored lowercased as the suggestion model lowercases participants (Unicode).
+        docket::directory::add_record(
+            &t.db,
+            docket::directory::RecordKind::Matter,
+            "M-80",
+            "Ünal estate",
+            "Ünal",
+            &["Jürgen.ÜNAL@Probate.example".to_string()],
+            "test",
+        )
+        .await
+        .unwrap();
+        let (cookie, csrf) = admin_session(&app, &t, "adam@a.test").await;
+        let asked = "JÜRGEN.ünal@probate.example";
+        let q: String = url::form_urlencoded::byte_serialize(asked.as_bytes()).collect();
+        let s: Value = api(
+            &app,
+            &cookie,
+            &csrf,
+            reqwest::Method::GET,
+            &format!("/v1/admin/subjects?email={q}"),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(s["record_contacts"].as_u64(), Some(1), "{s}");
+        let r = api(
+            &app,
+            &cookie,
+            &csrf,
+            reqwest::Method::POST,
+            "/v1/admin/subjects/erase",
+            Some(serde_json::json!({"email": asked, "request": "DSR-15"})),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["record_contacts_removed"].as_i64(), Some(1), "{e}");
+        assert_eq!(
+            scalar(
+                &t,
+                "SELECT COUNT(*) FROM record_contacts c JOIN records r ON r.id = c.record_id \
+                 WHERE r.reference = 'M-80'"
+            )
+            .await,
+            0,
+            "no contact left"
+        );
+    }
+);
