@@ -541,42 +541,73 @@ fn message_words(m: &ParsedMessage) -> Vec<(String, Place)> {
     out
 }
 
-/// In how many records each word is, among the open records `user` may see (as the
-/// suggestions are), counted up to [`MAX_DF`] + 1: each count reads at most that many
-/// records, so a word in thousands of records costs no more than a rare one. Records the
-/// user may not see never weigh in: a walled record's words must not change a score.
-async fn document_frequencies(
+/// Records `user` may not see (teams, walls). Only a record with an access rule can be
+/// hidden, so this reads those alone.
+fn hidden_sql(user_param: usize) -> String {
+    format!(
+        "SELECT r.id FROM records r WHERE r.id IN (SELECT record_id FROM record_access) AND NOT {}",
+        crate::access::visible_sql("r", user_param)
+    )
+}
+
+/// Word rarity among the records `user` may see (open or closed): for each word, in how
+/// many of them it is — exact up to [`MAX_DF`], and above it only "more" — and how many
+/// records the user may see. Counted among all records, then the hidden ones subtracted:
+/// each count reads a bounded number of index entries (a word in thousands of records
+/// costs no more than a rare one), and a record the user may not see never changes a
+/// score.
+async fn rarity(
     pool: &AnyPool,
     user: &str,
     terms: &[&str],
-) -> AppResult<HashMap<String, i64>> {
-    let user_param = terms.len() + 1;
+) -> AppResult<(HashMap<String, i64>, i64)> {
+    let row = sqlx::query(&format!(
+        "SELECT (SELECT COUNT(*) FROM records), (SELECT COUNT(*) FROM ({}) h)",
+        hidden_sql(1)
+    ))
+    .bind(user)
+    .fetch_one(pool)
+    .await?;
+    let (all, hidden): (i64, i64) = (row.get(0), row.get(1));
+    // With up to `hidden` of them subtracted, a capped count still reads "more than MAX_DF".
+    let cap = MAX_DF + 1 + hidden;
     let parts: Vec<String> = (1..=terms.len())
         .map(|i| {
             format!(
-                "SELECT ${i} AS term, (SELECT COUNT(*) FROM (SELECT DISTINCT t.record_id FROM record_terms t \
-                 JOIN records r ON r.id = t.record_id WHERE t.term = ${i} AND {} LIMIT {}) capped) AS n",
-                open(user_param),
-                MAX_DF + 1
+                "SELECT ${i} AS term, (SELECT COUNT(*) FROM (SELECT DISTINCT record_id FROM record_terms \
+                 WHERE term = ${i} LIMIT {cap}) capped) AS n"
             )
         })
         .collect();
     let sql = parts.join(" UNION ALL ");
-    let mut q = sqlx::query(&sql);
+    let mut q = sqlx::query_as::<_, (String, i64)>(&sql);
     for t in terms {
         q = q.bind(*t);
     }
-    Ok(q.bind(user)
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
-        .collect())
+    let mut df: HashMap<String, i64> = q.fetch_all(pool).await?.into_iter().collect();
+    if hidden > 0 {
+        let sql = format!(
+            "SELECT t.term, COUNT(DISTINCT t.record_id) FROM record_terms t WHERE t.term IN ({}) \
+             AND t.record_id IN ({}) GROUP BY t.term",
+            placeholders(2, terms.len()),
+            hidden_sql(1)
+        );
+        let mut q = sqlx::query_as::<_, (String, i64)>(&sql).bind(user);
+        for t in terms {
+            q = q.bind(*t);
+        }
+        for (term, n) in q.fetch_all(pool).await? {
+            if let Some(d) = df.get_mut(&term) {
+                *d -= n;
+            }
+        }
+    }
+    Ok((df, all - hidden))
 }
 
 /// How telling a word is: rarer among records is stronger (`ln(1 + records / df)`).
-fn word_weight(open_records: i64, df: i64) -> f64 {
-    (1.0 + open_records as f64 / df.max(1) as f64).ln()
+fn word_weight(seen_records: i64, df: i64) -> f64 {
+    (1.0 + seen_records as f64 / df.max(1) as f64).ln()
 }
 
 /// A word found in more open records than this says nothing (subject, attachment names);
@@ -597,7 +628,7 @@ pub async fn words(
         return Ok(());
     }
     let terms: Vec<&str> = found.iter().map(|(w, _)| w.as_str()).collect();
-    let df = document_frequencies(pool, user, &terms).await?;
+    let (df, seen_records) = rarity(pool, user, &terms).await?;
     let usable: Vec<&(String, Place)> = found
         .iter()
         .filter(|(w, p)| {
@@ -613,12 +644,6 @@ pub async fn words(
     if usable.is_empty() {
         return Ok(());
     }
-    let open_records: i64 =
-        sqlx::query(&format!("SELECT COUNT(*) FROM records r WHERE {}", open(1)))
-            .bind(user)
-            .fetch_one(pool)
-            .await?
-            .get(0);
     let sql = format!(
         "SELECT t.term, t.field, r.kind, r.reference, r.title, \
          (SELECT COUNT(DISTINCT a.term) FROM record_terms a WHERE a.record_id = r.id) \
@@ -632,7 +657,7 @@ pub async fn words(
         q = q.bind(w);
     }
     let rows = q.bind(user).fetch_all(pool).await?;
-    score_words(&rows, &usable, &df, open_records, board);
+    score_words(&rows, &usable, &df, seen_records, board);
     Ok(())
 }
 
@@ -644,7 +669,7 @@ fn score_words(
     rows: &[sqlx::any::AnyRow],
     usable: &[&(String, Place)],
     df: &HashMap<String, i64>,
-    open_records: i64,
+    seen_records: i64,
     board: &mut Board,
 ) {
     // Per record: how telling its words found are, how much of its name they cover (by
@@ -659,7 +684,7 @@ fn score_words(
             continue;
         };
         let field_w = if field == "title" { 1.0 } else { 0.8 };
-        let w = word_weight(open_records, df[&term]) * place.weight() * field_w;
+        let w = word_weight(seen_records, df[&term]) * place.weight() * field_w;
         let e = per
             .entry(rec.target())
             .or_insert_with(|| (rec, 0.0, 0.0, Vec::new()));
