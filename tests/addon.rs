@@ -1678,6 +1678,29 @@ addon_both_backends!(
     }
 );
 
+/// Puts record `reference` behind a team of adam alone (not firm-wide): alice may not
+/// see it.
+async fn only_adam_sees(t: &Addon, reference: &str) {
+    let tenant = t.app.tenant(&t.app.firm_a).await;
+    let id: String = sqlx::query_scalar("SELECT id FROM records WHERE reference = $1")
+        .bind(reference)
+        .fetch_one(&tenant.db)
+        .await
+        .unwrap();
+    let adam = docket::directory::user_by_email(&tenant.db, "adam@a.test")
+        .await
+        .unwrap()
+        .unwrap();
+    let member = docket::access::Principal {
+        kind: docket::access::PrincipalKind::User,
+        id: adam.id,
+    };
+    let mut conn = tenant.db.acquire().await.unwrap();
+    docket::access::write_team(&mut conn, &id, false, &[member], &[])
+        .await
+        .unwrap();
+}
+
 addon_both_backends!(
     rank_a_record_the_user_may_not_see_is_never_suggested,
     |t: Addon| async move {
@@ -1689,15 +1712,6 @@ addon_both_backends!(
             &["walled.example", "ceo@walled.example"],
         )
         .await;
-        let tenant = t.app.tenant(&t.app.firm_a).await;
-        let id: String = sqlx::query_scalar("SELECT id FROM records WHERE reference = 'W-50'")
-            .fetch_one(&tenant.db)
-            .await
-            .unwrap();
-        let adam = docket::directory::user_by_email(&tenant.db, "adam@a.test")
-            .await
-            .unwrap()
-            .unwrap();
         // Every signal points at W-50: history (adam files there), reference, words, contacts.
         let earlier = raw_mail(
             "ceo@walled.example",
@@ -1720,15 +1734,7 @@ addon_both_backends!(
         let ctx = t.context(ALICE, &raw, None).await;
         assert_eq!(suggested(&ctx)[0], "matter:W-50", "{ctx}");
         // A wall: only adam may see W-50.
-        let mut conn = tenant.db.acquire().await.unwrap();
-        let member = docket::access::Principal {
-            kind: docket::access::PrincipalKind::User,
-            id: adam.id.clone(),
-        };
-        docket::access::write_team(&mut conn, &id, false, &[member], &[])
-            .await
-            .unwrap();
-        drop(conn);
+        only_adam_sees(&t, "W-50").await;
         let ctx = t.context(ALICE, &raw, None).await;
         assert!(
             suggested(&ctx).is_empty() && !all_text(&ctx["suggestions"]).contains("Walled"),
@@ -1762,24 +1768,7 @@ addon_both_backends!(
             &[],
         )
         .await;
-        let tenant = t.app.tenant(&t.app.firm_a).await;
-        let id: String = sqlx::query_scalar("SELECT id FROM records WHERE reference = 'F-2'")
-            .fetch_one(&tenant.db)
-            .await
-            .unwrap();
-        let adam = docket::directory::user_by_email(&tenant.db, "adam@a.test")
-            .await
-            .unwrap()
-            .unwrap();
-        let member = docket::access::Principal {
-            kind: docket::access::PrincipalKind::User,
-            id: adam.id.clone(),
-        };
-        let mut conn = tenant.db.acquire().await.unwrap();
-        docket::access::write_team(&mut conn, &id, false, &[member], &[])
-            .await
-            .unwrap();
-        drop(conn);
+        only_adam_sees(&t, "F-2").await;
         // Its words weigh in for adam, who may see it, never for alice: her answer is
         // the same to the last digit (score and confidence).
         let after = t.context(ALICE, &raw, None).await;

@@ -541,11 +541,12 @@ fn message_words(m: &ParsedMessage) -> Vec<(String, Place)> {
     out
 }
 
-/// Records `user` may not see (teams, walls). Only a record with an access rule can be
-/// hidden, so this reads those alone.
+/// Records `user` may not see (teams, walls). Only a record that is not firm-wide or has
+/// an access rule can be hidden, so the visibility check runs on those alone.
 fn hidden_sql(user_param: usize) -> String {
     format!(
-        "SELECT r.id FROM records r WHERE r.id IN (SELECT record_id FROM record_access) AND NOT {}",
+        "SELECT r.id FROM records r WHERE (r.firm_wide = 0 OR r.id IN (SELECT record_id FROM record_access)) \
+         AND NOT {}",
         crate::access::visible_sql("r", user_param)
     )
 }
