@@ -611,7 +611,7 @@ fn word_weight(seen_records: i64, df: i64) -> f64 {
     (1.0 + seen_records as f64 / df.max(1) as f64).ln()
 }
 
-/// A word found in more open records than this says nothing (subject, attachment names);
+/// A word found in more records (the user may see) than this says nothing (subject, attachment names);
 /// body words are held to a tighter bound, since bodies say many things.
 const MAX_DF: i64 = 200;
 const MAX_DF_BODY: i64 = 25;
