@@ -1783,6 +1783,80 @@ addon_both_backends!(
 );
 
 addon_both_backends!(
+    rank_a_clients_own_domain_and_a_named_client,
+    |t: Addon| async move {
+        t.record(
+            RecordKind::Matter,
+            "M-40",
+            "Ski lodge purchase",
+            "Alpine Ski Ltd",
+            &[],
+        )
+        .await;
+        t.record(
+            RecordKind::Matter,
+            "M-41",
+            "Office relocation",
+            "Relecloud",
+            &[],
+        )
+        .await;
+        t.record(
+            RecordKind::Case,
+            "C-42",
+            "Kestrel v. Castellan",
+            "Kestrel",
+            &[],
+        )
+        .await;
+        // Nobody set a contact, nothing was filed, the subject says nothing: the sender's
+        // domain is named after the client.
+        for (from, id) in [
+            ("anna@alpineski.example", "d1@alpineski.example"),
+            ("ben@mail.alpineski.co.uk", "d2@alpineski.co.uk"),
+        ] {
+            let raw = raw_mail(from, ALICE, "Question", id, "Hi", None);
+            let ctx = t.context(ALICE, &raw, None).await;
+            assert_eq!(suggested(&ctx), ["matter:M-40"], "{ctx}");
+            assert_eq!(sources(&ctx)[0], "contact");
+            assert_eq!(
+                reasons(&ctx, 0),
+                ["sender writes from the domain of client Alpine Ski Ltd"]
+            );
+        }
+        // Personal mail and look-alikes say nothing.
+        for from in ["alpineski@gmail.com", "anna@alpineskis.example"] {
+            let raw = raw_mail(from, ALICE, "Question", "d3@x.example", "Hi", None);
+            let ctx = t.context(ALICE, &raw, None).await;
+            assert!(suggested(&ctx).is_empty(), "{ctx}");
+        }
+        // The subject names Kestrel and a topic only Relecloud's record has in its title:
+        // Kestrel's record comes first, Relecloud's still shown.
+        let raw = raw_mail(
+            "x@unknown.example",
+            ALICE,
+            "Kestrel - office relocation",
+            "k1@unknown.example",
+            "Hello",
+            None,
+        );
+        let ctx = t.context(ALICE, &raw, None).await;
+        assert_eq!(suggested(&ctx), ["case:C-42", "matter:M-41"], "{ctx}");
+        // Without a client named, the topic decides.
+        let raw = raw_mail(
+            "x@unknown.example",
+            ALICE,
+            "Office relocation",
+            "k2@unknown.example",
+            "Hello",
+            None,
+        );
+        let ctx = t.context(ALICE, &raw, None).await;
+        assert_eq!(suggested(&ctx), ["matter:M-41"], "{ctx}");
+    }
+);
+
+addon_both_backends!(
     rank_index_is_rebuilt_when_its_version_changes,
     |t: Addon| async move {
         t.record(

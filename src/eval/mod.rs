@@ -191,7 +191,7 @@ async fn ask_and_file(
     if rank != Some(0) {
         report
             .misses
-            .push(describe_miss(&parsed, case, &ctx.suggestions));
+            .push(describe_miss(&parsed, case, rank, &ctx.suggestions));
     }
     let reply = !parsed.in_reply_to.is_empty() || !parsed.references.is_empty();
     let referenced = parsed
@@ -231,6 +231,7 @@ async fn ask_and_file(
 fn describe_miss(
     p: &crate::mail::ParsedMessage,
     case: &Case,
+    rank: Option<usize>,
     got: &[suggest::Suggestion],
 ) -> String {
     let addrs = |v: &[crate::mail::Mailbox]| {
@@ -240,11 +241,12 @@ fn describe_miss(
             .join(", ")
     };
     let mut out = format!(
-        "{:?} from {} to {} — truth {}\n",
+        "{:?} from {} to {} — truth {} ({})\n",
         p.subject.as_deref().unwrap_or(""),
         addrs(&p.from),
         addrs(&p.to),
-        case.truth
+        case.truth,
+        rank.map_or("not suggested".to_string(), |r| format!("ranked {}", r + 1))
     );
     for s in got.iter().take(3) {
         out.push_str(&format!(

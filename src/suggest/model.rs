@@ -46,11 +46,16 @@ pub mod points {
     pub const REFERENCE: f64 = 11.0;
     pub const CONTACT_ADDRESS: f64 = 3.0;
     pub const CONTACT_DOMAIN: f64 = 1.5;
+    /// A participant's domain is named after the record's client.
+    pub const CLIENT_DOMAIN: f64 = 1.5;
     /// Most points the record words' weight can give ([`super::word_weight`] of each).
     pub const WORDS_MAX: f64 = 3.0;
     /// Points when the message names every word of the record's title and client (in the
     /// subject; less for attachment names and the body), in proportion.
     pub const WORDS_COVERAGE: f64 = 5.0;
+    /// Factor on a record's word points when the message names another client and not
+    /// the record's.
+    pub const WORDS_OTHER_CLIENT: f64 = 0.5;
     /// Per unit of a word's weight ([`super::word_weight`]).
     pub const WORDS_PER_WEIGHT: f64 = 0.5;
     /// An address's history: BASE + SHARE × the share of its filed mail filed here, + LAST
@@ -301,6 +306,104 @@ pub async fn contacts(
             let reason = format!("{} {value} is a contact of {}", role.word(), rec.title);
             board.add(rec, Signal::Contact, pts * role.weight(), reason);
         }
+    }
+    client_domains(pool, user, parties, board).await
+}
+
+/// The name a domain is registered under: its label left of the top-level domain and of a
+/// second-level one such as `co.uk` (`mail.northwind.co.uk` → `northwind`).
+fn domain_name(domain: &str) -> Option<&str> {
+    let labels: Vec<&str> = domain.split('.').collect();
+    let n = labels.len();
+    let second_level = n >= 3 && labels[n - 2].len() <= 3 && labels[n - 1].len() == 2;
+    let name = labels.get(n.checked_sub(if second_level { 3 } else { 2 })?)?;
+    (name.chars().count() >= 4).then_some(name)
+}
+
+/// A client's name as a domain would spell it: its words run together, lowercased, less a
+/// company form at the end (`Alpine Ski Ltd` → `alpineski`).
+fn client_as_domain(client: &str) -> String {
+    const FORMS: &[&str] = &[
+        "ltd",
+        "limited",
+        "inc",
+        "llc",
+        "llp",
+        "plc",
+        "gmbh",
+        "ag",
+        "sa",
+        "sas",
+        "bv",
+        "nv",
+        "corp",
+        "corporation",
+        "co",
+        "company",
+        "group",
+    ];
+    let mut words: Vec<String> = client
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    while words.len() > 1 && words.last().is_some_and(|w| FORMS.contains(&w.as_str())) {
+        words.pop();
+    }
+    words.concat()
+}
+
+/// Clients' own domains: a participant writes from a domain named after a record's client
+/// (`alpineski.example` for "Alpine Ski"), though nobody set it as a contact. Found through
+/// the client's words in `record_terms`: each prefix of the domain's name is looked up.
+async fn client_domains(
+    pool: &AnyPool,
+    user: &str,
+    parties: &[Party],
+    board: &mut Board,
+) -> AppResult<()> {
+    let names: Vec<(String, Role)> = org_domains(parties)
+        .into_iter()
+        .filter_map(|(d, role)| domain_name(&d).map(|n| (n.to_string(), role)))
+        .take(HISTORY_KEYS)
+        .collect();
+    let mut prefixes: Vec<String> = Vec::new();
+    for (name, _) in &names {
+        for (i, _) in name.char_indices().skip(3) {
+            prefixes.push(name[..i].to_string());
+        }
+        prefixes.push(name.clone());
+    }
+    prefixes.sort();
+    prefixes.dedup();
+    if prefixes.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT DISTINCT r.client, r.kind, r.reference, r.title FROM record_terms t \
+         JOIN records r ON r.id = t.record_id WHERE t.field = 'client' AND t.term IN ({}) AND {} \
+         ORDER BY r.kind, r.reference",
+        placeholders(1, prefixes.len()),
+        open(prefixes.len() + 1)
+    );
+    let mut q = sqlx::query(&sql);
+    for p in &prefixes {
+        q = q.bind(p);
+    }
+    for r in q.bind(user).fetch_all(pool).await? {
+        let client: String = r.get(0);
+        let spelled = client_as_domain(&client);
+        let Some((_, role)) = names.iter().find(|(n, _)| *n == spelled) else {
+            continue;
+        };
+        let rec = rec_from(&r, 1);
+        let reason = format!("{} writes from the domain of client {client}", role.word());
+        board.add(
+            rec,
+            Signal::Contact,
+            points::CLIENT_DOMAIN * role.weight(),
+            reason,
+        );
     }
     Ok(())
 }
@@ -647,7 +750,8 @@ pub async fn words(
     }
     let sql = format!(
         "SELECT t.term, t.field, r.kind, r.reference, r.title, \
-         (SELECT COUNT(DISTINCT a.term) FROM record_terms a WHERE a.record_id = r.id) \
+         (SELECT COUNT(DISTINCT a.term) FROM record_terms a WHERE a.record_id = r.id), \
+         (SELECT COUNT(*) FROM record_terms c WHERE c.record_id = r.id AND c.field = 'client') \
          FROM record_terms t JOIN records r ON r.id = t.record_id WHERE t.term IN ({}) AND {} \
          ORDER BY r.kind, r.reference, t.term, t.field DESC",
         placeholders(1, usable.len()),
@@ -662,9 +766,26 @@ pub async fn words(
     Ok(())
 }
 
-/// A record's word evidence: the record, the words' weight, its name's coverage, and the
-/// words found with where.
-type WordEvidence = (RecordRef, f64, f64, Vec<(String, Place)>);
+/// A record's word evidence.
+struct WordEvidence {
+    rec: RecordRef,
+    /// The words' weight ([`word_weight`] by place and field), summed.
+    weight: f64,
+    /// How much of the record's name the words cover, by place.
+    coverage: f64,
+    /// The words found, with where.
+    found: Vec<(String, Place)>,
+    /// How many words the record's client has, and how many of them the message names.
+    client_words: i64,
+    client_named: i64,
+}
+
+impl WordEvidence {
+    /// The message names this record's client: every word of it.
+    fn names_client(&self) -> bool {
+        self.client_words > 0 && self.client_named == self.client_words
+    }
+}
 
 fn score_words(
     rows: &[sqlx::any::AnyRow],
@@ -673,8 +794,6 @@ fn score_words(
     seen_records: i64,
     board: &mut Board,
 ) {
-    // Per record: how telling its words found are, how much of its name they cover (by
-    // place), and the words found.
     let mut per: HashMap<String, WordEvidence> = HashMap::new();
     for r in rows {
         let term: String = r.get(0);
@@ -686,26 +805,41 @@ fn score_words(
         };
         let field_w = if field == "title" { 1.0 } else { 0.8 };
         let w = word_weight(seen_records, df[&term]) * place.weight() * field_w;
-        let e = per
-            .entry(rec.target())
-            .or_insert_with(|| (rec, 0.0, 0.0, Vec::new()));
+        let e = per.entry(rec.target()).or_insert_with(|| WordEvidence {
+            rec,
+            weight: 0.0,
+            coverage: 0.0,
+            found: Vec::new(),
+            client_words: r.get(6),
+            client_named: 0,
+        });
+        if field == "client" {
+            e.client_named += 1;
+        }
         // A word in both title and client counts once, as a title word (the rows come
         // title first: the query's ORDER BY).
-        if !e.3.iter().any(|(t, _)| *t == term) {
-            e.1 += w;
-            e.2 += place.weight() / n_terms;
-            e.3.push((term, *place));
+        if !e.found.iter().any(|(t, _)| *t == term) {
+            e.weight += w;
+            e.coverage += place.weight() / n_terms;
+            e.found.push((term, *place));
         }
     }
+    // When the message names a client, a record of another client is less likely whatever
+    // topic words it shares ("Kestrel - office relocation" is not about Relecloud's).
+    let client_named = per.values().any(WordEvidence::names_client);
     // In a fixed order, so that ties break the same way every time.
     let mut per: Vec<(String, WordEvidence)> = per.into_iter().collect();
     per.sort_by(|a, b| a.0.cmp(&b.0));
-    for (_, (rec, weight, coverage, found)) in per {
-        let pts = (weight * points::WORDS_PER_WEIGHT).min(points::WORDS_MAX)
-            + points::WORDS_COVERAGE * coverage.min(1.0);
+    for (_, e) in per {
+        let mut pts = (e.weight * points::WORDS_PER_WEIGHT).min(points::WORDS_MAX)
+            + points::WORDS_COVERAGE * e.coverage.min(1.0);
+        if client_named && e.client_words > 0 && !e.names_client() {
+            pts *= points::WORDS_OTHER_CLIENT;
+        }
         for place in [Place::Subject, Place::Attachment, Place::Body] {
             // In the order the message has them.
-            let mut here: Vec<(usize, &String)> = found
+            let mut here: Vec<(usize, &String)> = e
+                .found
                 .iter()
                 .filter(|(_, p)| *p == place)
                 .map(|(t, _)| (usable.iter().position(|(w, _)| w == t).unwrap_or(0), t))
@@ -714,8 +848,36 @@ fn score_words(
             let ws: Vec<String> = here.iter().map(|(_, t)| format!("“{t}”")).collect();
             if !ws.is_empty() {
                 let reason = format!("{} mentions {}", place.word(), ws.join(", "));
-                board.add(rec.clone(), Signal::Words, pts, reason);
+                board.add(e.rec.clone(), Signal::Words, pts, reason);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_domain_is_named_after_the_label_left_of_its_suffix() {
+        assert_eq!(domain_name("northwind.example"), Some("northwind"));
+        assert_eq!(domain_name("mail.northwind.com"), Some("northwind"));
+        assert_eq!(domain_name("mail.northwind.co.uk"), Some("northwind"));
+        assert_eq!(domain_name("northwind.co.uk"), Some("northwind"));
+        // Too short to mean a client.
+        assert_eq!(domain_name("abc.com"), None);
+        assert_eq!(domain_name("localhost"), None);
+    }
+
+    #[test]
+    fn a_client_is_spelled_as_a_domain_without_its_company_form() {
+        assert_eq!(client_as_domain("Alpine Ski Ltd"), "alpineski");
+        assert_eq!(client_as_domain("Smith & Jones LLP"), "smithjones");
+        assert_eq!(
+            client_as_domain("Humongous Insurance"),
+            "humongousinsurance"
+        );
+        assert_eq!(client_as_domain("Müller GmbH"), "müller");
+        assert_eq!(client_as_domain("Group"), "group");
     }
 }
