@@ -288,20 +288,29 @@ pub async fn score(
     user: &User,
     facts: &MessageFacts<'_>,
 ) -> AppResult<(Vec<model::Scored>, Vec<RuleFiling>)> {
-    let m = facts.message;
-    let mut board = model::Board::default();
-    thread(pool, &user.id, facts, &mut board).await?;
-    let by_rules = rules(pool, &user.id, facts, &mut board).await?;
-    references(pool, &user.id, m, &mut board).await?;
-    model::words(pool, &user.id, m, &mut board).await?;
+    let (m, uid) = (facts.message, user.id.as_str());
     let parties = model::outside_parties(m, facts.own_domains, &user.email);
-    model::contacts(pool, &user.id, &parties, &mut board).await?;
-    model::history(pool, &user.id, &parties, facts.dedup_key, &mut board).await?;
     let sender = parties
         .iter()
         .find(|p| p.role == model::Role::Sender)
         .map(|p| p.address.as_str());
-    model::own_history(pool, &user.id, sender, facts.dedup_key, &mut board).await?;
+    // The signals' queries run at once, each on its own connection and board; the boards
+    // are then merged strongest kind first, as if the signals had run one after another.
+    let mut b: [model::Board; 7] = Default::default();
+    let [b0, b1, b2, b3, b4, b5, b6] = &mut b;
+    let (_, by_rules, ..) = tokio::try_join!(
+        thread(pool, uid, facts, b0),
+        rules(pool, uid, facts, b1),
+        references(pool, uid, m, b2),
+        model::words(pool, uid, m, b3),
+        model::contacts(pool, uid, &parties, b4),
+        model::history(pool, uid, &parties, facts.dedup_key, b5),
+        model::own_history(pool, uid, sender, facts.dedup_key, b6),
+    )?;
+    let mut board = model::Board::default();
+    for part in b {
+        board.merge(part);
+    }
     Ok((board.ranked(), by_rules))
 }
 

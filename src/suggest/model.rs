@@ -166,6 +166,21 @@ impl Board {
         }
     }
 
+    /// Adds everything `other` found, in the order it found it: merging the boards of
+    /// signals that ran at once, strongest kind first, gives what running them one after
+    /// another on one board gives.
+    pub fn merge(&mut self, other: Board) {
+        let mut found: Vec<Scored> = other.by_target.into_values().collect();
+        found.sort_by_key(|s| s.found);
+        for s in found {
+            for (signal, points, reasons) in s.parts {
+                for reason in reasons {
+                    self.add(s.target.clone(), signal, points, reason);
+                }
+            }
+        }
+    }
+
     /// Best first; on a tie, the one found first (by the stronger kind of signal, or
     /// earlier in the subject).
     pub fn ranked(self) -> Vec<Scored> {
@@ -311,12 +326,14 @@ pub async fn contacts(
 }
 
 /// The name a domain is registered under: its label left of the top-level domain and of a
-/// second-level one such as `co.uk` (`mail.northwind.co.uk` → `northwind`).
-fn domain_name(domain: &str) -> Option<&str> {
+/// second-level one such as `co.uk`, without hyphens (`mail.north-wind.co.uk` →
+/// `northwind`). `None` under 4 characters: too short to mean a client.
+fn domain_name(domain: &str) -> Option<String> {
     let labels: Vec<&str> = domain.split('.').collect();
     let n = labels.len();
     let second_level = n >= 3 && labels[n - 2].len() <= 3 && labels[n - 1].len() == 2;
-    let name = labels.get(n.checked_sub(if second_level { 3 } else { 2 })?)?;
+    let label = labels.get(n.checked_sub(if second_level { 3 } else { 2 })?)?;
+    let name = label.replace('-', "");
     (name.chars().count() >= 4).then_some(name)
 }
 
@@ -355,7 +372,8 @@ fn client_as_domain(client: &str) -> String {
 
 /// Clients' own domains: a participant writes from a domain named after a record's client
 /// (`alpineski.example` for "Alpine Ski"), though nobody set it as a contact. Found through
-/// the client's words in `record_terms`: each prefix of the domain's name is looked up.
+/// the client's words in `record_terms`: the records whose client has a word that begins
+/// the domain's name and one that ends it, then their client spelled as a domain.
 async fn client_domains(
     pool: &AnyPool,
     user: &str,
@@ -364,30 +382,45 @@ async fn client_domains(
 ) -> AppResult<()> {
     let names: Vec<(String, Role)> = org_domains(parties)
         .into_iter()
-        .filter_map(|(d, role)| domain_name(&d).map(|n| (n.to_string(), role)))
+        .filter_map(|(d, role)| domain_name(&d).map(|n| (n, role)))
         .take(HISTORY_KEYS)
         .collect();
-    let mut prefixes: Vec<String> = Vec::new();
+    let (mut prefixes, mut suffixes) = (Vec::new(), Vec::new());
     for (name, _) in &names {
-        for (i, _) in name.char_indices().skip(3) {
-            prefixes.push(name[..i].to_string());
-        }
+        let cuts: Vec<usize> = name.char_indices().map(|(i, _)| i).skip(3).collect();
+        prefixes.extend(cuts.iter().map(|&i| name[..i].to_string()));
         prefixes.push(name.clone());
+        for (i, _) in name.char_indices() {
+            let tail = &name[i..];
+            if tail.chars().count() < 3 {
+                break;
+            }
+            suffixes.push(tail.to_string());
+            // `terms::words` drops a plural `s`: "Humongous" is held as `humongou`.
+            if let Some(t) = tail.strip_suffix('s').filter(|t| t.len() >= 4) {
+                suffixes.push(t.to_string());
+            }
+        }
     }
-    prefixes.sort();
-    prefixes.dedup();
-    if prefixes.is_empty() {
+    for v in [&mut prefixes, &mut suffixes] {
+        v.sort();
+        v.dedup();
+    }
+    if prefixes.is_empty() || suffixes.is_empty() {
         return Ok(());
     }
+    let n = prefixes.len() + suffixes.len();
     let sql = format!(
-        "SELECT DISTINCT r.client, r.kind, r.reference, r.title FROM record_terms t \
-         JOIN records r ON r.id = t.record_id WHERE t.field = 'client' AND t.term IN ({}) AND {} \
+        "SELECT r.client, r.kind, r.reference, r.title FROM records r WHERE r.id IN ( \
+         SELECT record_id FROM record_terms WHERE field = 'client' AND term IN ({}) INTERSECT \
+         SELECT record_id FROM record_terms WHERE field = 'client' AND term IN ({})) AND {} \
          ORDER BY r.kind, r.reference",
         placeholders(1, prefixes.len()),
-        open(prefixes.len() + 1)
+        placeholders(prefixes.len() + 1, suffixes.len()),
+        open(n + 1)
     );
     let mut q = sqlx::query(&sql);
-    for p in &prefixes {
+    for p in prefixes.iter().chain(&suffixes) {
         q = q.bind(p);
     }
     for r in q.bind(user).fetch_all(pool).await? {
@@ -750,8 +783,7 @@ pub async fn words(
     }
     let sql = format!(
         "SELECT t.term, t.field, r.kind, r.reference, r.title, \
-         (SELECT COUNT(DISTINCT a.term) FROM record_terms a WHERE a.record_id = r.id), \
-         (SELECT COUNT(*) FROM record_terms c WHERE c.record_id = r.id AND c.field = 'client') \
+         (SELECT COUNT(DISTINCT a.term) FROM record_terms a WHERE a.record_id = r.id), r.client \
          FROM record_terms t JOIN records r ON r.id = t.record_id WHERE t.term IN ({}) AND {} \
          ORDER BY r.kind, r.reference, t.term, t.field DESC",
         placeholders(1, usable.len()),
@@ -810,7 +842,8 @@ fn score_words(
             weight: 0.0,
             coverage: 0.0,
             found: Vec::new(),
-            client_words: r.get(6),
+            // As many as `record_terms` holds for the client (`terms::record_words`).
+            client_words: super::terms::words(&r.get::<String, _>(6), 10).len() as i64,
             client_named: 0,
         });
         if field == "client" {
@@ -860,10 +893,11 @@ mod tests {
 
     #[test]
     fn a_domain_is_named_after_the_label_left_of_its_suffix() {
-        assert_eq!(domain_name("northwind.example"), Some("northwind"));
-        assert_eq!(domain_name("mail.northwind.com"), Some("northwind"));
-        assert_eq!(domain_name("mail.northwind.co.uk"), Some("northwind"));
-        assert_eq!(domain_name("northwind.co.uk"), Some("northwind"));
+        let name = |d: &str| domain_name(d);
+        assert_eq!(name("northwind.example").as_deref(), Some("northwind"));
+        assert_eq!(name("mail.northwind.com").as_deref(), Some("northwind"));
+        assert_eq!(name("mail.northwind.co.uk").as_deref(), Some("northwind"));
+        assert_eq!(name("north-wind.co.uk").as_deref(), Some("northwind"));
         // Too short to mean a client.
         assert_eq!(domain_name("abc.com"), None);
         assert_eq!(domain_name("localhost"), None);
