@@ -891,6 +891,58 @@ fn score_words(
 mod tests {
     use super::*;
 
+    fn rec(id: &str) -> RecordRef {
+        RecordRef {
+            kind: "matter".into(),
+            id: id.into(),
+            title: id.into(),
+        }
+    }
+
+    /// Boards of signals run at once, merged in order, rank as one board filled in turn:
+    /// same scores, same reasons, same tie-breaks.
+    #[test]
+    fn merged_boards_rank_as_one_board_filled_in_turn() {
+        let adds: [&[(&str, Signal, f64, &str)]; 3] = [
+            &[
+                ("M-2", Signal::Words, 2.0, "w1"),
+                ("M-1", Signal::Words, 2.0, "w2"),
+            ],
+            &[
+                ("M-3", Signal::Contact, 1.5, "c1"),
+                ("M-1", Signal::Contact, 1.0, "c2"),
+                ("M-1", Signal::Contact, 3.0, "c3"),
+            ],
+            &[
+                ("M-3", Signal::History, 2.0, "h1"),
+                ("M-2", Signal::History, 1.5, "h2"),
+            ],
+        ];
+        let mut one = Board::default();
+        let mut merged = Board::default();
+        for signal_adds in adds {
+            let mut own = Board::default();
+            for (id, signal, pts, why) in signal_adds {
+                one.add(rec(id), *signal, *pts, why.to_string());
+                own.add(rec(id), *signal, *pts, why.to_string());
+            }
+            merged.merge(own);
+        }
+        let view = |b: Board| -> Vec<(String, f64, Vec<String>)> {
+            b.ranked()
+                .into_iter()
+                .map(|s| (s.target.target(), s.score(), s.reasons()))
+                .collect()
+        };
+        let (one, merged) = (view(one), view(merged));
+        assert_eq!(one, merged);
+        // M-1 leads with 5; M-2 and M-3 tie at 3.5, and M-2 was found first.
+        assert_eq!(
+            one.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+            ["matter:M-1", "matter:M-2", "matter:M-3"]
+        );
+    }
+
     #[test]
     fn a_domain_is_named_after_the_label_left_of_its_suffix() {
         let name = |d: &str| domain_name(d);
