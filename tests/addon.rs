@@ -1825,7 +1825,12 @@ addon_both_backends!(
             );
         }
         // Personal mail and look-alikes say nothing.
-        for from in ["alpineski@gmail.com", "anna@alpineskis.example"] {
+        for from in [
+            "alpineski@gmail.com",
+            "anna@alpineskis.example",
+            // Both client words, the wrong way round.
+            "anna@skialpine.example",
+        ] {
             let raw = raw_mail(from, ALICE, "Question", "d3@x.example", "Hi", None);
             let ctx = t.context(ALICE, &raw, None).await;
             assert!(suggested(&ctx).is_empty(), "{ctx}");
@@ -1843,7 +1848,7 @@ addon_both_backends!(
         let ctx = t.context(ALICE, &raw, None).await;
         assert_eq!(suggested(&ctx), ["case:C-42", "matter:M-41"], "{ctx}");
         // Without a client named, the topic decides.
-        let raw = raw_mail(
+        let plain = raw_mail(
             "x@unknown.example",
             ALICE,
             "Office relocation",
@@ -1851,8 +1856,33 @@ addon_both_backends!(
             "Hello",
             None,
         );
+        let topic_only = t.context(ALICE, &plain, None).await;
+        assert_eq!(suggested(&topic_only), ["matter:M-41"], "{topic_only}");
+        // A client named only in the body (a signature, quoted mail) changes nothing.
+        let body = raw_mail(
+            "x@unknown.example",
+            ALICE,
+            "Office relocation",
+            "k3@unknown.example",
+            "Regards, Kestrel",
+            None,
+        );
+        let ctx = t.context(ALICE, &body, None).await;
+        assert_eq!(suggested(&ctx)[0], "matter:M-41", "{ctx}");
+        assert_eq!(
+            ctx["suggestions"][0]["score"], topic_only["suggestions"][0]["score"],
+            "{ctx}"
+        );
+        // Kestrel's only record behind a wall alice is not inside: for her the subject
+        // names no client, and Relecloud's record keeps all its word points.
+        only_adam_sees(&t, "C-42").await;
         let ctx = t.context(ALICE, &raw, None).await;
         assert_eq!(suggested(&ctx), ["matter:M-41"], "{ctx}");
+        let topic_only = t.context(ALICE, &plain, None).await;
+        assert_eq!(
+            ctx["suggestions"][0]["score"], topic_only["suggestions"][0]["score"],
+            "{ctx}"
+        );
     }
 );
 

@@ -325,46 +325,65 @@ pub async fn contacts(
     client_domains(pool, user, parties, board).await
 }
 
+/// Second-level labels under a country's top-level domain (`co.uk`, `com.au`).
+const SECOND_LEVEL: &[&str] = &[
+    "co", "com", "net", "org", "ac", "gov", "edu", "ltd", "plc", "or", "ne", "go",
+];
+
+/// Company forms: a client's name without them is what its domain spells (`Alpine Ski Ltd`
+/// at `alpineski.com`), and naming a client needs none of them ("Kestrel" names "Kestrel
+/// LLP").
+const COMPANY_FORMS: &[&str] = &[
+    "ltd",
+    "limited",
+    "inc",
+    "llc",
+    "llp",
+    "plc",
+    "gmbh",
+    "ag",
+    "sa",
+    "sas",
+    "bv",
+    "nv",
+    "corp",
+    "corporation",
+    "co",
+    "company",
+    "group",
+];
+
 /// The name a domain is registered under: its label left of the top-level domain and of a
 /// second-level one such as `co.uk`, without hyphens (`mail.north-wind.co.uk` →
-/// `northwind`). `None` under 4 characters: too short to mean a client.
+/// `northwind`). `None` for a label that is not a host name's (more than 63 characters, or
+/// other than letters, digits and hyphens: RFC 1035 §2.3.1, IDNs in their `xn--` form) and
+/// under 4 characters, too short to mean a client.
 fn domain_name(domain: &str) -> Option<String> {
     let labels: Vec<&str> = domain.split('.').collect();
     let n = labels.len();
-    let second_level = n >= 3 && labels[n - 2].len() <= 3 && labels[n - 1].len() == 2;
+    let second_level = n >= 3 && SECOND_LEVEL.contains(&labels[n - 2]) && labels[n - 1].len() == 2;
     let label = labels.get(n.checked_sub(if second_level { 3 } else { 2 })?)?;
+    let host_label = label.len() <= 63
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     let name = label.replace('-', "");
-    (name.chars().count() >= 4).then_some(name)
+    (host_label && name.len() >= 4).then_some(name)
 }
 
 /// A client's name as a domain would spell it: its words run together, lowercased, less a
 /// company form at the end (`Alpine Ski Ltd` → `alpineski`).
 fn client_as_domain(client: &str) -> String {
-    const FORMS: &[&str] = &[
-        "ltd",
-        "limited",
-        "inc",
-        "llc",
-        "llp",
-        "plc",
-        "gmbh",
-        "ag",
-        "sa",
-        "sas",
-        "bv",
-        "nv",
-        "corp",
-        "corporation",
-        "co",
-        "company",
-        "group",
-    ];
     let mut words: Vec<String> = client
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .collect();
-    while words.len() > 1 && words.last().is_some_and(|w| FORMS.contains(&w.as_str())) {
+    while words.len() > 1
+        && words
+            .last()
+            .is_some_and(|w| COMPANY_FORMS.contains(&w.as_str()))
+    {
         words.pop();
     }
     words.concat()
@@ -410,6 +429,9 @@ async fn client_domains(
         return Ok(());
     }
     let n = prefixes.len() + suffixes.len();
+    // At most 10 names of at most 63 characters: about 1,900 values, far below SQLite's
+    // 32,766 and PostgreSQL's 65,535 parameters.
+    debug_assert!(n <= HISTORY_KEYS * 3 * 63);
     let sql = format!(
         "SELECT r.client, r.kind, r.reference, r.title FROM records r WHERE r.id IN ( \
          SELECT record_id FROM record_terms WHERE field = 'client' AND term IN ({}) INTERSECT \
@@ -842,11 +864,16 @@ fn score_words(
             weight: 0.0,
             coverage: 0.0,
             found: Vec::new(),
-            // As many as `record_terms` holds for the client (`terms::record_words`).
-            client_words: super::terms::words(&r.get::<String, _>(6), 10).len() as i64,
+            // The client's words as `record_terms` holds them, less company forms.
+            client_words: super::terms::words(&r.get::<String, _>(6), 10)
+                .iter()
+                .filter(|w| !COMPANY_FORMS.contains(&w.as_str()))
+                .count() as i64,
             client_named: 0,
         });
-        if field == "client" {
+        // Named in the subject or an attachment's name: a body (signatures, quoted mail)
+        // mentions many names in passing.
+        if field == "client" && *place != Place::Body && !COMPANY_FORMS.contains(&term.as_str()) {
             e.client_named += 1;
         }
         // A word in both title and client counts once, as a title word (the rows come
@@ -950,9 +977,20 @@ mod tests {
         assert_eq!(name("mail.northwind.com").as_deref(), Some("northwind"));
         assert_eq!(name("mail.northwind.co.uk").as_deref(), Some("northwind"));
         assert_eq!(name("north-wind.co.uk").as_deref(), Some("northwind"));
+        // A three-letter name under a country's domain is no second level.
+        assert_eq!(name("mail.acme.de").as_deref(), Some("acme"));
         // Too short to mean a client.
         assert_eq!(domain_name("abc.com"), None);
+        assert_eq!(domain_name("ibm.de"), None);
         assert_eq!(domain_name("localhost"), None);
+        // Not a host name's label: too long, or other characters (hostile mail).
+        assert_eq!(domain_name(&format!("{}.com", "a".repeat(64))), None);
+        assert_eq!(
+            name(&format!("{}.com", "a".repeat(63))).as_deref(),
+            Some("a".repeat(63).as_str())
+        );
+        assert_eq!(domain_name("münchen.de"), None);
+        assert_eq!(domain_name("a_b_c_d.com"), None);
     }
 
     #[test]
