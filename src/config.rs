@@ -48,7 +48,35 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub filing: FilingConfig,
 }
+
+/// Filing behaviour that is the same for every firm on the instance.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilingConfig {
+    /// Minutes after filing during which the filer may undo their own filing (the card's
+    /// "Undo", `DELETE /v1/filings/{id}`); 0 turns undo off. At most 1440 (a day); later,
+    /// an admin removes a filing with a reason.
+    #[serde(default = "default_undo_grace")]
+    pub undo_grace_minutes: u64,
+}
+
+impl Default for FilingConfig {
+    fn default() -> Self {
+        FilingConfig {
+            undo_grace_minutes: default_undo_grace(),
+        }
+    }
+}
+
+fn default_undo_grace() -> u64 {
+    10
+}
+
+/// The longest undo grace period, in minutes (a day).
+pub const MAX_UNDO_GRACE_MINUTES: u64 = 1440;
 
 /// Where tenants' blobs are kept (`src/storage`): the data dir (default) or an
 /// S3-compatible bucket. Either way they are sealed with the tenant's key before they are
@@ -626,6 +654,7 @@ impl Default for Config {
             maintenance: MaintenanceConfig::default(),
             tls: TlsConfig::default(),
             metrics: MetricsConfig::default(),
+            filing: FilingConfig::default(),
         }
     }
 }
@@ -721,6 +750,9 @@ impl Config {
             bail!(
                 "invalid configuration: `admin.retention_days` must be at most 36500 (100 years)"
             );
+        }
+        if self.filing.undo_grace_minutes > MAX_UNDO_GRACE_MINUTES {
+            bail!("invalid configuration: `filing.undo_grace_minutes` must be at most {MAX_UNDO_GRACE_MINUTES} (a day)");
         }
         if self.maintenance.sweep_grace_minutes < MIN_SWEEP_GRACE_MINUTES {
             bail!("invalid configuration: `maintenance.sweep_grace_minutes` must be at least {MIN_SWEEP_GRACE_MINUTES}");

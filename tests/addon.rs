@@ -1119,6 +1119,72 @@ async fn snapshot_file_action_result() {
     insta::assert_json_snapshot!("file_action_result", normalised(reply));
 }
 
+/// The parameters of the first button whose `op` is `op`.
+fn op_params(reply: &Value, op: &str) -> Option<std::collections::HashMap<String, String>> {
+    widgets(reply, "onClick")
+        .into_iter()
+        .filter_map(|c| c["action"]["parameters"].as_array())
+        .find(|ps| ps.iter().any(|p| p["key"] == "op" && p["value"] == op))
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    (
+                        p["key"].as_str().unwrap().into(),
+                        p["value"].as_str().unwrap().into(),
+                    )
+                })
+                .collect()
+        })
+}
+
+/// "Undo" on the filed card takes the filing back, and the message card stops saying it is
+/// filed; a second click finds nothing to undo; nobody else's click undoes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_filed_card_undoes_the_filing() {
+    let t = Addon::sqlite().await;
+    let raw = mail(
+        "dana@acme.com",
+        "Wrong matter",
+        "undo-card@acme.com",
+        None,
+        &[],
+        &[],
+    );
+    t.gmail.serve(&raw);
+    let ev = with_input(with_op(event(ALICE), "file"), "targets", &["matter:M-1"]);
+    let reply = t.call("/addon/action", &ev).await;
+    assert_eq!(notification(&reply), Some("Filed to M-1"));
+    assert_eq!(ops(&reply), ["undo", "open"]);
+    let filings = op_params(&reply, "undo").unwrap()["filings"].clone();
+    assert_eq!(filings.len(), 32, "the new filing's id: {filings}");
+    let filed = t.call("/addon/message", &event(ALICE)).await;
+    assert!(all_text(&filed).contains("Already filed"), "{filed}");
+
+    let undo = |who: &str| {
+        let mut ev = with_op(event(who), "undo");
+        ev["commonEventObject"]["parameters"]["filings"] = json!(filings);
+        ev
+    };
+    // Another user of the firm (an admin) clicking the same button undoes nothing.
+    let reply = t.call("/addon/action", &undo("adam@a.test")).await;
+    assert_eq!(notification(&reply), Some("Not undone"), "{reply}");
+    assert!(
+        all_text(&reply).contains("no such filing of yours"),
+        "{reply}"
+    );
+
+    let reply = t.call("/addon/action", &undo(ALICE)).await;
+    assert_eq!(notification(&reply), Some("Filing undone: M-1"), "{reply}");
+    assert_eq!(subtitle(&reply), "Filing undone");
+    assert!(all_text(&reply).contains("Taken back from"), "{reply}");
+    assert_eq!(ops(&reply), ["open"], "no Undo on the undone card");
+    let after = t.call("/addon/message", &event(ALICE)).await;
+    assert!(!all_text(&after).contains("Already filed"), "{after}");
+
+    let reply = t.call("/addon/action", &undo(ALICE)).await;
+    assert_eq!(notification(&reply), Some("Not undone"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snapshot_gmail_error_card() {
     let t = Addon::sqlite().await;

@@ -202,6 +202,33 @@ function onSearch(e) {
   }
 }
 
+/** "Undo" on the filed card: takes back each filing just made (DELETE /v1/filings/{id}). */
+function onUndo(e) {
+  try {
+    var params = actionParameters_(e);
+    var ids = String(params.filings || "")
+      .split(",")
+      .filter(Boolean)
+      .slice(0, 20);
+    var base = docketUrl_();
+    var token = identityToken_();
+    var undone = [];
+    var refused = [];
+    ids.forEach(function (id) {
+      try {
+        undone.push(callDocket_(buildUndoRequest(base, token, id)));
+      } catch (err) {
+        refused.push(describeError_(err));
+      }
+    });
+    var model = undoResultToCardModel(undone, refused, messageIds_(e));
+    return buildActionResponse_(model, "root", model.notification);
+  } catch (err) {
+    var text = describeError_(err);
+    return buildActionResponse_(errorCardModel(text), "push", text);
+  }
+}
+
 /** The first string of one formInputs entry (text inputs carry a single value). */
 function firstInputValue_(input) {
   if (Array.isArray(input)) return String(input[0] || "");

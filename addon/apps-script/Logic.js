@@ -66,6 +66,14 @@ function buildFilingRequest(baseUrl, idToken, filing) {
   return jsonPost_(joinUrl(baseUrl, "/v1/filings"), idToken, body);
 }
 
+/** DELETE {base}/v1/filings/{id}: undoes one of the user's own filings (within docket's grace period). */
+function buildUndoRequest(baseUrl, idToken, filingId) {
+  return {
+    url: joinUrl(baseUrl, "/v1/filings/") + encodeURIComponent(String(filingId)),
+    options: authorizedOptions_(idToken, "delete"),
+  };
+}
+
 /** GET {base}/v1/records?q=…&limit=20: records the user may file to. */
 function buildSearchRequest(baseUrl, idToken, query) {
   var url =
@@ -470,10 +478,18 @@ function filingResultToCardModel(filingJson, ids) {
     };
   });
   if (!widgets.length) widgets.push({ type: "paragraph", text: "docket answered without any filing." });
-  widgets.push({
-    type: "buttons",
-    buttons: [{ text: "Back to the message", functionName: "onRefresh", parameters: stringParams_(ids) }],
-  });
+  var buttons = [];
+  if (created.length) {
+    var undoParams = stringParams_(ids);
+    undoParams.filings = created
+      .map(function (f) {
+        return String(f.id);
+      })
+      .join(",");
+    buttons.push({ text: "Undo", functionName: "onUndo", parameters: undoParams });
+  }
+  buttons.push({ text: "Back to the message", functionName: "onRefresh", parameters: stringParams_(ids) });
+  widgets.push({ type: "buttons", buttons: buttons });
 
   var notification;
   if (filings.length === 1) {
@@ -493,6 +509,39 @@ function filingResultToCardModel(filingJson, ids) {
     },
     sections: [{ widgets: widgets }],
     notification: notification,
+  };
+}
+
+/**
+ * The card after "Undo": each answer of DELETE /v1/filings/{id} (`undone`) says which record
+ * the filing left; `refused` holds docket's reasons for the others (e.g. the grace period is over).
+ */
+function undoResultToCardModel(undone, refused, ids) {
+  var widgets = (undone || []).map(function (r) {
+    var ref = String(r.target || "").split(":").slice(1).join(":") || String(r.target || "");
+    var also = r.also_removed && r.also_removed.length ? "with the rules' filings to " + r.also_removed.join(", ") : "";
+    return { type: "decoratedText", topLabel: "Taken back from", text: ref + (r.title ? " · " + r.title : ""), bottomLabel: also };
+  });
+  (refused || []).forEach(function (text) {
+    widgets.push({ type: "paragraph", text: text });
+  });
+  widgets.push({
+    type: "buttons",
+    buttons: [{ text: "Back to the message", functionName: "onRefresh", parameters: stringParams_(ids || {}) }],
+  });
+  var done = (undone || []).length > 0;
+  return {
+    name: "undone",
+    header: { title: done ? "Filing undone" : "Not undone", subtitle: "" },
+    sections: [{ widgets: widgets }],
+    notification: done
+      ? "Filing undone: " +
+        undone
+          .map(function (r) {
+            return String(r.target || "").split(":").slice(1).join(":");
+          })
+          .join(", ")
+      : (refused && refused[0]) || "Nothing to undo.",
   };
 }
 
@@ -656,6 +705,8 @@ if (typeof module !== "undefined") {
     buildContextRequest: buildContextRequest,
     buildFilingRequest: buildFilingRequest,
     buildSearchRequest: buildSearchRequest,
+    buildUndoRequest: buildUndoRequest,
+    undoResultToCardModel: undoResultToCardModel,
     payloadTooLarge: payloadTooLarge,
     parseResponse: parseResponse,
     targetValue: targetValue,

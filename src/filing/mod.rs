@@ -14,6 +14,7 @@ use crate::tenancy::script::Script;
 
 pub mod dedup;
 mod flow;
+pub mod remove;
 
 pub use flow::file_message;
 

@@ -28,7 +28,7 @@ pub fn router(intake: std::sync::Arc<super::intake::Intake>) -> Router<AppState>
                 .layer::<_, std::convert::Infallible>(axum::Extension(intake))
                 .get(list),
         )
-        .route("/v1/filings/{id}", get(show))
+        .route("/v1/filings/{id}", get(show).delete(undo))
         .route("/v1/filings/{id}/raw", get(raw))
         .route("/v1/filings/{id}/attachments/{n}", get(attachment))
 }
@@ -259,6 +259,48 @@ pub(crate) async fn show(ctx: TenantCtx, Path(id): Path<String>) -> AppResult<Re
     };
     let view = view.ok_or_else(|| AppError::not_found("no such filing"))?;
     Ok(Json(view).into_response())
+}
+
+/// Undoes one of the caller's own filings within `filing.undo_grace_minutes` of filing it
+/// (10 by default): the filing goes, with the filings the firm's rules made with it, and the
+/// message too when nothing else refers to it. Audited as `filing.undone`. Later, an admin
+/// removes it (`DELETE /v1/admin/filings/{id}`).
+#[utoipa::path(delete, path = "/v1/filings/{id}", params(("id" = String, Path, description = "Filing id (32 hex digits)")),
+    responses((status = 200, description = "Undone", body = filing::remove::Removed),
+        (status = 401, description = "No valid bearer token"),
+        (status = 403, description = "The user may not file (viewer, suspended)"),
+        (status = 404, description = "No such filing of the caller's"),
+        (status = 409, description = "`undo-expired`: the grace period is over (or undo is off); `legal-hold`: a hold covers it")),
+    security(("google_id_token" = []), ("access_token" = [])), tag = "filings")]
+pub(crate) async fn undo(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
+    let removed = undo_filing(&state, &ctx, &id).await?;
+    Ok(Json(removed).into_response())
+}
+
+/// [`undo`], for the API and the add-on's card: the caller's own filing, at the catalogue's
+/// clock; the sweep is asked to look for blobs left unreferenced.
+pub(crate) async fn undo_filing(
+    state: &AppState,
+    ctx: &TenantCtx,
+    id: &str,
+) -> AppResult<filing::remove::Removed> {
+    if !valid_id(id) {
+        return Err(AppError::not_found("no such filing of yours"));
+    }
+    let who = filing::remove::Remover::Filer {
+        user: &ctx.user,
+        grace: std::time::Duration::from_secs(state.config.filing.undo_grace_minutes * 60),
+        now: state.catalog.clock().now(),
+    };
+    let removed = filing::remove::remove(&ctx.tenant, id, &who).await?;
+    if removed.message_removed {
+        crate::maintenance::sweep_soon(state, &ctx.tenant);
+    }
+    Ok(removed)
 }
 
 /// A blob read into memory, with its share of the message budget ([`crate::budget`]).

@@ -1,6 +1,7 @@
 // The whole add-on flow in a real browser against a real `docket dev`: open the Acme sample in
-// the simulator (/dev/addon), file it to the suggested matter, check through the API, open it
-// again ("Already filed"), file again (still one filing).
+// the simulator (/dev/addon), file it to the suggested matter, check through the API, undo it
+// from the filed card and file it again, open it again ("Already filed"), file again (still
+// one filing).
 //
 // Needs target/debug/docket (run `cargo build` first) and Chromium at /usr/bin/chromium.
 import { test } from "node:test";
@@ -153,12 +154,32 @@ test("file the Acme sample through the add-on simulator, once", { timeout: 180_0
     // The API agrees: exactly one filing, with the sample's attachment(s).
     let filings = await filingsFor(docket.base, `matter:${MATTER}`);
     assert.equal(filings.length, 1, JSON.stringify(filings, null, 2));
-    const [filing] = filings;
+    let [filing] = filings;
     assert.equal(filing.target.id, MATTER);
     assert.ok(filing.attachments.length >= 1, "the filing kept the attachment");
     assert.equal(filing.attachments.length, filing.message.attachments.length, "every attachment was kept");
     assert.ok(filing.attachments.some((a) => /\.pdf$/i.test(a.name) || a.content_type === "application/pdf"), JSON.stringify(filing.attachments));
     assert.match(filing.message.subject, new RegExp(MATTER));
+
+    // Undo from the filed card: the filing goes, and the message is no longer "Already filed".
+    await step(page, () => topCard(page).getByRole("button", { name: "Undo", exact: true }).click());
+    await assertNoErrors(page, "undoing the filing");
+    const undone = await sidebarText(page);
+    assert.match(undone, /Filing undone/, undone);
+    assert.ok(undone.includes(MATTER), undone);
+    assert.equal((await filingsFor(docket.base, `matter:${MATTER}`)).length, 0, "the undone filing is gone");
+    await step(page, () => page.getByTestId("open-message").click());
+    await assertNoErrors(page, "reopening the message after undo");
+    assert.doesNotMatch(await topCard(page).innerText(), /Already filed/i);
+    await page.screenshot({ path: artifact("addon-flow-undone.png") });
+    // File it again: a new filing.
+    const own1 = await chooseMatter(page);
+    await step(page, () => (own1 || fileButton(page)).click());
+    await assertNoErrors(page, "filing after the undo");
+    filings = await filingsFor(docket.base, `matter:${MATTER}`);
+    assert.equal(filings.length, 1, JSON.stringify(filings, null, 2));
+    assert.notEqual(filings[0].id, filing.id, "a new filing, not the undone one");
+    [filing] = filings;
 
     // Open it again: "Already filed", naming the matter.
     await step(page, () => page.getByTestId("open-message").click());

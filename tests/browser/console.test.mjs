@@ -626,6 +626,33 @@ test("the admin console: TOTP sign-in, CSV import, rules, dry run, filings, audi
       assert.deepEqual(pageErrors.slice(mark.page), [], "the browser logged errors on the filing page");
     }, { skip: !signedIn && "not signed in" });
 
+    // A filing made by mistake: removed from its page with a reason, which the audit log keeps.
+    await stage("remove a filing with a reason", async () => {
+      const tok = await (await fetch(url("/dev/token"), { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ email: ADMIN }) })).json();
+      const subject = "Browser test: filed by mistake";
+      const eml = filingEml().replace(FILING_SUBJECT, subject);
+      const filed = await fetch(url("/v1/filings"), {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${tok.token}` },
+        body: JSON.stringify({ raw: Buffer.from(eml).toString("base64url"), targets: [{ kind: "matter", id: MATTER }] }),
+      });
+      assert.equal(filed.status, 201);
+      const id = (await filed.json()).filings[0].id;
+      await open(`/console/filings/${id}`, "the filing to remove");
+      const reason = page.getByLabel("Reason");
+      assert.equal(await reason.getAttribute("required"), "", "a reason is required before the form is sent");
+      await reason.fill("Personal mail, filed by mistake");
+      await page.screenshot({ path: artifact("console-filing-remove.png"), fullPage: true });
+      await checkPage(await submit(page.getByRole("button", { name: "Remove filing" })), "the audit log after the removal");
+      assert.equal(new URL(page.url()).pathname, "/console/audit");
+      const removed = page.locator("main table tbody tr[data-action='filing.removed']");
+      assert.equal(await removed.count(), 1, await mainText());
+      assert.match(await removed.locator("td.what").innerText(), new RegExp(`removed the filing of a message to ${MATTER}.*filed by .*Personal mail, filed by mistake`));
+      assert.equal((await page.request.get(url(`/console/filings/${id}`))).status(), 404, "the removed filing is gone");
+      await open("/console/filings", "the filings list after the removal");
+      assert.equal(await page.locator("main table tbody tr").filter({ hasText: subject }).count(), 0);
+    }, { skip: !signedIn && "not signed in" });
+
     // -------------------------------------------------------------------------------------
     // 6. Audit log: the chain verifies, and what was done above is there.
     // -------------------------------------------------------------------------------------

@@ -29,3 +29,4 @@ mod storage;
 mod sweep_epoch;
 mod teams;
 mod tls;
+mod undo;

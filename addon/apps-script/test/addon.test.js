@@ -138,6 +138,48 @@ test("onFile posts the ticked targets, attachments and note and answers Filed to
   const card = steps[1].updateCard;
   assert.ok(S.textsOf(card).includes("Filed to M-2024-017 · Acme v. Widget"));
   assert.ok(S.textsOf(card).includes("Filed to K-2025-003 · Widget lease"));
+  const undo = S.findButton(card, "Undo");
+  assert.equal(undo.onClickAction.functionName, "onUndo");
+  assert.deepEqual(undo.onClickAction.parameters, { messageId: EVENT_MESSAGE_ID, threadId: EVENT_THREAD_ID, filings: "f-10,f-11" });
+});
+
+test("onUndo deletes each filing just made and says which records it left; a refusal is shown", () => {
+  const undone = { id: "f-10", target: "matter:M-2024-017", title: "Acme v. Widget", also_removed: ["matter:M-7"], message_removed: false };
+  const refusal = F.problem(409, "undo-expired", "Conflict", "a filing can be undone for 10 minutes after it was made; ask an admin to remove it");
+  const addon = S.loadAddon({ messages: MESSAGES, responses: [{ status: 200, body: undone }, { status: 409, body: refusal }] });
+  const response = run(addon, "onUndo", S.actionEvent({ parameters: { messageId: EVENT_MESSAGE_ID, filings: "f-10,f-11" }, gmail: gmailEvent().gmail }));
+
+  const calls = addon.urlFetch.requests.map((r) => [r.options.method, r.url, r.options.headers.Authorization]);
+  assert.deepEqual(calls, [
+    ["delete", "https://docket.example.com/v1/filings/f-10", "Bearer id-token-for-bob"],
+    ["delete", "https://docket.example.com/v1/filings/f-11", "Bearer id-token-for-bob"],
+  ]);
+  assert.equal(response.notification.text, "Filing undone: M-2024-017");
+  const card = response.navigation.steps[1].updateCard;
+  assert.equal(card.header.title, "Filing undone");
+  const texts = S.textsOf(card);
+  assert.ok(texts.includes("M-2024-017 · Acme v. Widget"), texts.join("\n"));
+  assert.ok(texts.includes("with the rules' filings to matter:M-7"), texts.join("\n"));
+  assert.ok(texts.some((t) => /can be undone for 10 minutes/.test(t)), texts.join("\n"));
+  assert.equal(S.findButton(card, "Back to the message").onClickAction.functionName, "onRefresh");
+});
+
+test("onUndo refused for every filing says Not undone with docket's reason", () => {
+  const refusal = F.problem(409, "legal-hold", "Conflict", "this filing to matter:M-2024-017 is under a legal hold and cannot be removed until the hold is released");
+  const addon = S.loadAddon({ messages: MESSAGES, responses: [{ status: 409, body: refusal }] });
+  const response = run(addon, "onUndo", S.actionEvent({ parameters: { messageId: EVENT_MESSAGE_ID, filings: "f-10" }, gmail: gmailEvent().gmail }));
+  assert.match(response.notification.text, /under a legal hold/);
+  assert.equal(response.navigation.steps[1].updateCard.header.title, "Not undone");
+});
+
+test("an existing filing offers no Undo", () => {
+  const addon = S.loadAddon({ messages: MESSAGES, responses: [{ status: 200, body: F.filingAnswer(false) }] });
+  const response = run(
+    addon,
+    "onFile",
+    S.actionEvent({ formInputs: { targets: ["matter:M-2024-017"] }, parameters: { messageId: EVENT_MESSAGE_ID }, gmail: gmailEvent().gmail })
+  );
+  assert.equal(S.findButton(response.navigation.steps[1].updateCard, "Undo"), null);
 });
 
 test("onFile with every attachment ticked asks for all of them; an existing filing says Already filed", () => {

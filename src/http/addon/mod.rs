@@ -811,6 +811,7 @@ pub(crate) async fn action(
         },
         "file" => file_action(&state, &ctx, &s, &ev).await,
         "file_thread" => file_thread_action(&state, &ctx, &s, &ev).await,
+        "undo" => undo_action(&state, &ctx, &s, &ev).await,
         other => {
             return AppError::bad_request(
                 "unknown-action",
@@ -822,21 +823,76 @@ pub(crate) async fn action(
     Json(reply).into_response()
 }
 
-/// The card after filing: what was filed, and the way back to the message.
-fn filed_card(s: &AddonSettings, subtitle: &str, widgets: Vec<Value>) -> Value {
+/// The card after filing: what was filed, "Undo" for the filings just made (`undo`: their
+/// ids, empty for none), and the way back to the message.
+fn filed_card(s: &AddonSettings, subtitle: &str, widgets: Vec<Value>, undo: &[String]) -> Value {
     let action_url = format!("{}/addon/action", s.public_url);
+    let mut actions = Vec::new();
+    if !undo.is_empty() {
+        let ids = undo.join(",");
+        actions.push(action_button(
+            "Undo",
+            &action_url,
+            &[("op", "undo"), ("filings", &ids)],
+        ));
+    }
+    actions.push(action_button(
+        "Back to message",
+        &action_url,
+        &[("op", "open")],
+    ));
     Card::new("filed", "docket")
         .subtitle(subtitle)
         .section(Some("Filed"), widgets)
-        .section(
-            None,
-            vec![buttons(vec![action_button(
-                "Back to message",
-                &action_url,
-                &[("op", "open")],
-            )])],
-        )
+        .section(None, vec![buttons(actions)])
         .build()
+}
+
+/// "Undo" on the filed card: takes back each filing named (the user's own, within the grace
+/// period; see [`crate::filing::remove`]) and says what went and what could not.
+async fn undo_action(
+    state: &AppState,
+    ctx: &TenantCtx,
+    s: &AddonSettings,
+    ev: &AddonEvent,
+) -> Value {
+    let ids: Vec<&str> = ev
+        .param("filings")
+        .unwrap_or("")
+        .split(',')
+        .filter(|id| !id.is_empty())
+        .take(filing::MAX_TARGETS)
+        .collect();
+    let (mut widgets, mut undone, mut refused) = (Vec::new(), Vec::new(), Vec::new());
+    for id in ids {
+        match super::filings::undo_filing(state, ctx, id).await {
+            Ok(r) => {
+                let (kind, reference) = r.target.split_once(':').unwrap_or(("", &r.target));
+                let also = (!r.also_removed.is_empty())
+                    .then(|| format!("with the rules' filings to {}", r.also_removed.join(", ")));
+                widgets.push(decorated(
+                    Some("Taken back from"),
+                    &record_line(kind, reference, &r.title),
+                    also.as_deref(),
+                ));
+                undone.push(reference.to_string());
+            }
+            Err(e) => refused.push(CardFailure::from(e).detail),
+        }
+    }
+    if undone.is_empty() {
+        let why = refused
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "Nothing to undo.".into());
+        return cards::update(
+            cards::error_card("Not undone", &why, None),
+            Some("Not undone"),
+        );
+    }
+    widgets.extend(refused.iter().map(|f| paragraph(&esc(f))));
+    let note = format!("Filing undone: {}", undone.join(", "));
+    cards::update(filed_card(s, "Filing undone", widgets, &[]), Some(&note))
 }
 
 /// The records ticked in the card (suggestions and search results), or a notification.
@@ -932,7 +988,7 @@ async fn file_thread_action(
     for f in failed.iter().take(10) {
         widgets.push(paragraph(&esc(f)));
     }
-    let card = filed_card(s, "Whole thread", widgets);
+    let card = filed_card(s, "Whole thread", widgets, &[]);
     cards::update(
         card,
         Some(&format!(
@@ -1032,7 +1088,16 @@ async fn file_action(
     if let Some(notice) = &outcome.notice {
         widgets.push(paragraph(&cards::esc(notice)));
     }
-    let card = filed_card(s, subject, widgets);
+    let undo: Vec<String> = match state.config.filing.undo_grace_minutes {
+        0 => Vec::new(),
+        _ => outcome
+            .filings
+            .iter()
+            .filter(|f| f.created == Some(true))
+            .map(|f| f.id.clone())
+            .collect(),
+    };
+    let card = filed_card(s, subject, widgets, &undo);
     let ids = |created: bool| -> Vec<String> {
         outcome
             .filings

@@ -1,6 +1,7 @@
-//! Read-only views for admins: the filings browser (metadata, attachments, raw message,
-//! CSV export) and the audit log (filters, chain verification). Filings of records the
-//! admin is walled off from (see `crate::access`) are invisible here too.
+//! Admins' views: the filings browser (metadata, attachments, raw message, CSV export, and
+//! the removal of a filing with a reason) and the audit log (filters, chain verification).
+//! Filings of records the admin is walled off from (see `crate::access`) are invisible here
+//! too.
 
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -297,6 +298,55 @@ async fn show_filing(ctx: AdminCtx, Path(id): Path<String>) -> AppResult<Respons
     Ok(Json(view).into_response())
 }
 
+/// Why an admin removes a filing.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveRequest {
+    /// Why (1 to 2,000 characters), kept in the audit entry `filing.removed`.
+    pub reason: String,
+}
+
+/// Removes a filing, however old, with a reason: the filing goes, and its message too when no
+/// other filing refers to it (its blobs are swept once nothing refers to them). Refused
+/// while a legal hold covers it. Audited as `filing.removed`.
+#[utoipa::path(delete, path = "/v1/admin/filings/{id}", params(("id" = String, Path, description = "Filing id")),
+    request_body = RemoveRequest,
+    responses((status = 200, description = "Removed", body = filing::remove::Removed),
+        (status = 404, description = "No such filing here"),
+        (status = 409, description = "`legal-hold`: a hold covers it"),
+        (status = 422, description = "`reason-required`")), tag = "filings")]
+async fn remove_filing(
+    State(state): State<AppState>,
+    ctx: AdminCtx,
+    Path(id): Path<String>,
+    crate::http::extract::ApiJson(req): crate::http::extract::ApiJson<RemoveRequest>,
+) -> AppResult<Json<filing::remove::Removed>> {
+    removal(&state, &ctx, &id, &req.reason).await.map(Json)
+}
+
+/// An admin's removal of filing `id` (the API's and the console's).
+pub async fn removal(
+    state: &AppState,
+    ctx: &AdminCtx,
+    id: &str,
+    reason: &str,
+) -> AppResult<filing::remove::Removed> {
+    if !valid_id(id) {
+        return Err(no_filing());
+    }
+    let actor = ctx.actor();
+    let who = filing::remove::Remover::Admin {
+        user: &ctx.user,
+        actor: &actor,
+        reason,
+    };
+    let removed = filing::remove::remove(&ctx.tenant, id, &who).await?;
+    if removed.message_removed {
+        crate::maintenance::sweep_soon(state, &ctx.tenant);
+    }
+    Ok(removed)
+}
+
 /// The filed message exactly as received (`message/rfc822` download).
 #[utoipa::path(get, path = "/v1/admin/filings/{id}/raw", params(("id" = String, Path, description = "Filing id")),
     responses((status = 200, description = "The raw message", content_type = "message/rfc822")), tag = "filings")]
@@ -503,7 +553,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_filings))
         .routes(routes!(export_filings))
-        .routes(routes!(show_filing))
+        .routes(routes!(show_filing, remove_filing))
         .routes(routes!(raw_filing))
         .routes(routes!(filing_attachment))
         .routes(routes!(list_audit))

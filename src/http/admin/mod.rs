@@ -90,6 +90,7 @@ impl Modify for Security {
     crate::http::filings::create,
     crate::http::filings::list,
     crate::http::filings::show,
+    crate::http::filings::undo,
     crate::http::filings::raw,
     crate::http::filings::attachment,
     crate::http::addon::context_api,

@@ -61,6 +61,21 @@ async fn fetch_with(
     Ok(q.fetch_all(pool).await?)
 }
 
+/// ", and the rules' filings to M-2, M-3 with it" when an undo took those back too.
+fn also_removed(d: &Value) -> String {
+    let refs: Vec<String> = d["also_removed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|t| esc(t.split_once(':').map(|(_, r)| r).unwrap_or(t)))
+        .collect();
+    match refs.is_empty() {
+        true => String::new(),
+        false => format!(", and the rules' filings to {} with it", refs.join(", ")),
+    }
+}
+
 fn target_of(e: &AuditRow) -> Option<&str> {
     e.detail
         .get("target")
@@ -84,7 +99,7 @@ impl Names {
                 .split_once(" (")
                 .map_or(e.actor.as_str(), |(a, _)| a);
             emails.insert(actor.to_ascii_lowercase());
-            for k in ["owner", "user_id"] {
+            for k in ["owner", "user_id", "filed_by"] {
                 if let Some(v) = e.detail.get(k).and_then(Value::as_str) {
                     ids.insert(v.to_string());
                 }
@@ -190,6 +205,17 @@ pub fn sentence(e: &AuditRow, n: &Names) -> String {
             target()
         ),
         "filing.denied" => format!("was refused filing: {}", esc(s(d, "reason"))),
+        "filing.undone" => format!(
+            "undid their filing of a message to {}{}",
+            target(),
+            also_removed(d)
+        ),
+        "filing.removed" => format!(
+            "removed the filing of a message to {} (filed by {}): “{}”",
+            target(),
+            user(s(d, "filed_by")),
+            esc(s(d, "reason"))
+        ),
         "record.added" => format!("added {}", record(&e.subject)),
         "record.updated" => format!("edited {}", record(&e.subject)),
         "record.closed" => format!("closed {}", record(&e.subject)),

@@ -5,11 +5,11 @@ use crate::http::filings::HeldBlob;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
 use axum::Router;
 
-use super::{render, Chrome, ConsoleCtx};
+use super::{render, render_status, Chrome, ConsoleCtx, ConsoleForm};
 use crate::error::{AppError, AppResult};
 use crate::filing::FilingView;
 use crate::http::admin::browse::{
@@ -77,6 +77,9 @@ struct FilingPage {
     to: String,
     cc: String,
     kept: Vec<i64>,
+    /// Why the last removal was refused, and the reason the admin typed.
+    error: Option<String>,
+    reason: String,
 }
 
 fn people(list: &[crate::mail::Mailbox]) -> String {
@@ -92,17 +95,57 @@ fn people(list: &[crate::mail::Mailbox]) -> String {
 }
 
 async fn filing(ctx: ConsoleCtx, Path(id): Path<String>) -> AppResult<Response> {
-    let f = visible_filing(&ctx.tenant.db, &ctx.user.id, &id)
+    Ok(render(&filing_page(&ctx, &id, None, String::new()).await?))
+}
+
+async fn filing_page(
+    ctx: &ConsoleCtx,
+    id: &str,
+    error: Option<String>,
+    reason: String,
+) -> AppResult<FilingPage> {
+    let f = visible_filing(&ctx.tenant.db, &ctx.user.id, id)
         .await?
         .ok_or_else(|| AppError::not_found("no such filing"))?;
-    Ok(render(&FilingPage {
-        chrome: Chrome::new(&ctx, "filings"),
+    Ok(FilingPage {
+        chrome: Chrome::new(ctx, "filings"),
         from: people(&f.message.from),
         to: people(&f.message.to),
         cc: people(&f.message.cc),
         kept: f.attachments.iter().map(|a| a.index).collect(),
         f,
-    }))
+        error,
+        reason,
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct RemoveForm {
+    #[serde(default)]
+    reason: String,
+}
+
+/// Removes the filing with the admin's reason, then shows its audit entries; a refusal (no
+/// reason, a legal hold) shows the filing again with why.
+async fn remove_filing(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm(ctx, form): ConsoleForm<RemoveForm>,
+) -> AppResult<Response> {
+    let err = match crate::http::admin::browse::removal(&state, &ctx, &id, &form.reason).await {
+        Ok(_) => return Ok(Redirect::to(&format!("/console/audit?subject={id}")).into_response()),
+        Err(e) => e,
+    };
+    let status = err.status();
+    if !status.is_client_error() || status == axum::http::StatusCode::NOT_FOUND {
+        return Err(err);
+    }
+    let detail = match &err {
+        AppError::Problem { detail, .. } => detail.clone(),
+        AppError::Internal(_) => return Err(err),
+    };
+    let page = filing_page(&ctx, &id, Some(detail), form.reason).await?;
+    Ok(render_status(status, &page))
 }
 
 /// The message body as sanitised HTML (the text part, escaped, when there is no HTML).
@@ -253,6 +296,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/filings/{id}", get(filing))
         .route("/console/filings/{id}/body", get(filing_body))
         .route("/console/filings/{id}/raw", get(filing_raw))
+        .route("/console/filings/{id}/remove", post(remove_filing))
         .route(
             "/console/filings/{id}/attachments/{index}",
             get(filing_attachment),
