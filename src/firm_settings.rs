@@ -27,6 +27,9 @@ pub struct FirmSettings {
     pub subject_pattern: String,
     /// Whether `subject_pattern` is docket's default.
     pub default_pattern: bool,
+    /// The Gmail label filed mail gets, before the record's reference (`Filed` labels a
+    /// message filed to M-1 `Filed/M-1`); `null`: docket labels nothing.
+    pub gmail_label_prefix: Option<String>,
 }
 
 pub async fn load(catalog: &Catalog, tenant: &Tenant) -> AppResult<FirmSettings> {
@@ -42,7 +45,60 @@ pub async fn load(catalog: &Catalog, tenant: &Tenant) -> AppResult<FirmSettings>
         addresses: catalog.tenant_addresses(&tenant.id).await?,
         default_pattern: stored.is_none(),
         subject_pattern: stored.unwrap_or_else(|| suggest::DEFAULT_SUBJECT_PATTERN.into()),
+        gmail_label_prefix: gmail_label_prefix(tenant).await?,
     })
+}
+
+/// The settings key of [`FirmSettings::gmail_label_prefix`].
+const GMAIL_LABEL_PREFIX: &str = "gmail_label_prefix";
+
+/// The firm's Gmail label prefix; `None` when it does not label filed mail.
+pub async fn gmail_label_prefix(tenant: &Tenant) -> AppResult<Option<String>> {
+    suggest::setting(&tenant.db, GMAIL_LABEL_PREFIX).await
+}
+
+/// Turns the "Filed" labels in Gmail on with `prefix` (1 to 40 characters, no control
+/// characters, not starting or ending with `/`, not one of Gmail's own labels such as
+/// INBOX), or off with `None`. 422 `invalid-label`. Audited `setting.changed`.
+pub async fn set_gmail_label_prefix(
+    tenant: &Tenant,
+    prefix: Option<&str>,
+    actor: &str,
+) -> AppResult<()> {
+    let Some(prefix) = prefix.map(str::trim).filter(|p| !p.is_empty()) else {
+        return suggest::clear_setting(&tenant.db, GMAIL_LABEL_PREFIX, actor).await;
+    };
+    valid_label_prefix(prefix).map_err(|m| AppError::unprocessable("invalid-label", m))?;
+    suggest::set_setting(&tenant.db, GMAIL_LABEL_PREFIX, prefix, actor).await
+}
+
+/// Gmail's system labels (users.labels, type `system`): never a firm's prefix.
+const GMAIL_SYSTEM_LABELS: &[&str] = &[
+    "INBOX",
+    "SPAM",
+    "TRASH",
+    "UNREAD",
+    "STARRED",
+    "IMPORTANT",
+    "SENT",
+    "DRAFT",
+    "CHAT",
+];
+
+fn valid_label_prefix(p: &str) -> Result<(), String> {
+    if p.chars().count() > 40 {
+        return Err("a label prefix has at most 40 characters".into());
+    }
+    if p.chars().any(char::is_control) || p.starts_with('/') || p.ends_with('/') {
+        return Err(
+            "a label prefix has no control characters and does not start or end with /".into(),
+        );
+    }
+    let first = p.split('/').next().unwrap_or(p).to_ascii_uppercase();
+    if GMAIL_SYSTEM_LABELS.contains(&first.as_str()) || first.starts_with("CATEGORY_") {
+        return Err(format!("{p} is one of Gmail's own labels"));
+    }
+    Ok(())
 }
 
 fn conflict(slug: &'static str, detail: String) -> AppError {

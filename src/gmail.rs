@@ -227,6 +227,99 @@ impl GmailClient {
     }
 }
 
+/// `gmail.modify`: what the add-on needs to put "Filed" labels on the user's mail.
+pub const SCOPE_GMAIL_MODIFY: &str = "https://www.googleapis.com/auth/gmail.modify";
+
+#[derive(Deserialize)]
+struct LabelList {
+    #[serde(default)]
+    labels: Vec<Label>,
+}
+
+#[derive(Deserialize)]
+struct Label {
+    id: String,
+    name: String,
+}
+
+impl GmailClient {
+    /// Puts the labels `names` on message `message_id` (`add`), creating those that do not
+    /// exist yet, parents first (`Filed` before `Filed/M-1`, so Gmail nests them); or takes
+    /// them off (`!add`; labels that do not exist are skipped). With the user's OAuth token,
+    /// which needs [`SCOPE_GMAIL_MODIFY`]. Gmail API `users.labels.list`,
+    /// `users.labels.create` and `users.messages.modify`
+    /// (<https://developers.google.com/gmail/api/reference/rest/v1/users.messages/modify>).
+    pub async fn set_labels(
+        &self,
+        oauth: &str,
+        message_id: &str,
+        names: &[String],
+        add: bool,
+    ) -> Result<(), GmailError> {
+        let id =
+            normalise_id(message_id).ok_or_else(|| GmailError::BadId(message_id.to_string()))?;
+        let url = format!("{}gmail/v1/users/me/labels", self.base);
+        let list: LabelList = self.call(self.http.get(&url), oauth).await?;
+        let mut known: std::collections::HashMap<String, String> =
+            list.labels.into_iter().map(|l| (l.name, l.id)).collect();
+        let mut ids = Vec::new();
+        for name in names {
+            if !add {
+                ids.extend(known.get(name).cloned());
+                continue;
+            }
+            let parents = name.match_indices('/').map(|(i, _)| &name[..i]);
+            for wanted in parents.chain([name.as_str()]) {
+                if !known.contains_key(wanted) {
+                    let body = serde_json::json!({"name": wanted, "labelListVisibility": "labelShow", "messageListVisibility": "show"});
+                    let made: Label = self.call(self.http.post(&url).json(&body), oauth).await?;
+                    known.insert(made.name, made.id);
+                }
+            }
+            ids.extend(known.get(name).cloned());
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let key = if add { "addLabelIds" } else { "removeLabelIds" };
+        let url = format!("{}gmail/v1/users/me/messages/{id}/modify", self.base);
+        let req = self.http.post(&url).json(&serde_json::json!({ key: ids }));
+        self.call::<serde_json::Value>(req, oauth).await.map(drop)
+    }
+
+    /// Sends `req` with `oauth` and reads its JSON answer (at most 1 MiB).
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        oauth: &str,
+    ) -> Result<T, GmailError> {
+        let resp = req
+            .bearer_auth(oauth)
+            .send()
+            .await
+            .map_err(|e| match e.is_timeout() {
+                true => GmailError::Timeout,
+                false => GmailError::Unavailable(0),
+            })?;
+        match resp.status().as_u16() {
+            200 => {}
+            401 => return Err(GmailError::Unauthorized),
+            403 => return Err(GmailError::Forbidden),
+            404 => return Err(GmailError::NotFound),
+            429 => return Err(GmailError::RateLimited),
+            s => return Err(GmailError::Unavailable(s)),
+        }
+        if resp.content_length().is_some_and(|n| n > 1 << 20) {
+            return Err(GmailError::Malformed);
+        }
+        let body = resp.bytes().await.map_err(|_| GmailError::Malformed)?;
+        if body.len() > 1 << 20 {
+            return Err(GmailError::Malformed);
+        }
+        serde_json::from_slice(&body).map_err(|_| GmailError::Malformed)
+    }
+}
+
 /// `gmail.readonly`: what domain-wide delegation grants docket for thread filing.
 pub const SCOPE_GMAIL_READONLY: &str = "https://www.googleapis.com/auth/gmail.readonly";
 

@@ -10,9 +10,13 @@
 //! ([`crate::maintenance::sweep_soon`]). Nothing under a legal hold is removed (409
 //! `legal-hold`), and "already filed" reads the tables, so it changes at once.
 //!
-//! An undo also takes back the filings the firm's rules made together with the user's
-//! (the system user's filings of the same message at the same instant), once none of the
-//! user's filings of that action is left: the rules filed because the user did.
+//! An undo is refused (409 `filing-shared`) once someone else has filed the same message to
+//! the same record and was told "already filed": that filing is theirs too now.
+//!
+//! An undo also takes back the filings the firm's rules made with that click (the system
+//! user's filings of the message at the same instant) once no person's filing of the
+//! message is left, each audited under its own id; a rule's filing someone else was told
+//! about, one the user may not see, and one under a hold stay.
 
 use axum::http::StatusCode;
 use serde::Serialize;
@@ -89,10 +93,13 @@ pub async fn remove(tenant: &Tenant, id: &str, who: &Remover<'_>) -> AppResult<R
     audit::lock_chain(&mut tx).await?;
     let row = read(&mut tx, id, who.user()).await?;
     check_may(&row, who)?;
+    if let Remover::Filer { user, .. } = who {
+        check_not_shared(&mut tx, id, &user.email).await?;
+    }
     check_holds(&mut tx, &row).await?;
     crate::retention::delete_filing(&mut tx, id, &row.message_id).await?;
-    let also_removed = match who {
-        Remover::Filer { .. } => take_back_rules(&mut tx, &row).await?,
+    let rules = match who {
+        Remover::Filer { user, .. } => take_back_rules(&mut tx, &row, user).await?,
         Remover::Admin { .. } => Vec::new(),
     };
     let message_removed = message_gone(&mut tx, &row.message_id).await?;
@@ -100,12 +107,37 @@ pub async fn remove(tenant: &Tenant, id: &str, who: &Remover<'_>) -> AppResult<R
         id: id.to_string(),
         target: row.target.clone(),
         title: row.title.clone(),
-        also_removed,
+        also_removed: rules.iter().map(|(_, t)| t.clone()).collect(),
         message_removed,
     };
     audit::append(&mut tx, &audit_event(id, &row, &removed, who)).await?;
+    for (rule_filing, target) in &rules {
+        let detail = serde_json::json!({"target": target, "message": row.message_id, "with": id, "rule": true});
+        let ev = AuditEvent::new(&who.user().email, "filing.undone", rule_filing).detail(detail);
+        audit::append(&mut tx, &ev).await?;
+    }
     tx.commit().await?;
     Ok(removed)
+}
+
+/// 409 `filing-shared` when someone other than `email` filed the message to the record
+/// since and was answered with this filing ("already filed": `filing.duplicate`).
+async fn check_not_shared(tx: &mut AnyConnection, id: &str, email: &str) -> AppResult<()> {
+    let other = sqlx::query(
+        "SELECT actor FROM audit_log WHERE subject = $1 AND action = 'filing.duplicate' AND actor <> $2 LIMIT 1",
+    )
+    .bind(id)
+    .bind(email)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match other {
+        None => Ok(()),
+        Some(_) => Err(AppError::new(
+            StatusCode::CONFLICT,
+            "filing-shared",
+            "someone else has filed this message to the same record since; ask an admin to remove it",
+        )),
+    }
 }
 
 fn check_asker(who: &Remover<'_>) -> AppResult<()> {
@@ -161,6 +193,13 @@ fn check_may(row: &Row_, who: &Remover<'_>) -> AppResult<()> {
     let Remover::Filer { user, grace, now } = who else {
         return Ok(());
     };
+    if grace.is_zero() {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "undo-off",
+            "filings cannot be undone on this docket; ask an admin to remove it",
+        ));
+    }
     if row.filed_by != user.id {
         // Someone else's filing is not the user's to undo, and says nothing more.
         return Err(AppError::not_found("no such filing of yours"));
@@ -197,28 +236,35 @@ async fn check_holds(tx: &mut AnyConnection, row: &Row_) -> AppResult<()> {
 }
 
 /// The rules' filings made with the undone one (same message, same instant, by the system
-/// user), once none of the user's filings of that action is left; their `kind:reference`.
-/// Those under a legal hold stay.
-async fn take_back_rules(tx: &mut AnyConnection, row: &Row_) -> AppResult<Vec<String>> {
-    let same_action = sqlx::query(
-        "SELECT 1 FROM filings WHERE message_id = $1 AND filed_at = $2 AND filed_by = $3 LIMIT 1",
-    )
-    .bind(&row.message_id)
-    .bind(&row.filed_at)
-    .bind(&row.filed_by)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if same_action.is_some() {
+/// user) once no person's filing of the message is left (the rules would have filed it for
+/// them): (id, `kind:reference`) of each taken back. Those the user may not see, those
+/// anyone was told were already filed, and those under a legal hold stay.
+async fn take_back_rules(
+    tx: &mut AnyConnection,
+    row: &Row_,
+    user: &User,
+) -> AppResult<Vec<(String, String)>> {
+    let a_person_filed =
+        sqlx::query("SELECT 1 FROM filings WHERE message_id = $1 AND filed_by <> $2 LIMIT 1")
+            .bind(&row.message_id)
+            .bind(access::SYSTEM_USER)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if a_person_filed.is_some() {
         return Ok(Vec::new());
     }
-    let rules = sqlx::query(
+    let rules = sqlx::query(&format!(
         "SELECT f.id, f.record_id, r.kind, r.reference FROM filings f \
          JOIN records r ON r.id = f.record_id \
-         WHERE f.message_id = $1 AND f.filed_at = $2 AND f.filed_by = $3 ORDER BY r.reference",
-    )
+         WHERE f.message_id = $1 AND f.filed_at = $2 AND f.filed_by = $3 AND {} \
+         AND NOT EXISTS (SELECT 1 FROM audit_log a WHERE a.subject = f.id AND a.action = 'filing.duplicate') \
+         ORDER BY r.reference",
+        access::visible_sql("r", 4)
+    ))
     .bind(&row.message_id)
     .bind(&row.filed_at)
     .bind(access::SYSTEM_USER)
+    .bind(&user.id)
     .fetch_all(&mut *tx)
     .await?;
     let holds = crate::retention::holds_in_force(tx).await?;
@@ -230,11 +276,12 @@ async fn take_back_rules(tx: &mut AnyConnection, row: &Row_) -> AppResult<Vec<St
             continue;
         }
         crate::retention::delete_filing(tx, &fid, &row.message_id).await?;
-        gone.push(format!(
+        let target = format!(
             "{}:{}",
             r.try_get::<String, _>(2)?,
             r.try_get::<String, _>(3)?
-        ));
+        );
+        gone.push((fid, target));
     }
     Ok(gone)
 }

@@ -282,7 +282,8 @@ pub(crate) async fn undo(
 }
 
 /// [`undo`], for the API and the add-on's card: the caller's own filing, at the catalogue's
-/// clock; the sweep is asked to look for blobs left unreferenced.
+/// clock. The blobs a removed message leaves are younger than the sweep's grace period, so
+/// the scheduled sweep removes them, not one started here.
 pub(crate) async fn undo_filing(
     state: &AppState,
     ctx: &TenantCtx,
@@ -296,11 +297,7 @@ pub(crate) async fn undo_filing(
         grace: std::time::Duration::from_secs(state.config.filing.undo_grace_minutes * 60),
         now: state.catalog.clock().now(),
     };
-    let removed = filing::remove::remove(&ctx.tenant, id, &who).await?;
-    if removed.message_removed {
-        crate::maintenance::sweep_soon(state, &ctx.tenant);
-    }
-    Ok(removed)
+    filing::remove::remove(&ctx.tenant, id, &who).await
 }
 
 /// A blob read into memory, with its share of the message budget ([`crate::budget`]).

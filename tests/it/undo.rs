@@ -279,7 +279,11 @@ both_backends!(
             json!({"reason": "x".repeat(2001)}),
         ] {
             let (status, p) = problem(delete(&app, &admin, &path, Some(body.clone())).await).await;
-            assert!(status == 422 || status == 400, "{body}: {status} {p}");
+            assert_eq!(status, 422, "{body}: {p}");
+            assert!(
+                p["type"].as_str().unwrap().ends_with("reason-required"),
+                "{body}: {p}"
+            );
         }
         let filer = access_token(&t, "alice@a.test", &[Scope::File]).await;
         assert_eq!(
@@ -368,9 +372,98 @@ both_backends!(
         assert_eq!(r["message_removed"], true);
         let (m, f, _, _) = counts(&t).await;
         assert_eq!((m, f), (0, 0));
+        // The rule's filing has its own entry.
+        let rule_filing = out["auto_filed"][0]["filing_id"].as_str().unwrap();
+        let entries = audit_of(&t, rule_filing).await;
+        assert_eq!(entries.last().unwrap().0, "filing.undone");
+        assert_eq!(entries.last().unwrap().2["rule"], true);
         assert_chain_intact(&t).await;
+
+        // Someone else's filing of the message keeps the rule's: the rule would file it for
+        // them too.
+        let raw = email("A rule's filing shared", Some("undo-5b@acme.com"), &[]);
+        let out = file(&app, "alice@a.test", &raw, &["matter:M-1"]).await;
+        file(&app, "adam@a.test", &raw, &["case:C-1"]).await;
+        let r: Value = delete(&app, &tok, &format!("/v1/filings/{}", id_of(&out, 0)), None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["also_removed"], json!([]), "{r}");
+        assert_eq!(r["message_removed"], false, "{r}");
+        let left: i64 = sqlx::query("SELECT COUNT(*) FROM filings")
+            .fetch_one(&t.db)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 2, "adam's C-1 and the rule's K-1 stay");
     }
 );
+
+both_backends!(
+    a_filing_someone_else_was_told_about_is_not_undone,
+    |app: TestApp| async move {
+        let t = app.tenant(&app.firm_a).await;
+        let raw = email("Shared", Some("undo-8@acme.com"), &[]);
+        let out = file(&app, "alice@a.test", &raw, &["matter:M-1"]).await;
+        let fid = id_of(&out, 0);
+        // Alice filing it again herself does not stop her undo; adam being told "already
+        // filed" does.
+        file(&app, "alice@a.test", &raw, &["matter:M-1"]).await;
+        let again = file(&app, "adam@a.test", &raw, &["matter:M-1"]).await;
+        assert_eq!(again["filings"][0]["id"], fid.as_str());
+        assert_eq!(again["filings"][0]["created"], false);
+        let before = filing_state(&t).await;
+        let path = format!("/v1/filings/{fid}");
+        let (status, p) =
+            problem(delete(&app, &app.token("alice@a.test"), &path, None).await).await;
+        assert_eq!(status, 409);
+        assert!(
+            p["type"].as_str().unwrap().ends_with("filing-shared"),
+            "{p}"
+        );
+        assert_eq!(filing_state(&t).await, before);
+    }
+);
+
+both_backends!(a_walled_off_filer_cannot_undo, |app: TestApp| async move {
+    let t = app.tenant(&app.firm_a).await;
+    let raw = email("Walled", Some("undo-9@acme.com"), &[]);
+    let fid = id_of(&file(&app, "alice@a.test", &raw, &["matter:M-1"]).await, 0);
+    let m1 = record_id(&t, "matter", "M-1").await;
+    let alice = user_id(&t, "alice@a.test").await;
+    let admin = access_token(&t, "adam@a.test", &[Scope::Admin]).await;
+    let wall =
+        json!({"firm_wide": true, "members": [], "excluded": [{"kind": "user", "id": alice}]});
+    let r = app
+        .http
+        .put(format!("{}/v1/admin/records/{m1}/access", app.base))
+        .bearer_auth(&admin)
+        .json(&wall)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let before = filing_state(&t).await;
+    let path = format!("/v1/filings/{fid}");
+    let (status, _) = problem(delete(&app, &app.token("alice@a.test"), &path, None).await).await;
+    assert_eq!(status, 404);
+    assert_eq!(filing_state(&t).await, before);
+});
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn undo_off_refuses_every_undo() {
+    let off = |c: &mut docket::config::Config| c.filing.undo_grace_minutes = 0;
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, off).await else {
+        return;
+    };
+    let raw = email("Off", Some("undo-10@acme.com"), &[]);
+    let fid = id_of(&file(&app, "alice@a.test", &raw, &["matter:M-1"]).await, 0);
+    let path = format!("/v1/filings/{fid}");
+    let (status, p) = problem(delete(&app, &app.token("alice@a.test"), &path, None).await).await;
+    assert_eq!(status, 409);
+    assert!(p["type"].as_str().unwrap().ends_with("undo-off"), "{p}");
+}
 
 both_backends!(
     blobs_stay_while_anything_refers_to_them_and_go_after,

@@ -848,6 +848,46 @@ fn filed_card(s: &AddonSettings, subtitle: &str, widgets: Vec<Value>, undo: &[St
         .build()
 }
 
+/// Puts the firm's "Filed" labels (`Filed/M-1` for each reference in `refs`) on the open
+/// message in the user's Gmail (`add`), or takes them off; a line for the card saying what
+/// happened, `None` when the firm does not label filed mail. A failure never undoes a
+/// filing: the card says it.
+async fn gmail_labels(
+    state: &AppState,
+    ctx: &TenantCtx,
+    ev: &AddonEvent,
+    refs: Vec<String>,
+    add: bool,
+) -> Option<String> {
+    let prefix = match crate::firm_settings::gmail_label_prefix(&ctx.tenant).await {
+        Ok(p) => p?,
+        Err(e) => {
+            return Some(format!(
+                "Not labelled in Gmail: {}",
+                CardFailure::from(e).detail
+            ))
+        }
+    };
+    let message = ev.gmail.as_ref()?.message_id.as_deref()?;
+    let auth = &ev.authorization_event_object;
+    let granted = auth
+        .authorized_scopes
+        .as_ref()
+        .is_some_and(|s| s.iter().any(|s| s == crate::gmail::SCOPE_GMAIL_MODIFY));
+    let no_scope = "Not labelled in Gmail: the add-on may not change your labels (it needs the gmail.modify scope; ask your docket administrator).";
+    let (Some(oauth), true) = (auth.user_o_auth_token.as_deref(), granted) else {
+        return Some(no_scope.into());
+    };
+    let mut names: Vec<String> = refs.iter().map(|r| format!("{prefix}/{r}")).collect();
+    names.dedup();
+    match state.gmail.set_labels(oauth, message, &names, add).await {
+        Ok(()) if add => Some(format!("Labelled {} in Gmail", names.join(", "))),
+        Ok(()) => Some(format!("Label {} taken off in Gmail", names.join(", "))),
+        Err(crate::gmail::GmailError::Forbidden) => Some(no_scope.into()),
+        Err(e) => Some(format!("Not labelled in Gmail: {e}")),
+    }
+}
+
 /// "Undo" on the filed card: takes back each filing named (the user's own, within the grace
 /// period; see [`crate::filing::remove`]) and says what went and what could not.
 async fn undo_action(
@@ -864,6 +904,7 @@ async fn undo_action(
         .take(filing::MAX_TARGETS)
         .collect();
     let (mut widgets, mut undone, mut refused) = (Vec::new(), Vec::new(), Vec::new());
+    let mut labels_off = Vec::new();
     for id in ids {
         match super::filings::undo_filing(state, ctx, id).await {
             Ok(r) => {
@@ -876,6 +917,12 @@ async fn undo_action(
                     also.as_deref(),
                 ));
                 undone.push(reference.to_string());
+                labels_off.push(reference.to_string());
+                let rules = r
+                    .also_removed
+                    .iter()
+                    .map(|t| t.split_once(':').map_or(t.as_str(), |(_, r)| r));
+                labels_off.extend(rules.map(str::to_string));
             }
             Err(e) => refused.push(CardFailure::from(e).detail),
         }
@@ -891,6 +938,9 @@ async fn undo_action(
         );
     }
     widgets.extend(refused.iter().map(|f| paragraph(&esc(f))));
+    if let Some(line) = gmail_labels(state, ctx, ev, labels_off, false).await {
+        widgets.push(paragraph(&esc(&line)));
+    }
     let note = format!("Filing undone: {}", undone.join(", "));
     cards::update(filed_card(s, "Filing undone", widgets, &[]), Some(&note))
 }
@@ -1087,6 +1137,14 @@ async fn file_action(
     let mut widgets: Vec<Value> = widgets;
     if let Some(notice) = &outcome.notice {
         widgets.push(paragraph(&cards::esc(notice)));
+    }
+    let refs = outcome
+        .filings
+        .iter()
+        .map(|f| f.target.id.clone())
+        .chain(outcome.auto_filed.iter().map(|a| a.target.id.clone()));
+    if let Some(line) = gmail_labels(state, ctx, ev, refs.collect(), true).await {
+        widgets.push(paragraph(&esc(&line)));
     }
     let undo: Vec<String> = match state.config.filing.undo_grace_minutes {
         0 => Vec::new(),

@@ -303,6 +303,7 @@ async fn show_filing(ctx: AdminCtx, Path(id): Path<String>) -> AppResult<Respons
 #[serde(deny_unknown_fields)]
 pub struct RemoveRequest {
     /// Why (1 to 2,000 characters), kept in the audit entry `filing.removed`.
+    #[serde(default)]
     pub reason: String,
 }
 

@@ -25,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(utoipa_axum::routes!(unmap_address))
         .routes(utoipa_axum::routes!(set_subject_pattern))
         .routes(utoipa_axum::routes!(test_subject_pattern))
+        .routes(utoipa_axum::routes!(set_gmail_labels))
         .routes(utoipa_axum::routes!(set_time_zone))
         .routes(utoipa_axum::routes!(change_password))
         .routes(utoipa_axum::routes!(replace_authenticator))
@@ -131,6 +132,28 @@ async fn set_subject_pattern(
     ApiJson(b): ApiJson<PatternBody>,
 ) -> AppResult<StatusCode> {
     settings::set_subject_pattern(&ctx.tenant, &b.pattern, &ctx.actor()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GmailLabelsBody {
+    /// The label before the record's reference (`Filed` makes `Filed/M-2024-017`); `null`
+    /// or empty turns the labels off.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+/// Turns the "Filed" labels in the filers' Gmail on (with a prefix) or off. The add-on
+/// needs the `gmail.modify` scope for them.
+#[utoipa::path(put, path = "/v1/admin/tenant/gmail-labels", request_body = GmailLabelsBody,
+    responses((status = 204, description = "Saved"), (status = 422, description = "`invalid-label`")),
+    tag = "tenant")]
+async fn set_gmail_labels(
+    ctx: AdminCtx,
+    ApiJson(b): ApiJson<GmailLabelsBody>,
+) -> AppResult<StatusCode> {
+    settings::set_gmail_label_prefix(&ctx.tenant, b.prefix.as_deref(), &ctx.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

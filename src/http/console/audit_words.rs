@@ -205,6 +205,10 @@ pub fn sentence(e: &AuditRow, n: &Names) -> String {
             target()
         ),
         "filing.denied" => format!("was refused filing: {}", esc(s(d, "reason"))),
+        "filing.undone" if d["rule"] == true => format!(
+            "took back the firm rule's filing of a message to {} with their undo",
+            target()
+        ),
         "filing.undone" => format!(
             "undid their filing of a message to {}{}",
             target(),

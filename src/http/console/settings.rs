@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/tenant/close", post(close_tenant))
         .route("/console/tenant/time-zone", post(set_time_zone))
         .route("/console/tenant/subject-pattern", post(subject_pattern))
+        .route("/console/tenant/gmail-labels", post(gmail_labels))
         .route("/console/tenant/domains", post(add_domain))
         .route("/console/tenant/domains/remove", post(remove_domain))
         .route("/console/tenant/addresses", post(map_address))
@@ -86,6 +87,7 @@ fn flash(done: &Done) -> Option<&'static str> {
     Some(match done.done.as_deref()? {
         "time-zone" => "Time zone saved",
         "pattern" => "Subject pattern saved",
+        "gmail-labels" => "Gmail labels saved",
         "domain-added" => "Domain added",
         "domain-removed" => "Domain removed",
         "address-mapped" => "Address mapped",
@@ -157,6 +159,25 @@ async fn set_time_zone(
         ))
     };
     outcome(&state, &ctx, result, "time-zone", "time-zone").await
+}
+
+#[derive(Deserialize)]
+struct LabelsForm {
+    #[serde(default)]
+    prefix: String,
+    /// `off` turns the labels off; anything else saves `prefix`.
+    #[serde(default)]
+    action: String,
+}
+
+/// Turns the "Filed" labels in Gmail on (with a prefix) or off.
+async fn gmail_labels(
+    State(state): State<AppState>,
+    ConsoleForm(ctx, form): ConsoleForm<LabelsForm>,
+) -> Response {
+    let prefix = (form.action != "off").then_some(form.prefix.as_str());
+    let saved = settings::set_gmail_label_prefix(&ctx.tenant, prefix, &ctx.actor()).await;
+    outcome(&state, &ctx, saved, "gmail-labels", "gmail-labels").await
 }
 
 #[derive(Deserialize)]
