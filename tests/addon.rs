@@ -175,6 +175,104 @@ struct FakeGmail {
     url: String,
     reply: Arc<Mutex<Reply>>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    labels: Arc<Mutex<FakeLabels>>,
+}
+
+/// The fake's labels (`users.labels`), which messages carry them, and the OAuth tokens
+/// granted `gmail.modify`: any other token is refused 403 on the label calls, as Google
+/// refuses a token without the scope.
+#[derive(Default)]
+struct FakeLabels {
+    /// (id, name), in creation order.
+    labels: Vec<(String, String)>,
+    /// Message id → label ids.
+    on: std::collections::HashMap<String, Vec<String>>,
+    modify_tokens: Vec<String>,
+    /// Label calls answered (method and path), refused ones included.
+    calls: Vec<String>,
+}
+
+/// The Gmail API's answer to a token without the scope a call needs.
+fn insufficient_scope() -> axum::response::Response {
+    let error = json!({"error": {"code": 403, "status": "PERMISSION_DENIED",
+        "message": "Request had insufficient authentication scopes."}});
+    (StatusCode::FORBIDDEN, axum::Json(error)).into_response()
+}
+
+/// `users.labels.list`, `users.labels.create` and `users.messages.modify`, checking the scope.
+fn label_routes(state: Arc<Mutex<FakeLabels>>) -> axum::Router {
+    use axum::routing::post;
+    let allowed = |st: &FakeLabels, headers: &HeaderMap| {
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+        let token = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+        st.modify_tokens.iter().any(|t| t == token)
+    };
+    let (s1, s2, s3) = (state.clone(), state.clone(), state);
+    axum::Router::new()
+        .route(
+            "/gmail/v1/users/me/labels",
+            get(move |headers: HeaderMap| async move {
+                let mut st = s1.lock().unwrap();
+                st.calls.push("GET labels".into());
+                if !allowed(&st, &headers) {
+                    return insufficient_scope();
+                }
+                let labels: Vec<Value> = st
+                    .labels
+                    .iter()
+                    .map(|(id, name)| json!({"id": id, "name": name, "type": "user"}))
+                    .collect();
+                axum::Json(json!({ "labels": labels })).into_response()
+            })
+            .post(
+                move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| async move {
+                    let mut st = s2.lock().unwrap();
+                    st.calls.push("POST labels".into());
+                    if !allowed(&st, &headers) {
+                        return insufficient_scope();
+                    }
+                    let name = body["name"].as_str().unwrap().to_string();
+                    if st.labels.iter().any(|(_, n)| *n == name) {
+                        return (StatusCode::CONFLICT, "exists").into_response();
+                    }
+                    let id = format!("Label_{}", st.labels.len() + 1);
+                    st.labels.push((id.clone(), name.clone()));
+                    axum::Json(json!({"id": id, "name": name})).into_response()
+                },
+            ),
+        )
+        .route(
+            "/gmail/v1/users/me/messages/{id}/modify",
+            post(
+                move |Path(id): Path<String>,
+                      headers: HeaderMap,
+                      axum::Json(body): axum::Json<Value>| async move {
+                    let mut st = s3.lock().unwrap();
+                    st.calls.push(format!("POST modify {id}"));
+                    if !allowed(&st, &headers) {
+                        return insufficient_scope();
+                    }
+                    let ids = |k: &str| -> Vec<String> {
+                        body[k]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|v| v.as_str().unwrap().to_string())
+                            .collect()
+                    };
+                    let (add, remove) = (ids("addLabelIds"), ids("removeLabelIds"));
+                    let on = st.on.entry(id.clone()).or_default();
+                    on.retain(|l| !remove.contains(l));
+                    for l in add {
+                        if !on.contains(&l) {
+                            on.push(l);
+                        }
+                    }
+                    let now = on.clone();
+                    axum::Json(json!({"id": id, "labelIds": now})).into_response()
+                },
+            ),
+        )
 }
 
 impl FakeGmail {
@@ -223,6 +321,8 @@ impl FakeGmail {
                 },
             ),
         );
+        let labels = Arc::new(Mutex::new(FakeLabels::default()));
+        let router = router.merge(label_routes(labels.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
@@ -230,7 +330,22 @@ impl FakeGmail {
             url: format!("http://{addr}/"),
             reply,
             seen,
+            labels,
         }
+    }
+
+    /// The names of the labels message `id` (hex) carries.
+    fn labels_on(&self, id: &str) -> Vec<String> {
+        let st = self.labels.lock().unwrap();
+        let on = st.on.get(id).cloned().unwrap_or_default();
+        on.iter()
+            .filter_map(|l| {
+                st.labels
+                    .iter()
+                    .find(|(i, _)| i == l)
+                    .map(|(_, n)| n.clone())
+            })
+            .collect()
     }
 
     fn set(&self, r: Reply) {
@@ -1183,6 +1298,154 @@ async fn the_filed_card_undoes_the_filing() {
 
     let reply = t.call("/addon/action", &undo(ALICE)).await;
     assert_eq!(notification(&reply), Some("Not undone"));
+}
+
+const SCOPE_MODIFY: &str = "https://www.googleapis.com/auth/gmail.modify";
+
+/// With the firm's labels on and `gmail.modify` granted, filing puts `Filed/M-1` (and its
+/// parent `Filed`) on the message in Gmail and undoing takes it off; without the scope
+/// (not granted, or a token Gmail refuses) the filing stands and the card says why; with
+/// the labels off nothing is asked of Gmail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn filed_labels_in_gmail_follow_filing_and_undo() {
+    let t = Addon::sqlite().await;
+    let raw = mail(
+        "dana@acme.com",
+        "Label me",
+        "label-1@acme.com",
+        None,
+        &[],
+        &[],
+    );
+    t.gmail.serve(&raw);
+    let with_modify = |mut ev: Value| {
+        ev["authorizationEventObject"]["authorizedScopes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(SCOPE_MODIFY));
+        ev
+    };
+    let file = |ev: Value| with_input(with_op(ev, "file"), "targets", &["matter:M-1"]);
+
+    // Off (the default): nothing asked of Gmail, nothing said.
+    t.gmail
+        .labels
+        .lock()
+        .unwrap()
+        .modify_tokens
+        .push(USER_OAUTH.into());
+    let reply = t
+        .call("/addon/action", &file(with_modify(event(ALICE))))
+        .await;
+    assert_eq!(notification(&reply), Some("Filed to M-1"));
+    assert!(!all_text(&reply).contains("Gmail"), "{reply}");
+    assert!(t.gmail.labels.lock().unwrap().calls.is_empty());
+
+    // The admin turns the labels on (API); an invalid prefix is refused.
+    let tenant = t.app.tenant(&t.app.firm_a).await;
+    let admin = access_token(
+        &tenant,
+        "adam@a.test",
+        &[docket::accounts::tokens::Scope::Admin],
+    )
+    .await;
+    let put = |body: Value| {
+        t.app
+            .http
+            .put(format!("{}/v1/admin/tenant/gmail-labels", t.app.base))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+    for bad in ["INBOX", "/Filed", "Filed/", "x\u{7}"] {
+        let (status, p) = problem(put(json!({"prefix": bad})).await.unwrap()).await;
+        assert_eq!(status, 422, "{bad}: {p}");
+    }
+    assert_eq!(put(json!({"prefix": "Filed"})).await.unwrap().status(), 204);
+
+    // Filing it again ("already filed") labels it; so does a new filing.
+    let reply = t
+        .call("/addon/action", &file(with_modify(event(ALICE))))
+        .await;
+    assert!(
+        all_text(&reply).contains("Labelled Filed/M-1 in Gmail"),
+        "{reply}"
+    );
+    assert_eq!(t.gmail.labels_on(MESSAGE_HEX), ["Filed/M-1"]);
+    let names: Vec<String> = t
+        .gmail
+        .labels
+        .lock()
+        .unwrap()
+        .labels
+        .iter()
+        .map(|l| l.1.clone())
+        .collect();
+    assert_eq!(
+        names,
+        ["Filed", "Filed/M-1"],
+        "the parent first, so Gmail nests them"
+    );
+    let raw2 = mail(
+        "dana@acme.com",
+        "Label me too",
+        "label-2@acme.com",
+        None,
+        &[],
+        &[],
+    );
+    t.gmail.serve(&raw2);
+    let reply = t
+        .call("/addon/action", &file(with_modify(event(ALICE))))
+        .await;
+    assert_eq!(notification(&reply), Some("Filed to M-1"));
+    let filings = op_params(&reply, "undo").unwrap()["filings"].clone();
+
+    // Undo takes the label off.
+    let mut undo = with_op(with_modify(event(ALICE)), "undo");
+    undo["commonEventObject"]["parameters"]["filings"] = json!(filings);
+    let reply = t.call("/addon/action", &undo).await;
+    assert_eq!(notification(&reply), Some("Filing undone: M-1"), "{reply}");
+    assert!(
+        all_text(&reply).contains("Label Filed/M-1 taken off in Gmail"),
+        "{reply}"
+    );
+    assert!(t.gmail.labels_on(MESSAGE_HEX).is_empty());
+
+    // The scope not granted: filed, not labelled, and the card says why; Gmail not asked.
+    let calls = t.gmail.labels.lock().unwrap().calls.len();
+    let reply = t.call("/addon/action", &file(event(ALICE))).await;
+    assert_eq!(notification(&reply), Some("Filed to M-1"));
+    assert!(
+        all_text(&reply).contains("needs the gmail.modify scope"),
+        "{reply}"
+    );
+    assert_eq!(t.gmail.labels.lock().unwrap().calls.len(), calls);
+    assert!(t.gmail.labels_on(MESSAGE_HEX).is_empty());
+
+    // Granted in the event, but Gmail refuses the token (the fake checks the scope).
+    t.gmail.labels.lock().unwrap().modify_tokens.clear();
+    let raw3 = mail(
+        "dana@acme.com",
+        "Refused",
+        "label-3@acme.com",
+        None,
+        &[],
+        &[],
+    );
+    t.gmail.serve(&raw3);
+    let reply = t
+        .call("/addon/action", &file(with_modify(event(ALICE))))
+        .await;
+    assert_eq!(notification(&reply), Some("Filed to M-1"));
+    assert!(
+        all_text(&reply).contains("needs the gmail.modify scope"),
+        "{reply}"
+    );
+    assert_eq!(
+        t.gmail.labels.lock().unwrap().calls.last().unwrap(),
+        "GET labels"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -15,6 +15,7 @@ mod deploy;
 mod dev_hosts;
 mod filings;
 mod gdpr;
+mod gmail_labels;
 mod group_commit;
 mod hostile;
 mod intake;
