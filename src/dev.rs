@@ -126,7 +126,8 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The demo tenant "Demo LLP" (`demo.test`) with three users and a few records; idempotent.
+/// The demo tenant "Demo LLP" (`demo.test`) with three users, a few records and the "Filed"
+/// labels in Gmail on; idempotent.
 pub async fn seed_demo(catalog: &Catalog) -> anyhow::Result<TenantInfo> {
     if let Ok(t) = catalog.find_tenant(DEMO_DOMAIN).await {
         return Ok(t);
@@ -176,6 +177,8 @@ pub async fn seed_demo(catalog: &Catalog) -> anyhow::Result<TenantInfo> {
     ] {
         directory::add_record(db, kind, reference, title, client, &contacts, "dev").await?;
     }
+    // The demo firm shows the "Filed" labels in the simulator's fake Gmail.
+    crate::firm_settings::set_gmail_label_prefix(&tenant, Some("Filed"), "dev").await?;
     Ok(info)
 }
 
@@ -214,11 +217,16 @@ Content-Transfer-Encoding: base64\r\n\
 pub struct DevRuntime {
     pub issuer: TokenIssuer,
     pub mailbox: std::path::PathBuf,
-    /// user OAuth token → (per-message access token, Gmail hex message id).
-    grants: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
+    /// user OAuth token → what it grants.
+    grants: std::sync::Mutex<std::collections::HashMap<String, Grant>>,
+    /// The fake mailbox's labels: what `users.labels` and `users.messages.modify` change.
+    pub labels: std::sync::Mutex<DevLabels>,
     /// The `Host` values dev answers (lower-case): anything else may be a DNS-rebound name.
     pub hosts: Vec<String>,
 }
+
+/// (per-message access token, Gmail hex message id, scopes granted) of a user OAuth token.
+type Grant = (String, String, Vec<String>);
 
 /// The hosts a dev instance on `addr` answers to: the listen address, `localhost:<port>`,
 /// and the host of `addon.public_url` when one was configured (e.g. a tunnel).
@@ -280,6 +288,7 @@ impl DevRuntime {
             issuer,
             mailbox,
             grants: Default::default(),
+            labels: Default::default(),
             hosts,
         }
     }
@@ -306,28 +315,64 @@ impl DevRuntime {
         Ok(None)
     }
 
-    /// Grants a user OAuth token and a per-message token for one message, as Gmail would
-    /// when the message is opened. Returns (user OAuth token, message access token).
-    pub fn grant(&self, hex: &str) -> (String, String) {
+    /// Grants a user OAuth token (with `scopes`) and a per-message token for one message,
+    /// as Gmail would when the message is opened. Returns (user OAuth token, message access
+    /// token).
+    pub fn grant(&self, hex: &str, scopes: Vec<String>) -> (String, String) {
         let oauth = format!("dev-oauth-{}", hex::encode(rand::random::<[u8; 12]>()));
         let access = format!("dev-msg-{}", hex::encode(rand::random::<[u8; 12]>()));
         self.grants
             .lock()
             .expect("grants")
-            .insert(oauth.clone(), (access.clone(), hex.to_string()));
+            .insert(oauth.clone(), (access.clone(), hex.to_string(), scopes));
         (oauth, access)
     }
 
     /// Checks a fake Gmail API call: Err(status) as Gmail would answer.
     pub fn check(&self, oauth: Option<&str>, access: Option<&str>, hex: &str) -> Result<(), u16> {
         let grants = self.grants.lock().expect("grants");
-        let Some((granted_access, granted_hex)) = oauth.and_then(|o| grants.get(o)) else {
+        let Some((granted_access, granted_hex, _)) = oauth.and_then(|o| grants.get(o)) else {
             return Err(401);
         };
         if access != Some(granted_access.as_str()) || granted_hex != hex {
             return Err(403);
         }
         Ok(())
+    }
+}
+
+impl DevRuntime {
+    /// Checks a label call of the fake Gmail API: 401 for an unknown token, 403 for one
+    /// without `gmail.modify` (Google's "insufficient authentication scopes").
+    pub fn check_modify(&self, oauth: Option<&str>) -> Result<(), u16> {
+        let grants = self.grants.lock().expect("grants");
+        let Some((_, _, scopes)) = oauth.and_then(|o| grants.get(o)) else {
+            return Err(401);
+        };
+        match scopes.iter().any(|s| s == crate::gmail::SCOPE_GMAIL_MODIFY) {
+            true => Ok(()),
+            false => Err(403),
+        }
+    }
+}
+
+/// The fake mailbox's user labels and which messages carry them.
+#[derive(Debug, Default)]
+pub struct DevLabels {
+    /// (id, name), in creation order.
+    pub labels: Vec<(String, String)>,
+    /// Gmail hex message id → label ids.
+    pub on: std::collections::HashMap<String, Vec<String>>,
+}
+
+impl DevLabels {
+    /// The names of the labels message `hex` carries.
+    pub fn names_on(&self, hex: &str) -> Vec<String> {
+        let ids = self.on.get(hex).map(Vec::as_slice).unwrap_or(&[]);
+        ids.iter()
+            .filter_map(|id| self.labels.iter().find(|(i, _)| i == id))
+            .map(|(_, n)| n.clone())
+            .collect()
     }
 }
 

@@ -194,11 +194,47 @@ function onSearch(e) {
       filed: filed,
       messageId: ids.messageId,
       threadId: ids.threadId,
+      labelPrefix: params.labelPrefix,
     });
     return buildActionResponse_(model, params.view === "search" ? "update" : "push");
   } catch (err) {
     var text = describeError_(err);
     return buildActionResponse_(errorCardModel(text), "push", text);
+  }
+}
+
+/**
+ * Puts the firm's "Filed" labels on the message in the user's Gmail (`add`) or takes them off,
+ * through the Gmail advanced service (users.labels, users.messages.modify: the gmail.modify
+ * scope, narrower than the full-mailbox scope GmailApp's labels need). Returns the line the card
+ * shows, or null when the firm does not label. A failure never undoes a filing.
+ */
+function labelMessage_(prefix, messageId, refs, add) {
+  var wanted = labelNames(prefix, refs);
+  if (!wanted.names.length || !messageId) return null;
+  try {
+    if (typeof Gmail === "undefined") throw new Error("the Gmail advanced service is not enabled in the add-on's manifest");
+    var known = {};
+    ((Gmail.Users.Labels.list("me") || {}).labels || []).forEach(function (l) {
+      known[l.name] = l.id;
+    });
+    if (add) {
+      wanted.chain.forEach(function (name) {
+        if (!known[name]) known[name] = Gmail.Users.Labels.create({ name: name, labelListVisibility: "labelShow", messageListVisibility: "show" }, "me").id;
+      });
+    }
+    var ids = wanted.names
+      .map(function (n) {
+        return known[n];
+      })
+      .filter(Boolean);
+    if (ids.length) Gmail.Users.Messages.modify(add ? { addLabelIds: ids } : { removeLabelIds: ids }, "me", messageId);
+    return add ? "Labelled " + wanted.names.join(", ") + " in Gmail" : "Label " + wanted.names.join(", ") + " taken off in Gmail";
+  } catch (err) {
+    console.error("docket add-on: labelling failed: " + err);
+    var text = err && err.message ? err.message : String(err);
+    if (/scope/i.test(text)) return "Not labelled in Gmail: the add-on may not change your labels (it needs the gmail.modify scope; ask your docket administrator).";
+    return "Not labelled in Gmail: " + text;
   }
 }
 
@@ -214,14 +250,21 @@ function onUndo(e) {
     var token = identityToken_();
     var undone = [];
     var refused = [];
+    var refs = [];
     ids.forEach(function (id) {
       try {
-        undone.push(callDocket_(buildUndoRequest(base, token, id)));
+        var r = callDocket_(buildUndoRequest(base, token, id));
+        undone.push(r);
+        [r.target].concat(r.also_removed || []).forEach(function (t) {
+          refs.push(String(t || "").split(":").slice(1).join(":"));
+        });
       } catch (err) {
         refused.push(describeError_(err));
       }
     });
-    var model = undoResultToCardModel(undone, refused, messageIds_(e));
+    var msgIds = messageIds_(e);
+    var labelLine = undone.length ? labelMessage_(params.labelPrefix, normaliseMessageId(msgIds.messageId), refs, false) : null;
+    var model = undoResultToCardModel(undone, refused, msgIds, labelLine);
     return buildActionResponse_(model, "root", model.notification);
   } catch (err) {
     var text = describeError_(err);
@@ -254,7 +297,10 @@ function onFile(e) {
         note: selection.note,
       })
     );
-    return buildActionResponse_(filingResultToCardModel(result, messageIds_(e)), "root");
+    var ids = messageIds_(e);
+    ids.labelPrefix = params.labelPrefix;
+    var labelLine = labelMessage_(params.labelPrefix, msg.gmailMessageId, filedReferences(result), true);
+    return buildActionResponse_(filingResultToCardModel(result, ids, labelLine), "root");
   } catch (err) {
     // Pushed over the form, so "back" returns to the ticked boxes and the typed note.
     var text = describeError_(err);

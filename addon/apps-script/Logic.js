@@ -66,6 +66,37 @@ function buildFilingRequest(baseUrl, idToken, filing) {
   return jsonPost_(joinUrl(baseUrl, "/v1/filings"), idToken, body);
 }
 
+/**
+ * The Gmail labels of a filing: `{prefix}/{reference}` for each reference, once each, parents
+ * first where a name has them (`Filed` before `Filed/M-1`, so Gmail nests them).
+ * Returns {names: labels to put on or take off, chain: every label that must exist}.
+ */
+function labelNames(prefix, refs) {
+  var names = [];
+  var chain = [];
+  if (!prefix) return { names: names, chain: chain };
+  (refs || []).forEach(function (ref) {
+    var name = prefix + "/" + ref;
+    if (names.indexOf(name) < 0) names.push(name);
+    var parts = name.split("/");
+    for (var i = 1; i <= parts.length; i++) {
+      var part = parts.slice(0, i).join("/");
+      if (chain.indexOf(part) < 0) chain.push(part);
+    }
+  });
+  return { names: names, chain: chain };
+}
+
+/** The references a filing answer files to: the user's targets and the rules'. */
+function filedReferences(filingJson) {
+  var refs = [];
+  ((filingJson && filingJson.filings) || []).concat((filingJson && filingJson.auto_filed) || []).forEach(function (f) {
+    var id = f.target && f.target.id;
+    if (id && refs.indexOf(id) < 0) refs.push(id);
+  });
+  return refs;
+}
+
 /** DELETE {base}/v1/filings/{id}: undoes one of the user's own filings (within docket's grace period). */
 function buildUndoRequest(baseUrl, idToken, filingId) {
   return {
@@ -295,7 +326,8 @@ function contextToCardModel(context, ids, baseUrl) {
     if (f.target) filedValues[targetValue(f.target)] = true;
   });
 
-  var baseParams = { messageId: ids.messageId, threadId: ids.threadId };
+  // The firm's "Filed" label prefix travels with the File and search buttons to onFile.
+  var baseParams = { messageId: ids.messageId, threadId: ids.threadId, labelPrefix: context.gmail_label_prefix || undefined };
   var sections = [];
 
   if (alreadyFiled.length) {
@@ -361,7 +393,7 @@ function contextToCardModel(context, ids, baseUrl) {
               text: "File",
               functionName: "onFile",
               filled: true,
-              parameters: stringParams_({ messageId: ids.messageId, threadId: ids.threadId, attachmentCount: attachments.length }),
+              parameters: stringParams_({ messageId: ids.messageId, threadId: ids.threadId, attachmentCount: attachments.length, labelPrefix: baseParams.labelPrefix }),
             },
           ],
         },
@@ -437,7 +469,7 @@ function searchResultsToCardModel(recordsJson, options) {
               text: "File",
               functionName: "onFile",
               filled: true,
-              parameters: stringParams_({ messageId: ids.messageId, threadId: ids.threadId, attachmentCount: attachments.length }),
+              parameters: stringParams_({ messageId: ids.messageId, threadId: ids.threadId, attachmentCount: attachments.length, labelPrefix: options.labelPrefix }),
             },
           ],
         },
@@ -451,6 +483,7 @@ function searchResultsToCardModel(recordsJson, options) {
       attachments: compactAttachments_(attachments),
       filed: JSON.stringify(options.filed || []),
       view: "search",
+      labelPrefix: options.labelPrefix,
     })
   );
   return {
@@ -461,7 +494,7 @@ function searchResultsToCardModel(recordsJson, options) {
 }
 
 /** The card shown after POST /v1/filings answered. ids = {messageId, threadId}. */
-function filingResultToCardModel(filingJson, ids) {
+function filingResultToCardModel(filingJson, ids, labelLine) {
   ids = ids || {};
   var filings = (filingJson && filingJson.filings) || [];
   var created = filings.filter(function (f) {
@@ -478,6 +511,7 @@ function filingResultToCardModel(filingJson, ids) {
     };
   });
   if (!widgets.length) widgets.push({ type: "paragraph", text: "docket answered without any filing." });
+  if (labelLine) widgets.push({ type: "paragraph", text: labelLine });
   var buttons = [];
   if (created.length) {
     var undoParams = stringParams_(ids);
@@ -516,7 +550,7 @@ function filingResultToCardModel(filingJson, ids) {
  * The card after "Undo": each answer of DELETE /v1/filings/{id} (`undone`) says which record
  * the filing left; `refused` holds docket's reasons for the others (e.g. the grace period is over).
  */
-function undoResultToCardModel(undone, refused, ids) {
+function undoResultToCardModel(undone, refused, ids, labelLine) {
   var widgets = (undone || []).map(function (r) {
     var ref = String(r.target || "").split(":").slice(1).join(":") || String(r.target || "");
     var also = r.also_removed && r.also_removed.length ? "with the rules' filings to " + r.also_removed.join(", ") : "";
@@ -525,6 +559,7 @@ function undoResultToCardModel(undone, refused, ids) {
   (refused || []).forEach(function (text) {
     widgets.push({ type: "paragraph", text: text });
   });
+  if (labelLine) widgets.push({ type: "paragraph", text: labelLine });
   widgets.push({
     type: "buttons",
     buttons: [{ text: "Back to the message", functionName: "onRefresh", parameters: stringParams_(ids || {}) }],
@@ -706,6 +741,8 @@ if (typeof module !== "undefined") {
     buildFilingRequest: buildFilingRequest,
     buildSearchRequest: buildSearchRequest,
     buildUndoRequest: buildUndoRequest,
+    labelNames: labelNames,
+    filedReferences: filedReferences,
     undoResultToCardModel: undoResultToCardModel,
     payloadTooLarge: payloadTooLarge,
     parseResponse: parseResponse,

@@ -26,6 +26,14 @@ pub fn router() -> Router<AppState> {
         )
         .route("/dev/addon/session", post(session))
         .route("/dev/gmail/gmail/v1/users/me/messages/{id}", get(gmail_get))
+        .route(
+            "/dev/gmail/gmail/v1/users/me/labels",
+            get(labels_list).post(labels_create),
+        )
+        .route(
+            "/dev/gmail/gmail/v1/users/me/messages/{id}/modify",
+            post(messages_modify),
+        )
         .layer(DefaultBodyLimit::max(80 * 1024 * 1024))
 }
 
@@ -123,7 +131,8 @@ async fn list_messages(State(state): State<AppState>) -> AppResult<Json<serde_js
             .unwrap_or("")
             .to_string();
         let ids = dev_ids(&name);
-        out.push(json!({ "name": name, "subject": subject, "from": from, "gmail_id": ids.hex }));
+        let labels = d.labels.lock().expect("labels").names_on(&ids.hex);
+        out.push(json!({ "name": name, "subject": subject, "from": from, "gmail_id": ids.hex, "labels": labels }));
     }
     Ok(Json(json!({ "messages": out })))
 }
@@ -154,6 +163,10 @@ async fn upload_message(
 struct SessionRequest {
     email: String,
     message: String,
+    /// The scopes the user granted (the simulator's check boxes); the fake Gmail API checks
+    /// its label calls against them.
+    #[serde(default)]
+    scopes: Vec<String>,
 }
 
 /// Everything Google would put into an event for `message` opened by `email`.
@@ -172,7 +185,7 @@ async fn session(
     let raw = std::fs::read(d.mailbox.join(&req.message)).map_err(AppError::internal)?;
     let msg = dev_ids(&req.message);
     let thread = dev_thread(&raw, &req.message);
-    let (oauth, access) = d.grant(&msg.hex);
+    let (oauth, access) = d.grant(&msg.hex, req.scopes.clone());
     let a = &state.config.addon;
     let client_id = a.oauth_client_id.clone().unwrap_or_default();
     let audience = a.endpoint_audiences.first().cloned().unwrap_or_default();
@@ -192,6 +205,98 @@ async fn session(
         },
         "endpoints": { "homepage": "/addon/homepage", "message": "/addon/message", "action": "/addon/action" },
     })))
+}
+
+/// The bearer token of a fake Gmail API call, checked for `gmail.modify`; else the status
+/// and message Gmail answers with.
+fn label_call<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+) -> Result<&'a DevRuntime, (u16, &'static str)> {
+    let d = dev(state).map_err(|_| (404, "Not Found"))?;
+    let oauth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match d.check_modify(oauth) {
+        Ok(()) => Ok(d),
+        Err(401) => Err((401, "Request had invalid authentication credentials.")),
+        Err(s) => Err((s, "Request had insufficient authentication scopes.")),
+    }
+}
+
+/// Fake `users.labels.list`.
+async fn labels_list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let d = match label_call(&state, &headers) {
+        Ok(d) => d,
+        Err((status, message)) => return gmail_error(status, message),
+    };
+    let labels = d.labels.lock().expect("labels");
+    let list: Vec<_> = labels
+        .labels
+        .iter()
+        .map(|(id, name)| json!({"id": id, "name": name, "type": "user"}))
+        .collect();
+    Json(json!({ "labels": list })).into_response()
+}
+
+/// Fake `users.labels.create`: 409 when the name exists, as Gmail answers.
+async fn labels_create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    let d = match label_call(&state, &headers) {
+        Ok(d) => d,
+        Err((status, message)) => return gmail_error(status, message),
+    };
+    let Some(name) = body["name"].as_str().map(str::to_string) else {
+        return gmail_error(400, "name is required");
+    };
+    let mut labels = d.labels.lock().expect("labels");
+    if labels.labels.iter().any(|(_, n)| *n == name) {
+        return gmail_error(409, "Label name exists or conflicts");
+    }
+    let id = format!("Label_{}", labels.labels.len() + 1);
+    labels.labels.push((id.clone(), name.clone()));
+    Json(json!({"id": id, "name": name})).into_response()
+}
+
+/// Fake `users.messages.modify` (label ids only).
+async fn messages_modify(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    let d = match label_call(&state, &headers) {
+        Ok(d) => d,
+        Err((status, message)) => return gmail_error(status, message),
+    };
+    let ids = |k: &str| -> Vec<String> {
+        body[k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let (add, remove) = (ids("addLabelIds"), ids("removeLabelIds"));
+    let mut labels = d.labels.lock().expect("labels");
+    if add
+        .iter()
+        .any(|a| !labels.labels.iter().any(|(i, _)| i == a))
+    {
+        return gmail_error(400, "Invalid label");
+    }
+    let on = labels.on.entry(id.clone()).or_default();
+    on.retain(|l| !remove.contains(l));
+    for a in add {
+        if !on.contains(&a) {
+            on.push(a);
+        }
+    }
+    Json(json!({"id": id, "labelIds": on.clone()})).into_response()
 }
 
 fn gmail_error(status: u16, message: &str) -> Response {

@@ -149,6 +149,9 @@ test("file the Acme sample through the add-on simulator, once", { timeout: 180_0
     const afterFile = await sidebarText(page);
     assert.match(afterFile, /Filed to/, afterFile);
     assert.ok(afterFile.includes(MATTER), afterFile);
+    // The demo firm labels filed mail: the card says so, and the fake Gmail shows the label.
+    assert.ok(afterFile.includes(`Labelled Filed/${MATTER} in Gmail`), afterFile);
+    assert.equal(await page.getByTestId("mail-labels").textContent(), `Labels: Filed/${MATTER}`);
     await page.screenshot({ path: artifact("addon-flow-filed.png") });
 
     // The API agrees: exactly one filing, with the sample's attachment(s).
@@ -168,6 +171,8 @@ test("file the Acme sample through the add-on simulator, once", { timeout: 180_0
     assert.match(undone, /Filing undone/, undone);
     assert.ok(undone.includes(MATTER), undone);
     assert.equal((await filingsFor(docket.base, `matter:${MATTER}`)).length, 0, "the undone filing is gone");
+    assert.ok(undone.includes(`Label Filed/${MATTER} taken off in Gmail`), undone);
+    assert.equal(await page.getByTestId("mail-labels").textContent(), "", "the label is off again");
     await step(page, () => page.getByTestId("open-message").click());
     await assertNoErrors(page, "reopening the message after undo");
     assert.doesNotMatch(await topCard(page).innerText(), /Already filed/i);
@@ -179,6 +184,7 @@ test("file the Acme sample through the add-on simulator, once", { timeout: 180_0
     filings = await filingsFor(docket.base, `matter:${MATTER}`);
     assert.equal(filings.length, 1, JSON.stringify(filings, null, 2));
     assert.notEqual(filings[0].id, filing.id, "a new filing, not the undone one");
+    assert.equal(await page.getByTestId("mail-labels").textContent(), `Labels: Filed/${MATTER}`);
     [filing] = filings;
 
     // Open it again: "Already filed", naming the matter.

@@ -122,7 +122,8 @@ test("the simulator renders, submits and navigates the demo card", { timeout: 12
     assert.equal(ev.authorizationEventObject.systemIdToken, "demo.system.token");
     assert.equal(ev.authorizationEventObject.userIdToken, "demo.user.token");
     assert.equal(ev.authorizationEventObject.userOAuthToken, "demo-oauth");
-    assert.equal(ev.authorizationEventObject.authorizedScopes.length, 4);
+    assert.equal(ev.authorizationEventObject.authorizedScopes.length, 5);
+    assert.ok(ev.authorizationEventObject.authorizedScopes.includes("https://www.googleapis.com/auth/gmail.modify"));
     assert.deepEqual(ev.gmail, { messageId: "msg-f:1659728385805497086", threadId: "thread-f:1659728385805497072", accessToken: "demo-access" });
 
     // pushCard + notification.

@@ -172,6 +172,53 @@ test("onUndo refused for every filing says Not undone with docket's reason", () 
   assert.equal(response.navigation.steps[1].updateCard.header.title, "Not undone");
 });
 
+test("with the firm's label prefix, the File button carries it and filing labels the message in Gmail", () => {
+  const context = { ...F.contextWithSuggestions(), gmail_label_prefix: "Filed" };
+  const opened = S.loadAddon({ messages: MESSAGES, responses: [{ status: 200, body: context }] });
+  const card = run(opened, "onGmailMessage", gmailEvent());
+  assert.equal(S.findButton(card, "File").onClickAction.parameters.labelPrefix, "Filed");
+
+  const answer = F.filingAnswer(true, [F.acme, F.widgetLease]);
+  const addon = S.loadAddon({ messages: MESSAGES, responses: [{ status: 201, body: answer }], gmailAdvanced: { labels: [{ id: "Label_9", name: "Filed" }] } });
+  const event = S.actionEvent({
+    formInputs: { targets: ["matter:M-2024-017", "contract:K-2025-003"] },
+    parameters: { messageId: EVENT_MESSAGE_ID, threadId: EVENT_THREAD_ID, attachmentCount: "0", labelPrefix: "Filed" },
+    gmail: gmailEvent().gmail,
+  });
+  const response = run(addon, "onFile", event);
+  const g = addon.gmailAdvanced;
+  assert.deepEqual(g.calls, [
+    "labels.list me",
+    "labels.create me Filed/M-2024-017",
+    "labels.create me Filed/K-2025-003",
+    `messages.modify me ${HEX_MESSAGE_ID}`,
+  ], "the parent Filed exists already; each reference's label is made once");
+  assert.deepEqual(S.plain(g.modified), [{ id: HEX_MESSAGE_ID, addLabelIds: ["Label_2", "Label_3"] }]);
+  const filedCard = response.navigation.steps[1].updateCard;
+  assert.ok(S.textsOf(filedCard).includes("Labelled Filed/M-2024-017, Filed/K-2025-003 in Gmail"), S.textsOf(filedCard).join("\n"));
+  assert.equal(S.findButton(filedCard, "Undo").onClickAction.parameters.labelPrefix, "Filed");
+
+  // Undo takes the label off.
+  const undone = { id: "f-10", target: "matter:M-2024-017", title: "Acme v. Widget", also_removed: [], message_removed: true };
+  const again = S.loadAddon({ messages: MESSAGES, responses: [{ status: 200, body: undone }], gmailAdvanced: { labels: [{ id: "Label_9", name: "Filed" }, { id: "Label_2", name: "Filed/M-2024-017" }] } });
+  const r = run(again, "onUndo", S.actionEvent({ parameters: { messageId: EVENT_MESSAGE_ID, filings: "f-10", labelPrefix: "Filed" }, gmail: gmailEvent().gmail }));
+  assert.deepEqual(S.plain(again.gmailAdvanced.modified), [{ id: HEX_MESSAGE_ID, removeLabelIds: ["Label_2"] }]);
+  assert.ok(S.textsOf(r.navigation.steps[1].updateCard).includes("Label Filed/M-2024-017 taken off in Gmail"));
+});
+
+test("without gmail.modify the filing stands and the card says why; without a prefix Gmail is not asked", () => {
+  const answer = F.filingAnswer(true);
+  const refused = S.loadAddon({ messages: MESSAGES, responses: [{ status: 201, body: answer }], gmailAdvanced: { granted: false } });
+  const event = (params) => S.actionEvent({ formInputs: { targets: ["matter:M-2024-017"] }, parameters: { messageId: EVENT_MESSAGE_ID, ...params }, gmail: gmailEvent().gmail });
+  const response = run(refused, "onFile", event({ labelPrefix: "Filed" }));
+  assert.equal(response.notification.text, "Filed to M-2024-017");
+  assert.ok(S.textsOf(response.navigation.steps[1].updateCard).some((t) => /needs the gmail\.modify scope/.test(t)));
+
+  const off = S.loadAddon({ messages: MESSAGES, responses: [{ status: 201, body: answer }] });
+  run(off, "onFile", event({}));
+  assert.deepEqual(off.gmailAdvanced.calls, []);
+});
+
 test("an existing filing offers no Undo", () => {
   const addon = S.loadAddon({ messages: MESSAGES, responses: [{ status: 200, body: F.filingAnswer(false) }] });
   const response = run(
@@ -349,6 +396,7 @@ test("the manifest declares the triggers, scopes and an https fetch allow-list",
     "https://www.googleapis.com/auth/userinfo.email",
     "openid",
   ]);
+  assert.deepEqual(manifest.dependencies.enabledAdvancedServices, [{ userSymbol: "Gmail", serviceId: "gmail", version: "v1" }]);
   assert.equal(manifest.addOns.common.homepageTrigger.runFunction, "onHomepage");
   assert.deepEqual(manifest.addOns.gmail.contextualTriggers, [{ unconditional: {}, onTriggerFunction: "onGmailMessage" }]);
   for (const prefix of manifest.urlFetchWhitelist) assert.match(prefix, /^https:\/\/[^/]+\/.*$/);

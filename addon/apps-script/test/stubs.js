@@ -208,6 +208,41 @@ function createGmailApp(messages = {}) {
   };
 }
 
+/**
+ * The Gmail advanced service (`Gmail.Users.Labels`, `Gmail.Users.Messages.modify`). Like
+ * Google, it refuses every call when the script was not granted gmail.modify (`granted`).
+ */
+function createGmailAdvanced({ granted = true, labels = [] } = {}) {
+  const state = { labels: labels.map((l) => ({ ...l })), modified: [], calls: [] };
+  const check = (what) => {
+    state.calls.push(what);
+    if (!granted) throw new Error("GoogleJsonResponseException: API call to gmail.users.labels.list failed with error: Request had insufficient authentication scopes.");
+  };
+  state.Users = {
+    Labels: {
+      list(user) {
+        check(`labels.list ${user}`);
+        return { labels: state.labels.map((l) => ({ ...l, type: "user" })) };
+      },
+      create(resource, user) {
+        check(`labels.create ${user} ${resource.name}`);
+        if (state.labels.some((l) => l.name === resource.name)) throw new Error("Label name exists or conflicts");
+        const label = { id: `Label_${state.labels.length + 1}`, name: resource.name };
+        state.labels.push(label);
+        return label;
+      },
+    },
+    Messages: {
+      modify(resource, user, id) {
+        check(`messages.modify ${user} ${id}`);
+        state.modified.push({ id, ...resource });
+        return { id };
+      },
+    },
+  };
+  return state;
+}
+
 function createScriptApp(identityToken = "id-token-for-bob") {
   return { getIdentityToken: () => identityToken, getOAuthToken: () => "oauth-token" };
 }
@@ -260,6 +295,7 @@ function loadAddon(options = {}) {
     CardService: createCardService(),
     UrlFetchApp: urlFetch,
     GmailApp: gmail,
+    Gmail: createGmailAdvanced(options.gmailAdvanced),
     ScriptApp: createScriptApp(options.identityToken === undefined ? "id-token-for-bob" : options.identityToken),
     Utilities: createUtilities(),
     PropertiesService: createPropertiesService(
@@ -271,7 +307,7 @@ function loadAddon(options = {}) {
   for (const file of ADDON_FILES) {
     vm.runInContext(fs.readFileSync(path.join(ADDON_DIR, file), "utf8"), ctx, { filename: file });
   }
-  return { ctx, urlFetch, gmail, console };
+  return { ctx, urlFetch, gmail, console, gmailAdvanced: globals.Gmail };
 }
 
 // ---------------------------------------------------------------------------

@@ -1237,6 +1237,9 @@ pub(crate) struct ContextAnswer {
     /// Whether the caller may file (not a viewer).
     can_file: bool,
     attachments: Vec<ContextAttachment>,
+    /// The firm's "Filed" label prefix: after filing, the client labels the message
+    /// `{prefix}/{reference}` in Gmail (and takes it off on undo); `null`: no labels.
+    gmail_label_prefix: Option<String>,
 }
 
 /// The sidebar's data for a message (the Apps Script client's counterpart of the HTTP
@@ -1302,6 +1305,7 @@ pub(crate) async fn context_api(
         notice,
         can_file: suggest::fileable(&ctx.user),
         attachments,
+        gmail_label_prefix: crate::firm_settings::gmail_label_prefix(&ctx.tenant).await?,
     }))
 }
 
