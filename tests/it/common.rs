@@ -638,6 +638,18 @@ pub fn blob_files(t: &Tenant) -> usize {
     walk(t.blobs.root())
 }
 
+/// The id of record `kind:reference` of `t` (panics when there is none).
+pub async fn record_id(t: &Tenant, kind: &str, reference: &str) -> String {
+    use sqlx::Row;
+    sqlx::query("SELECT id FROM records WHERE kind = $1 AND reference = $2")
+        .bind(kind)
+        .bind(reference)
+        .fetch_one(&t.db)
+        .await
+        .unwrap_or_else(|e| panic!("no record {kind}:{reference}: {e}"))
+        .get(0)
+}
+
 /// The id of an existing user of `t`.
 pub async fn user_id(t: &Tenant, email: &str) -> String {
     directory::user_by_email(&t.db, email)

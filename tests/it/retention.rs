@@ -16,14 +16,6 @@ fn years(n: i64) -> time::Duration {
     time::Duration::days(365 * n + n / 4 + 1)
 }
 
-async fn record_id(t: &Tenant, kind: &str, reference: &str) -> String {
-    directory::find_record(&t.db, kind.parse().unwrap(), reference)
-        .await
-        .unwrap()
-        .unwrap()
-        .id
-}
-
 async fn close(t: &Tenant, id: &str) {
     let patch = RecordPatch {
         status: Some("closed".into()),

@@ -73,16 +73,6 @@ async fn api<'a>(app: &'a TestApp) -> Api<'a> {
     }
 }
 
-async fn record_id(t: &Tenant, kind: &str, reference: &str) -> String {
-    sqlx::query("SELECT id FROM records WHERE kind = $1 AND reference = $2")
-        .bind(kind)
-        .bind(reference)
-        .fetch_one(&t.db)
-        .await
-        .unwrap()
-        .get(0)
-}
-
 async fn audit_actions(t: &Tenant, subject: &str) -> Vec<String> {
     sqlx::query("SELECT action FROM audit_log WHERE subject = $1 ORDER BY seq")
         .bind(subject)

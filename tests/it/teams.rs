@@ -64,16 +64,6 @@ fn slug(body: &Value, slug: &str) {
     );
 }
 
-async fn record_id(t: &Tenant, kind: &str, reference: &str) -> String {
-    sqlx::query("SELECT id FROM records WHERE kind = $1 AND reference = $2")
-        .bind(kind)
-        .bind(reference)
-        .fetch_one(&t.db)
-        .await
-        .unwrap()
-        .get(0)
-}
-
 async fn context(app: &TestApp, email: &str, raw: &[u8]) -> Value {
     let resp = app
         .http

@@ -10,16 +10,6 @@ use docket::retention::{self, HoldOn};
 use serde_json::{json, Value};
 use sqlx::Row;
 
-async fn record_id(t: &docket::tenancy::Tenant, kind: &str, reference: &str) -> String {
-    sqlx::query("SELECT id FROM records WHERE kind = $1 AND reference = $2")
-        .bind(kind)
-        .bind(reference)
-        .fetch_one(&t.db)
-        .await
-        .unwrap()
-        .get(0)
-}
-
 /// Files `raw` as `email` to `targets`; the answer.
 async fn file(app: &TestApp, email: &str, raw: &[u8], targets: &[&str]) -> Value {
     let resp = app
@@ -74,6 +64,12 @@ async fn filing_state(t: &docket::tenancy::Tenant) -> (i64, i64, i64, i64) {
         .unwrap()
         .get(0);
     (m, f, att, audited)
+}
+
+/// Alice files a message with this subject and Message-ID to M-1; the new filing's id.
+async fn filed_to_m1(app: &TestApp, subject: &str, message_id: &str) -> String {
+    let raw = email(subject, Some(message_id), &[]);
+    id_of(&file(app, "alice@a.test", &raw, &["matter:M-1"]).await, 0)
 }
 
 fn id_of(out: &Value, n: usize) -> String {
@@ -203,14 +199,7 @@ both_backends!(
     |app: TestApp| async move {
         let t = app.tenant(&app.firm_a).await;
         let m1 = record_id(&t, "matter", "M-1").await;
-        let out = file(
-            &app,
-            "alice@a.test",
-            &email("Held", Some("undo-3@acme.com"), &[]),
-            &["matter:M-1"],
-        )
-        .await;
-        let fid = id_of(&out, 0);
+        let fid = filed_to_m1(&app, "Held", "undo-3@acme.com").await;
         let hold = retention::place_hold(&t.db, &HoldOn::Record(m1), "Litigation", "adam@a.test")
             .await
             .unwrap();
@@ -510,14 +499,7 @@ both_backends!(
     the_console_removes_a_filing_with_a_reason,
     |app: TestApp| async move {
         let t = app.tenant(&app.firm_a).await;
-        let out = file(
-            &app,
-            "alice@a.test",
-            &email("Console", Some("undo-7@acme.com"), &[]),
-            &["matter:M-1"],
-        )
-        .await;
-        let fid = id_of(&out, 0);
+        let fid = filed_to_m1(&app, "Console", "undo-7@acme.com").await;
         let (cookie, csrf) = admin_session(&app, &t, "adam@a.test").await;
         let (status, page_html) = page(&app, &cookie, &format!("/console/filings/{fid}")).await;
         assert_eq!(status, 200);
