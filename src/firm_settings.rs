@@ -58,8 +58,8 @@ pub async fn gmail_label_prefix(tenant: &Tenant) -> AppResult<Option<String>> {
 }
 
 /// Turns the "Filed" labels in Gmail on with `prefix` (1 to 40 characters, no control
-/// characters, not starting or ending with `/`, not one of Gmail's own labels such as
-/// INBOX), or off with `None`. 422 `invalid-label`. Audited `setting.changed`.
+/// characters, no empty level such as `/x`, `x/` or `a//b`, not one of Gmail's own labels
+/// such as INBOX), or off with `None`. 422 `invalid-label`. Audited `setting.changed`.
 pub async fn set_gmail_label_prefix(
     tenant: &Tenant,
     prefix: Option<&str>,
@@ -89,10 +89,8 @@ fn valid_label_prefix(p: &str) -> Result<(), String> {
     if p.chars().count() > 40 {
         return Err("a label prefix has at most 40 characters".into());
     }
-    if p.chars().any(char::is_control) || p.starts_with('/') || p.ends_with('/') {
-        return Err(
-            "a label prefix has no control characters and does not start or end with /".into(),
-        );
+    if p.chars().any(char::is_control) || p.split('/').any(|level| level.trim().is_empty()) {
+        return Err("a label prefix has no control characters and no empty level (nothing before, after or between its /)".into());
     }
     let first = p.split('/').next().unwrap_or(p).to_ascii_uppercase();
     if GMAIL_SYSTEM_LABELS.contains(&first.as_str()) || first.starts_with("CATEGORY_") {

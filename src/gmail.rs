@@ -245,9 +245,12 @@ struct Label {
 impl GmailClient {
     /// Puts the labels `names` on message `message_id` (`add`), creating those that do not
     /// exist yet, parents first (`Filed` before `Filed/M-1`, so Gmail nests them); or takes
-    /// them off (`!add`; labels that do not exist are skipped). With the user's OAuth token,
-    /// which needs [`SCOPE_GMAIL_MODIFY`]. Gmail API `users.labels.list`,
-    /// `users.labels.create` and `users.messages.modify`
+    /// them off (`!add`; labels that do not exist are skipped). Gmail compares label names
+    /// without case, and so does this: an existing `filed` is used for `Filed`, and a
+    /// create that loses a race (409) uses the label the other side made. With the user's
+    /// OAuth token, which needs [`SCOPE_GMAIL_MODIFY`] ([`GmailError::Forbidden`] when
+    /// Gmail says it lacks it). Gmail API `users.labels.list`, `users.labels.create` and
+    /// `users.messages.modify`
     /// (<https://developers.google.com/gmail/api/reference/rest/v1/users.messages/modify>).
     pub async fn set_labels(
         &self,
@@ -258,25 +261,21 @@ impl GmailClient {
     ) -> Result<(), GmailError> {
         let id =
             normalise_id(message_id).ok_or_else(|| GmailError::BadId(message_id.to_string()))?;
-        let url = format!("{}gmail/v1/users/me/labels", self.base);
-        let list: LabelList = self.call(self.http.get(&url), oauth).await?;
-        let mut known: std::collections::HashMap<String, String> =
-            list.labels.into_iter().map(|l| (l.name, l.id)).collect();
+        let mut known = self.labels(oauth).await?;
         let mut ids = Vec::new();
         for name in names {
-            if !add {
-                ids.extend(known.get(name).cloned());
-                continue;
-            }
-            let parents = name.match_indices('/').map(|(i, _)| &name[..i]);
-            for wanted in parents.chain([name.as_str()]) {
-                if !known.contains_key(wanted) {
-                    let body = serde_json::json!({"name": wanted, "labelListVisibility": "labelShow", "messageListVisibility": "show"});
-                    let made: Label = self.call(self.http.post(&url).json(&body), oauth).await?;
-                    known.insert(made.name, made.id);
+            if add {
+                let parents = name.match_indices('/').map(|(i, _)| &name[..i]);
+                for wanted in parents.chain([name.as_str()]) {
+                    if !known.contains_key(&wanted.to_lowercase()) {
+                        self.create_label(oauth, wanted, &mut known).await?;
+                    }
                 }
             }
-            ids.extend(known.get(name).cloned());
+            let found = known.get(&name.to_lowercase()).cloned();
+            if let Some(label) = found.filter(|l| !ids.contains(l)) {
+                ids.push(label);
+            }
         }
         if ids.is_empty() {
             return Ok(());
@@ -287,13 +286,59 @@ impl GmailClient {
         self.call::<serde_json::Value>(req, oauth).await.map(drop)
     }
 
-    /// Sends `req` with `oauth` and reads its JSON answer (at most 1 MiB).
+    /// The user's labels: lowercased name → id.
+    async fn labels(
+        &self,
+        oauth: &str,
+    ) -> Result<std::collections::HashMap<String, String>, GmailError> {
+        let url = format!("{}gmail/v1/users/me/labels", self.base);
+        let list: LabelList = self.call(self.http.get(&url), oauth).await?;
+        Ok(list
+            .labels
+            .into_iter()
+            .map(|l| (l.name.to_lowercase(), l.id))
+            .collect())
+    }
+
+    /// Creates label `name` into `known`; on a 409 (it exists: made meanwhile, or a name
+    /// Gmail reserves) the list is read again, and a name still missing is an error.
+    async fn create_label(
+        &self,
+        oauth: &str,
+        name: &str,
+        known: &mut std::collections::HashMap<String, String>,
+    ) -> Result<(), GmailError> {
+        let url = format!("{}gmail/v1/users/me/labels", self.base);
+        let body = serde_json::json!({"name": name, "labelListVisibility": "labelShow", "messageListVisibility": "show"});
+        match self
+            .call::<Label>(self.http.post(&url).json(&body), oauth)
+            .await
+        {
+            Ok(made) => {
+                known.insert(made.name.to_lowercase(), made.id);
+                Ok(())
+            }
+            Err(GmailError::Unavailable(409)) => {
+                *known = self.labels(oauth).await?;
+                match known.contains_key(&name.to_lowercase()) {
+                    true => Ok(()),
+                    false => Err(GmailError::Unavailable(409)),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends `req` with `oauth` and reads its JSON answer, at most [`MAX_LABEL_ANSWER`]
+    /// bytes read (a user with thousands of labels stays well under it). A 403 is
+    /// [`GmailError::Forbidden`] only when Gmail says the token lacks a scope; a rate limit
+    /// is [`GmailError::RateLimited`]; other 403s are `Unavailable(403)`.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
         oauth: &str,
     ) -> Result<T, GmailError> {
-        let resp = req
+        let mut resp = req
             .bearer_auth(oauth)
             .send()
             .await
@@ -301,22 +346,42 @@ impl GmailClient {
                 true => GmailError::Timeout,
                 false => GmailError::Unavailable(0),
             })?;
-        match resp.status().as_u16() {
-            200 => {}
-            401 => return Err(GmailError::Unauthorized),
-            403 => return Err(GmailError::Forbidden),
-            404 => return Err(GmailError::NotFound),
-            429 => return Err(GmailError::RateLimited),
-            s => return Err(GmailError::Unavailable(s)),
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| match e.is_timeout() {
+            true => GmailError::Timeout,
+            false => GmailError::Malformed,
+        })? {
+            if body.len() + chunk.len() > MAX_LABEL_ANSWER {
+                return Err(GmailError::Malformed);
+            }
+            body.extend_from_slice(&chunk);
         }
-        if resp.content_length().is_some_and(|n| n > 1 << 20) {
-            return Err(GmailError::Malformed);
+        match status {
+            200 => serde_json::from_slice(&body).map_err(|_| GmailError::Malformed),
+            401 => Err(GmailError::Unauthorized),
+            403 => Err(forbidden_reason(&body)),
+            404 => Err(GmailError::NotFound),
+            429 => Err(GmailError::RateLimited),
+            s => Err(GmailError::Unavailable(s)),
         }
-        let body = resp.bytes().await.map_err(|_| GmailError::Malformed)?;
-        if body.len() > 1 << 20 {
-            return Err(GmailError::Malformed);
-        }
-        serde_json::from_slice(&body).map_err(|_| GmailError::Malformed)
+    }
+}
+
+/// The most a label call's answer may be, in bytes.
+const MAX_LABEL_ANSWER: usize = 4 << 20;
+
+/// What a 403 of the Gmail API means, from its error body: a missing scope
+/// (`ACCESS_TOKEN_SCOPE_INSUFFICIENT`, "insufficient authentication scopes"), a rate limit
+/// (`rateLimitExceeded`, `userRateLimitExceeded`), or something else (a domain's policy).
+fn forbidden_reason(body: &[u8]) -> GmailError {
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    if text.contains("scope") {
+        GmailError::Forbidden
+    } else if text.contains("ratelimitexceeded") {
+        GmailError::RateLimited
+    } else {
+        GmailError::Unavailable(403)
     }
 }
 

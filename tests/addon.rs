@@ -1357,7 +1357,7 @@ async fn filed_labels_in_gmail_follow_filing_and_undo() {
             .json(&body)
             .send()
     };
-    for bad in ["INBOX", "/Filed", "Filed/", "x\u{7}"] {
+    for bad in ["INBOX", "/Filed", "Filed/", "a//b", "x\u{7}"] {
         let (status, p) = problem(put(json!({"prefix": bad})).await.unwrap()).await;
         assert_eq!(status, 422, "{bad}: {p}");
     }
@@ -1399,21 +1399,90 @@ async fn filed_labels_in_gmail_follow_filing_and_undo() {
         .call("/addon/action", &file(with_modify(event(ALICE))))
         .await;
     assert_eq!(notification(&reply), Some("Filed to M-1"));
-    let filings = op_params(&reply, "undo").unwrap()["filings"].clone();
+    let params = op_params(&reply, "undo").unwrap();
+    assert_eq!(
+        params["labels"], "Filed",
+        "Undo carries the prefix it labelled with"
+    );
 
-    // Undo takes the label off.
-    let mut undo = with_op(with_modify(event(ALICE)), "undo");
-    undo["commonEventObject"]["parameters"]["filings"] = json!(filings);
-    let reply = t.call("/addon/action", &undo).await;
+    // Undo takes the label off, with the prefix it was put on with even when the firm
+    // changed it meanwhile.
+    docket::firm_settings::set_gmail_label_prefix(&tenant, Some("Other"), "test")
+        .await
+        .unwrap();
+    let undo = |params: &std::collections::HashMap<String, String>| {
+        let mut ev = with_op(with_modify(event(ALICE)), "undo");
+        ev["commonEventObject"]["parameters"] = json!(params);
+        ev
+    };
+    let reply = t.call("/addon/action", &undo(&params)).await;
     assert_eq!(notification(&reply), Some("Filing undone: M-1"), "{reply}");
     assert!(
         all_text(&reply).contains("Label Filed/M-1 taken off in Gmail"),
         "{reply}"
     );
     assert!(t.gmail.labels_on(MESSAGE_HEX).is_empty());
+    docket::firm_settings::set_gmail_label_prefix(&tenant, Some("Filed"), "test")
+        .await
+        .unwrap();
+
+    // A label another filing of the message still needs stays: case:M-1 shares the
+    // reference of matter:M-1. A reference's `/` makes no label level.
+    t.record(RecordKind::Case, "M-1", "Same reference", "", &[])
+        .await;
+    t.record(RecordKind::Case, "C/7", "Slash", "", &[]).await;
+    let raw4 = mail(
+        "dana@acme.com",
+        "Two kinds",
+        "label-4@acme.com",
+        None,
+        &[],
+        &[],
+    );
+    t.gmail.serve(&raw4);
+    let both = with_input(
+        with_op(with_modify(event(ALICE)), "file"),
+        "targets",
+        &["matter:M-1", "case:M-1", "case:C/7"],
+    );
+    let reply = t.call("/addon/action", &both).await;
+    assert!(
+        all_text(&reply).contains("Labelled Filed/C-7, Filed/M-1 in Gmail"),
+        "{reply}"
+    );
+    let mut params = op_params(&reply, "undo").unwrap();
+    // Undo only the matter's filing (the newest to matter:M-1).
+    let matter: String = sqlx::query(
+        "SELECT f.id FROM filings f JOIN records r ON r.id = f.record_id \
+         WHERE r.kind = 'matter' AND r.reference = 'M-1' ORDER BY f.filed_at DESC LIMIT 1",
+    )
+    .fetch_one(&tenant.db)
+    .await
+    .unwrap()
+    .get(0);
+    assert!(params["filings"].contains(&matter));
+    params.insert("filings".into(), matter);
+    let reply = t.call("/addon/action", &undo(&params)).await;
+    assert!(
+        notification(&reply).unwrap().starts_with("Filing undone"),
+        "{reply}"
+    );
+    let mut on = t.gmail.labels_on(MESSAGE_HEX);
+    on.sort();
+    assert!(on.contains(&"Filed/M-1".to_string()), "{on:?}");
 
     // The scope not granted: filed, not labelled, and the card says why; Gmail not asked.
+    let raw5 = mail(
+        "dana@acme.com",
+        "No scope",
+        "label-5@acme.com",
+        None,
+        &[],
+        &[],
+    );
+    t.gmail.serve(&raw5);
     let calls = t.gmail.labels.lock().unwrap().calls.len();
+    let labels_before = t.gmail.labels_on(MESSAGE_HEX);
     let reply = t.call("/addon/action", &file(event(ALICE))).await;
     assert_eq!(notification(&reply), Some("Filed to M-1"));
     assert!(
@@ -1421,7 +1490,7 @@ async fn filed_labels_in_gmail_follow_filing_and_undo() {
         "{reply}"
     );
     assert_eq!(t.gmail.labels.lock().unwrap().calls.len(), calls);
-    assert!(t.gmail.labels_on(MESSAGE_HEX).is_empty());
+    assert_eq!(t.gmail.labels_on(MESSAGE_HEX), labels_before);
 
     // Granted in the event, but Gmail refuses the token (the fake checks the scope).
     t.gmail.labels.lock().unwrap().modify_tokens.clear();

@@ -40,6 +40,8 @@ pub struct Removed {
     pub title: String,
     /// Filings the firm's rules made with it, taken back too (`kind:reference` of each).
     pub also_removed: Vec<String>,
+    /// The stored message's id.
+    pub message_id: String,
     /// Whether the message itself went (no other filing referred to it).
     pub message_removed: bool,
 }
@@ -108,6 +110,7 @@ pub async fn remove(tenant: &Tenant, id: &str, who: &Remover<'_>) -> AppResult<R
         target: row.target.clone(),
         title: row.title.clone(),
         also_removed: rules.iter().map(|(_, t)| t.clone()).collect(),
+        message_id: row.message_id.clone(),
         message_removed,
     };
     audit::append(&mut tx, &audit_event(id, &row, &removed, who)).await?;

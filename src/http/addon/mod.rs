@@ -824,17 +824,22 @@ pub(crate) async fn action(
 }
 
 /// The card after filing: what was filed, "Undo" for the filings just made (`undo`: their
-/// ids, empty for none), and the way back to the message.
-fn filed_card(s: &AddonSettings, subtitle: &str, widgets: Vec<Value>, undo: &[String]) -> Value {
+/// ids, empty for none; `labels`: the label prefix they were labelled with, which Undo takes
+/// off even if the firm changes it meanwhile), and the way back to the message.
+fn filed_card(
+    s: &AddonSettings,
+    subtitle: &str,
+    widgets: Vec<Value>,
+    undo: &[String],
+    labels: Option<&str>,
+) -> Value {
     let action_url = format!("{}/addon/action", s.public_url);
     let mut actions = Vec::new();
     if !undo.is_empty() {
         let ids = undo.join(",");
-        actions.push(action_button(
-            "Undo",
-            &action_url,
-            &[("op", "undo"), ("filings", &ids)],
-        ));
+        let mut params = vec![("op", "undo"), ("filings", ids.as_str())];
+        params.extend(labels.map(|p| ("labels", p)));
+        actions.push(action_button("Undo", &action_url, &params));
     }
     actions.push(action_button(
         "Back to message",
@@ -848,26 +853,26 @@ fn filed_card(s: &AddonSettings, subtitle: &str, widgets: Vec<Value>, undo: &[St
         .build()
 }
 
-/// Puts the firm's "Filed" labels (`Filed/M-1` for each reference in `refs`) on the open
-/// message in the user's Gmail (`add`), or takes them off; a line for the card saying what
-/// happened, `None` when the firm does not label filed mail. A failure never undoes a
-/// filing: the card says it.
+/// How long labelling may take after a filing (the card must answer within Google's 30 s,
+/// and the message was fetched and filed before).
+const LABEL_BUDGET: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// The Gmail label of a filing to `reference`: `{prefix}/{reference}`, a `/` in the
+/// reference written `-` so that it makes no label level of its own.
+fn label_name(prefix: &str, reference: &str) -> String {
+    format!("{prefix}/{}", reference.replace('/', "-"))
+}
+
+/// Puts the labels `{prefix}/{reference}` for each of `refs` on the open message in the
+/// user's Gmail (`add`), or takes them off; the line the card shows. At most
+/// [`LABEL_BUDGET`]. A failure never undoes a filing: the card says it.
 async fn gmail_labels(
     state: &AppState,
-    ctx: &TenantCtx,
     ev: &AddonEvent,
-    refs: Vec<String>,
+    prefix: &str,
+    refs: &[String],
     add: bool,
 ) -> Option<String> {
-    let prefix = match crate::firm_settings::gmail_label_prefix(&ctx.tenant).await {
-        Ok(p) => p?,
-        Err(e) => {
-            return Some(format!(
-                "Not labelled in Gmail: {}",
-                CardFailure::from(e).detail
-            ))
-        }
-    };
     let message = ev.gmail.as_ref()?.message_id.as_deref()?;
     let auth = &ev.authorization_event_object;
     let granted = auth
@@ -878,14 +883,52 @@ async fn gmail_labels(
     let (Some(oauth), true) = (auth.user_o_auth_token.as_deref(), granted) else {
         return Some(no_scope.into());
     };
-    let mut names: Vec<String> = refs.iter().map(|r| format!("{prefix}/{r}")).collect();
-    names.dedup();
-    match state.gmail.set_labels(oauth, message, &names, add).await {
-        Ok(()) if add => Some(format!("Labelled {} in Gmail", names.join(", "))),
-        Ok(()) => Some(format!("Label {} taken off in Gmail", names.join(", "))),
-        Err(crate::gmail::GmailError::Forbidden) => Some(no_scope.into()),
-        Err(e) => Some(format!("Not labelled in Gmail: {e}")),
+    let names: std::collections::BTreeSet<String> =
+        refs.iter().map(|r| label_name(prefix, r)).collect();
+    if names.is_empty() {
+        return None;
     }
+    let names: Vec<String> = names.into_iter().collect();
+    let labelled = state.gmail.set_labels(oauth, message, &names, add);
+    let line = match tokio::time::timeout(LABEL_BUDGET, labelled).await {
+        Ok(Ok(())) if add => format!("Labelled {} in Gmail", names.join(", ")),
+        Ok(Ok(())) => format!("Label {} taken off in Gmail", names.join(", ")),
+        Ok(Err(crate::gmail::GmailError::Forbidden)) => no_scope.into(),
+        Ok(Err(e)) => format!("Not labelled in Gmail: {e}"),
+        Err(_) => "Not labelled in Gmail: Gmail did not answer in time".into(),
+    };
+    Some(line)
+}
+
+/// The firm's label prefix for the filed card; `None` when it does not label (or the
+/// setting cannot be read: the filing stands either way).
+async fn label_prefix(ctx: &TenantCtx) -> Option<String> {
+    crate::firm_settings::gmail_label_prefix(&ctx.tenant)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(tenant = %ctx.tenant.id, error = %e, "reading the label prefix failed");
+            None
+        })
+}
+
+/// The references the messages `ids` are still filed to (their labels stay on undo: a
+/// reference of another kind, or a colleague's filing). Empty when they cannot be read.
+async fn still_filed(ctx: &TenantCtx, ids: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in ids {
+        let rows = sqlx::query(
+            "SELECT r.reference FROM filings f JOIN records r ON r.id = f.record_id WHERE f.message_id = $1",
+        )
+        .bind(id)
+        .fetch_all(&ctx.tenant.db)
+        .await;
+        out.extend(
+            rows.unwrap_or_default()
+                .iter()
+                .map(|r| sqlx::Row::get::<String, _>(r, 0)),
+        );
+    }
+    out
 }
 
 /// "Undo" on the filed card: takes back each filing named (the user's own, within the grace
@@ -904,7 +947,7 @@ async fn undo_action(
         .take(filing::MAX_TARGETS)
         .collect();
     let (mut widgets, mut undone, mut refused) = (Vec::new(), Vec::new(), Vec::new());
-    let mut labels_off = Vec::new();
+    let (mut labels_off, mut messages) = (Vec::new(), Vec::new());
     for id in ids {
         match super::filings::undo_filing(state, ctx, id).await {
             Ok(r) => {
@@ -917,6 +960,7 @@ async fn undo_action(
                     also.as_deref(),
                 ));
                 undone.push(reference.to_string());
+                messages.push(r.message_id.clone());
                 labels_off.push(reference.to_string());
                 let rules = r
                     .also_removed
@@ -938,11 +982,18 @@ async fn undo_action(
         );
     }
     widgets.extend(refused.iter().map(|f| paragraph(&esc(f))));
-    if let Some(line) = gmail_labels(state, ctx, ev, labels_off, false).await {
-        widgets.push(paragraph(&esc(&line)));
+    if let Some(prefix) = ev.param("labels").filter(|p| !p.is_empty()) {
+        let still = still_filed(ctx, &messages).await;
+        labels_off.retain(|r| !still.contains(r));
+        if let Some(line) = gmail_labels(state, ev, prefix, &labels_off, false).await {
+            widgets.push(paragraph(&esc(&line)));
+        }
     }
     let note = format!("Filing undone: {}", undone.join(", "));
-    cards::update(filed_card(s, "Filing undone", widgets, &[]), Some(&note))
+    cards::update(
+        filed_card(s, "Filing undone", widgets, &[], None),
+        Some(&note),
+    )
 }
 
 /// The records ticked in the card (suggestions and search results), or a notification.
@@ -1038,7 +1089,7 @@ async fn file_thread_action(
     for f in failed.iter().take(10) {
         widgets.push(paragraph(&esc(f)));
     }
-    let card = filed_card(s, "Whole thread", widgets, &[]);
+    let card = filed_card(s, "Whole thread", widgets, &[], None);
     cards::update(
         card,
         Some(&format!(
@@ -1138,13 +1189,17 @@ async fn file_action(
     if let Some(notice) = &outcome.notice {
         widgets.push(paragraph(&cards::esc(notice)));
     }
-    let refs = outcome
-        .filings
-        .iter()
-        .map(|f| f.target.id.clone())
-        .chain(outcome.auto_filed.iter().map(|a| a.target.id.clone()));
-    if let Some(line) = gmail_labels(state, ctx, ev, refs.collect(), true).await {
-        widgets.push(paragraph(&esc(&line)));
+    let prefix = label_prefix(ctx).await;
+    if let Some(prefix) = &prefix {
+        let refs: Vec<String> = outcome
+            .filings
+            .iter()
+            .map(|f| f.target.id.clone())
+            .chain(outcome.auto_filed.iter().map(|a| a.target.id.clone()))
+            .collect();
+        if let Some(line) = gmail_labels(state, ev, prefix, &refs, true).await {
+            widgets.push(paragraph(&esc(&line)));
+        }
     }
     let undo: Vec<String> = match state.config.filing.undo_grace_minutes {
         0 => Vec::new(),
@@ -1155,7 +1210,7 @@ async fn file_action(
             .map(|f| f.id.clone())
             .collect(),
     };
-    let card = filed_card(s, subject, widgets, &undo);
+    let card = filed_card(s, subject, widgets, &undo, prefix.as_deref());
     let ids = |created: bool| -> Vec<String> {
         outcome
             .filings
