@@ -214,26 +214,40 @@ function labelMessage_(prefix, messageId, refs, add) {
   if (!wanted.names.length || !messageId) return null;
   try {
     if (typeof Gmail === "undefined") throw new Error("the Gmail advanced service is not enabled in the add-on's manifest");
-    var known = {};
-    ((Gmail.Users.Labels.list("me") || {}).labels || []).forEach(function (l) {
-      known[l.name] = l.id;
-    });
+    // Gmail compares label names without case: so does this (and a map without a prototype,
+    // so that no name is taken for one of Object's own properties).
+    var listLabels = function () {
+      var known = Object.create(null);
+      ((Gmail.Users.Labels.list("me") || {}).labels || []).forEach(function (l) {
+        known[String(l.name).toLowerCase()] = l.id;
+      });
+      return known;
+    };
+    var known = listLabels();
     if (add) {
       wanted.chain.forEach(function (name) {
-        if (!known[name]) known[name] = Gmail.Users.Labels.create({ name: name, labelListVisibility: "labelShow", messageListVisibility: "show" }, "me").id;
+        var key = name.toLowerCase();
+        if (known[key]) return;
+        try {
+          known[key] = Gmail.Users.Labels.create({ name: name, labelListVisibility: "labelShow", messageListVisibility: "show" }, "me").id;
+        } catch (err) {
+          // Made meanwhile (another filing): use it; anything else stands.
+          known = listLabels();
+          if (!known[key]) throw err;
+        }
       });
     }
-    var ids = wanted.names
-      .map(function (n) {
-        return known[n];
-      })
-      .filter(Boolean);
+    var ids = [];
+    wanted.names.forEach(function (n) {
+      var id = known[n.toLowerCase()];
+      if (id && ids.indexOf(id) < 0) ids.push(id);
+    });
     if (ids.length) Gmail.Users.Messages.modify(add ? { addLabelIds: ids } : { removeLabelIds: ids }, "me", messageId);
     return add ? "Labelled " + wanted.names.join(", ") + " in Gmail" : "Label " + wanted.names.join(", ") + " taken off in Gmail";
   } catch (err) {
     console.error("docket add-on: labelling failed: " + err);
     var text = err && err.message ? err.message : String(err);
-    if (/scope/i.test(text)) return "Not labelled in Gmail: the add-on may not change your labels (it needs the gmail.modify scope; ask your docket administrator).";
+    if (/scope|permission/i.test(text)) return "Not labelled in Gmail: the add-on may not change your labels (it needs the gmail.modify scope; ask your docket administrator).";
     return "Not labelled in Gmail: " + text;
   }
 }

@@ -67,8 +67,8 @@ function buildFilingRequest(baseUrl, idToken, filing) {
 }
 
 /**
- * The Gmail labels of a filing: `{prefix}/{reference}` for each reference, once each, parents
- * first where a name has them (`Filed` before `Filed/M-1`, so Gmail nests them).
+ * The Gmail labels of a filing: `{prefix}/{reference}` for each reference (a `/` in it
+ * written `-`), once each, parents first (`Filed` before `Filed/M-1`, so Gmail nests them).
  * Returns {names: labels to put on or take off, chain: every label that must exist}.
  */
 function labelNames(prefix, refs) {
@@ -76,7 +76,8 @@ function labelNames(prefix, refs) {
   var chain = [];
   if (!prefix) return { names: names, chain: chain };
   (refs || []).forEach(function (ref) {
-    var name = prefix + "/" + ref;
+    // A "/" in a reference makes no label level of its own (as docket's card does).
+    var name = prefix + "/" + String(ref).split("/").join("-");
     if (names.indexOf(name) < 0) names.push(name);
     var parts = name.split("/");
     for (var i = 1; i <= parts.length; i++) {

@@ -206,6 +206,22 @@ test("with the firm's label prefix, the File button carries it and filing labels
   assert.ok(S.textsOf(r.navigation.steps[1].updateCard).includes("Label Filed/M-2024-017 taken off in Gmail"));
 });
 
+test("labels are matched without case, a lost create race reuses the label, and a reference's / makes no level", () => {
+  const answer = { filings: [{ ...F.filingAnswer(true).filings[0], target: { kind: "case", id: "C/7", title: "Slash" } }] };
+  const addon = S.loadAddon({ messages: MESSAGES, responses: [{ status: 201, body: answer }], gmailAdvanced: { labels: [{ id: "Label_1", name: "filed" }] } });
+  // Another filing makes "Filed/C-7" between the list and the create.
+  const g = addon.gmailAdvanced;
+  const create = g.Users.Labels.create;
+  g.Users.Labels.create = (resource, user) => {
+    g.labels.push({ id: "Label_7", name: resource.name });
+    return create(resource, user);
+  };
+  const response = run(addon, "onFile", S.actionEvent({ formInputs: { targets: ["case:C/7"] }, parameters: { messageId: EVENT_MESSAGE_ID, labelPrefix: "Filed" }, gmail: gmailEvent().gmail }));
+  assert.deepEqual(S.plain(g.modified), [{ id: HEX_MESSAGE_ID, addLabelIds: ["Label_7"] }]);
+  assert.ok(S.textsOf(response.navigation.steps[1].updateCard).includes("Labelled Filed/C-7 in Gmail"));
+  assert.ok(!g.calls.includes("labels.create me Filed"), "the existing 'filed' is the parent");
+});
+
 test("without gmail.modify the filing stands and the card says why; without a prefix Gmail is not asked", () => {
   const answer = F.filingAnswer(true);
   const refused = S.loadAddon({ messages: MESSAGES, responses: [{ status: 201, body: answer }], gmailAdvanced: { granted: false } });
