@@ -87,8 +87,9 @@ struct Row_ {
 
 /// Takes filing `id` back as `who` may. Errors: 404 `not-found` (no such filing, one behind
 /// the user's wall or, for an undo, someone else's), 409 `undo-expired` (the grace period is
-/// over), 409 `legal-hold`, 422 `reason-required` (an admin's removal without a reason),
-/// 403 for a role that may not file.
+/// over), 409 `undo-off` (a grace period of 0), 409 `filing-shared` (an undo of a filing
+/// someone else was since told is filed), 409 `legal-hold`, 422 `reason-required` (an
+/// admin's removal without a reason), 403 for a role that may not file.
 pub async fn remove(tenant: &Tenant, id: &str, who: &Remover<'_>) -> AppResult<Removed> {
     check_asker(who)?;
     let mut tx = crate::tenancy::db::begin(&tenant.db).await?;

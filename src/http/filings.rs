@@ -270,7 +270,7 @@ pub(crate) async fn show(ctx: TenantCtx, Path(id): Path<String>) -> AppResult<Re
         (status = 401, description = "No valid bearer token"),
         (status = 403, description = "The user may not file (viewer, suspended)"),
         (status = 404, description = "No such filing of the caller's"),
-        (status = 409, description = "`undo-expired`: the grace period is over (or undo is off); `legal-hold`: a hold covers it")),
+        (status = 409, description = "`undo-expired`: the grace period is over; `undo-off`: undo is turned off; `filing-shared`: someone else has filed the message to the record since; `legal-hold`: a hold covers it")),
     security(("google_id_token" = []), ("access_token" = [])), tag = "filings")]
 pub(crate) async fn undo(
     State(state): State<AppState>,
